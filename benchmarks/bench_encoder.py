@@ -1,0 +1,485 @@
+"""Encoder benchmarks: RexBERT vs transformers' ModernBERT (sdpa), same weights, float32, this CPU.
+
+Scenarios (issue 2, "Benchmarks"):
+  forward  -- encoder forward on 32 real ESCI product texts (title + description), lengths spread over
+              10-512 tokens, right-padded to the longest. Goal: >= 2x throughput.
+  mlm      -- forward+backward MLM step at 8x512 with sparse prediction on both sides. Goal: >= 1.2x.
+  memory   -- peak RSS of a 1xS forward for S in 512..8192, each (implementation, S) in a fresh
+              subprocess (see ``_common.peak_rss_delta_mib``). Goal at 8192: RexBERT <= 1/4 of ModernBERT.
+
+Both models load the same random-initialised ModernBERT checkpoint folder (RexBERT loads ModernBERT
+folders). Runs are interleaved (A B B A ...) and medians compared, because the CPU is shared.
+
+Usage:
+  .venv/bin/python -m benchmarks.bench_encoder [--quick] [--sizes micro,base] [--scenarios forward,mlm]
+  .venv/bin/python -m benchmarks.bench_encoder --profile --sizes micro   # torch.profiler op tables
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from benchmarks._common import (
+    bert_tokenizer,
+    esci_product_texts,
+    interleaved_timings,
+    markdown_table,
+    median,
+    peak_rss_delta_mib,
+    run_json_subprocess,
+)
+
+VOCAB_SIZE = 50_368  # ModernBERT / RexBERT vocabulary: sets the embedding and decoder cost
+# Paper Table 2 (= Ettin encoders): layers, hidden, intermediate, heads. "tiny" exists for smoke tests.
+SIZES: dict[str, tuple[int, int, int, int]] = {
+    "tiny": (3, 64, 96, 2),
+    "micro": (7, 256, 384, 4),
+    "mini": (19, 512, 768, 8),
+    "base": (22, 768, 1152, 12),
+    "large": (28, 1024, 2624, 16),
+}
+IMPLS = ("modernbert", "rexbert")
+MLM_PROBABILITY = 0.3  # ModernBERT's pre-training rate: sets how many rows the sparse head sees
+
+
+@dataclass
+class Settings:
+    """What one invocation runs. ``--quick`` shrinks repeats and the memory sweep."""
+
+    sizes: list[str]
+    scenarios: list[str]
+    repeats: int  # timed calls per implementation (after one warm-up)
+    batch_texts: int = 32  # forward scenario: texts in the mixed-length batch
+    max_len: int = 512
+    mlm_batch: int = 8  # mlm scenario: rows x max_len tokens
+    memory_seqs: tuple[int, ...] = (512, 1024, 2048, 4096, 8192)
+    memory_sizes: tuple[str, ...] = ("micro",)
+
+
+# ------------------------------------------------------------------------------------------ models
+def modernbert_config(size: str, tok, max_position_embeddings: int = 8192):
+    from transformers import ModernBertConfig
+
+    layers, hidden, inter, heads = SIZES[size]
+    return ModernBertConfig(
+        vocab_size=VOCAB_SIZE,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        intermediate_size=inter,
+        num_attention_heads=heads,
+        max_position_embeddings=max_position_embeddings,
+        pad_token_id=tok.pad_token_id,
+        cls_token_id=tok.cls_token_id,
+        sep_token_id=tok.sep_token_id,
+        bos_token_id=tok.cls_token_id,
+        eos_token_id=tok.sep_token_id,
+        sparse_prediction=True,
+    )
+
+
+def make_checkpoint(size: str, tok, folder: Path) -> Path:
+    """Save a random-initialised ModernBertForMaskedLM (seeded) that both implementations load."""
+    from transformers import ModernBertForMaskedLM
+
+    torch.manual_seed(0)
+    model = ModernBertForMaskedLM(modernbert_config(size, tok))
+    out = folder / f"modernbert-{size}"
+    model.save_pretrained(out)
+    return out
+
+
+def rexbert_available() -> str | None:
+    """None when modeling_rexbert is importable and exports the classes we need, else the reason."""
+    try:
+        from modeling_rexbert import RexBertForMaskedLM, RexBertModel  # noqa: F401
+    except Exception as exc:  # noqa: BLE001 - any import failure means "not ready yet"
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def load_model(impl: str, folder: Path, mlm: bool) -> torch.nn.Module:
+    if impl == "modernbert":
+        from transformers import ModernBertForMaskedLM, ModernBertModel
+
+        cls = ModernBertForMaskedLM if mlm else ModernBertModel
+        kwargs: dict = {"attn_implementation": "sdpa"}
+        if mlm:
+            kwargs["sparse_prediction"] = True
+    elif impl == "rexbert":
+        from modeling_rexbert import RexBertForMaskedLM, RexBertModel
+
+        cls = RexBertForMaskedLM if mlm else RexBertModel
+        kwargs = {"attn_implementation": "sdpa", "sparse_prediction": True} if mlm else {}
+    else:
+        raise ValueError(f"unknown implementation {impl!r}; expected one of {IMPLS}")
+    model = cls.from_pretrained(folder, dtype=torch.float32, **kwargs)
+    return model.float()
+
+
+# ------------------------------------------------------------------------------------------- inputs
+def mixed_length_batch(tok, n: int, max_len: int) -> dict[str, torch.Tensor]:
+    """``n`` real ESCI product texts whose token lengths are spread evenly over [10, max_len].
+
+    For each of ``n`` evenly spaced target lengths pick the unused text whose length is closest, then
+    right-pad to the longest -- the shape a serving batch of product texts has.
+    """
+    texts = esci_product_texts()
+    lengths = [len(ids) for ids in tok(texts, truncation=True, max_length=max_len)["input_ids"]]
+    targets = torch.linspace(10, max_len, n).round().long().tolist()
+    unused = set(range(len(texts)))
+    chosen: list[int] = []
+    for target in targets:
+        best = min(unused, key=lambda i: (abs(lengths[i] - target), i))
+        unused.remove(best)
+        chosen.append(best)
+    enc = tok(
+        [texts[i] for i in chosen],
+        truncation=True,
+        max_length=max_len,
+        padding="longest",
+        return_tensors="pt",
+    )
+    return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+
+def packed_mlm_batch(tok, rows: int, seq: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """``rows`` x ``seq`` tokens of concatenated ESCI texts (no padding) with 30% of tokens masked."""
+    texts = esci_product_texts()
+    stream: list[int] = []
+    for ids in tok(texts, truncation=True, max_length=seq)["input_ids"]:
+        stream.extend(ids)  # each text keeps its [CLS] ... [SEP]
+        if len(stream) >= rows * seq:
+            break
+    if len(stream) < rows * seq:
+        raise ValueError(f"ESCI texts hold {len(stream)} tokens, fewer than {rows}x{seq}")
+    input_ids = torch.tensor(stream[: rows * seq]).view(rows, seq)
+    gen = torch.Generator().manual_seed(seed)
+    special = torch.isin(input_ids, torch.tensor([tok.cls_token_id, tok.sep_token_id]))
+    masked = (torch.rand(input_ids.shape, generator=gen) < MLM_PROBABILITY) & ~special
+    labels = torch.where(masked, input_ids, torch.full_like(input_ids, -100))
+    return {
+        "input_ids": input_ids.masked_fill(masked, tok.mask_token_id),
+        "attention_mask": torch.ones_like(input_ids),
+        "labels": labels,
+    }
+
+
+# ---------------------------------------------------------------------------------------- scenarios
+def forward_fn(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> Callable[[], torch.Tensor]:
+    model.eval()
+
+    def run() -> torch.Tensor:
+        with torch.inference_mode():
+            return model(**batch).last_hidden_state
+
+    return run
+
+
+def mlm_step_fn(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> Callable[[], torch.Tensor]:
+    model.train()
+
+    def run() -> torch.Tensor:
+        model.zero_grad(set_to_none=True)
+        loss = model(**batch).loss
+        loss.backward()
+        return loss.detach()
+
+    return run
+
+
+def bench_forward(size: str, folder: Path, tok, cfg: Settings, impls: list[str]) -> list[list]:
+    batch = mixed_length_batch(tok, cfg.batch_texts, cfg.max_len)
+    real = int(batch["attention_mask"].sum())
+    shape = tuple(batch["input_ids"].shape)
+    models = {impl: load_model(impl, folder, mlm=False) for impl in impls}
+    fns = {impl: forward_fn(m, batch) for impl, m in models.items()}
+    outs = {impl: fn() for impl, fn in fns.items()}
+    keep = batch["attention_mask"].bool()
+    diff = max_abs_diff([o[keep] for o in outs.values()])
+    times = interleaved_timings(fns, cfg.repeats, warmup=0)  # the parity call above was the warm-up
+    base = median(times["modernbert"])
+    rows = []
+    for impl in impls:
+        t = median(times[impl])
+        rows.append(
+            [
+                size,
+                impl,
+                f"{shape[0]}x{shape[1]}",
+                real,
+                f"{t:.3f}",
+                f"{real / t:,.0f}",
+                f"{base / t:.2f}x",
+                diff,
+            ]
+        )
+    return rows
+
+
+def bench_mlm(size: str, folder: Path, tok, cfg: Settings, impls: list[str]) -> list[list]:
+    batch = packed_mlm_batch(tok, cfg.mlm_batch, cfg.max_len)
+    n_labels = int((batch["labels"] != -100).sum())
+    models = {impl: load_model(impl, folder, mlm=True) for impl in impls}
+    fns = {impl: mlm_step_fn(m, batch) for impl, m in models.items()}
+    losses = {impl: float(fn()) for impl, fn in fns.items()}
+    loss_diff = f"{max(losses.values()) - min(losses.values()):.1e}" if len(losses) > 1 else "-"
+    times = interleaved_timings(fns, cfg.repeats, warmup=0)
+    base = median(times["modernbert"])
+    tokens = batch["input_ids"].numel()
+    rows = []
+    for impl in impls:
+        t = median(times[impl])
+        rows.append(
+            [
+                size,
+                impl,
+                f"{cfg.mlm_batch}x{cfg.max_len}",
+                n_labels,
+                f"{t:.3f}",
+                f"{tokens / t:,.0f}",
+                f"{base / t:.2f}x",
+                f"{losses[impl]:.4f}",
+                loss_diff,
+            ]
+        )
+    return rows
+
+
+def max_abs_diff(tensors: list[torch.Tensor]) -> str:
+    if len(tensors) < 2:
+        return "-"
+    return f"{max(float((t - tensors[0]).abs().max()) for t in tensors[1:]):.1e}"
+
+
+def memory_worker(impl: str, folder: Path, seq: int) -> dict:
+    """Runs inside a fresh subprocess: peak RSS added by one 1 x seq forward, then its time."""
+    torch.manual_seed(0)
+    model = load_model(impl, folder, mlm=False).eval()
+    vocab_hi = min(30_000, model.config.vocab_size)
+    ids = torch.randint(1000, vocab_hi, (1, seq))
+    mask = torch.ones_like(ids)
+    with torch.inference_mode():
+        model(input_ids=ids[:, :16], attention_mask=mask[:, :16])  # thread pools, oneDNN caches, lazy init
+
+        def run() -> None:
+            model(input_ids=ids, attention_mask=mask)
+
+        peak = peak_rss_delta_mib(run)
+        start = time.perf_counter()
+        run()
+        seconds = time.perf_counter() - start
+    return {"impl": impl, "seq": seq, "peak_mib": peak, "seconds": seconds}
+
+
+def bench_memory(size: str, folder: Path, cfg: Settings, impls: list[str]) -> list[list]:
+    rows = []
+    for seq in cfg.memory_seqs:
+        res = {}
+        for impl in impls:  # one fresh process per (impl, seq); alternate order per seq
+            args = ["--worker-memory", impl, "--checkpoint", str(folder), "--seq", str(seq)]
+            res[impl] = run_json_subprocess("benchmarks.bench_encoder", args)
+        for impl in impls:
+            r, b = res[impl], res["modernbert"]
+            rows.append(
+                [
+                    size,
+                    seq,
+                    impl,
+                    f"{r['peak_mib']:.1f}",
+                    f"{r['peak_mib'] / b['peak_mib']:.3f}",
+                    f"{r['seconds']:.3f}",
+                    f"{b['seconds'] / r['seconds']:.2f}x",
+                ]
+            )
+        impls = impls[::-1]
+        print(f"  memory {size} seq={seq} done", file=sys.stderr, flush=True)
+    rows.sort(key=lambda r: (r[1], IMPLS.index(r[2])))
+    return rows
+
+
+# ---------------------------------------------------------------------------------------- profiling
+def profile_table(fn: Callable[[], object], label: str, rows: int = 15) -> str:
+    """torch.profiler op table (self CPU time and self CPU memory) of one call of ``fn``."""
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()  # warm-up outside the profile
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=False) as prof:
+        fn()
+    avg = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in avg)
+    head = f"#### {label}: total self CPU {total / 1e6:.2f} s\n\n"
+    by_time = avg.table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=45)
+    by_mem = avg.table(sort_by="self_cpu_memory_usage", row_limit=8, max_name_column_width=45)
+    return head + "```\n" + by_time + "\n" + by_mem + "```\n"
+
+
+def run_profiles(size: str, folder: Path, tok, cfg: Settings, impls: list[str]) -> str:
+    out = [f"### profile: {size}\n"]
+    if "forward" in cfg.scenarios:
+        batch = mixed_length_batch(tok, cfg.batch_texts, cfg.max_len)
+        for impl in impls:
+            model = load_model(impl, folder, mlm=False)
+            out.append(
+                profile_table(forward_fn(model, batch), f"forward {impl} {tuple(batch['input_ids'].shape)}")
+            )
+    if "mlm" in cfg.scenarios:
+        batch = packed_mlm_batch(tok, cfg.mlm_batch, cfg.max_len)
+        for impl in impls:
+            model = load_model(impl, folder, mlm=True)
+            out.append(
+                profile_table(mlm_step_fn(model, batch), f"mlm step {impl} {cfg.mlm_batch}x{cfg.max_len}")
+            )
+    if "memory" in cfg.scenarios:
+        seq = max(cfg.memory_seqs)
+        ids = torch.randint(1000, 30_000, (1, seq))
+        batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+        for impl in impls:
+            model = load_model(impl, folder, mlm=False)
+            out.append(profile_table(forward_fn(model, batch), f"forward {impl} 1x{seq}"))
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------------------------- main
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="micro only, 3 repeats, memory sweep to 2,048")
+    p.add_argument("--sizes", help="comma list of " + ",".join(SIZES) + " (default micro,base)")
+    p.add_argument("--scenarios", default="forward,mlm,memory", help="comma list of forward,mlm,memory")
+    p.add_argument("--repeats", type=int, help="timed calls per implementation (default 5; quick 3)")
+    p.add_argument("--memory-seqs", help="comma list of sequence lengths for the memory sweep")
+    p.add_argument("--memory-sizes", help="sizes for the memory sweep (default micro)")
+    p.add_argument("--mlm-sizes", help="sizes for the mlm step (default: --sizes)")
+    p.add_argument("--impls", default="auto", help="auto (both if modeling_rexbert imports), or a comma list")
+    p.add_argument("--profile", action="store_true", help="print torch.profiler op tables instead of timing")
+    p.add_argument("--json", type=Path, help="also write all rows as JSON here")
+    # internal: one memory measurement in this (fresh) process
+    p.add_argument("--worker-memory", choices=IMPLS, help=argparse.SUPPRESS)
+    p.add_argument("--checkpoint", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--seq", type=int, help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def quiet_transformers() -> None:
+    """Load reports and progress bars would bury the tables (the head keys are expected to be unused)."""
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    quick = args.quick
+    sizes = (args.sizes or ("micro" if quick else "micro,base")).split(",")
+    for s in sizes:
+        if s not in SIZES:
+            raise SystemExit(f"--sizes: unknown size {s!r}; expected one of {', '.join(SIZES)}")
+    scenarios = args.scenarios.split(",")
+    for s in scenarios:
+        if s not in ("forward", "mlm", "memory"):
+            raise SystemExit(f"--scenarios: unknown scenario {s!r}; expected forward, mlm, memory")
+    cfg = Settings(sizes=sizes, scenarios=scenarios, repeats=args.repeats or (3 if quick else 5))
+    if quick:
+        cfg.memory_seqs = (512, 2048)
+    if args.memory_seqs:
+        cfg.memory_seqs = tuple(int(x) for x in args.memory_seqs.split(","))
+    cfg.memory_sizes = tuple(args.memory_sizes.split(",")) if args.memory_sizes else (sizes[0],)
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    quiet_transformers()
+    if args.worker_memory:
+        print(json.dumps(memory_worker(args.worker_memory, args.checkpoint, args.seq)))
+        return 0
+    cfg = settings_from(args)
+    if args.impls == "auto":
+        reason = rexbert_available()
+        impls = ["modernbert"] if reason else list(IMPLS)
+        if reason:
+            print(f"note: modeling_rexbert not usable ({reason}); timing ModernBERT only", file=sys.stderr)
+    else:
+        impls = args.impls.split(",")
+    if "modernbert" not in impls:
+        raise SystemExit("--impls must include modernbert (the reference every ratio is taken against)")
+    mlm_sizes = args.mlm_sizes.split(",") if args.mlm_sizes else cfg.sizes
+    tok = bert_tokenizer()
+    torch.manual_seed(0)
+    tables: dict[str, list[list]] = {"forward": [], "mlm": [], "memory": []}
+    with tempfile.TemporaryDirectory(prefix="rexbert-bench-") as tmp:
+        all_sizes = dict.fromkeys([*cfg.sizes, *mlm_sizes, *cfg.memory_sizes])
+        folders = {s: make_checkpoint(s, tok, Path(tmp)) for s in all_sizes}
+        if args.profile:
+            for size in cfg.sizes:
+                print(run_profiles(size, folders[size], tok, cfg, impls), flush=True)
+            return 0
+        for size in cfg.sizes:
+            if "forward" in cfg.scenarios:
+                tables["forward"] += bench_forward(size, folders[size], tok, cfg, impls)
+                print(f"  forward {size} done", file=sys.stderr, flush=True)
+        for size in mlm_sizes:
+            if "mlm" in cfg.scenarios:
+                tables["mlm"] += bench_mlm(size, folders[size], tok, cfg, impls)
+                print(f"  mlm {size} done", file=sys.stderr, flush=True)
+        for size in cfg.memory_sizes:
+            if "memory" in cfg.scenarios:
+                tables["memory"] += bench_memory(size, folders[size], cfg, impls)
+    print(render(tables, cfg, impls))
+    if args.json:
+        args.json.write_text(json.dumps(tables, indent=1))
+    return 0
+
+
+def render(tables: dict[str, list[list]], cfg: Settings, impls: list[str]) -> str:
+    threads = torch.get_num_threads()
+    parts = [
+        f"Encoder benchmarks -- float32, CPU, {threads} torch threads, torch {torch.__version__}; "
+        f"median of {cfg.repeats} interleaved runs; ratio = ModernBERT time / this time (higher is better)."
+    ]
+    if tables["forward"]:
+        parts.append(
+            "\n**Forward, mixed-length ESCI batch** (goal: rexbert >= 2x)\n\n"
+            + markdown_table(
+                [
+                    "size",
+                    "impl",
+                    "padded shape",
+                    "real tokens",
+                    "s/batch",
+                    "real tok/s",
+                    "speed-up",
+                    "max abs diff",
+                ],
+                tables["forward"],
+            )
+        )
+    if tables["mlm"]:
+        parts.append(
+            "\n**MLM forward+backward, sparse prediction** (goal: rexbert >= 1.2x)\n\n"
+            + markdown_table(
+                ["size", "impl", "shape", "labelled", "s/step", "tok/s", "speed-up", "loss", "loss diff"],
+                tables["mlm"],
+            )
+        )
+    if tables["memory"]:
+        parts.append(
+            "\n**Peak RSS of a 1xS forward** (fresh process each; goal at 8,192: rexbert <= 0.25x)\n\n"
+            + markdown_table(
+                ["size", "seq", "impl", "peak MiB", "mem / modernbert", "s/forward", "speed-up"],
+                tables["memory"],
+            )
+        )
+    return "\n".join(parts)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
