@@ -1,0 +1,75 @@
+"""Smoke tests for the encoder benchmark and its shared helpers (tiny configs, seconds)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from benchmarks import _common
+from benchmarks import bench_encoder as be
+
+
+def test_interleaved_timings_alternates_order():
+    calls: list[str] = []
+    fns = {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}
+    times = _common.interleaved_timings(fns, repeats=4, warmup=1)
+    assert calls == ["a", "b"] + ["a", "b", "b", "a", "a", "b", "b", "a"]
+    assert {k: len(v) for k, v in times.items()} == {"a": 4, "b": 4}
+
+
+def test_interleaved_timings_measures_time():
+    times = _common.interleaved_timings({"sleep": lambda: time.sleep(0.02)}, repeats=3, warmup=0)
+    assert 0.015 < _common.median(times["sleep"]) < 0.5
+
+
+def test_peak_rss_delta_sees_a_transient_torch_allocation():
+    def allocate() -> None:
+        x = torch.ones(64 * 1024 * 1024 // 4)  # 64 MiB, freed before fn returns
+        del x
+
+    assert 55 < _common.peak_rss_delta_mib(allocate) < 200
+    assert _common.peak_rss_delta_mib(lambda: None) < 20
+
+
+def test_markdown_table():
+    table = _common.markdown_table(["a", "b"], [[1, 0.12345], ["x", "y"]])
+    assert table.splitlines() == ["| a | b |", "|---|---|", "| 1 | 0.123 |", "| x | y |"]
+
+
+def test_esci_texts_and_mixed_batch(data_dir):
+    texts = _common.esci_product_texts(data_dir)
+    assert len(texts) > 100 and all(t.strip() for t in texts)
+    tok = _common.bert_tokenizer()
+    batch = be.mixed_length_batch(tok, n=16, max_len=256)
+    lengths = batch["attention_mask"].sum(1)
+    assert batch["input_ids"].shape == (16, int(lengths.max()))
+    assert int(lengths.min()) <= 20 and int(lengths.max()) == 256
+    assert float(lengths.float().std()) > 50  # spread, not one bucket
+
+
+def test_packed_mlm_batch_masks_30_percent(data_dir):
+    tok = _common.bert_tokenizer()
+    batch = be.packed_mlm_batch(tok, rows=2, seq=128)
+    labelled = batch["labels"] != -100
+    assert batch["input_ids"].shape == (2, 128)
+    assert 0.2 < float(labelled.float().mean()) < 0.4
+    assert bool((batch["input_ids"][labelled] == tok.mask_token_id).all())
+
+
+def test_bench_encoder_runs_on_tiny_config(data_dir, capsys):
+    rc = be.main(
+        ["--sizes", "tiny", "--repeats", "1", "--memory-seqs", "128", "--scenarios", "forward,mlm,memory"]
+    )
+    assert rc == 0
+    out = capsys.readouterr().out
+    for title in ("Forward, mixed-length", "MLM forward+backward", "Peak RSS"):
+        assert title in out
+    rows = [line for line in out.splitlines() if line.startswith("| tiny")]
+    assert len(rows) >= 3 and all("modernbert" in r or "rexbert" in r for r in rows)
+
+
+def test_unknown_size_is_rejected():
+    with pytest.raises(SystemExit, match="unknown size 'huge'"):
+        be.main(["--sizes", "huge"])
