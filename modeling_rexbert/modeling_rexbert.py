@@ -1,0 +1,849 @@
+"""RexBERT: a ModernBERT-architecture encoder that unpads on every attention backend.
+
+Self-contained (torch, transformers and the standard library only; flash-attn is imported lazily) because
+this file is copied verbatim into Hub repositories and loaded with ``trust_remote_code=True``.
+
+Data flow of one forward pass::
+
+    (B, S) ids + mask / document ids / position ids / cu_seqlens
+      -> VarlenBatch: real-token indices (N,), per-document cu_seqlens, restarting RoPE positions (N,)
+      -> embeddings, every Linear / MLP / LayerNorm on (N, H) real tokens only
+      -> attention per document through ONE backend registry (sdpa | eager | flash_attention_2)
+      -> re-pad to (B, S, H) once at the end (pad rows are zeros)
+
+State-dict names are identical to transformers' ``ModernBertForMaskedLM`` so weights move both ways.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import (
+    BaseModelOutput,
+    MaskedLMOutput,
+    SequenceClassifierOutput,
+    TokenClassifierOutput,
+)
+
+from .configuration_rexbert import RexBertConfig
+
+_GLOBAL, _LOCAL = "full_attention", "sliding_attention"
+
+
+# ====================================================================== unpadded batch description
+@dataclass
+class VarlenBatch:
+    """Where the N real tokens of a (B, S) batch live and how they split into documents.
+
+    Attributes:
+        batch_size, seq_len: the padded input shape (B, S).
+        indices: (N,) flat positions of real tokens in B*S, or None when every position is real.
+        cu_seqlens: (D+1,) int32 cumulative document lengths over the N tokens.
+        seqlens: host copy of the D document lengths (drives the CPU attention loops).
+        position_ids: (N,) long RoPE positions, restarting at each document.
+    """
+
+    batch_size: int
+    seq_len: int
+    indices: torch.Tensor | None
+    cu_seqlens: torch.Tensor
+    seqlens: list[int]
+    position_ids: torch.Tensor
+    _plans: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.position_ids.shape[0])
+
+    @property
+    def max_seqlen(self) -> int:
+        return max(self.seqlens, default=0)
+
+    def unpad(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, S, ...) -> (N, ...)."""
+        flat = x.reshape(self.batch_size * self.seq_len, *x.shape[2:])
+        return flat if self.indices is None else flat.index_select(0, self.indices)
+
+    def repad(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, ...) -> (B, S, ...), zeros at padded positions."""
+        if self.indices is None:
+            return x.reshape(self.batch_size, self.seq_len, *x.shape[1:])
+        out = x.new_zeros(self.batch_size * self.seq_len, *x.shape[1:])
+        out = out.index_put((self.indices,), x)
+        return out.view(self.batch_size, self.seq_len, *x.shape[1:])
+
+    def plan(self, window: int | None) -> AttentionPlan:
+        """Grouping of documents for the sdpa backend, built once per forward and shared by all layers."""
+        if window not in self._plans:
+            self._plans[window] = AttentionPlan.build(self.seqlens, window, self.cu_seqlens.device)
+        return self._plans[window]
+
+
+def build_varlen_batch(
+    batch_size: int,
+    seq_len: int,
+    device: torch.device,
+    attention_mask: torch.Tensor | None = None,
+    document_ids: torch.Tensor | None = None,
+    position_ids: torch.Tensor | None = None,
+    cu_seqlens: torch.Tensor | None = None,
+    max_seqlen: int | None = None,
+) -> VarlenBatch:
+    """Describe the documents of a batch from whichever packing signal was given.
+
+    Precedence: ``cu_seqlens`` (input must be (1, N)) > ``document_ids`` > restarting ``position_ids`` >
+    one document per row. Positions with ``attention_mask == 0`` are dropped first.
+    """
+    B, S = batch_size, seq_len
+    if cu_seqlens is not None:
+        if B != 1:
+            raise ValueError(f"cu_seqlens requires flattened input of shape (1, N); got ({B}, {S})")
+        if attention_mask is not None and not bool(attention_mask.all()):
+            raise ValueError("cu_seqlens with a padded attention_mask is ambiguous: pass one or the other")
+        cu = cu_seqlens.to(device=device, dtype=torch.int32)
+        if cu.ndim != 1 or int(cu[0]) != 0 or int(cu[-1]) != S or bool((cu[1:] < cu[:-1]).any()):
+            raise ValueError(f"cu_seqlens must be 1-D, start at 0, be non-decreasing and end at N={S}; "
+                             f"got {cu.tolist()[:8]}...")
+        seqlens = [n for n in (cu[1:] - cu[:-1]).tolist() if n > 0]
+        cu = torch.tensor([0, *torch.tensor(seqlens).cumsum(0).tolist()], dtype=torch.int32, device=device)
+        if max_seqlen is not None and max(seqlens, default=0) > max_seqlen:
+            raise ValueError(f"max_seqlen={max_seqlen} is smaller than the longest document "
+                             f"({max(seqlens)}) in cu_seqlens")
+        starts = cu[:-1].long()
+        doc_of_token = torch.repeat_interleave(torch.arange(len(seqlens), device=device),
+                                               torch.tensor(seqlens, device=device))
+        pos = torch.arange(S, device=device) - starts[doc_of_token]
+        return VarlenBatch(B, S, None, cu, seqlens, pos)
+
+    padded = attention_mask is not None and not bool(attention_mask.all())
+    if not padded and document_ids is None and position_ids is None:
+        # Fast path: B documents of length S, no gather / scatter at all.
+        cu = torch.arange(0, (B + 1) * S, S, dtype=torch.int32, device=device)
+        pos = torch.arange(S, device=device).repeat(B)
+        return VarlenBatch(B, S, None, cu, [S] * B if S > 0 else [], pos)
+
+    indices = attention_mask.reshape(-1).nonzero().squeeze(1) if padded else None
+    n = int(indices.numel()) if padded else B * S
+    token_index = indices if padded else torch.arange(B * S, device=device)
+    row = token_index // S
+    start = torch.ones(n, dtype=torch.bool, device=device)
+    if n:
+        start[1:] = row[1:] != row[:-1]
+    if document_ids is not None:
+        did = document_ids.reshape(-1).to(device)
+        did = did[indices] if padded else did
+        start[1:] |= did[1:] != did[:-1]
+        # A document must be one contiguous run: as many runs as distinct (row, id) pairs.
+        n_pairs = torch.unique(torch.stack([row, did]), dim=1).shape[1] if n else 0
+        if n_pairs != int(start.sum()):
+            raise ValueError("document_ids: every document must be one contiguous run of tokens within a row "
+                             "(an id re-appears after a different id)")
+    given_pos = None
+    if position_ids is not None:
+        given_pos = position_ids.reshape(-1).to(device)
+        given_pos = given_pos[indices] if padded else given_pos
+        if document_ids is None:
+            start[1:] |= given_pos[1:] <= given_pos[:-1]
+    starts = start.nonzero().squeeze(1)
+    seqlens = torch.diff(torch.cat([starts, torch.tensor([n], device=device)])).tolist()
+    cu = torch.zeros(len(seqlens) + 1, dtype=torch.int32, device=device)
+    cu[1:] = torch.tensor(seqlens, device=device).cumsum(0)
+    if given_pos is not None and document_ids is None:
+        pos = given_pos.long()
+    else:
+        doc_of_token = start.long().cumsum(0) - 1
+        pos = torch.arange(n, device=device) - starts[doc_of_token]
+    return VarlenBatch(B, S, indices, cu, seqlens, pos)
+
+
+# ====================================================================== sdpa plan (CPU-friendly grouping)
+@dataclass
+class AttentionPlan:
+    """How the sdpa backend batches documents for one window size (built once per forward).
+
+    Each group runs one sdpa call. Concatenating the group outputs gives the tokens in the order
+    ``perm`` of the flat stream; ``inv_perm`` restores it (both None when that order is the identity).
+
+    Group kinds:
+      * ``("dense", n, L, mask, src)``: n documents of equal length L batched as (n, heads, L, d); ``src``
+        is a slice (documents adjacent in the stream: a free view) or a gather index; ``mask`` is a (L, L)
+        band for windowed layers whose documents exceed the window, else None (unmasked sdpa: the
+        memory-efficient flash kernel on CPU, O(L) memory even for 8k-token global layers).
+      * ``("blocked", nblocks, q_idx, k_idx, mask, keep)``: sliding-window attention over long documents
+        in blocks of ``half`` queries that see ``half + window`` keys, so memory is O(N * window),
+        never O(S^2). ``q_idx`` / ``k_idx`` gather (clamped) from the flat stream; ``keep`` selects the
+        real query rows.
+    """
+
+    groups: list[tuple]
+    perm: torch.Tensor | None
+    inv_perm: torch.Tensor | None
+
+    @staticmethod
+    def build(seqlens: list[int], window: int | None, device: torch.device) -> AttentionPlan:
+        starts = [0]
+        for n in seqlens:
+            starts.append(starts[-1] + n)
+        half = None if window is None else window // 2
+        # Band-masked dense costs L^2 scores, blocked ~L * (half + window): dense is cheaper up to here.
+        dense_limit = None if half is None else 3 * half
+        by_len: dict[int, list[int]] = {}
+        long_docs: list[int] = []
+        for d, n in enumerate(seqlens):
+            if half is not None and n > dense_limit:
+                long_docs.append(d)
+            elif n > 0:
+                by_len.setdefault(n, []).append(d)
+
+        groups: list[tuple] = []
+        order: list[torch.Tensor] = []
+        doc_order: list[int] = []
+        arange = lambda lo, hi: torch.arange(lo, hi, device=device)  # noqa: E731
+        for n, docs in by_len.items():
+            mask = None
+            if half is not None and n > half + 1:
+                i = arange(0, n)
+                mask = (i[:, None] - i[None, :]).abs() <= half  # (L, L) band
+            tokens = torch.cat([arange(starts[d], starts[d] + n) for d in docs])
+            adjacent = all(starts[b] == starts[a] + n for a, b in zip(docs, docs[1:]))
+            src = slice(starts[docs[0]], starts[docs[0]] + n * len(docs)) if adjacent else tokens
+            groups.append(("dense", len(docs), n, mask, src))
+            doc_order.extend(docs)
+            order.append(tokens)
+        if long_docs:
+            block = half
+            q_idx, k_idx, masks, keeps = [], [], [], []
+            offset = 0
+            for d in long_docs:
+                s, n = starts[d], seqlens[d]
+                nb = -(-n // block)
+                q_pos = arange(0, nb * block).view(nb, block)  # (nb, block)
+                k_pos = (q_pos[:, :1] - half) + arange(0, block + 2 * half)  # (nb, block + window)
+                valid_k = (k_pos >= 0) & (k_pos < n)
+                band = (q_pos[:, :, None] - k_pos[:, None, :]).abs() <= half
+                # Every query row keeps >= 1 key: real rows see themselves, padded rows see token n-1.
+                masks.append(band & valid_k[:, None, :])
+                q_idx.append(s + q_pos.clamp(max=n - 1))
+                k_idx.append(s + k_pos.clamp(0, n - 1))
+                keeps.append(offset + arange(0, n))
+                offset += nb * block
+                order.append(arange(s, s + n))
+            doc_order.extend(long_docs)
+            groups.append(("blocked", offset // block, torch.cat(q_idx).reshape(-1),
+                           torch.cat(k_idx).reshape(-1), torch.cat(masks).unsqueeze(1), torch.cat(keeps)))
+        perm = inv_perm = None
+        if doc_order != list(range(len(doc_order))) or len(doc_order) != sum(1 for n in seqlens if n > 0):
+            perm = torch.cat(order)
+            inv_perm = torch.empty_like(perm)
+            inv_perm[perm] = arange(0, perm.numel())
+        return AttentionPlan(groups, perm, inv_perm)
+
+
+# ====================================================================== attention backends (one registry)
+def sdpa_varlen_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, batch: VarlenBatch, window: int | None,
+    dropout: float, scale: float, deterministic: bool = False,
+) -> tuple[torch.Tensor, None]:
+    """Per-document sdpa over unpadded tokens (no padding, no cross-document scores).
+
+    q, k, v: (N, heads, d) -> (N, heads, d). Equal-length documents share one call."""
+    plan = batch.plan(window)
+    heads, d = q.shape[1], q.shape[2]
+    outs = []
+    for group in plan.groups:
+        if group[0] == "dense":
+            _, n, L, mask, src = group
+            qg, kg, vg = (_take(t, src).view(n, L, heads, d).transpose(1, 2) for t in (q, k, v))  # (n,h,L,d)
+            o = F.scaled_dot_product_attention(qg, kg, vg, attn_mask=mask, dropout_p=dropout, scale=scale)
+            outs.append(o.transpose(1, 2).reshape(n * L, heads, d))
+        else:
+            _, nblocks, q_idx, k_idx, mask, keep = group
+            qg = q.index_select(0, q_idx).view(nblocks, -1, heads, d).transpose(1, 2)  # (nb, heads, blk, d)
+            kg = k.index_select(0, k_idx).view(nblocks, -1, heads, d).transpose(1, 2)  # (nb, heads, blk+w, d)
+            vg = v.index_select(0, k_idx).view(nblocks, -1, heads, d).transpose(1, 2)
+            o = F.scaled_dot_product_attention(qg, kg, vg, attn_mask=mask, dropout_p=dropout, scale=scale)
+            outs.append(o.transpose(1, 2).reshape(-1, heads, d).index_select(0, keep))
+    if not outs:
+        return q.new_zeros(q.shape), None
+    out = outs[0] if len(outs) == 1 else torch.cat(outs)
+    if plan.inv_perm is not None:
+        out = out.index_select(0, plan.inv_perm)
+    return out, None
+
+
+def _take(t: torch.Tensor, src: slice | torch.Tensor) -> torch.Tensor:
+    return t[src] if isinstance(src, slice) else t.index_select(0, src)
+
+
+def eager_varlen_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, batch: VarlenBatch, window: int | None,
+    dropout: float, scale: float, deterministic: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Explicit softmax(QK^T) per document; also returns the weights re-padded to (B, heads, S, S).
+
+    Materialises an L x L score matrix per document (it exists to expose attention weights)."""
+    heads = q.shape[1]
+    out = torch.empty_like(q)
+    weights = q.new_zeros(batch.batch_size, heads, batch.seq_len, batch.seq_len)
+    flat_pos = (batch.indices if batch.indices is not None
+                else torch.arange(batch.batch_size * batch.seq_len, device=q.device))
+    cu = batch.cu_seqlens.tolist()
+    half = None if window is None else window // 2
+    for s, e in zip(cu[:-1], cu[1:]):
+        if e == s:
+            continue
+        qd, kd, vd = (t[s:e].transpose(0, 1) for t in (q, k, v))  # (heads, L, d)
+        scores = torch.matmul(qd, kd.transpose(-1, -2)) * scale  # (heads, L, L)
+        if half is not None:
+            i = torch.arange(e - s, device=q.device)
+            scores = scores.masked_fill((i[:, None] - i[None, :]).abs() > half, float("-inf"))
+        probs = scores.softmax(-1, dtype=torch.float32).to(q.dtype)
+        probs = F.dropout(probs, p=dropout, training=dropout > 0)
+        out[s:e] = torch.matmul(probs, vd).transpose(0, 1)
+        cols = flat_pos[s:e] % batch.seq_len
+        row = int(flat_pos[s]) // batch.seq_len
+        weights[row, :, cols[:, None], cols[None, :]] = probs  # (heads, L, L)
+    return out, weights
+
+
+def flash_varlen_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, batch: VarlenBatch, window: int | None,
+    dropout: float, scale: float, deterministic: bool = False,
+) -> tuple[torch.Tensor, None]:
+    """flash-attn 2 ``flash_attn_varlen_func`` on the unpadded stream (CUDA + fp16/bf16 only).
+
+    Not exercised on the CPU-only development machine; written against flash-attn's documented API."""
+    from flash_attn import flash_attn_varlen_func  # lazy: optional dependency
+
+    dtype = q.dtype
+    if dtype not in (torch.float16, torch.bfloat16):  # flash-attn kernels exist for half precision only
+        q, k, v = q.to(torch.bfloat16), k.to(torch.bfloat16), v.to(torch.bfloat16)
+    half = -1 if window is None else window // 2  # window_size=(l, r): keys in [i - l, i + r]
+    out = flash_attn_varlen_func(
+        q, k, v,
+        cu_seqlens_q=batch.cu_seqlens, cu_seqlens_k=batch.cu_seqlens,
+        max_seqlen_q=batch.max_seqlen, max_seqlen_k=batch.max_seqlen,
+        dropout_p=dropout, softmax_scale=scale, causal=False, window_size=(half, half),
+        deterministic=deterministic,
+    )
+    return out.to(dtype), None
+
+
+AttentionFn = Callable[..., tuple[torch.Tensor, torch.Tensor | None]]
+ATTENTION_BACKENDS: dict[str, AttentionFn] = {
+    "sdpa": sdpa_varlen_attention,
+    "eager": eager_varlen_attention,
+    "flash_attention_2": flash_varlen_attention,
+}
+
+
+# ====================================================================== rotary embeddings
+def rope_cos_sin(position_ids: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype):
+    """NeoX-style RoPE tables for (N,) positions -> cos, sin of shape (N, 1, head_dim), computed in fp32."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=position_ids.device,
+                                             dtype=torch.float32) / head_dim))
+    freqs = position_ids.float()[:, None] * inv_freq[None, :]  # (N, d/2)
+    emb = torch.cat((freqs, freqs), dim=-1)[:, None, :]
+    return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x: (N, ..., heads, d) rotated by NeoX rotate-half."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos + torch.cat((-x2, x1), dim=-1) * sin
+
+
+# ====================================================================== modules (ModernBERT names)
+class RexBertEmbeddings(nn.Module):
+    def __init__(self, config: RexBertConfig):
+        super().__init__()
+        self.tok_embeddings = nn.Embedding(config.vocab_size, config.hidden_size,
+                                           padding_idx=config.pad_token_id)
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.norm_eps, bias=config.norm_bias)
+        self.drop = nn.Dropout(config.embedding_dropout)
+
+    def forward(self, input_ids: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None):
+        x = inputs_embeds if inputs_embeds is not None else self.tok_embeddings(input_ids)
+        return self.drop(self.norm(x))
+
+
+class RexBertMLP(nn.Module):
+    """GeGLU: Wo(act(input) * gate) with input, gate = Wi(x).chunk(2)."""
+
+    def __init__(self, config: RexBertConfig):
+        super().__init__()
+        self.Wi = nn.Linear(config.hidden_size, 2 * config.intermediate_size, bias=config.mlp_bias)
+        self.act = ACT2FN[config.hidden_activation]
+        self.drop = nn.Dropout(config.mlp_dropout)
+        self.Wo = nn.Linear(config.intermediate_size, config.hidden_size, bias=config.mlp_bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        inp, gate = self.Wi(x).chunk(2, dim=-1)
+        return self.Wo(self.drop(self.act(inp) * gate))
+
+
+class RexBertAttention(nn.Module):
+    def __init__(self, config: RexBertConfig, layer_idx: int):
+        super().__init__()
+        self.config = config
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.head_dim
+        self.window = config.local_attention if config.layer_types[layer_idx] == _LOCAL else None
+        self.Wqkv = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=config.attention_bias)
+        self.Wo = nn.Linear(config.hidden_size, config.hidden_size, bias=config.attention_bias)
+        self.out_drop = nn.Dropout(config.attention_dropout)
+
+    def forward(self, x: torch.Tensor, batch: VarlenBatch, rope: tuple[torch.Tensor, torch.Tensor],
+                backend: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        N = x.shape[0]
+        qkv = self.Wqkv(x).view(N, 3, self.num_heads, self.head_dim)  # (N, 3, heads, d)
+        cos, sin = rope
+        qk = apply_rope(qkv[:, :2], cos[:, None], sin[:, None])  # (N, 2, heads, d)
+        q, k = qk.unbind(1)
+        v = qkv[:, 2]
+        dropout = self.config.attention_dropout if self.training else 0.0
+        out, weights = ATTENTION_BACKENDS[backend](
+            q, k, v, batch, self.window, dropout, self.head_dim**-0.5, self.config.deterministic_flash_attn
+        )
+        return self.out_drop(self.Wo(out.reshape(N, -1))), weights
+
+
+class RexBertEncoderLayer(GradientCheckpointingLayer):
+    def __init__(self, config: RexBertConfig, layer_idx: int):
+        super().__init__()
+        # Layer 0 sees the embedding LayerNorm output directly (ModernBERT).
+        self.attn_norm = (nn.Identity() if layer_idx == 0
+                          else nn.LayerNorm(config.hidden_size, eps=config.norm_eps, bias=config.norm_bias))
+        self.attn = RexBertAttention(config, layer_idx)
+        self.mlp_norm = nn.LayerNorm(config.hidden_size, eps=config.norm_eps, bias=config.norm_bias)
+        self.mlp = RexBertMLP(config)
+        self.attention_type = config.layer_types[layer_idx]
+
+    def forward(self, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, batch: VarlenBatch = None,
+                backend: str = "sdpa") -> tuple[torch.Tensor, torch.Tensor | None]:
+        attn_out, weights = self.attn(self.attn_norm(hidden), batch, (cos, sin), backend)
+        hidden = hidden + attn_out
+        hidden = hidden + self.mlp(self.mlp_norm(hidden))
+        return hidden, weights
+
+
+class RexBertPredictionHead(nn.Module):
+    def __init__(self, config: RexBertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size, bias=config.classifier_bias)
+        self.act = ACT2FN[config.classifier_activation]
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.norm_eps, bias=config.norm_bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.act(self.dense(x)))
+
+
+# ====================================================================== pretrained base
+class RexBertPreTrainedModel(PreTrainedModel):
+    config_class = RexBertConfig
+    config: RexBertConfig
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["RexBertEmbeddings", "RexBertEncoderLayer"]
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flash_attn_2 = True
+    _supports_flex_attn = False
+    _supports_attention_backend = False
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        """ModernBERT init: truncated normal (+-cutoff sigma); 0.02 for embeddings / Wi / Wqkv,
+        0.02 / sqrt(2 * layers) for both Wo, head.dense and the decoder, hidden^-0.5 for classifiers."""
+        super()._init_weights(module)
+        cfg = self.config
+        cutoff = cfg.initializer_cutoff_factor or 3.0
+        std_in = cfg.initializer_range
+        std_out = cfg.initializer_range / math.sqrt(2.0 * cfg.num_hidden_layers)
+
+        def trunc(layer: nn.Module, std: float) -> None:
+            init.trunc_normal_(layer.weight, mean=0.0, std=std, a=-cutoff * std, b=cutoff * std)
+            if getattr(layer, "bias", None) is not None:
+                init.zeros_(layer.bias)
+
+        if isinstance(module, RexBertEmbeddings):
+            trunc(module.tok_embeddings, std_in)
+        elif isinstance(module, RexBertMLP):
+            trunc(module.Wi, std_in)
+            trunc(module.Wo, std_out)
+        elif isinstance(module, RexBertAttention):
+            trunc(module.Wqkv, std_in)
+            trunc(module.Wo, std_out)
+        elif isinstance(module, RexBertPredictionHead):
+            trunc(module.dense, std_out)
+        elif isinstance(module, RexBertForMaskedLM):
+            trunc(module.decoder, std_out)
+        elif isinstance(module, (RexBertForSequenceClassification, RexBertForTokenClassification)):
+            trunc(module.classifier, cfg.hidden_size**-0.5)
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """Write ``auto_map`` for every Auto class (transformers only records the saved class)."""
+        self.config.auto_map = dict(AUTO_MAP)
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+
+AUTO_MAP = {
+    "AutoConfig": "configuration_rexbert.RexBertConfig",
+    "AutoModel": "modeling_rexbert.RexBertModel",
+    "AutoModelForMaskedLM": "modeling_rexbert.RexBertForMaskedLM",
+    "AutoModelForSequenceClassification": "modeling_rexbert.RexBertForSequenceClassification",
+    "AutoModelForTokenClassification": "modeling_rexbert.RexBertForTokenClassification",
+}
+
+
+@dataclass
+class _Encoded:
+    hidden: torch.Tensor  # (N, H) after final_norm
+    batch: VarlenBatch
+    all_hidden: tuple | None
+    attentions: tuple | None
+
+
+class RexBertModel(RexBertPreTrainedModel):
+    """The bare encoder. ``forward`` returns ``last_hidden_state`` of shape (B, S, H), zeros at padding."""
+
+    def __init__(self, config: RexBertConfig):
+        super().__init__(config)
+        config.validate_rexbert()
+        self.embeddings = RexBertEmbeddings(config)
+        self.layers = nn.ModuleList(RexBertEncoderLayer(config, i) for i in range(config.num_hidden_layers))
+        self.final_norm = nn.LayerNorm(config.hidden_size, eps=config.norm_eps, bias=config.norm_bias)
+        self.gradient_checkpointing = False
+        self._warned_eager = False
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embeddings.tok_embeddings
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.embeddings.tok_embeddings = value
+
+    def _backend(self, output_attentions: bool) -> str:
+        backend = self.config._attn_implementation or "sdpa"
+        if backend not in ATTENTION_BACKENDS:
+            raise ValueError(f"attn_implementation={backend!r} is not one of {sorted(ATTENTION_BACKENDS)}")
+        if output_attentions and backend != "eager":
+            if not self._warned_eager:
+                warnings.warn(f"output_attentions=True: using the 'eager' backend instead of {backend!r} "
+                              "for this call (only eager materialises attention weights)", stacklevel=3)
+                self._warned_eager = True
+            backend = "eager"
+        return backend
+
+    def encode_unpadded(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        document_ids: torch.Tensor | None = None,
+        cu_seqlens: torch.Tensor | None = None,
+        max_seqlen: int | None = None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+    ) -> _Encoded:
+        """Run the encoder on the real tokens only; returns (N, H) states plus the batch layout."""
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        ref = input_ids if input_ids is not None else inputs_embeds
+        if ref.ndim != (2 if input_ids is not None else 3):
+            raise ValueError(f"input_ids must be (batch, seq_len) / inputs_embeds (batch, seq_len, hidden); "
+                             f"got shape {tuple(ref.shape)}")
+        B, S = ref.shape[0], ref.shape[1]
+        for name, t in (("attention_mask", attention_mask), ("document_ids", document_ids),
+                        ("position_ids", position_ids)):
+            if t is not None and tuple(t.shape) != (B, S):
+                raise ValueError(f"{name} must have shape {(B, S)} like the input; got {tuple(t.shape)}")
+        if input_ids is not None and input_ids.numel():
+            lo, hi = int(input_ids.min()), int(input_ids.max())
+            if lo < 0 or hi >= self.config.vocab_size:
+                bad = hi if hi >= self.config.vocab_size else lo
+                raise ValueError(f"input_ids contain id {bad} outside [0, vocab_size="
+                                 f"{self.config.vocab_size}): the tokenizer and the model config disagree")
+        batch = build_varlen_batch(B, S, ref.device, attention_mask, document_ids, position_ids,
+                                   cu_seqlens, max_seqlen)
+        longest = int(batch.position_ids.max()) + 1 if batch.num_tokens else 0
+        if longest > self.config.max_position_embeddings:
+            raise ValueError(f"input has a document of {longest} positions but "
+                             f"max_position_embeddings={self.config.max_position_embeddings}; truncate it "
+                             "(tokenizer truncation=True, max_length=...) or raise the config limit")
+
+        if input_ids is not None:
+            hidden = self.embeddings(input_ids=batch.unpad(input_ids))  # (N, H)
+        else:
+            hidden = self.embeddings(inputs_embeds=batch.unpad(inputs_embeds))
+        backend = self._backend(output_attentions)
+        ropes = {t: rope_cos_sin(batch.position_ids, self.config.head_dim, self.config.rope_theta_for(t),
+                                 hidden.dtype) for t in set(self.config.layer_types)}
+        all_hidden = [hidden] if output_hidden_states else None
+        attentions = [] if output_attentions else None
+        for layer in self.layers:
+            cos, sin = ropes[layer.attention_type]
+            hidden, weights = layer(hidden, cos, sin, batch=batch, backend=backend)
+            if all_hidden is not None:
+                all_hidden.append(hidden)
+            if attentions is not None:
+                attentions.append(weights)
+        hidden = self.final_norm(hidden)
+        return _Encoded(hidden, batch, tuple(all_hidden) if all_hidden is not None else None,
+                        tuple(attentions) if attentions is not None else None)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        document_ids: torch.Tensor | None = None,
+        cu_seqlens: torch.Tensor | None = None,
+        max_seqlen: int | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutput | tuple:
+        r"""
+        Args:
+            input_ids: (B, S) token ids, or inputs_embeds: (B, S, H).
+            attention_mask: (B, S) 1 = real token, 0 = padding (dropped before any computation).
+                A row that is all zeros yields an all-zero hidden-state row (never NaN).
+            document_ids: (B, S) packed rows: a contiguous run of equal ids is one document; attention
+                never crosses documents and RoPE positions restart at each document.
+            position_ids: (B, S) alternatively, positions restarting at 0 at every document start.
+            cu_seqlens, max_seqlen: alternatively, (D+1,) int32 cumulative document lengths for
+                flattened (1, N) input (flash-attn convention).
+        Returns:
+            `BaseModelOutput` with last_hidden_state (B, S, H); hidden_states / attentions re-padded when
+            requested (attentions: (B, heads, S, S), eager backend).
+        """
+        output_attentions = bool(output_attentions if output_attentions is not None
+                                 else self.config.output_attentions)
+        output_hidden_states = bool(output_hidden_states if output_hidden_states is not None
+                                    else self.config.output_hidden_states)
+        enc = self.encode_unpadded(input_ids, attention_mask, position_ids, inputs_embeds, document_ids,
+                                   cu_seqlens, max_seqlen, output_attentions, output_hidden_states)
+        return _base_output(enc, return_dict if return_dict is not None else self.config.return_dict)
+
+
+def _base_output(enc: _Encoded, return_dict: bool) -> BaseModelOutput | tuple:
+    batch = enc.batch
+    last = batch.repad(enc.hidden)
+    hidden_states = tuple(batch.repad(h) for h in enc.all_hidden) if enc.all_hidden is not None else None
+    out = BaseModelOutput(last_hidden_state=last, hidden_states=hidden_states, attentions=enc.attentions)
+    return out if return_dict else out.to_tuple()
+
+
+def _want_dict(return_dict: bool | None, config: RexBertConfig) -> bool:
+    return config.return_dict if return_dict is None else return_dict
+
+
+def _check_labels_on_padding(labels: torch.Tensor, attention_mask: torch.Tensor | None, ignore: int) -> None:
+    if attention_mask is not None and bool(((labels != ignore) & (attention_mask == 0)).any()):
+        raise ValueError(f"labels has targets (!= {ignore}) at positions where attention_mask == 0; "
+                         "padded positions are never encoded, so they cannot be predicted")
+
+
+class RexBertForMaskedLM(RexBertPreTrainedModel):
+    """Encoder + ModernBERT MLM head (dense -> act -> norm) + decoder tied to the token embeddings.
+
+    With ``labels`` and ``config.sparse_prediction`` the head runs only on labelled positions and
+    ``logits`` is (N_labelled, V) in row-major order of ``labels != -100``; otherwise (B, S, V) with zeros
+    at padded positions.
+    """
+
+    _tied_weights_keys = {"decoder.weight": "model.embeddings.tok_embeddings.weight"}
+
+    def __init__(self, config: RexBertConfig):
+        super().__init__(config)
+        self.model = RexBertModel(config)
+        self.head = RexBertPredictionHead(config)
+        self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=config.decoder_bias)
+        self.post_init()
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.decoder
+
+    def set_output_embeddings(self, new_embeddings: nn.Linear) -> None:
+        self.decoder = new_embeddings
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        document_ids: torch.Tensor | None = None,
+        cu_seqlens: torch.Tensor | None = None,
+        max_seqlen: int | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        num_items_in_batch: int | torch.Tensor | None = None,
+        **kwargs,
+    ) -> MaskedLMOutput | tuple:
+        enc = self.model.encode_unpadded(
+            input_ids, attention_mask, position_ids, inputs_embeds, document_ids, cu_seqlens, max_seqlen,
+            bool(output_attentions), bool(output_hidden_states))
+        ignore = self.config.sparse_pred_ignore_index
+        hidden, flat_labels = enc.hidden, None
+        if labels is not None:
+            _check_labels_on_padding(labels, attention_mask, ignore)
+            flat_labels = enc.batch.unpad(labels)  # (N,)
+            if self.config.sparse_prediction:
+                keep = (flat_labels != ignore).nonzero().squeeze(1)
+                hidden, flat_labels = hidden.index_select(0, keep), flat_labels.index_select(0, keep)
+        logits = self.decoder(self.head(hidden))  # (N or N_labelled, V)
+        loss = None
+        if flat_labels is not None:
+            loss = _cross_entropy(logits, flat_labels, ignore, num_items_in_batch)
+        if labels is None or not self.config.sparse_prediction:
+            logits = enc.batch.repad(logits)
+        hidden_states = (tuple(enc.batch.repad(h) for h in enc.all_hidden)
+                         if enc.all_hidden is not None else None)
+        out = MaskedLMOutput(loss=loss, logits=logits, hidden_states=hidden_states, attentions=enc.attentions)
+        return out if _want_dict(return_dict, self.config) else out.to_tuple()
+
+
+def _cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore: int,
+                   num_items_in_batch: int | torch.Tensor | None) -> torch.Tensor:
+    """Mean CE over labelled positions; with ``num_items_in_batch`` (Trainer gradient accumulation) the
+    sum divided by that count, so accumulated micro-batches weigh every token equally."""
+    if num_items_in_batch is None:
+        if not bool((labels != ignore).any()):
+            return logits.sum() * 0.0  # no target: zero loss that keeps the graph, not NaN
+        return F.cross_entropy(logits.float(), labels, ignore_index=ignore)
+    total = F.cross_entropy(logits.float(), labels, ignore_index=ignore, reduction="sum")
+    if torch.is_tensor(num_items_in_batch):
+        num_items_in_batch = num_items_in_batch.to(total.device)
+    return total / num_items_in_batch
+
+
+class RexBertForSequenceClassification(RexBertPreTrainedModel):
+    """Pooled (``config.classifier_pooling``: cls | mean) encoder output -> head -> dropout -> classifier.
+
+    Loss by ``config.problem_type`` (inferred like BERT when unset): regression (MSE),
+    single-label (CE) or multi-label (BCE-with-logits)."""
+
+    def __init__(self, config: RexBertConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.model = RexBertModel(config)
+        self.head = RexBertPredictionHead(config)
+        self.drop = nn.Dropout(config.classifier_dropout)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> SequenceClassifierOutput | tuple:
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                         inputs_embeds=inputs_embeds, output_attentions=output_attentions,
+                         output_hidden_states=output_hidden_states, return_dict=True)
+        h = out.last_hidden_state  # (B, S, H), zeros at padding
+        if attention_mask is None:
+            attention_mask = torch.ones(h.shape[:2], dtype=torch.long, device=h.device)
+        if self.config.classifier_pooling == "cls":
+            first = attention_mask.long().argmax(dim=1)  # first real token (left or right padding)
+            pooled = h[torch.arange(h.shape[0], device=h.device), first]
+        else:
+            m = attention_mask.to(h.dtype).unsqueeze(-1)
+            pooled = (h * m).sum(1) / m.sum(1).clamp(min=1.0)  # empty rows pool to zeros, not NaN
+        logits = self.classifier(self.drop(self.head(pooled)))
+        loss = None
+        if labels is not None:
+            loss = self._loss(logits, labels)
+        result = SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=out.hidden_states,
+                                          attentions=out.attentions)
+        return result if _want_dict(return_dict, self.config) else result.to_tuple()
+
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if self.config.problem_type is None:
+            if self.num_labels == 1:
+                self.config.problem_type = "regression"
+            elif labels.dtype in (torch.long, torch.int):
+                self.config.problem_type = "single_label_classification"
+            else:
+                self.config.problem_type = "multi_label_classification"
+        if self.config.problem_type == "regression":
+            pred = logits.squeeze(-1) if self.num_labels == 1 else logits
+            return F.mse_loss(pred, labels.to(logits.dtype).view_as(pred))
+        if self.config.problem_type == "single_label_classification":
+            return F.cross_entropy(logits.view(-1, self.num_labels), labels.view(-1))
+        return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+
+
+class RexBertForTokenClassification(RexBertPreTrainedModel):
+    """Per-token head -> dropout -> classifier on real tokens only; logits (B, S, C), zeros at padding."""
+
+    def __init__(self, config: RexBertConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.model = RexBertModel(config)
+        self.head = RexBertPredictionHead(config)
+        self.drop = nn.Dropout(config.classifier_dropout)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        document_ids: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> TokenClassifierOutput | tuple:
+        enc = self.model.encode_unpadded(input_ids, attention_mask, position_ids, inputs_embeds, document_ids,
+                                         output_attentions=bool(output_attentions),
+                                         output_hidden_states=bool(output_hidden_states))
+        logits = self.classifier(self.drop(self.head(enc.hidden)))  # (N, C)
+        loss = None
+        if labels is not None:
+            flat = enc.batch.unpad(labels)
+            loss = _cross_entropy(logits, flat, -100, None)
+        hidden_states = (tuple(enc.batch.repad(h) for h in enc.all_hidden)
+                         if enc.all_hidden is not None else None)
+        result = TokenClassifierOutput(loss=loss, logits=enc.batch.repad(logits), hidden_states=hidden_states,
+                                       attentions=enc.attentions)
+        return result if _want_dict(return_dict, self.config) else result.to_tuple()
+
+
+__all__ = [
+    "ATTENTION_BACKENDS",
+    "RexBertPreTrainedModel",
+    "RexBertModel",
+    "RexBertForMaskedLM",
+    "RexBertForSequenceClassification",
+    "RexBertForTokenClassification",
+    "VarlenBatch",
+    "build_varlen_batch",
+]
