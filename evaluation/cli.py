@@ -1,0 +1,136 @@
+"""``rexbert eval mlm|esci|glue|report``: evaluators writing schema JSON + Markdown (+ PNG for similarity)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in text.split(",") if v.strip())
+
+
+def _strs(text: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in text.split(",") if v.strip())
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("models", nargs="+", help="Hub ids or local folders (several: compared side by side)")
+    parser.add_argument("--out", default="outputs/eval", help="folder for <name>.json / .md (/ .png)")
+    parser.add_argument("--name", default=None, help="file stem of the outputs (default: the subcommand)")
+    parser.add_argument("--trust-remote-code", action="store_true", help="needed for RexBERT custom-code folders")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("eval", help="evaluate encoders: MLM recovery, ESCI similarity, GLUE")
+    sub = parser.add_subparsers(dest="eval_command", metavar="EVAL")
+    sub.required = True
+
+    mlm = sub.add_parser("mlm", help="masked-token recovery on ESCI product titles/descriptions (Table 3)")
+    _common(mlm)
+    mlm.add_argument("--data", default=None, help="ESCI parquet file/folder or Hub id (default: local union)")
+    mlm.add_argument("--split", default="test", help="ESCI split whose products are used ('all' = every row)")
+    mlm.add_argument("--protocol", default="span", choices=["span", "word", "collator"])
+    mlm.add_argument("--fields", type=_strs, default=("title", "description"))
+    mlm.add_argument("--block-sizes", type=_ints, default=(128, 256, 512))
+    mlm.add_argument("--packing", default="block", choices=["block", "truncate"])
+    mlm.add_argument("--mask-probability", type=float, default=0.15)
+    mlm.add_argument("--top-k", type=_ints, default=(1, 3, 5))
+    mlm.add_argument("--seed", type=int, default=0)
+    mlm.add_argument("--max-texts", type=int, default=None)
+    mlm.add_argument("--max-tokens", type=int, default=16384, help="padded tokens per forward pass")
+    mlm.add_argument("--head", default="auto", choices=["auto", "labels", "gather", "full"])
+    mlm.set_defaults(func=_run_mlm)
+
+    esci = sub.add_parser("esci", help="CoSENT similarity on ESCI query-product pairs or STS-B (Figure 4)")
+    _common(esci)
+    esci.add_argument("--task", default="esci", choices=["esci", "stsb"])
+    esci.add_argument("--data", default=None, help="ESCI parquet file/folder or Hub id (default: local union)")
+    esci.add_argument("--data-dir", default=None, help="folder with glue_stsb/ (default: $REXBERT_DATA_DIR)")
+    esci.add_argument("--hub", action="store_true", help="STS-B from nyu-mll/glue on the Hub")
+    esci.add_argument("--folds", type=int, default=5)
+    esci.add_argument("--epochs", type=float, default=1.0, help="0 = zero-shot (no fine-tuning)")
+    esci.add_argument("--learning-rate", type=float, default=2e-5)
+    esci.add_argument("--batch-size", type=int, default=16)
+    esci.add_argument("--max-seq-length", type=int, default=None)
+    esci.add_argument("--max-pairs", type=int, default=None)
+    esci.add_argument("--seed", type=int, default=0)
+    esci.set_defaults(func=_run_esci)
+
+    glue = sub.add_parser("glue", help="GLUE fine-tuning, mean ± sd over seeds (Table 4)")
+    _common(glue)
+    glue.add_argument("--tasks", type=_strs, default=("sst2", "qnli", "qqp", "mnli", "stsb"))
+    glue.add_argument("--seeds", type=_ints, default=(0, 1, 2))
+    glue.add_argument("--data-dir", default=None, help="folder with glue_<task>/ TSVs (default: $REXBERT_DATA_DIR)")
+    glue.add_argument("--hub", action="store_true", help="load nyu-mll/glue from the Hub")
+    glue.add_argument("--epochs", type=float, default=None, help="override every task's epochs")
+    glue.add_argument("--learning-rate", type=float, default=None, help="override every task's learning rate")
+    glue.add_argument("--batch-size", type=int, default=None, help="override every task's batch size")
+    glue.add_argument("--max-train-examples", type=int, default=None)
+    glue.add_argument("--max-eval-examples", type=int, default=None)
+    glue.set_defaults(func=_run_glue)
+
+    report = sub.add_parser("report", help="merge result JSON files into one Markdown report (+ bar chart)")
+    report.add_argument("results", nargs="+", help="rexbert-eval/1 JSON files")
+    report.add_argument("--out", required=True, help="Markdown path; a .png bar chart is written beside it")
+    report.set_defaults(func=_run_report)
+
+
+def _write(args, kind: str, records: list[dict], chart: bool = False) -> int:
+    from evaluation import reports
+
+    stem = Path(args.out) / (args.name or kind)
+    json_path = reports.write_results(stem.with_suffix(".json"), records)
+    md_path = reports.write_text(stem.with_suffix(".md"), reports.markdown_report(records))
+    print(f"wrote {json_path}\nwrote {md_path}")
+    if chart:
+        print(f"wrote {reports.similarity_bar_chart(records, stem.with_suffix('.png'), task=records[0]['results'][0]['task'])}")
+    print(reports.markdown_report(records))
+    return 0
+
+
+def _run_mlm(args) -> int:
+    from evaluation.mlm_recovery import MLMRecoveryConfig, run_mlm
+
+    cfg = MLMRecoveryConfig(protocol=args.protocol, fields=args.fields, block_sizes=args.block_sizes,
+                            packing=args.packing, mask_probability=args.mask_probability, top_k=args.top_k,
+                            seed=args.seed, max_texts=args.max_texts, max_tokens=args.max_tokens, head=args.head)
+    records = run_mlm(args.models, cfg, args.data, None if args.split == "all" else args.split,
+                      args.trust_remote_code, args.device, not args.no_progress)
+    return _write(args, "mlm", records)
+
+
+def _run_esci(args) -> int:
+    from evaluation.esci_similarity import SimilarityConfig, run_similarity
+
+    cfg = SimilarityConfig(task=args.task, folds=args.folds, epochs=args.epochs, learning_rate=args.learning_rate,
+                           batch_size=args.batch_size, max_seq_length=args.max_seq_length,
+                           max_pairs=args.max_pairs, seed=args.seed)
+    records = run_similarity(args.models, cfg, args.data, args.data_dir, args.hub, args.trust_remote_code,
+                             args.device, not args.no_progress)
+    return _write(args, args.task, records, chart=True)
+
+
+def _run_glue(args) -> int:
+    from evaluation.glue import GlueConfig, run_glue
+
+    overrides = {k: v for k, v in (("epochs", args.epochs), ("learning_rate", args.learning_rate),
+                                   ("batch_size", args.batch_size)) if v is not None}
+    cfg = GlueConfig(tasks=args.tasks, seeds=args.seeds, overrides=overrides,
+                     max_train_examples=args.max_train_examples, max_eval_examples=args.max_eval_examples)
+    records = run_glue(args.models, cfg, args.data_dir, args.hub, args.trust_remote_code, args.device,
+                       not args.no_progress)
+    return _write(args, "glue", records)
+
+
+def _run_report(args) -> int:
+    from evaluation import reports
+
+    records = reports.read_results(args.results)
+    out = reports.write_text(args.out, reports.markdown_report(records))
+    print(f"wrote {out}")
+    if any(r["kind"] == "esci_similarity" for r in records):
+        print(f"wrote {reports.similarity_bar_chart(records, Path(args.out).with_suffix('.png'))}")
+    return 0

@@ -1,0 +1,160 @@
+"""GLUE (paper Table 4): fine-tune ``AutoModelForSequenceClassification`` with ``Trainer``, several seeds.
+
+Accuracy for SST-2 / QNLI / QQP / MNLI (matched dev), Pearson and Spearman for STS-B (regression head),
+reported on the dev split as mean ± sample sd over seeds; the model is the one at the end of training
+(no checkpoint selection on dev, which would leak the reported split).
+
+Offline here: SST-2 (train/dev), STS-B (train/dev) and QNLI (dev only) -- QNLI, QQP and MNLI need the
+Hub (``--hub``, ``nyu-mll/glue``); a missing split fails before any training starts.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from evaluation.data import GlueTask, glue_task, load_glue
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GlueHParams:
+    """Per-task fine-tuning settings.
+
+    Args:
+        learning_rate / weight_decay / epochs: AdamW + linear decay settings.
+        batch_size: per-device train batch size.
+        max_seq_length: tokens per (pair of) sentence(s), longer inputs are truncated.
+        warmup_ratio: share of steps with linear warm-up.
+    """
+
+    learning_rate: float
+    weight_decay: float
+    epochs: float
+    batch_size: int = 32
+    max_seq_length: int = 128
+    warmup_ratio: float = 0.1
+
+
+# ModernBERT-base's per-task GLUE settings (ModernBERT paper appendix), a starting point for every size.
+DEFAULT_HPARAMS = {
+    "sst2": GlueHParams(8e-5, 1e-5, 2),
+    "qnli": GlueHParams(8e-5, 5e-6, 2, max_seq_length=256),
+    "qqp": GlueHParams(5e-5, 5e-6, 10),
+    "mnli": GlueHParams(5e-5, 5e-6, 1),
+    "stsb": GlueHParams(8e-5, 5e-6, 10),
+}
+
+
+@dataclass
+class GlueConfig:
+    """Args:
+    tasks: any subset of sst2, qnli, qqp, mnli, stsb.
+    seeds: one fine-tuning run per seed; mean ± sd reported.
+    hparams: per-task settings (defaults: DEFAULT_HPARAMS); ``overrides`` replaces fields for every task,
+        e.g. ``{"epochs": 1, "learning_rate": 3e-5}``.
+    max_train_examples / max_eval_examples: first N rows (quick runs); None = all.
+    eval_split: the split reported (GLUE test labels are hidden, so ``validation``).
+    """
+
+    tasks: tuple[str, ...] = ("sst2", "qnli", "qqp", "mnli", "stsb")
+    seeds: tuple[int, ...] = (0, 1, 2)
+    hparams: dict = field(default_factory=lambda: dict(DEFAULT_HPARAMS))
+    overrides: dict = field(default_factory=dict)
+    max_train_examples: int | None = None
+    max_eval_examples: int | None = None
+    eval_split: str = "validation"
+
+    def __post_init__(self) -> None:
+        self.tasks = tuple(glue_task(t).name for t in self.tasks)
+        if not self.seeds:
+            raise ValueError("seeds: at least one seed is needed")
+        known = set(GlueHParams.__dataclass_fields__)
+        unknown = set(self.overrides) - known
+        if unknown:
+            raise ValueError(f"overrides: unknown field(s) {sorted(unknown)}; expected some of {sorted(known)}")
+
+    def task_hparams(self, task: str) -> GlueHParams:
+        return replace(self.hparams[task], **self.overrides)
+
+
+def glue_metrics(task: GlueTask, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Accuracy (classification) or Pearson + Spearman (STS-B) via sklearn / scipy."""
+    from evaluation.metrics import accuracy, correlations
+
+    if task.num_labels == 1:
+        return correlations(np.asarray(predictions).reshape(-1), labels)
+    return {"accuracy": accuracy(np.asarray(predictions).argmax(-1), labels)}
+
+
+def _encode(frame, task: GlueTask, tokenizer, max_length: int):
+    from datasets import Dataset
+
+    columns = [frame[c].astype(str).tolist() for c in task.text_columns]
+    encoded = tokenizer(*columns, truncation=True, max_length=max_length)
+    encoded["labels"] = frame["label"].astype(float if task.num_labels == 1 else int).tolist()
+    return Dataset.from_dict(dict(encoded))
+
+
+def finetune_once(model_name: str, task: GlueTask, train, dev, hp: GlueHParams, seed: int,
+                  trust_remote_code: bool = False, device: str = "cpu", progress: bool = False) -> dict[str, float]:
+    """One seed: fine-tune on ``train`` and return the dev metrics of the final model."""
+    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
+                              TrainingArguments, set_seed)
+
+    set_seed(seed)  # classifier-head initialisation and data order
+    tokenizer = AutoTokenizer.from_pretrained(model_name, trust_remote_code=trust_remote_code)
+    kwargs = {"problem_type": "regression"} if task.num_labels == 1 else {}
+    model = AutoModelForSequenceClassification.from_pretrained(
+        model_name, num_labels=task.num_labels, trust_remote_code=trust_remote_code, **kwargs)
+    if model.config.pad_token_id is None and tokenizer.pad_token_id is not None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    train_set = _encode(train, task, tokenizer, hp.max_seq_length)
+    dev_set = _encode(dev, task, tokenizer, hp.max_seq_length)
+    with tempfile.TemporaryDirectory() as output_dir:
+        args = TrainingArguments(
+            output_dir=output_dir, num_train_epochs=hp.epochs, per_device_train_batch_size=hp.batch_size,
+            per_device_eval_batch_size=max(hp.batch_size, 64), learning_rate=hp.learning_rate,
+            weight_decay=hp.weight_decay, warmup_steps=float(hp.warmup_ratio), lr_scheduler_type="linear",
+            eval_strategy="no", save_strategy="no", seed=seed, data_seed=seed, use_cpu=device == "cpu",
+            report_to="none", disable_tqdm=not progress, logging_steps=50, train_sampling_strategy="group_by_length",
+        )
+        trainer = Trainer(model=model, args=args, train_dataset=train_set,
+                          data_collator=DataCollatorWithPadding(tokenizer))
+        trainer.train()
+        output = trainer.predict(dev_set)
+    return glue_metrics(task, output.predictions, np.asarray(dev["label"]))
+
+
+def run_glue(models: Sequence[str], cfg: GlueConfig, data_dir: str | None = None, hub: bool = False,
+             trust_remote_code: bool = False, device: str = "cpu", progress: bool = True) -> list[dict]:
+    """One schema record per model with mean ± sd over seeds for every task."""
+    from tqdm.auto import tqdm
+
+    from evaluation.metrics import mean_sd
+    from evaluation.reports import make_record, result_row
+
+    data = {}
+    for name in cfg.tasks:  # load everything first: a missing split fails before hours of training
+        task = glue_task(name)
+        data[name] = (task, load_glue(name, "train", data_dir, hub)[:cfg.max_train_examples],
+                      load_glue(name, cfg.eval_split, data_dir, hub)[:cfg.max_eval_examples])
+    records = []
+    for model_name in models:
+        rows = []
+        for name, (task, train, dev) in data.items():
+            hp = cfg.task_hparams(name)
+            runs = [finetune_once(model_name, task, train, dev, hp, seed, trust_remote_code, device, progress)
+                    for seed in tqdm(cfg.seeds, desc=f"glue {name} seeds ({model_name})", disable=not progress)]
+            for metric in runs[0]:
+                values = [r[metric] for r in runs]
+                mean, sd = mean_sd(values)
+                rows.append(result_row(name, "finetune", metric, mean, len(dev), values,
+                                       sd if len(values) > 1 else None))
+        records.append(make_record("glue", model_name, cfg, rows))
+    return records

@@ -1,0 +1,214 @@
+"""One JSON results schema for every evaluator, Markdown tables (paper Tables 3-4) and a Figure-4 bar chart.
+
+Schema ``rexbert-eval/1`` (a results file is one JSON object)::
+
+    {"schema": "rexbert-eval/1",
+     "records": [                                  # one per (evaluator run, model)
+       {"kind": "mlm_recovery" | "esci_similarity" | "glue",
+        "model": {"name": str, "path": str, "num_parameters": int | null},
+        "config": {...},                           # the evaluator's config dataclass, as a dict
+        "results": [                               # tidy rows: one per metric
+          {"task": str,                            # "mlm_title", "mlm_description", "esci", "stsb", "sst2", ...
+           "setting": str,                         # "block128" / "cosent" / "zero_shot" / "finetune" ...
+           "metric": str,                          # "top1_accuracy", "spearman", "pearson", "accuracy", ...
+           "value": float,                         # mean over runs (seeds / folds) in [0, 1] (not %)
+           "sd": float | null,                     # sample sd over runs (null for a single deterministic run)
+           "n": int,                               # scored units (masked tokens / words / held-out pairs)
+           "runs": [float, ...]}],                 # per-seed or per-fold values ([] when not applicable)
+        "created_utc": "YYYY-MM-DDTHH:MM:SSZ",
+        "versions": {"torch": str, "transformers": str, "sentence_transformers": str | null}}]}
+
+Model cards read ``records[*].results`` and may filter on (kind, task, setting, metric).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+
+SCHEMA = "rexbert-eval/1"
+KINDS = ("mlm_recovery", "esci_similarity", "glue")
+
+
+def result_row(task: str, setting: str, metric: str, value: float, n: int, runs: Sequence[float] = (),
+               sd: float | None = None) -> dict:
+    return {"task": task, "setting": setting, "metric": metric, "value": float(value),
+            "sd": None if sd is None else float(sd), "n": int(n), "runs": [float(r) for r in runs]}
+
+
+def _versions() -> dict:
+    import torch
+    import transformers
+
+    try:
+        import sentence_transformers
+
+        st_version = sentence_transformers.__version__
+    except ImportError:  # pragma: no cover - a core dependency
+        st_version = None
+    return {"torch": torch.__version__, "transformers": transformers.__version__,
+            "sentence_transformers": st_version}
+
+
+def make_record(kind: str, model_name: str, config, results: list[dict], num_parameters: int | None = None,
+                model_path: str | None = None) -> dict:
+    if kind not in KINDS:
+        raise ValueError(f"kind={kind!r}: expected one of {KINDS}")
+    config = asdict(config) if is_dataclass(config) else dict(config)
+    return {"kind": kind,
+            "model": {"name": model_name, "path": model_path or model_name, "num_parameters": num_parameters},
+            "config": config, "results": results,
+            "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "versions": _versions()}
+
+
+def validate(document: dict) -> dict:
+    """Check a results document against the schema; returns it, raises ValueError naming the field."""
+    if document.get("schema") != SCHEMA:
+        raise ValueError(f"schema={document.get('schema')!r}: expected {SCHEMA!r}")
+    for i, record in enumerate(document.get("records", [])):
+        for field in ("kind", "model", "config", "results", "created_utc", "versions"):
+            if field not in record:
+                raise ValueError(f"records[{i}]: missing field {field!r}")
+        if record["kind"] not in KINDS:
+            raise ValueError(f"records[{i}].kind={record['kind']!r}: expected one of {KINDS}")
+        for j, row in enumerate(record["results"]):
+            for field in ("task", "setting", "metric", "value", "sd", "n", "runs"):
+                if field not in row:
+                    raise ValueError(f"records[{i}].results[{j}]: missing field {field!r}")
+    return document
+
+
+def write_results(path: str | Path, records: Iterable[dict]) -> Path:
+    """Write atomically (temp file + os.replace) so a crash never leaves half a results file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    document = validate({"schema": SCHEMA, "records": list(records)})
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(handle, "w") as stream:
+        json.dump(document, stream, indent=2, allow_nan=True)
+    os.replace(temp, path)
+    return path
+
+
+def read_results(paths: Iterable[str | Path]) -> list[dict]:
+    records = []
+    for path in paths:
+        records += validate(json.loads(Path(path).read_text()))["records"]
+    return records
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(handle, "w") as stream:
+        stream.write(text)
+    os.replace(temp, path)
+    return path
+
+
+# --------------------------------------------------------------------------------------------- tables
+def _cell(row: dict | None, percent: bool) -> str:
+    if row is None:
+        return "–"
+    scale = 100.0 if percent else 1.0
+    text = f"{row['value'] * scale:.2f}" if percent else f"{row['value']:.4f}"
+    if row.get("sd") is not None and len(row.get("runs", [])) > 1:
+        text += f" ± {row['sd'] * scale:.2f}" if percent else f" ± {row['sd']:.4f}"
+    return text
+
+
+def _markdown(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _lookup(records: list[dict], kind: str) -> dict:
+    table = {}
+    for record in records:
+        if record["kind"] != kind:
+            continue
+        for row in record["results"]:
+            table[(record["model"]["name"], row["task"], row["setting"], row["metric"])] = row
+    return table
+
+
+def _models(records: list[dict], kind: str) -> list[str]:
+    return list(dict.fromkeys(r["model"]["name"] for r in records if r["kind"] == kind))
+
+
+def mlm_table(records: list[dict], metric_prefix: str = "top") -> str:
+    """Table 3 layout: rows = model x top-k, columns = (title | description) x block size, in %."""
+    table = _lookup(records, "mlm_recovery")
+    columns = sorted({(t, s) for (_, t, s, _) in table}, key=lambda c: (c[0] != "mlm_title", c[0],
+                                                                         int("".join(filter(str.isdigit, c[1])) or 0)))
+    metrics = sorted({m for (*_, m) in table if m.startswith(metric_prefix)},
+                     key=lambda m: (m.split("_", 1)[1], int("".join(filter(str.isdigit, m.split("_")[0])))))
+    header = ["model", "metric"] + [f"{t.removeprefix('mlm_')} {s.removeprefix('block')}" for t, s in columns]
+    rows = [[model, metric] + [_cell(table.get((model, t, s, metric)), True) for t, s in columns]
+            for model in _models(records, "mlm_recovery") for metric in metrics]
+    return _markdown(header, rows)
+
+
+def glue_table(records: list[dict]) -> str:
+    """Table 4 layout: rows = task (metric), columns = models, mean ± sd in %."""
+    table = _lookup(records, "glue")
+    keys = list(dict.fromkeys((t, s, m) for (_, t, s, m) in table))
+    models = _models(records, "glue")
+    rows = [[f"{t} ({m})"] + [_cell(table.get((model, t, s, m)), True) for model in models] for t, s, m in keys]
+    return _markdown(["task"] + models, rows)
+
+
+def similarity_table(records: list[dict]) -> str:
+    """Rows = model, columns = (task, setting, metric) of the similarity runs (Spearman / Pearson)."""
+    table = _lookup(records, "esci_similarity")
+    keys = list(dict.fromkeys((t, s, m) for (_, t, s, m) in table))
+    models = _models(records, "esci_similarity")
+    rows = [[model] + [_cell(table.get((model, t, s, m)), False) for t, s, m in keys] for model in models]
+    return _markdown(["model"] + [f"{t} {s} {m}" for t, s, m in keys], rows)
+
+
+def markdown_report(records: list[dict]) -> str:
+    parts = []
+    if any(r["kind"] == "mlm_recovery" for r in records):
+        parts.append("## Masked-token recovery (accuracy %)\n\n" + mlm_table(records))
+    if any(r["kind"] == "esci_similarity" for r in records):
+        parts.append("## Semantic similarity (cosine; mean ± sd over folds)\n\n" + similarity_table(records))
+    if any(r["kind"] == "glue" for r in records):
+        parts.append("## GLUE (dev; mean ± sd over seeds, %)\n\n" + glue_table(records))
+    return "\n".join(parts)
+
+
+def similarity_bar_chart(records: list[dict], path: str | Path, task: str = "esci", metric: str = "spearman",
+                         setting: str | None = None) -> Path:
+    """Figure 4: one bar per model (mean Spearman, sd as error bar), PNG written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bars = [(r["model"]["name"], row) for r in records if r["kind"] == "esci_similarity" for row in r["results"]
+            if row["task"] == task and row["metric"] == metric and (setting is None or row["setting"] == setting)]
+    if not bars:
+        raise ValueError(f"no esci_similarity results with task={task!r} metric={metric!r} setting={setting!r}")
+    labels = [f"{name}\n({row['setting']})" if setting is None else name for name, row in bars]
+    figure, axis = plt.subplots(figsize=(max(4.0, 1.2 * len(bars)), 3.5))
+    axis.bar(range(len(bars)), [row["value"] for _, row in bars],
+             yerr=[row["sd"] or 0.0 for _, row in bars], capsize=4, color="#4C72B0")
+    axis.set_xticks(range(len(bars)), labels, rotation=30, ha="right", fontsize=8)
+    axis.set_ylabel(f"{metric.capitalize()} correlation")
+    axis.set_title(f"{task.upper()} semantic similarity")
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.stem}.tmp.png")
+    figure.savefig(temp, dpi=150)
+    plt.close(figure)
+    os.replace(temp, path)
+    return path
