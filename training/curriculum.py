@@ -1,0 +1,252 @@
+"""Run the three-phase curriculum: tokenizer → (phase 1 → phase 2 → phase 3), each with its own Trainer.
+
+Phase hand-off: phase N+1 loads phase N's final weights (``<output_dir>/phaseN/final``), applies its own
+context settings (max_position_embeddings, RoPE θ), and starts a fresh optimizer, schedule, masking
+and sequence length. Each phase's ``final`` folder is Hub-ready (config with auto_map, code, weights in
+safetensors, tokenizer, ``phase_summary.json``) and is written atomically (temp folder + rename).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from transformers import TrainerCallback
+
+from training.recipe import PHASES, Recipe, recipe_to_dict
+
+logger = logging.getLogger("training")
+
+
+def _log(message: str) -> None:
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        print(f"[rexbert train] {message}", flush=True)
+
+
+def _load_sources(recipe: Recipe):
+    from training.data import load_source
+
+    general = [load_source(s) for s in recipe.data.general]
+    domain = [load_source(s) for s in recipe.data.domain]
+    for src in (*general, *domain):
+        st = src.stats
+        _log(f"source {src.config.name}: {st.documents} docs (dropped {st.dropped_whitespace} "
+             f"whitespace-only, {st.dropped_missing_field} without text)" if src.texts is not None
+             else f"source {src.config.name}: streaming from {src.config.path}")
+    return general, domain
+
+
+def _tokenizer(recipe: Recipe, general, domain, out: Path):
+    from accelerate import PartialState
+
+    from training.tokenizer import load_tokenizer, save_tokenizer, train_bpe_tokenizer
+
+    if recipe.tokenizer.name_or_path:
+        return load_tokenizer(recipe.tokenizer.name_or_path)
+    folder = out / "tokenizer"
+    state = PartialState()
+    with state.main_process_first():
+        if not (folder / "tokenizer.json").exists() and state.is_main_process:
+            import numpy as np
+
+            # round-robin over sources so every corpus shapes the vocabulary
+            sources = (*general, *domain)
+            streams = [s.cycle(np.random.default_rng([recipe.seed, i])) for i, s in enumerate(sources)]
+            texts = [next(streams[i % len(streams)]) for i in range(recipe.tokenizer.train_docs)]
+            _log(f"training a {recipe.tokenizer.vocab_size}-token byte-level BPE on {len(texts)} documents")
+            save_tokenizer(train_bpe_tokenizer(texts, vocab_size=recipe.tokenizer.vocab_size), folder)
+    return load_tokenizer(str(folder))
+
+
+def _model_for_phase(recipe: Recipe, phase_name: str, tokenizer, out: Path):
+    from modeling_rexbert import RexBertConfig, RexBertForMaskedLM  # importing registers the Auto classes
+    from training.tokenizer import padded_vocab_size
+
+    phase = recipe.phase(phase_name)
+    context = {"max_position_embeddings": phase.max_position_embeddings,
+               "global_rope_theta": phase.global_rope_theta, "local_rope_theta": phase.local_rope_theta}
+    index = PHASES.index(phase_name)
+    source = recipe.model.init_from if index == 0 else str(out / PHASES[index - 1] / "final")
+    if source is not None:
+        if index > 0 and not Path(source, "config.json").exists():
+            raise FileNotFoundError(f"{phase_name} starts from {source}, which does not exist: run "
+                                    f"{PHASES[index - 1]} first (--phase {index} or --phase all)")
+        config = RexBertConfig.from_pretrained(source)
+        for key, value in context.items():
+            setattr(config, key, value)
+        config._attn_implementation = recipe.model.attn_implementation
+        return RexBertForMaskedLM.from_pretrained(source, config=config)
+    ids = {"pad_token_id": tokenizer.pad_token_id, "cls_token_id": tokenizer.cls_token_id,
+           "sep_token_id": tokenizer.sep_token_id, "mask_token_id": tokenizer.mask_token_id,
+           "bos_token_id": tokenizer.cls_token_id, "eos_token_id": tokenizer.sep_token_id}
+    config = RexBertConfig.for_size(recipe.model.size, vocab_size=padded_vocab_size(tokenizer),
+                                    attn_implementation=recipe.model.attn_implementation,
+                                    **ids, **context, **recipe.model.overrides)
+    torch.manual_seed(recipe.seed)
+    return RexBertForMaskedLM(config)
+
+
+def _last_checkpoint(phase_dir: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(phase_dir)) if phase_dir.is_dir() else None
+
+
+def _peak_flops(recipe: Recipe, out: Path, device: torch.device, dtype: torch.dtype) -> float | None:
+    if not recipe.measure_peak_flops:
+        return None
+    from training.mfu import measure_peak_flops
+
+    cache = out / f"peak_flops_{device.type}_{str(dtype).split('.')[-1]}.json"
+    if cache.exists():
+        return json.loads(cache.read_text())["peak_flops"]
+    peak = measure_peak_flops(device, dtype)
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        _atomic_write(cache, json.dumps({"peak_flops": peak, "device": str(device), "dtype": str(dtype)}))
+    _log(f"measured peak {peak / 1e9:.1f} GFLOP/s ({device}, {dtype}) for MFU")
+    return peak
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def run_phase(recipe: Recipe, phase_name: str, tokenizer, general, domain, miner, out: Path,
+              resume: bool, stop_after_steps: int | None = None) -> Path | None:
+    """Train one phase; returns its final folder (None when stopped early by ``stop_after_steps``)."""
+    from accelerate import PartialState
+    from transformers import TrainingArguments
+
+    from training.collator import PackedMLMCollator
+    from training.masking import SpanMasker
+    from training.phase_data import PackedDataset, build_phase_data, plan_batches
+    from training.trainer import RexBertTrainer
+
+    phase = recipe.phase(phase_name)
+    index = PHASES.index(phase_name)
+    phase_dir = out / phase_name
+    final_dir = phase_dir / "final"
+    state = PartialState()
+    model = _model_for_phase(recipe, phase_name, tokenizer, out)
+    data = build_phase_data(general, domain, recipe.data, phase, tokenizer, miner,
+                            seed=recipe.data.seed * 1000 + index)
+    plan, steps = plan_batches(data.rows, phase, state.num_processes)
+    grad_accum = phase.batch_size // (phase.micro_batch_size * state.num_processes)
+    summary = data.summary()
+    _log(f"{phase_name}: {summary['rows']} rows × {phase.max_seq_len}, {summary['tokens']} tokens, "
+         f"packing efficiency {summary['packing_efficiency']:.3f}, {steps} steps, "
+         f"domain share {summary['domain_share'][0][1]:.2f}→{summary['domain_share'][-1][1]:.2f}, "
+         f"mined spans {summary['mined_spans']}")
+    special = [i for i in (tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id,
+                           tokenizer.mask_token_id, tokenizer.unk_token_id) if i is not None]
+    masker = SpanMasker(phase.masking, tokenizer.mask_token_id, special, len(tokenizer))
+    collator = PackedMLMCollator(masker, tokenizer.pad_token_id, seed=recipe.seed,
+                                 local_window=getattr(model.config, "local_attention", 128))
+    use_cuda = torch.cuda.is_available()
+    bf16 = use_cuda and torch.cuda.is_bf16_supported()
+    args = TrainingArguments(
+        output_dir=str(phase_dir),
+        max_steps=steps,
+        per_device_train_batch_size=phase.micro_batch_size,
+        gradient_accumulation_steps=grad_accum,
+        learning_rate=phase.lr,
+        weight_decay=phase.weight_decay,
+        max_grad_norm=0.0,  # StableAdamW's update clipping replaces gradient clipping
+        logging_steps=phase.logging_steps,
+        save_steps=phase.save_steps,
+        save_total_limit=phase.save_total_limit,
+        seed=recipe.seed,
+        bf16=bf16,  # fp32 on CPU: bf16 is 20-70x slower on AVX2 (DESIGN.md §5)
+        use_cpu=not use_cuda,
+        report_to=[],
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        ddp_find_unused_parameters=False,
+        disable_tqdm=False,
+    )
+    peak = _peak_flops(recipe, out, args.device, torch.bfloat16 if bf16 else torch.float32)
+    trainer = RexBertTrainer(
+        model=model, args=args, data_collator=collator, train_dataset=PackedDataset(data.rows, index),
+        processing_class=tokenizer, phase=phase, batch_plan=plan, peak_flops=peak,
+        phase_packing_efficiency=data.packing_efficiency,
+    )
+    if stop_after_steps is not None:
+        trainer.add_callback(_StopAfter(stop_after_steps))
+    checkpoint = _last_checkpoint(phase_dir) if resume else None
+    if checkpoint:
+        _log(f"{phase_name}: resuming from {checkpoint}")
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    if stop_after_steps is not None and trainer.state.global_step < steps:
+        _log(f"{phase_name}: stopped after step {trainer.state.global_step} of {steps} (--stop-after-steps)")
+        trainer.accelerator.wait_for_everyone()
+        return None
+    if trainer.is_world_process_zero():
+        tmp = phase_dir / "final.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        trainer.save_model(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+        history = [e for e in trainer.state.log_history if "loss" in e]
+        _atomic_write(tmp / "phase_summary.json", json.dumps({
+            "phase": phase_name, "steps": steps, "data": summary, "train": result.metrics,
+            "phase_config": dataclasses.asdict(phase), "log_history": history}, indent=1, default=str))
+        shutil.rmtree(final_dir, ignore_errors=True)
+        os.replace(tmp, final_dir)
+        _log(f"{phase_name}: final checkpoint → {final_dir}")
+    trainer.accelerator.wait_for_everyone()
+    return final_dir
+
+
+class _StopAfter(TrainerCallback):
+    """Simulate an interruption: checkpoint and stop after ``step`` optimizer steps."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= self.step:
+            control.should_save = True
+            control.should_training_stop = True
+        return control
+
+
+def run_curriculum(recipe: Recipe, phases: list[str], resume: bool = False,
+                   stop_after_steps: int | None = None) -> dict[str, Path | None]:
+    """Run ``phases`` (a subset of phase1..phase3, in order); returns their final folders.
+
+    ``stop_after_steps`` stops each phase after that many steps without writing its final folder
+    (used to test resume: run again with ``resume=True``)."""
+    from training.attribute_miner import AttributeMiner
+
+    out = Path(recipe.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        _atomic_write(out / "recipe.json", json.dumps(recipe_to_dict(recipe), indent=1))
+    general, domain = _load_sources(recipe)
+    tokenizer = _tokenizer(recipe, general, domain, out)
+    mined = [s for s in (*general, *domain) if s.config.mine_attributes and s.texts is not None]
+    miner = AttributeMiner().fit(t.split("\n", 1)[0] for s in mined for t in s.texts) if mined else None
+    finals = {}
+    for name in phases:
+        final_dir = out / name / "final"
+        if resume and (final_dir / "config.json").exists():
+            _log(f"{name}: already complete ({final_dir}), skipped")
+            finals[name] = final_dir
+            continue
+        finals[name] = run_phase(recipe, name, tokenizer, general, domain, miner, out, resume,
+                                 stop_after_steps)
+        if finals[name] is None:
+            break
+    return finals

@@ -1,0 +1,219 @@
+"""Read data sources (local files or Hugging Face Hub datasets) into streams of document texts.
+
+Local formats: parquet, json / jsonl (optionally .gz), plain text (.txt / .raw, optionally .gz) and zip
+archives of text files; a path may be a folder or a glob. Anything else is treated as a Hub dataset id
+(``datasets.load_dataset``, optionally streaming). Problems fail early and name the source and path:
+missing/unreadable files, a missing text field, no usable document. Whitespace-only documents are
+dropped and counted.
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import io
+import os
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from training.recipe import SourceConfig
+
+_TEXT_SUFFIXES = (".txt", ".raw", ".txt.gz", ".raw.gz")
+_JSON_SUFFIXES = (".json", ".jsonl", ".json.gz", ".jsonl.gz")
+_MISSING = {"none", "nan", "null"}  # product dumps write missing fields as these strings
+# Plain-text files (books) are cut into blocks of paragraphs of about this many characters, so one
+# "document" is comparable to a web page instead of a whole book.
+TEXT_BLOCK_CHARS = 4000
+
+
+class DataError(ValueError):
+    """A data source cannot be used (the message names the source, the path and why)."""
+
+
+@dataclass
+class SourceStats:
+    """What was read from a source."""
+
+    documents: int = 0
+    dropped_whitespace: int = 0
+    dropped_missing_field: int = 0
+
+
+@dataclass
+class LoadedSource:
+    """A source's documents, in memory (local files) or as a re-iterable stream (Hub streaming)."""
+
+    config: SourceConfig
+    texts: list[str] | None
+    stats: SourceStats = field(default_factory=SourceStats)
+    _stream_factory: object = None
+
+    def cycle(self, rng: np.random.Generator) -> Iterator[str]:
+        """Endless documents; in-memory sources are reshuffled every epoch with ``rng``."""
+        while True:
+            if self.texts is not None:
+                for i in rng.permutation(len(self.texts)):
+                    yield self.texts[i]
+            else:
+                produced = False
+                for text in self._stream_factory():
+                    produced = True
+                    yield text
+                if not produced:
+                    name, path = self.config.name, self.config.path
+                    raise DataError(f"source {name!r}: stream {path} yielded no document")
+
+
+def _files(src: SourceConfig) -> list[str] | None:
+    """Local files of a source, or None when ``path`` is not local (a Hub id)."""
+    path = src.path
+    if any(ch in path for ch in "*?["):
+        files = sorted(glob.glob(path))
+        if not files:
+            raise DataError(f"source {src.name!r}: no file matches {path}")
+        return files
+    if os.path.isdir(path):
+        files = sorted(str(p) for p in Path(path).rglob("*") if p.is_file() and _kind(str(p)))
+        if not files:
+            raise DataError(f"source {src.name!r}: folder {path} has no parquet/json/txt/zip file")
+        return files
+    if os.path.exists(path):
+        return [path]
+    if path.startswith(("/", "./", "../", "~")) or _kind(path):
+        raise DataError(f"source {src.name!r}: file not found: {path}")
+    return None
+
+
+def _kind(path: str) -> str | None:
+    lower = path.lower()
+    if lower.endswith(".parquet"):
+        return "parquet"
+    if lower.endswith(_JSON_SUFFIXES):
+        return "json"
+    if lower.endswith(_TEXT_SUFFIXES):
+        return "text"
+    if lower.endswith(".zip"):
+        return "zip"
+    return None
+
+
+def _text_blocks(text: str, per_line: bool) -> Iterator[str]:
+    """Documents of a plain-text file: one per line, or blocks of lines of about TEXT_BLOCK_CHARS
+    cut at a blank line (paragraph end), or at any line once twice that size (texts without blank lines)."""
+    lines = text.splitlines()
+    if per_line:
+        yield from lines
+        return
+    block: list[str] = []
+    size = 0
+    for line in lines:
+        block.append(line)
+        size += len(line) + 1
+        if (size >= TEXT_BLOCK_CHARS and not line.strip()) or size >= 2 * TEXT_BLOCK_CHARS:
+            yield "\n".join(block).strip("\n")
+            block, size = [], 0
+    if block:
+        yield "\n".join(block).strip("\n")
+
+
+def _join_fields(row: dict, fields: list[str]) -> str | None:
+    parts = []
+    for name in fields:
+        value = row.get(name)
+        if value is not None and value != "" and str(value).strip().lower() not in _MISSING:
+            parts.append(str(value))
+    return "\n".join(parts) if parts else None
+
+
+def _records(src: SourceConfig, path: str) -> Iterator[str | None]:
+    """Raw document texts of one local file (None = the text field was empty)."""
+    kind = _kind(path)
+    try:
+        if kind == "text":
+            opener = gzip.open if path.endswith(".gz") else open
+            with opener(path, "rt", encoding="utf-8") as handle:
+                yield from _text_blocks(handle.read(), src.doc_per_line)
+        elif kind == "zip":
+            with zipfile.ZipFile(path) as archive:
+                for member in sorted(archive.namelist()):
+                    if member.endswith("/"):
+                        continue
+                    text = io.TextIOWrapper(archive.open(member), encoding="utf-8", errors="replace").read()
+                    yield from _text_blocks(text, src.doc_per_line)
+        elif kind in ("parquet", "json"):
+            import datasets
+
+            dataset = datasets.load_dataset(kind, data_files=path, split="train")
+            missing = [f for f in src.text_fields[:1] if f not in dataset.column_names]
+            if missing:
+                raise DataError(f"source {src.name!r}: text field {missing[0]!r} not in {path} "
+                                f"(columns: {dataset.column_names})")
+            columns = [f for f in src.text_fields if f in dataset.column_names]
+            for row in dataset.select_columns(columns):
+                yield _join_fields(row, src.text_fields)
+        else:
+            raise DataError(f"source {src.name!r}: unsupported file type {path} (parquet, json[l], txt, zip)")
+    except DataError:
+        raise
+    except (OSError, UnicodeDecodeError, zipfile.BadZipFile, ValueError) as error:
+        raise DataError(f"source {src.name!r}: cannot read {path}: {error}") from error
+
+
+def _clean(src: SourceConfig, raw: Iterator[str | None], stats: SourceStats) -> Iterator[str]:
+    for text in raw:
+        if text is None:
+            stats.dropped_missing_field += 1
+        elif not text.strip():
+            stats.dropped_whitespace += 1
+        else:
+            stats.documents += 1
+            yield text
+            if src.max_docs is not None and stats.documents >= src.max_docs:
+                return
+
+
+def _hub_stream(src: SourceConfig):
+    import datasets
+
+    def factory() -> Iterator[str]:
+        dataset = datasets.load_dataset(src.path, src.subset, split=src.split, streaming=True)
+        stats = SourceStats()
+        yield from _clean(src, (_join_fields(row, src.text_fields) for row in dataset), stats)
+
+    return factory
+
+
+def load_source(src: SourceConfig) -> LoadedSource:
+    """Read a source (local files eagerly, Hub datasets eagerly or as a stream)."""
+    files = _files(src)
+    stats = SourceStats()
+    if files is None:  # a Hub dataset id
+        if src.streaming:
+            return LoadedSource(src, None, stats, _hub_stream(src))
+        import datasets
+
+        try:
+            dataset = datasets.load_dataset(src.path, src.subset, split=src.split)
+        except Exception as error:  # the Hub raises many types; keep the cause
+            raise DataError(f"source {src.name!r}: cannot load Hub dataset {src.path!r}: {error}") from error
+        if src.text_fields[0] not in dataset.column_names:
+            raise DataError(f"source {src.name!r}: text field {src.text_fields[0]!r} not in "
+                            f"{src.path} (columns: {dataset.column_names})")
+        raw = (_join_fields(row, src.text_fields) for row in dataset)
+        texts = list(_clean(src, raw, stats))
+    else:
+        texts = []
+        for path in files:
+            remaining = None if src.max_docs is None else src.max_docs - len(texts)
+            if remaining == 0:
+                break
+            texts.extend(_clean(src, _records(src, path), stats))
+    if not texts:
+        raise DataError(f"source {src.name!r}: no usable document in {src.path} "
+                        f"({stats.dropped_whitespace} whitespace-only, "
+                        f"{stats.dropped_missing_field} without text)")
+    return LoadedSource(src, texts, stats)

@@ -1,0 +1,64 @@
+"""Model FLOPs and a measured peak FLOP/s, for the MFU estimate (model FLOPs/s ÷ peak FLOP/s).
+
+Peak is *measured*, not taken from a datasheet: a short matmul probe in the training dtype on the
+training device. Model FLOPs count the useful work only (real tokens, the local window, the sparse
+head on labelled tokens), so padding and recomputation never inflate MFU.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+
+def measure_peak_flops(device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+                       size: int = 1024, seconds: float = 0.5) -> float:
+    """FLOP/s of repeated ``size × size`` matmuls (best of a few timed bursts)."""
+    device = torch.device(device)
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    torch.matmul(a, b)  # warm-up (allocations, kernel selection)
+    sync()
+    best, deadline = 0.0, time.perf_counter() + seconds
+    reps = 4
+    while time.perf_counter() < deadline:
+        start = time.perf_counter()
+        for _ in range(reps):
+            torch.matmul(a, b)
+        sync()
+        elapsed = time.perf_counter() - start
+        best = max(best, 2.0 * size**3 * reps / elapsed)
+        if elapsed < 0.05:
+            reps *= 2
+    return best
+
+
+class MlmFlops:
+    """Training FLOPs (forward + backward = 3 × forward) of a ModernBERT-style MLM step.
+
+    Args:
+        config: the encoder config (hidden_size, intermediate_size, num_hidden_layers,
+            global_attn_every_n_layers, vocab_size).
+    """
+
+    def __init__(self, config) -> None:
+        d, inter, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+        every = getattr(config, "global_attn_every_n_layers", 1) or 1
+        self.n_global = sum(1 for i in range(layers) if i % every == 0)
+        self.n_local = layers - self.n_global
+        self.dense_per_token = 2 * layers * (4 * d * d + 3 * d * inter)  # Wqkv, Wo, Wi (2I), Wo (I)
+        self.attn_per_pair = 4 * d  # QKᵀ and AV: 2·d each per (query, key) pair and layer
+        self.head_per_label = 2 * (d * d + d * config.vocab_size)  # head.dense + decoder
+
+    def step(self, real_tokens: int, labelled: int, global_pairs: int, local_pairs: int,
+             sparse_head: bool = True) -> float:
+        forward = (self.dense_per_token * real_tokens
+                   + self.attn_per_pair * (self.n_global * global_pairs + self.n_local * local_pairs)
+                   + self.head_per_label * (labelled if sparse_head else real_tokens))
+        return 3.0 * forward

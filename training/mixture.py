@@ -1,0 +1,81 @@
+"""Weighted, temperature-scaled mixture of sources with a domain share annealed over a phase.
+
+Two groups: *general* and *domain*. For each document the sampler first picks the group (domain with
+probability ``domain_share(progress)``, the phase's schedule from ``domain_start`` to ``domain_end``),
+then a source inside the group with probability ∝ ``weight ** (1 / temperature)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from training.data import LoadedSource
+from training.recipe import MixtureConfig
+
+
+def temperature_weights(weights: Sequence[float], temperature: float) -> np.ndarray:
+    """``w ** (1/T)`` normalised (T = 1: proportional, T → ∞: uniform)."""
+    w = np.asarray(weights, dtype=np.float64) ** (1.0 / temperature)
+    return w / w.sum()
+
+
+def domain_share(mixture: MixtureConfig, progress: float) -> float:
+    """Share of domain documents at ``progress`` ∈ [0, 1] of the phase."""
+    p = min(1.0, max(0.0, progress))
+    start, end = mixture.domain_start, mixture.domain_end
+    if mixture.schedule == "linear":
+        t = p
+    elif mixture.schedule == "cosine":
+        t = 0.5 - 0.5 * math.cos(math.pi * p)
+    else:  # step
+        t = float(p >= 0.5)
+    return start + (end - start) * t
+
+
+@dataclass
+class MixedDoc:
+    text: str
+    source: str
+    is_domain: bool
+
+
+class MixtureSampler:
+    """Draws documents from the general and domain groups.
+
+    Args:
+        general / domain: loaded sources of each group (a group may be empty if never sampled).
+        mixture: the phase's domain-share schedule.
+        temperature: source-weight temperature inside each group.
+        seed: sampler seed (group/source choice and per-source shuffles).
+    """
+
+    def __init__(self, general: Sequence[LoadedSource], domain: Sequence[LoadedSource],
+                 mixture: MixtureConfig, temperature: float, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.mixture = mixture
+        self.groups = {False: list(general), True: list(domain)}
+        self.probs = {k: temperature_weights([s.config.weight for s in v], temperature) if v else None
+                      for k, v in self.groups.items()}
+        self.streams = {k: [s.cycle(np.random.default_rng([seed, int(k), i])) for i, s in enumerate(v)]
+                        for k, v in self.groups.items()}
+        self.counts: Counter[str] = Counter()
+
+    def sample(self, progress: float) -> MixedDoc:
+        share = domain_share(self.mixture, progress)
+        is_domain = bool(self.rng.random() < share)
+        if not self.groups[is_domain]:
+            is_domain = not is_domain
+        index = int(self.rng.choice(len(self.groups[is_domain]), p=self.probs[is_domain]))
+        source = self.groups[is_domain][index]
+        self.counts[source.config.name] += 1
+        return MixedDoc(next(self.streams[is_domain][index]), source.config.name, is_domain)
+
+    def iterate(self, progress_fn) -> Iterator[MixedDoc]:
+        """Endless documents; ``progress_fn()`` gives the phase progress at each draw."""
+        while True:
+            yield self.sample(progress_fn())

@@ -1,0 +1,55 @@
+"""Entry point: ``accelerate launch training/run.py --recipe training/recipes/tiny.yaml [--phase 1|2|3|all]
+[--output-dir DIR] [--resume] [--set field.path=value ...]`` (plain ``python training/run.py`` works too)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from training.recipe import PHASES  # noqa: E402
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--recipe", required=True, help="YAML recipe (training/recipes/<name>.yaml)")
+    parser.add_argument("--phase", default="all", choices=["1", "2", "3", "all"],
+                        help="which phase to run; phase N>1 starts from phase N-1's final checkpoint")
+    parser.add_argument("--output-dir", default=None, help="overrides the recipe's output_dir")
+    parser.add_argument("--resume", action="store_true",
+                        help="skip finished phases and resume the current one from its last checkpoint")
+    parser.add_argument("--stop-after-steps", type=int, default=None, metavar="N",
+                        help="stop each phase after N steps, checkpointed (simulates an interruption)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override a recipe field, e.g. --set phase1.lr=1e-3 (repeatable)")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from training.curriculum import run_curriculum
+    from training.recipe import load_recipe
+
+    overrides = list(args.overrides) + list(getattr(args, "extra_overrides", []) or [])
+    recipe = load_recipe(args.recipe, overrides)
+    if args.output_dir:
+        recipe.output_dir = args.output_dir
+    phases = list(PHASES) if args.phase == "all" else [PHASES[int(args.phase) - 1]]
+    run_curriculum(recipe, phases, resume=args.resume, stop_after_steps=args.stop_after_steps)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = add_arguments(argparse.ArgumentParser(description=__doc__))
+    args, extra = parser.parse_known_args(argv)
+    # bare `field.path=value` words are accepted as overrides too
+    bad = [e for e in extra if "=" not in e or e.startswith("-")]
+    if bad:
+        parser.error(f"unrecognized arguments: {' '.join(bad)}")
+    args.extra_overrides = extra
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
