@@ -168,117 +168,146 @@ def build_varlen_batch(
 
 # ====================================================================== sdpa plan (CPU-friendly grouping)
 @dataclass
-class AttentionPlan:
-    """How the sdpa backend batches documents for one window size (built once per forward).
+class DenseGroup:
+    """n documents of equal length L, attended as one unmasked (n, heads, L, d) sdpa call.
 
-    Each group runs one sdpa call. Concatenating the group outputs gives the tokens in the order
-    ``perm`` of the flat stream; ``inv_perm`` restores it (both None when that order is the identity).
-
-    Group kinds:
-      * ``("dense", n, L, mask, src)``: n documents of equal length L batched as (n, heads, L, d); ``src``
-        is a slice (documents adjacent in the stream: a free view) or a gather index; ``mask`` is a (L, L)
-        band for windowed layers whose documents exceed the window, else None (unmasked sdpa: the
-        memory-efficient flash kernel on CPU, O(L) memory even for 8k-token global layers).
-      * ``("blocked", nblocks, q_idx, k_idx, mask, keep)``: sliding-window attention over long documents
-        in blocks of ``half`` queries that see ``half + window`` keys, so memory is O(N * window),
-        never O(S^2). ``q_idx`` / ``k_idx`` gather (clamped) from the flat stream; ``keep`` selects the
-        real query rows.
+    ``src`` is a slice when the documents are adjacent in the token stream (a free view), else a gather
+    index. Unmasked sdpa runs PyTorch's flash kernel, whose memory is O(L) even for 8k-token documents.
     """
 
-    groups: list[tuple]
-    perm: torch.Tensor | None
-    inv_perm: torch.Tensor | None
+    n: int
+    length: int
+    src: slice | torch.Tensor
+
+
+@dataclass
+class BlockedGroup:
+    """Sliding-window attention for documents longer than the half window, in O(tokens * window) memory.
+
+    The group's tokens are laid out as one stream with a zero-padding block in front and behind
+    (``pad_src`` gathers it from the flat tokens, pad rows point at token 0 and are masked as keys).
+    Query block p (``block`` = half window tokens) attends to key blocks p-1, p, p+1 -- overlapping
+    windows taken as a strided *view* of the stream, never copied -- and ``mask`` (nblocks, 1, block,
+    3*block) keeps keys of the same document within distance <= half. Any document's +-half window lies
+    inside its 3-block span, so documents need no alignment and no S x S matrix is ever built.
+    """
+
+    block: int
+    nblocks: int
+    ntokens: int
+    src: slice | torch.Tensor  # the group's tokens in the flat stream
+    pad_src: torch.Tensor  # (rows,) gather index of the padded stream, rows = (nblocks + 2) * block
+    mask: torch.Tensor  # (nblocks, 1, block, 3 * block) bool
+
+
+@dataclass
+class AttentionPlan:
+    """Grouping of documents for the sdpa backend at one window size (built once per forward).
+
+    ``identity_view`` marks the common fast case of a single group covering every token in order, whose
+    output is returned as a view without any scatter."""
+
+    groups: list
+    identity_view: bool
 
     @staticmethod
     def build(seqlens: list[int], window: int | None, device: torch.device) -> AttentionPlan:
         starts = [0]
         for n in seqlens:
             starts.append(starts[-1] + n)
+        total = starts[-1]
         half = None if window is None else window // 2
-        # Band-masked dense costs L^2 scores, blocked ~L * (half + window): dense is cheaper up to here.
-        dense_limit = None if half is None else 3 * half
         by_len: dict[int, list[int]] = {}
         long_docs: list[int] = []
         for d, n in enumerate(seqlens):
-            if half is not None and n > dense_limit:
+            if n == 0:
+                continue
+            if half is not None and n > half + 1:  # some pair is out of window: needs the band
                 long_docs.append(d)
-            elif n > 0:
+            else:
                 by_len.setdefault(n, []).append(d)
 
-        groups: list[tuple] = []
-        order: list[torch.Tensor] = []
-        doc_order: list[int] = []
-        arange = lambda lo, hi: torch.arange(lo, hi, device=device)  # noqa: E731
-        for n, docs in by_len.items():
-            mask = None
-            if half is not None and n > half + 1:
-                i = arange(0, n)
-                mask = (i[:, None] - i[None, :]).abs() <= half  # (L, L) band
-            tokens = torch.cat([arange(starts[d], starts[d] + n) for d in docs])
-            adjacent = all(starts[b] == starts[a] + n for a, b in zip(docs, docs[1:]))
-            src = slice(starts[docs[0]], starts[docs[0]] + n * len(docs)) if adjacent else tokens
-            groups.append(("dense", len(docs), n, mask, src))
-            doc_order.extend(docs)
-            order.append(tokens)
+        def span(docs: list[int]) -> slice | torch.Tensor:
+            lens = [seqlens[d] for d in docs]
+            if all(starts[b] == starts[a] + seqlens[a] for a, b in zip(docs, docs[1:])):
+                return slice(starts[docs[0]], starts[docs[0]] + sum(lens))
+            return torch.cat([torch.arange(starts[d], starts[d] + seqlens[d], device=device) for d in docs])
+
+        groups: list = [DenseGroup(len(docs), n, span(docs)) for n, docs in by_len.items()]
         if long_docs:
-            block = half
-            q_idx, k_idx, masks, keeps = [], [], [], []
-            offset = 0
-            for d in long_docs:
-                s, n = starts[d], seqlens[d]
-                nb = -(-n // block)
-                q_pos = arange(0, nb * block).view(nb, block)  # (nb, block)
-                k_pos = (q_pos[:, :1] - half) + arange(0, block + 2 * half)  # (nb, block + window)
-                valid_k = (k_pos >= 0) & (k_pos < n)
-                band = (q_pos[:, :, None] - k_pos[:, None, :]).abs() <= half
-                # Every query row keeps >= 1 key: real rows see themselves, padded rows see token n-1.
-                masks.append(band & valid_k[:, None, :])
-                q_idx.append(s + q_pos.clamp(max=n - 1))
-                k_idx.append(s + k_pos.clamp(0, n - 1))
-                keeps.append(offset + arange(0, n))
-                offset += nb * block
-                order.append(arange(s, s + n))
-            doc_order.extend(long_docs)
-            groups.append(("blocked", offset // block, torch.cat(q_idx).reshape(-1),
-                           torch.cat(k_idx).reshape(-1), torch.cat(masks).unsqueeze(1), torch.cat(keeps)))
-        perm = inv_perm = None
-        if doc_order != list(range(len(doc_order))) or len(doc_order) != sum(1 for n in seqlens if n > 0):
-            perm = torch.cat(order)
-            inv_perm = torch.empty_like(perm)
-            inv_perm[perm] = arange(0, perm.numel())
-        return AttentionPlan(groups, perm, inv_perm)
+            groups.append(_blocked_group(long_docs, seqlens, starts, half, span(long_docs), device))
+        only = groups[0] if len(groups) == 1 else None
+        identity = only is not None and isinstance(only.src, slice) and only.src == slice(0, total)
+        return AttentionPlan(groups, identity)
+
+
+def _blocked_group(docs: list[int], seqlens: list[int], starts: list[int], half: int,
+                   src: slice | torch.Tensor, device: torch.device) -> BlockedGroup:
+    block = half
+    doc = torch.cat([torch.full((seqlens[d],), i, device=device) for i, d in enumerate(docs)])
+    pos = torch.cat([torch.arange(seqlens[d], device=device) for d in docs])
+    ntok = int(doc.numel())
+    nblocks = -(-ntok // block)
+    rows = (nblocks + 2) * block
+    # Padded stream: [pad block | group tokens | tail padding + pad block]; pad rows carry doc id -1.
+    doc_rows = torch.full((rows,), -1, device=device)
+    pos_rows = torch.zeros(rows, dtype=torch.long, device=device)
+    doc_rows[block:block + ntok] = doc
+    pos_rows[block:block + ntok] = pos
+    token_rows = torch.zeros(rows, dtype=torch.long, device=device)
+    token_rows[block:block + ntok] = (torch.arange(src.start, src.stop, device=device)
+                                      if isinstance(src, slice) else src)
+    q_row = block + torch.arange(nblocks * block, device=device).view(nblocks, block)  # (nb, blk)
+    k_row = torch.arange(nblocks, device=device)[:, None] * block + torch.arange(3 * block, device=device)
+    dq, dk = doc_rows[q_row][:, :, None], doc_rows[k_row][:, None, :]
+    near = (pos_rows[q_row][:, :, None] - pos_rows[k_row][:, None, :]).abs() <= half
+    mask = (dq == dk) & (dk >= 0) & near
+    # Padding query rows (outputs discarded) attend to themselves so no softmax row is empty (no NaN).
+    mask |= (dq < 0) & (q_row[:, :, None] == k_row[:, None, :])
+    return BlockedGroup(block, nblocks, ntok, src, token_rows, mask.unsqueeze(1))
 
 
 # ====================================================================== attention backends (one registry)
 def sdpa_varlen_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, batch: VarlenBatch, window: int | None,
-    dropout: float, scale: float, deterministic: bool = False,
+    qkv: torch.Tensor, batch: VarlenBatch, window: int | None, dropout: float, scale: float,
+    deterministic: bool = False,
 ) -> tuple[torch.Tensor, None]:
-    """Per-document sdpa over unpadded tokens (no padding, no cross-document scores).
+    """Per-document sdpa over unpadded tokens: no padding and no cross-document scores are computed.
 
-    q, k, v: (N, heads, d) -> (N, heads, d). Equal-length documents share one call."""
+    qkv: (N, 3, heads, d) -> (N, heads, d)."""
     plan = batch.plan(window)
-    heads, d = q.shape[1], q.shape[2]
-    outs = []
-    for group in plan.groups:
-        if group[0] == "dense":
-            _, n, L, mask, src = group
-            qg, kg, vg = (_take(t, src).view(n, L, heads, d).transpose(1, 2) for t in (q, k, v))  # (n,h,L,d)
-            o = F.scaled_dot_product_attention(qg, kg, vg, attn_mask=mask, dropout_p=dropout, scale=scale)
-            outs.append(o.transpose(1, 2).reshape(n * L, heads, d))
+    N, _, heads, d = qkv.shape
+    out = None if plan.identity_view else qkv.new_empty(N, heads, d)
+    for g in plan.groups:
+        if isinstance(g, DenseGroup):
+            x = _take(qkv, g.src).view(g.n, g.length, 3, heads, d)
+            qg, kg, vg = (t.transpose(1, 2) for t in x.unbind(2))  # (n, heads, L, d) views
+            o = F.scaled_dot_product_attention(qg, kg, vg, dropout_p=dropout, scale=scale)
+            o = o.transpose(1, 2).reshape(g.n * g.length, heads, d)  # sdpa's output memory is (n, L, h, d)
         else:
-            _, nblocks, q_idx, k_idx, mask, keep = group
-            qg = q.index_select(0, q_idx).view(nblocks, -1, heads, d).transpose(1, 2)  # (nb, heads, blk, d)
-            kg = k.index_select(0, k_idx).view(nblocks, -1, heads, d).transpose(1, 2)  # (nb, heads, blk+w, d)
-            vg = v.index_select(0, k_idx).view(nblocks, -1, heads, d).transpose(1, 2)
-            o = F.scaled_dot_product_attention(qg, kg, vg, attn_mask=mask, dropout_p=dropout, scale=scale)
-            outs.append(o.transpose(1, 2).reshape(-1, heads, d).index_select(0, keep))
-    if not outs:
-        return q.new_zeros(q.shape), None
-    out = outs[0] if len(outs) == 1 else torch.cat(outs)
-    if plan.inv_perm is not None:
-        out = out.index_select(0, plan.inv_perm)
+            o = _blocked_attention(qkv, g, dropout, scale)
+        if out is None:
+            return o, None
+        if isinstance(g.src, slice):
+            out[g.src] = o
+        else:
+            out.index_copy_(0, g.src, o)
     return out, None
+
+
+def _blocked_attention(qkv: torch.Tensor, g: BlockedGroup, dropout: float, scale: float) -> torch.Tensor:
+    heads, d = qkv.shape[2], qkv.shape[3]
+    qkv = qkv.index_select(0, g.pad_src)  # (rows, 3, heads, d): the only copy
+    row = qkv.stride(0)
+    base = qkv.storage_offset()
+    shape_q = (g.nblocks, g.block, heads, d)
+    shape_k = (g.nblocks, 3 * g.block, heads, d)
+    strides = (g.block * row, row, d, 1)
+    qb = qkv.as_strided(shape_q, strides, base + g.block * row).transpose(1, 2)  # (nb, heads, blk, d)
+    kb = qkv.as_strided(shape_k, strides, base + heads * d).transpose(1, 2)  # (nb, heads, 3blk, d) view
+    vb = qkv.as_strided(shape_k, strides, base + 2 * heads * d).transpose(1, 2)
+    o = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=g.mask, dropout_p=dropout, scale=scale)
+    return o.transpose(1, 2).reshape(-1, heads, d)[: g.ntokens]
 
 
 def _take(t: torch.Tensor, src: slice | torch.Tensor) -> torch.Tensor:
@@ -286,12 +315,13 @@ def _take(t: torch.Tensor, src: slice | torch.Tensor) -> torch.Tensor:
 
 
 def eager_varlen_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, batch: VarlenBatch, window: int | None,
-    dropout: float, scale: float, deterministic: bool = False,
+    qkv: torch.Tensor, batch: VarlenBatch, window: int | None, dropout: float, scale: float,
+    deterministic: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Explicit softmax(QK^T) per document; also returns the weights re-padded to (B, heads, S, S).
 
     Materialises an L x L score matrix per document (it exists to expose attention weights)."""
+    q, k, v = qkv.unbind(1)
     heads = q.shape[1]
     out = torch.empty_like(q)
     weights = q.new_zeros(batch.batch_size, heads, batch.seq_len, batch.seq_len)
@@ -317,22 +347,24 @@ def eager_varlen_attention(
 
 
 def flash_varlen_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, batch: VarlenBatch, window: int | None,
-    dropout: float, scale: float, deterministic: bool = False,
+    qkv: torch.Tensor, batch: VarlenBatch, window: int | None, dropout: float, scale: float,
+    deterministic: bool = False,
 ) -> tuple[torch.Tensor, None]:
     """flash-attn 2 ``flash_attn_varlen_func`` on the unpadded stream (CUDA + fp16/bf16 only).
 
     Not exercised on the CPU-only development machine; written against flash-attn's documented API."""
-    from flash_attn import flash_attn_varlen_func  # lazy: optional dependency
+    try:  # lazy and inside try: transformers' remote-code import check skips optional imports in try blocks
+        from flash_attn import flash_attn_varlen_qkvpacked_func
+    except ImportError as err:
+        raise ImportError("attn_implementation='flash_attention_2' needs the flash-attn package and a CUDA "
+                          "GPU (pip install 'rexbert[gpu]'); use 'sdpa' on CPU") from err
 
-    dtype = q.dtype
+    dtype = qkv.dtype
     if dtype not in (torch.float16, torch.bfloat16):  # flash-attn kernels exist for half precision only
-        q, k, v = q.to(torch.bfloat16), k.to(torch.bfloat16), v.to(torch.bfloat16)
-    half = -1 if window is None else window // 2  # window_size=(l, r): keys in [i - l, i + r]
-    out = flash_attn_varlen_func(
-        q, k, v,
-        cu_seqlens_q=batch.cu_seqlens, cu_seqlens_k=batch.cu_seqlens,
-        max_seqlen_q=batch.max_seqlen, max_seqlen_k=batch.max_seqlen,
+        qkv = qkv.to(torch.bfloat16)
+    half = -1 if window is None else window // 2  # window_size=(left, right): keys in [i - left, i + right]
+    out = flash_attn_varlen_qkvpacked_func(
+        qkv, batch.cu_seqlens, batch.max_seqlen,
         dropout_p=dropout, softmax_scale=scale, causal=False, window_size=(half, half),
         deterministic=deterministic,
     )
@@ -349,18 +381,26 @@ ATTENTION_BACKENDS: dict[str, AttentionFn] = {
 
 # ====================================================================== rotary embeddings
 def rope_cos_sin(position_ids: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype):
-    """NeoX-style RoPE tables for (N,) positions -> cos, sin of shape (N, 1, head_dim), computed in fp32."""
+    """RoPE tables for (N,) positions: cos, sin of shape (N, 1, 1, head_dim / 2), computed in fp32.
+
+    Only one half is stored: NeoX rotate-half uses the same angle for channel i and i + d/2."""
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=position_ids.device,
                                              dtype=torch.float32) / head_dim))
-    freqs = position_ids.float()[:, None] * inv_freq[None, :]  # (N, d/2)
-    emb = torch.cat((freqs, freqs), dim=-1)[:, None, :]
-    return emb.cos().to(dtype), emb.sin().to(dtype)
+    freqs = (position_ids.float()[:, None] * inv_freq[None, :])[:, None, None, :]  # (N, 1, 1, d/2)
+    return freqs.cos().to(dtype), freqs.sin().to(dtype)
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x: (N, ..., heads, d) rotated by NeoX rotate-half."""
-    x1, x2 = x.chunk(2, dim=-1)
-    return x * cos + torch.cat((-x2, x1), dim=-1) * sin
+def apply_rope_(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> None:
+    """Rotate q and k of ``qkv`` (N, 3, heads, d) in place, NeoX style (pairs i, i + d/2).
+
+    Works on the two halves directly (no rotate_half concatenation): ~2x less memory traffic, which
+    matters on CPU where this elementwise work rivals the attention matmuls for small models."""
+    half = qkv.shape[-1] // 2
+    x1, x2 = qkv[:, :2, :, :half], qkv[:, :2, :, half:]
+    r1 = torch.addcmul(x1 * cos, x2, sin, value=-1.0)
+    r2 = torch.addcmul(x2 * cos, x1, sin)
+    qkv[:, :2, :, :half] = r1
+    qkv[:, :2, :, half:] = r2
 
 
 # ====================================================================== modules (ModernBERT names)
@@ -408,14 +448,14 @@ class RexBertAttention(nn.Module):
         N = x.shape[0]
         qkv = self.Wqkv(x).view(N, 3, self.num_heads, self.head_dim)  # (N, 3, heads, d)
         cos, sin = rope
-        qk = apply_rope(qkv[:, :2], cos[:, None], sin[:, None])  # (N, 2, heads, d)
-        q, k = qk.unbind(1)
-        v = qkv[:, 2]
+        # Rotate q and k in place: Linear's backward does not need its output, so this is autograd-safe
+        # and saves a copy of the (N, 3, heads, d) tensor per layer.
+        apply_rope_(qkv, cos, sin)
         dropout = self.config.attention_dropout if self.training else 0.0
         out, weights = ATTENTION_BACKENDS[backend](
-            q, k, v, batch, self.window, dropout, self.head_dim**-0.5, self.config.deterministic_flash_attn
+            qkv, batch, self.window, dropout, self.head_dim**-0.5, self.config.deterministic_flash_attn
         )
-        return self.out_drop(self.Wo(out.reshape(N, -1))), weights
+        return self.out_drop(self.Wo(out.reshape(N, self.num_heads * self.head_dim))), weights
 
 
 class RexBertEncoderLayer(GradientCheckpointingLayer):
