@@ -32,7 +32,9 @@ def _specials(tokenizer) -> tuple[list[int], list[int]]:
     return ([start] if start is not None else []), ([end] if end is not None else [])
 
 
-def token_blocks(texts: Sequence[str], tokenizer, block_size: int, packing: str = "block") -> list[TokenBlock]:
+def token_blocks(
+    texts: Sequence[str], tokenizer, block_size: int, packing: str = "block"
+) -> list[TokenBlock]:
     """Tokenise ``texts`` (fast tokenizer required for word ids) into blocks of <= ``block_size`` tokens."""
     if packing not in PACKINGS:
         raise ValueError(f"packing={packing!r}: expected one of {PACKINGS}")
@@ -53,8 +55,11 @@ def token_blocks(texts: Sequence[str], tokenizer, block_size: int, packing: str 
         if not ids:
             continue
         if packing == "truncate":
-            blocks.append(TokenBlock(head + ids[:capacity] + tail, [-1] * len(head) + words[:capacity] +
-                                     [-1] * len(tail)))
+            blocks.append(
+                TokenBlock(
+                    head + ids[:capacity] + tail, [-1] * len(head) + words[:capacity] + [-1] * len(tail)
+                )
+            )
             continue
         if stream_ids and tail:  # separator between consecutive texts inside the stream
             stream_ids += tail
@@ -62,13 +67,15 @@ def token_blocks(texts: Sequence[str], tokenizer, block_size: int, packing: str 
         stream_ids += ids
         stream_words += words
     for start in range(0, len(stream_ids), capacity):
-        ids, words = stream_ids[start:start + capacity], stream_words[start:start + capacity]
+        ids, words = stream_ids[start : start + capacity], stream_words[start : start + capacity]
         if any(w >= 0 for w in words):
             blocks.append(TokenBlock(head + ids + tail, [-1] * len(head) + words + [-1] * len(tail)))
     return blocks
 
 
-def word_blocks(texts: Sequence[str], tokenizers: Sequence, block_size: int, packing: str = "block") -> list[str]:
+def word_blocks(
+    texts: Sequence[str], tokenizers: Sequence, block_size: int, packing: str = "block"
+) -> list[str]:
     """Whole-word block texts that fit in ``block_size`` tokens (special tokens included) for every tokenizer.
 
     Words are packed greedily; a block that still overflows once tokenised (token counts of a word can
@@ -84,8 +91,10 @@ def word_blocks(texts: Sequence[str], tokenizers: Sequence, block_size: int, pac
 
     def words_cost(words: list[str]) -> list[int]:
         # per word: tokens of " word" on its own, the max over tokenizers (verified by fits() on flush)
-        per_tok = [[len(ids) for ids in tok([" " + w for w in words], add_special_tokens=False)["input_ids"]]
-                   for tok in tokenizers]
+        per_tok = [
+            [len(ids) for ids in tok([" " + w for w in words], add_special_tokens=False)["input_ids"]]
+            for tok in tokenizers
+        ]
         return [max(column) for column in zip(*per_tok)]
 
     overhead = max(tok.num_special_tokens_to_add(pair=False) for tok in tokenizers)

@@ -18,7 +18,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("models", nargs="+", help="Hub ids or local folders (several: compared side by side)")
     parser.add_argument("--out", default="outputs/eval", help="folder for <name>.json / .md (/ .png)")
     parser.add_argument("--name", default=None, help="file stem of the outputs (default: the subcommand)")
-    parser.add_argument("--trust-remote-code", action="store_true", help="needed for RexBERT custom-code folders")
+    parser.add_argument(
+        "--trust-remote-code", action="store_true", help="needed for RexBERT custom-code folders"
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-progress", action="store_true")
 
@@ -47,7 +49,9 @@ def register(subparsers) -> None:
     esci = sub.add_parser("esci", help="CoSENT similarity on ESCI query-product pairs or STS-B (Figure 4)")
     _common(esci)
     esci.add_argument("--task", default="esci", choices=["esci", "stsb"])
-    esci.add_argument("--data", default=None, help="ESCI parquet file/folder or Hub id (default: local union)")
+    esci.add_argument(
+        "--data", default=None, help="ESCI parquet file/folder or Hub id (default: local union)"
+    )
     esci.add_argument("--data-dir", default=None, help="folder with glue_stsb/ (default: $REXBERT_DATA_DIR)")
     esci.add_argument("--hub", action="store_true", help="STS-B from nyu-mll/glue on the Hub")
     esci.add_argument("--folds", type=int, default=5)
@@ -63,7 +67,9 @@ def register(subparsers) -> None:
     _common(glue)
     glue.add_argument("--tasks", type=_strs, default=("sst2", "qnli", "qqp", "mnli", "stsb"))
     glue.add_argument("--seeds", type=_ints, default=(0, 1, 2))
-    glue.add_argument("--data-dir", default=None, help="folder with glue_<task>/ TSVs (default: $REXBERT_DATA_DIR)")
+    glue.add_argument(
+        "--data-dir", default=None, help="folder with glue_<task>/ TSVs (default: $REXBERT_DATA_DIR)"
+    )
     glue.add_argument("--hub", action="store_true", help="load nyu-mll/glue from the Hub")
     glue.add_argument("--epochs", type=float, default=None, help="override every task's epochs")
     glue.add_argument("--learning-rate", type=float, default=None, help="override every task's learning rate")
@@ -86,7 +92,7 @@ def _write(args, kind: str, records: list[dict], chart: bool = False) -> int:
     md_path = reports.write_text(stem.with_suffix(".md"), reports.markdown_report(records))
     print(f"wrote {json_path}\nwrote {md_path}")
     if chart:
-        print(f"wrote {reports.similarity_bar_chart(records, stem.with_suffix('.png'), task=records[0]['results'][0]['task'])}")
+        print("wrote " + str(reports.similarity_bar_chart(records, stem.with_suffix(".png"), task=args.task)))
     print(reports.markdown_report(records))
     return 0
 
@@ -94,34 +100,78 @@ def _write(args, kind: str, records: list[dict], chart: bool = False) -> int:
 def _run_mlm(args) -> int:
     from evaluation.mlm_recovery import MLMRecoveryConfig, run_mlm
 
-    cfg = MLMRecoveryConfig(protocol=args.protocol, fields=args.fields, block_sizes=args.block_sizes,
-                            packing=args.packing, mask_probability=args.mask_probability, top_k=args.top_k,
-                            seed=args.seed, max_texts=args.max_texts, max_tokens=args.max_tokens, head=args.head)
-    records = run_mlm(args.models, cfg, args.data, None if args.split == "all" else args.split,
-                      args.trust_remote_code, args.device, not args.no_progress)
+    cfg = MLMRecoveryConfig(
+        protocol=args.protocol,
+        fields=args.fields,
+        block_sizes=args.block_sizes,
+        packing=args.packing,
+        mask_probability=args.mask_probability,
+        top_k=args.top_k,
+        seed=args.seed,
+        max_texts=args.max_texts,
+        max_tokens=args.max_tokens,
+        head=args.head,
+    )
+    records = run_mlm(
+        args.models,
+        cfg,
+        args.data,
+        None if args.split == "all" else args.split,
+        args.trust_remote_code,
+        args.device,
+        not args.no_progress,
+    )
     return _write(args, "mlm", records)
 
 
 def _run_esci(args) -> int:
     from evaluation.esci_similarity import SimilarityConfig, run_similarity
 
-    cfg = SimilarityConfig(task=args.task, folds=args.folds, epochs=args.epochs, learning_rate=args.learning_rate,
-                           batch_size=args.batch_size, max_seq_length=args.max_seq_length,
-                           max_pairs=args.max_pairs, seed=args.seed)
-    records = run_similarity(args.models, cfg, args.data, args.data_dir, args.hub, args.trust_remote_code,
-                             args.device, not args.no_progress)
+    cfg = SimilarityConfig(
+        task=args.task,
+        folds=args.folds,
+        epochs=args.epochs,
+        learning_rate=args.learning_rate,
+        batch_size=args.batch_size,
+        max_seq_length=args.max_seq_length,
+        max_pairs=args.max_pairs,
+        seed=args.seed,
+    )
+    records = run_similarity(
+        args.models,
+        cfg,
+        args.data,
+        args.data_dir,
+        args.hub,
+        args.trust_remote_code,
+        args.device,
+        not args.no_progress,
+    )
     return _write(args, args.task, records, chart=True)
 
 
 def _run_glue(args) -> int:
     from evaluation.glue import GlueConfig, run_glue
 
-    overrides = {k: v for k, v in (("epochs", args.epochs), ("learning_rate", args.learning_rate),
-                                   ("batch_size", args.batch_size)) if v is not None}
-    cfg = GlueConfig(tasks=args.tasks, seeds=args.seeds, overrides=overrides,
-                     max_train_examples=args.max_train_examples, max_eval_examples=args.max_eval_examples)
-    records = run_glue(args.models, cfg, args.data_dir, args.hub, args.trust_remote_code, args.device,
-                       not args.no_progress)
+    overrides = {
+        k: v
+        for k, v in (
+            ("epochs", args.epochs),
+            ("learning_rate", args.learning_rate),
+            ("batch_size", args.batch_size),
+        )
+        if v is not None
+    }
+    cfg = GlueConfig(
+        tasks=args.tasks,
+        seeds=args.seeds,
+        overrides=overrides,
+        max_train_examples=args.max_train_examples,
+        max_eval_examples=args.max_eval_examples,
+    )
+    records = run_glue(
+        args.models, cfg, args.data_dir, args.hub, args.trust_remote_code, args.device, not args.no_progress
+    )
     return _write(args, "glue", records)
 
 

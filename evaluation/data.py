@@ -14,8 +14,16 @@ from pathlib import Path
 import pandas as pd
 
 ESCI_SCORES = {"E": 1.0, "S": 0.66, "C": 0.33, "I": 0.0}  # paper §6: Exact/Substitute/Complement/Irrelevant
-_LABEL_KEYS = {"e": "E", "exact": "E", "s": "S", "substitute": "S", "c": "C", "complement": "C",
-               "i": "I", "irrelevant": "I"}
+_LABEL_KEYS = {
+    "e": "E",
+    "exact": "E",
+    "s": "S",
+    "substitute": "S",
+    "c": "C",
+    "complement": "C",
+    "i": "I",
+    "irrelevant": "I",
+}
 ESCI_LOCAL = ("esci_union_with_text", "esci_union_with_text.parquet")
 ESCI_HUB = "tasksource/esci"
 PRODUCT_FIELDS = {"title": "product_title", "description": "product_description"}
@@ -28,7 +36,9 @@ class DataError(ValueError):
 def data_root() -> Path:
     value = os.environ.get("REXBERT_DATA_DIR", "").strip()
     if not value:
-        raise DataError("REXBERT_DATA_DIR is unset: pass an explicit data path or set it (e.g. ../shared/data)")
+        raise DataError(
+            "REXBERT_DATA_DIR is unset: pass an explicit data path or set it (e.g. ../shared/data)"
+        )
     return Path(value)
 
 
@@ -75,7 +85,7 @@ def load_esci(source: str | None = None, split: str | None = "test") -> pd.DataF
 
 
 def esci_scores(frame: pd.DataFrame) -> list[float]:
-    """E/S/C/I (also full names ``Exact``…) -> 1.0/0.66/0.33/0.0; any other value is an error naming its row."""
+    """E/S/C/I (or Exact/…) -> 1.0/0.66/0.33/0.0; any other value is an error naming its row."""
     source = frame.attrs.get("source", "esci")
     require_columns(frame, ["esci_label"], source)
     scores = []
@@ -111,7 +121,9 @@ def product_field_texts(frame: pd.DataFrame, field: str) -> list[str]:
     column = PRODUCT_FIELDS[field]
     require_columns(frame, [column], source)
     keyed = frame.drop_duplicates("product_id") if "product_id" in frame.columns else frame
-    texts = [str(t).strip() for t in keyed[column].tolist() if t is not None and not pd.isna(t) and str(t).strip()]
+    texts = [
+        str(t).strip() for t in keyed[column].tolist() if t is not None and not pd.isna(t) and str(t).strip()
+    ]
     if not texts:
         raise DataError(f"{source}: column {column!r} has no non-empty text")
     return texts
@@ -135,21 +147,50 @@ class GlueTask:
 
 _SPLITS = {"train": "train.tsv", "validation": "dev.tsv", "test": "test.tsv"}
 GLUE_TASKS = {
-    "sst2": GlueTask("sst2", "sst2", ("sentence",), 2, {"sentence": "sentence", "label": "label"},
-                     None, _SPLITS),
-    "qnli": GlueTask("qnli", "qnli", ("question", "sentence"), 2,
-                     {"question": "question", "sentence": "sentence", "label": "label"},
-                     {"entailment": 0, "not_entailment": 1}, _SPLITS),
-    "qqp": GlueTask("qqp", "qqp", ("question1", "question2"), 2,
-                    {"question1": "question1", "question2": "question2", "is_duplicate": "label"},
-                    None, _SPLITS),
-    "mnli": GlueTask("mnli", "mnli", ("premise", "hypothesis"), 3,
-                     {"sentence1": "premise", "sentence2": "hypothesis", "gold_label": "label"},
-                     {"entailment": 0, "neutral": 1, "contradiction": 2},
-                     {"train": "train.tsv", "validation": "dev_matched.tsv", "validation_matched": "dev_matched.tsv",
-                      "validation_mismatched": "dev_mismatched.tsv"}),
-    "stsb": GlueTask("stsb", "stsb", ("sentence1", "sentence2"), 1,
-                     {"sentence1": "sentence1", "sentence2": "sentence2", "score": "label"}, None, _SPLITS),
+    "sst2": GlueTask(
+        "sst2", "sst2", ("sentence",), 2, {"sentence": "sentence", "label": "label"}, None, _SPLITS
+    ),
+    "qnli": GlueTask(
+        "qnli",
+        "qnli",
+        ("question", "sentence"),
+        2,
+        {"question": "question", "sentence": "sentence", "label": "label"},
+        {"entailment": 0, "not_entailment": 1},
+        _SPLITS,
+    ),
+    "qqp": GlueTask(
+        "qqp",
+        "qqp",
+        ("question1", "question2"),
+        2,
+        {"question1": "question1", "question2": "question2", "is_duplicate": "label"},
+        None,
+        _SPLITS,
+    ),
+    "mnli": GlueTask(
+        "mnli",
+        "mnli",
+        ("premise", "hypothesis"),
+        3,
+        {"sentence1": "premise", "sentence2": "hypothesis", "gold_label": "label"},
+        {"entailment": 0, "neutral": 1, "contradiction": 2},
+        {
+            "train": "train.tsv",
+            "validation": "dev_matched.tsv",
+            "validation_matched": "dev_matched.tsv",
+            "validation_mismatched": "dev_mismatched.tsv",
+        },
+    ),
+    "stsb": GlueTask(
+        "stsb",
+        "stsb",
+        ("sentence1", "sentence2"),
+        1,
+        {"sentence1": "sentence1", "sentence2": "sentence2", "score": "label"},
+        None,
+        _SPLITS,
+    ),
 }
 GLUE_HUB = "nyu-mll/glue"
 
@@ -181,7 +222,9 @@ def load_glue(task: str, split: str, data_dir: str | None = None, hub: bool = Fa
         folder = Path(data_dir) if data_dir else data_root()
         folder = folder if folder.name == f"glue_{spec.name}" else folder / f"glue_{spec.name}"
         if split not in spec.local_splits:
-            raise DataError(f"GLUE {spec.name}: unknown split {split!r}; expected {sorted(spec.local_splits)}")
+            raise DataError(
+                f"GLUE {spec.name}: unknown split {split!r}; expected {sorted(spec.local_splits)}"
+            )
         base = folder / spec.local_splits[split]
         path = base if base.exists() else base.with_name(base.name + ".gz")
         if not path.exists():
@@ -196,7 +239,9 @@ def load_glue(task: str, split: str, data_dir: str | None = None, hub: bool = Fa
         if spec.label_map is not None:
             unknown = sorted(set(frame["label"]) - set(spec.label_map))
             if unknown:
-                raise DataError(f"{source}: unknown label value(s) {unknown[:5]}; expected {list(spec.label_map)}")
+                raise DataError(
+                    f"{source}: unknown label value(s) {unknown[:5]}; expected {list(spec.label_map)}"
+                )
             frame["label"] = frame["label"].map(spec.label_map)
         frame["label"] = frame["label"].astype(float if spec.num_labels == 1 else int)
     require_columns(frame, [*spec.text_columns, "label"], source)

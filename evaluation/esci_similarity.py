@@ -39,7 +39,7 @@ class SimilarityConfig:
     cosent_scale: CoSENT temperature (paper / sentence-transformers default: 20).
     validation_fraction: share of the training queries held aside to choose the checkpoint.
     max_seq_length: token limit per text; None = the model's context (product text is cut there).
-    max_pairs: keep the first N pairs (quick runs); None = all.
+    max_pairs: at most N pairs, whole queries drawn with ``seed`` (quick runs; STS-B: first N); None = all.
     eval_steps: validate every N steps; None = once per epoch.
     seed: fold shuffling, data order and initialisation of new layers.
     """
@@ -81,43 +81,74 @@ class PairSplit:
 def esci_pairs(frame: pd.DataFrame) -> pd.DataFrame:
     """(query, product text, graded score, query group) for every ESCI row."""
     scores = esci_scores(frame)
-    return pd.DataFrame({"sentence1": frame["query"].astype(str).tolist(), "sentence2": product_text(frame),
-                         "score": scores, "group": frame["query"].astype(str).tolist()})
+    return pd.DataFrame(
+        {
+            "sentence1": frame["query"].astype(str).tolist(),
+            "sentence2": product_text(frame),
+            "score": scores,
+            "group": frame["query"].astype(str).tolist(),
+        }
+    )
 
 
 def stsb_pairs(frame: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame({"sentence1": frame["sentence1"].tolist(), "sentence2": frame["sentence2"].tolist(),
-                         "score": (frame["label"].astype(float) / 5.0).tolist(),
-                         "group": [f"row{i}" for i in range(len(frame))]})
+    return pd.DataFrame(
+        {
+            "sentence1": frame["sentence1"].tolist(),
+            "sentence2": frame["sentence2"].tolist(),
+            "score": (frame["label"].astype(float) / 5.0).tolist(),
+            "group": [f"row{i}" for i in range(len(frame))],
+        }
+    )
 
 
 def _hold_out(frame: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     from sklearn.model_selection import GroupShuffleSplit
 
-    keep, held = next(GroupShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
-                      .split(frame, groups=frame["group"]))
+    keep, held = next(
+        GroupShuffleSplit(n_splits=1, test_size=fraction, random_state=seed).split(
+            frame, groups=frame["group"]
+        )
+    )
     return frame.iloc[keep].reset_index(drop=True), frame.iloc[held].reset_index(drop=True)
 
 
-def make_splits(cfg: SimilarityConfig, data: str | None = None, data_dir: str | None = None,
-                hub: bool = False) -> list[PairSplit]:
+def _limit_pairs(pairs: pd.DataFrame, max_pairs: int | None, seed: int) -> pd.DataFrame:
+    """Whole queries in a seeded random order until ``max_pairs`` pairs (keeps many queries)."""
+    if max_pairs is None or len(pairs) <= max_pairs:
+        return pairs
+    queries = pairs["group"].drop_duplicates().sample(frac=1.0, random_state=seed).tolist()
+    sizes = pairs.groupby("group").size()
+    keep, total = set(), 0
+    for query in queries:
+        if total + sizes[query] > max_pairs:
+            continue
+        keep.add(query)
+        total += sizes[query]
+    return pairs[pairs["group"].isin(keep)].reset_index(drop=True)
+
+
+def make_splits(
+    cfg: SimilarityConfig, data: str | None = None, data_dir: str | None = None, hub: bool = False
+) -> list[PairSplit]:
     """ESCI: one PairSplit per query-grouped fold. STS-B: one PairSplit (train part / validation / dev)."""
     from sklearn.model_selection import GroupKFold
 
     if cfg.task == "stsb":
-        train = stsb_pairs(load_glue("stsb", "train", data_dir, hub))[:cfg.max_pairs]
+        train = stsb_pairs(load_glue("stsb", "train", data_dir, hub))[: cfg.max_pairs]
         test = stsb_pairs(load_glue("stsb", "validation", data_dir, hub))
         train, validation = _hold_out(train, cfg.validation_fraction, cfg.seed)
         return [PairSplit(train, validation, test)]
-    pairs = esci_pairs(load_esci(data, "test"))[:cfg.max_pairs]
+    pairs = _limit_pairs(esci_pairs(load_esci(data, "test")), cfg.max_pairs, cfg.seed)
     n_queries = pairs["group"].nunique()
     if n_queries < cfg.folds:
         raise DataError(f"ESCI: {n_queries} distinct queries cannot make {cfg.folds} query-grouped folds")
     splits = []
     folds = GroupKFold(n_splits=cfg.folds, shuffle=True, random_state=cfg.seed)
     for train_idx, test_idx in folds.split(pairs, groups=pairs["group"]):
-        train, validation = _hold_out(pairs.iloc[train_idx].reset_index(drop=True), cfg.validation_fraction,
-                                      cfg.seed)
+        train, validation = _hold_out(
+            pairs.iloc[train_idx].reset_index(drop=True), cfg.validation_fraction, cfg.seed
+        )
         splits.append(PairSplit(train, validation, pairs.iloc[test_idx].reset_index(drop=True)))
     return splits
 
@@ -134,7 +165,9 @@ def resolve_model(name: str) -> str:
     return name
 
 
-def load_sentence_model(name: str, cfg: SimilarityConfig, trust_remote_code: bool = False, device: str = "cpu"):
+def load_sentence_model(
+    name: str, cfg: SimilarityConfig, trust_remote_code: bool = False, device: str = "cpu"
+):
     """A SentenceTransformer; plain HF encoders get mean pooling (sentence-transformers' default)."""
     from sentence_transformers import SentenceTransformer
 
@@ -156,16 +189,28 @@ def build_evaluator(pairs: pd.DataFrame, name: str, batch_size: int = 32):
     if len(pairs) < 2:
         raise DataError(f"{name}: {len(pairs)} pair(s); similarity evaluation needs at least 2")
     if pairs["score"].nunique() < 2:
-        raise DataError(f"{name}: all {len(pairs)} pairs have the same score; correlations are undefined "
-                        "(use more pairs or a larger validation_fraction)")
-    return EmbeddingSimilarityEvaluator(pairs["sentence1"].tolist(), pairs["sentence2"].tolist(),
-                                        pairs["score"].astype(float).tolist(), batch_size=batch_size,
-                                        main_similarity="cosine", similarity_fn_names=["cosine"], name=name,
-                                        write_csv=False)
+        raise DataError(
+            f"{name}: all {len(pairs)} pairs have the same score; correlations are undefined "
+            "(use more pairs or a larger validation_fraction)"
+        )
+    return EmbeddingSimilarityEvaluator(
+        pairs["sentence1"].tolist(),
+        pairs["sentence2"].tolist(),
+        pairs["score"].astype(float).tolist(),
+        batch_size=batch_size,
+        main_similarity="cosine",
+        similarity_fn_names=["cosine"],
+        name=name,
+        write_csv=False,
+    )
 
 
 def finetune(model, split: PairSplit, cfg: SimilarityConfig, output_dir: str, progress: bool = False):
-    """CoSENT fine-tuning; the checkpoint with the best validation Spearman (cosine) is loaded at the end."""
+    """CoSENT fine-tuning; the checkpoint with the best validation Spearman (cosine) is loaded at the end.
+
+    Returns:
+        the trainer state (``best_metric``, ``best_model_checkpoint``, ``log_history``).
+    """
     from datasets import Dataset
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
 
@@ -173,21 +218,48 @@ def finetune(model, split: PairSplit, cfg: SimilarityConfig, output_dir: str, pr
     train = Dataset.from_pandas(split.train[columns], preserve_index=False)
     strategy = "steps" if cfg.eval_steps else "epoch"
     args = SentenceTransformerTrainingArguments(
-        output_dir=output_dir, num_train_epochs=cfg.epochs, per_device_train_batch_size=cfg.batch_size,
-        learning_rate=cfg.learning_rate, warmup_steps=float(cfg.warmup_ratio), weight_decay=cfg.weight_decay,
-        eval_strategy=strategy, save_strategy=strategy, eval_steps=cfg.eval_steps, save_steps=cfg.eval_steps,
-        load_best_model_at_end=True, metric_for_best_model="eval_validation_spearman_cosine",
-        greater_is_better=True, save_total_limit=1, save_only_model=True, seed=cfg.seed, data_seed=cfg.seed,
-        use_cpu=str(model.device) == "cpu", report_to="none", disable_tqdm=not progress, logging_steps=50,
+        output_dir=output_dir,
+        num_train_epochs=cfg.epochs,
+        per_device_train_batch_size=cfg.batch_size,
+        learning_rate=cfg.learning_rate,
+        warmup_steps=float(cfg.warmup_ratio),
+        weight_decay=cfg.weight_decay,
+        eval_strategy=strategy,
+        save_strategy=strategy,
+        eval_steps=cfg.eval_steps,
+        save_steps=cfg.eval_steps,
+        load_best_model_at_end=True,
+        metric_for_best_model="eval_validation_spearman_cosine",
+        greater_is_better=True,
+        save_total_limit=1,
+        save_only_model=True,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        use_cpu=str(model.device) == "cpu",
+        report_to="none",
+        disable_tqdm=not progress,
+        logging_steps=50,
     )
-    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train, loss=build_loss(model, cfg),
-                                         evaluator=build_evaluator(split.validation, "validation"))
+    trainer = SentenceTransformerTrainer(
+        model=model,
+        args=args,
+        train_dataset=train,
+        loss=build_loss(model, cfg),
+        evaluator=build_evaluator(split.validation, "validation"),
+    )
     trainer.train()
-    return model
+    return trainer.state
 
 
-def evaluate_split(name: str, split: PairSplit, cfg: SimilarityConfig, trust_remote_code: bool = False,
-                   device: str = "cpu", progress: bool = False, work_dir: str | None = None) -> dict[str, float]:
+def evaluate_split(
+    name: str,
+    split: PairSplit,
+    cfg: SimilarityConfig,
+    trust_remote_code: bool = False,
+    device: str = "cpu",
+    progress: bool = False,
+    work_dir: str | None = None,
+) -> dict[str, float]:
     """Spearman / Pearson (cosine) on ``split.test`` after optional fine-tuning."""
     from transformers import set_seed
 
@@ -197,13 +269,24 @@ def evaluate_split(name: str, split: PairSplit, cfg: SimilarityConfig, trust_rem
         with tempfile.TemporaryDirectory(dir=work_dir) as output_dir:
             finetune(model, split, cfg, output_dir, progress)
     scores = build_evaluator(split.test, "test")(model)
-    return {"spearman": float(scores["test_spearman_cosine"]), "pearson": float(scores["test_pearson_cosine"]),
-            "n": len(split.test)}
+    return {
+        "spearman": float(scores["test_spearman_cosine"]),
+        "pearson": float(scores["test_pearson_cosine"]),
+        "n": len(split.test),
+    }
 
 
-def run_similarity(models: Sequence[str], cfg: SimilarityConfig, data: str | None = None,
-                   data_dir: str | None = None, hub: bool = False, trust_remote_code: bool = False,
-                   device: str = "cpu", progress: bool = True, work_dir: str | None = None) -> list[dict]:
+def run_similarity(
+    models: Sequence[str],
+    cfg: SimilarityConfig,
+    data: str | None = None,
+    data_dir: str | None = None,
+    hub: bool = False,
+    trust_remote_code: bool = False,
+    device: str = "cpu",
+    progress: bool = True,
+    work_dir: str | None = None,
+) -> list[dict]:
     """One schema record per model: mean ± sd over folds of held-out Spearman / Pearson."""
     from tqdm.auto import tqdm
 
@@ -214,13 +297,24 @@ def run_similarity(models: Sequence[str], cfg: SimilarityConfig, data: str | Non
     setting = "cosent" if cfg.epochs > 0 else "zero_shot"
     records = []
     for name in models:
-        folds = [evaluate_split(name, s, cfg, trust_remote_code, device, progress, work_dir)
-                 for s in tqdm(splits, desc=f"{cfg.task} folds ({name})", disable=not progress)]
+        folds = [
+            evaluate_split(name, s, cfg, trust_remote_code, device, progress, work_dir)
+            for s in tqdm(splits, desc=f"{cfg.task} folds ({name})", disable=not progress)
+        ]
         rows = []
         for metric in ("spearman", "pearson"):
             values = [f[metric] for f in folds]
             mean, sd = mean_sd(values)
-            rows.append(result_row(cfg.task, setting, metric, mean, int(np.sum([f["n"] for f in folds])), values,
-                                   sd if len(values) > 1 else None))
+            rows.append(
+                result_row(
+                    cfg.task,
+                    setting,
+                    metric,
+                    mean,
+                    int(np.sum([f["n"] for f in folds])),
+                    values,
+                    sd if len(values) > 1 else None,
+                )
+            )
         records.append(make_record("esci_similarity", name, cfg, rows, model_path=resolve_model(name)))
     return records

@@ -77,7 +77,9 @@ class GlueConfig:
         known = set(GlueHParams.__dataclass_fields__)
         unknown = set(self.overrides) - known
         if unknown:
-            raise ValueError(f"overrides: unknown field(s) {sorted(unknown)}; expected some of {sorted(known)}")
+            raise ValueError(
+                f"overrides: unknown field(s) {sorted(unknown)}; expected some of {sorted(known)}"
+            )
 
     def task_hparams(self, task: str) -> GlueHParams:
         return replace(self.hparams[task], **self.overrides)
@@ -101,38 +103,74 @@ def _encode(frame, task: GlueTask, tokenizer, max_length: int):
     return Dataset.from_dict(dict(encoded))
 
 
-def finetune_once(model_name: str, task: GlueTask, train, dev, hp: GlueHParams, seed: int,
-                  trust_remote_code: bool = False, device: str = "cpu", progress: bool = False) -> dict[str, float]:
+def finetune_once(
+    model_name: str,
+    task: GlueTask,
+    train,
+    dev,
+    hp: GlueHParams,
+    seed: int,
+    trust_remote_code: bool = False,
+    device: str = "cpu",
+    progress: bool = False,
+) -> dict[str, float]:
     """One seed: fine-tune on ``train`` and return the dev metrics of the final model."""
-    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
-                              TrainingArguments, set_seed)
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainingArguments,
+        set_seed,
+    )
 
     set_seed(seed)  # classifier-head initialisation and data order
     tokenizer = AutoTokenizer.from_pretrained(model_name, trust_remote_code=trust_remote_code)
     kwargs = {"problem_type": "regression"} if task.num_labels == 1 else {}
     model = AutoModelForSequenceClassification.from_pretrained(
-        model_name, num_labels=task.num_labels, trust_remote_code=trust_remote_code, **kwargs)
+        model_name, num_labels=task.num_labels, trust_remote_code=trust_remote_code, **kwargs
+    )
     if model.config.pad_token_id is None and tokenizer.pad_token_id is not None:
         model.config.pad_token_id = tokenizer.pad_token_id
     train_set = _encode(train, task, tokenizer, hp.max_seq_length)
     dev_set = _encode(dev, task, tokenizer, hp.max_seq_length)
     with tempfile.TemporaryDirectory() as output_dir:
         args = TrainingArguments(
-            output_dir=output_dir, num_train_epochs=hp.epochs, per_device_train_batch_size=hp.batch_size,
-            per_device_eval_batch_size=max(hp.batch_size, 64), learning_rate=hp.learning_rate,
-            weight_decay=hp.weight_decay, warmup_steps=float(hp.warmup_ratio), lr_scheduler_type="linear",
-            eval_strategy="no", save_strategy="no", seed=seed, data_seed=seed, use_cpu=device == "cpu",
-            report_to="none", disable_tqdm=not progress, logging_steps=50, train_sampling_strategy="group_by_length",
+            output_dir=output_dir,
+            num_train_epochs=hp.epochs,
+            per_device_train_batch_size=hp.batch_size,
+            per_device_eval_batch_size=max(hp.batch_size, 64),
+            learning_rate=hp.learning_rate,
+            weight_decay=hp.weight_decay,
+            warmup_steps=float(hp.warmup_ratio),
+            lr_scheduler_type="linear",
+            eval_strategy="no",
+            save_strategy="no",
+            seed=seed,
+            data_seed=seed,
+            use_cpu=device == "cpu",
+            report_to="none",
+            disable_tqdm=not progress,
+            logging_steps=50,
+            train_sampling_strategy="group_by_length",
         )
-        trainer = Trainer(model=model, args=args, train_dataset=train_set,
-                          data_collator=DataCollatorWithPadding(tokenizer))
+        trainer = Trainer(
+            model=model, args=args, train_dataset=train_set, data_collator=DataCollatorWithPadding(tokenizer)
+        )
         trainer.train()
         output = trainer.predict(dev_set)
     return glue_metrics(task, output.predictions, np.asarray(dev["label"]))
 
 
-def run_glue(models: Sequence[str], cfg: GlueConfig, data_dir: str | None = None, hub: bool = False,
-             trust_remote_code: bool = False, device: str = "cpu", progress: bool = True) -> list[dict]:
+def run_glue(
+    models: Sequence[str],
+    cfg: GlueConfig,
+    data_dir: str | None = None,
+    hub: bool = False,
+    trust_remote_code: bool = False,
+    device: str = "cpu",
+    progress: bool = True,
+) -> list[dict]:
     """One schema record per model with mean ± sd over seeds for every task."""
     from tqdm.auto import tqdm
 
@@ -142,19 +180,27 @@ def run_glue(models: Sequence[str], cfg: GlueConfig, data_dir: str | None = None
     data = {}
     for name in cfg.tasks:  # load everything first: a missing split fails before hours of training
         task = glue_task(name)
-        data[name] = (task, load_glue(name, "train", data_dir, hub)[:cfg.max_train_examples],
-                      load_glue(name, cfg.eval_split, data_dir, hub)[:cfg.max_eval_examples])
+        data[name] = (
+            task,
+            load_glue(name, "train", data_dir, hub)[: cfg.max_train_examples],
+            load_glue(name, cfg.eval_split, data_dir, hub)[: cfg.max_eval_examples],
+        )
     records = []
     for model_name in models:
         rows = []
         for name, (task, train, dev) in data.items():
             hp = cfg.task_hparams(name)
-            runs = [finetune_once(model_name, task, train, dev, hp, seed, trust_remote_code, device, progress)
-                    for seed in tqdm(cfg.seeds, desc=f"glue {name} seeds ({model_name})", disable=not progress)]
+            runs = [
+                finetune_once(model_name, task, train, dev, hp, seed, trust_remote_code, device, progress)
+                for seed in tqdm(cfg.seeds, desc=f"glue {name} seeds ({model_name})", disable=not progress)
+            ]
             for metric in runs[0]:
                 values = [r[metric] for r in runs]
                 mean, sd = mean_sd(values)
-                rows.append(result_row(name, "finetune", metric, mean, len(dev), values,
-                                       sd if len(values) > 1 else None))
+                rows.append(
+                    result_row(
+                        name, "finetune", metric, mean, len(dev), values, sd if len(values) > 1 else None
+                    )
+                )
         records.append(make_record("glue", model_name, cfg, rows))
     return records

@@ -14,8 +14,10 @@ def correlations(predictions: Sequence[float], references: Sequence[float]) -> d
     predictions, references = np.asarray(predictions, dtype=float), np.asarray(references, dtype=float)
     if len(predictions) < 2:
         raise ValueError("correlations need at least two pairs")
-    return {"pearson": float(pearsonr(predictions, references)[0]),
-            "spearman": float(spearmanr(predictions, references)[0])}
+    return {
+        "pearson": float(pearsonr(predictions, references)[0]),
+        "spearman": float(spearmanr(predictions, references)[0]),
+    }
 
 
 def accuracy(predictions: Sequence[int], references: Sequence[int]) -> float:

@@ -63,8 +63,13 @@ class MLMRecoveryConfig:
             raise ValueError(f"top_k={self.top_k}: expected positive integers")
 
 
-def build_examples(texts: Sequence[str], tokenizer, block_size: int, cfg: MLMRecoveryConfig,
-                   word_texts: Sequence[str] | None = None) -> list[MaskedExample]:
+def build_examples(
+    texts: Sequence[str],
+    tokenizer,
+    block_size: int,
+    cfg: MLMRecoveryConfig,
+    word_texts: Sequence[str] | None = None,
+) -> list[MaskedExample]:
     """Masked examples of one field at one block size.
 
     ``word_texts`` are the shared word blocks for the ``word`` protocol (from :func:`blocks.word_blocks`
@@ -74,42 +79,77 @@ def build_examples(texts: Sequence[str], tokenizer, block_size: int, cfg: MLMRec
         raise ValueError(f"{type(tokenizer).__name__} has no mask token")
     p = cfg.mask_probability
     if cfg.protocol == "word":
-        word_texts = word_texts if word_texts is not None else blk.word_blocks(texts, [tokenizer], block_size,
-                                                                             cfg.packing)
+        word_texts = (
+            word_texts
+            if word_texts is not None
+            else blk.word_blocks(texts, [tokenizer], block_size, cfg.packing)
+        )
         examples = []
         for text in word_texts:
-            enc = tokenizer(text, return_offsets_mapping=True, return_special_tokens_mask=True,
-                            truncation=True, max_length=block_size)
-            examples.append(word_mask(text, enc["input_ids"], enc["offset_mapping"], enc["special_tokens_mask"],
-                                      tokenizer.mask_token_id, cfg.seed, p))
+            enc = tokenizer(
+                text,
+                return_offsets_mapping=True,
+                return_special_tokens_mask=True,
+                truncation=True,
+                max_length=block_size,
+            )
+            examples.append(
+                word_mask(
+                    text,
+                    enc["input_ids"],
+                    enc["offset_mapping"],
+                    enc["special_tokens_mask"],
+                    tokenizer.mask_token_id,
+                    cfg.seed,
+                    p,
+                )
+            )
         return examples
     token_blocks = blk.token_blocks(texts, tokenizer, block_size, cfg.packing)
     if cfg.protocol == "span":
-        return [span_mask(b.input_ids, b.word_ids, tokenizer.mask_token_id, cfg.seed, p) for b in token_blocks]
+        return [
+            span_mask(b.input_ids, b.word_ids, tokenizer.mask_token_id, cfg.seed, p) for b in token_blocks
+        ]
     return [collator_mask(b.input_ids, tokenizer, cfg.seed, p) for b in token_blocks]
 
 
-def score_examples(examples: Sequence[MaskedExample], ranks: Sequence[np.ndarray], cfg: MLMRecoveryConfig,
-                   task: str, setting: str) -> list[dict]:
+def score_examples(
+    examples: Sequence[MaskedExample],
+    ranks: Sequence[np.ndarray],
+    cfg: MLMRecoveryConfig,
+    task: str,
+    setting: str,
+) -> list[dict]:
     """Result rows (schema rows of evaluation.reports) for one field / block size."""
     from evaluation.reports import result_row
 
     token_ranks = np.concatenate([r for r in ranks if len(r)]) if any(len(r) for r in ranks) else np.zeros(0)
-    rows = [result_row(task, setting, f"top{k}_accuracy", acc, token_ranks.size)
-            for k, acc in topk_accuracy(token_ranks, cfg.top_k).items()]
+    rows = [
+        result_row(task, setting, f"top{k}_accuracy", acc, token_ranks.size)
+        for k, acc in topk_accuracy(token_ranks, cfg.top_k).items()
+    ]
     if cfg.protocol == "word":
         word_ranks = np.concatenate([group_ranks(r, e.groups) for r, e in zip(ranks, examples) if len(r)])
-        rows += [result_row(task, setting, f"top{k}_word_accuracy", acc, word_ranks.size)
-                 for k, acc in topk_accuracy(word_ranks, cfg.top_k).items()]
+        rows += [
+            result_row(task, setting, f"top{k}_word_accuracy", acc, word_ranks.size)
+            for k, acc in topk_accuracy(word_ranks, cfg.top_k).items()
+        ]
     return rows
 
 
-def evaluate_model(model, tokenizer, texts_by_field: dict[str, list[str]], cfg: MLMRecoveryConfig,
-                   word_texts: dict | None = None, progress: bool = False) -> list[dict]:
-    """All result rows of one model. ``word_texts[(field, block_size)]`` = shared word blocks (word protocol)."""
+def evaluate_model(
+    model,
+    tokenizer,
+    texts_by_field: dict[str, list[str]],
+    cfg: MLMRecoveryConfig,
+    word_texts: dict | None = None,
+    progress: bool = False,
+) -> list[dict]:
+    """All result rows of one model. ``word_texts[(field, block)]``: shared word blocks (word protocol)."""
     context = getattr(model.config, "max_position_embeddings", None)
-    ranker = MaskedTokenRanker(model, tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
-                               cfg.max_tokens, cfg.head)
+    ranker = MaskedTokenRanker(
+        model, tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0, cfg.max_tokens, cfg.head
+    )
     rows = []
     for field, texts in texts_by_field.items():
         for block_size in cfg.block_sizes:
@@ -123,8 +163,15 @@ def evaluate_model(model, tokenizer, texts_by_field: dict[str, list[str]], cfg: 
     return rows
 
 
-def run_mlm(models: Sequence[str], cfg: MLMRecoveryConfig, data: str | None = None, split: str | None = "test",
-            trust_remote_code: bool = False, device: str = "cpu", progress: bool = True) -> list[dict]:
+def run_mlm(
+    models: Sequence[str],
+    cfg: MLMRecoveryConfig,
+    data: str | None = None,
+    split: str | None = "test",
+    trust_remote_code: bool = False,
+    device: str = "cpu",
+    progress: bool = True,
+) -> list[dict]:
     """Evaluate several models on the same masked positions; one schema record per model.
 
     Args:
@@ -138,12 +185,15 @@ def run_mlm(models: Sequence[str], cfg: MLMRecoveryConfig, data: str | None = No
     from evaluation.reports import make_record
 
     frame = load_esci(data, split)
-    texts_by_field = {f: product_field_texts(frame, f)[:cfg.max_texts] for f in cfg.fields}
+    texts_by_field = {f: product_field_texts(frame, f)[: cfg.max_texts] for f in cfg.fields}
     word_texts = None
     if cfg.protocol == "word":  # blocks must fit every compared tokenizer so all models see the same words
         tokenizers = [AutoTokenizer.from_pretrained(m, trust_remote_code=trust_remote_code) for m in models]
-        word_texts = {(f, b): blk.word_blocks(t, tokenizers, b, cfg.packing)
-                      for f, t in texts_by_field.items() for b in cfg.block_sizes}
+        word_texts = {
+            (f, b): blk.word_blocks(t, tokenizers, b, cfg.packing)
+            for f, t in texts_by_field.items()
+            for b in cfg.block_sizes
+        }
     records = []
     for name in models:
         model, tokenizer = load_mlm(name, trust_remote_code, device)

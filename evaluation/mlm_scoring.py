@@ -137,7 +137,7 @@ class MaskedTokenRanker:
             start = 0
             for i in batch:  # row-major order: example by example, positions ascending
                 n = len(examples[i].positions)
-                results[i] = ranks[start:start + n]
+                results[i] = ranks[start : start + n]
                 start += n
         return results
 
@@ -147,8 +147,8 @@ class MaskedTokenRanker:
         attention = torch.zeros((len(batch), width), dtype=torch.long)
         labels = torch.full((len(batch), width), -100, dtype=torch.long)
         for row, example in enumerate(batch):
-            input_ids[row, :len(example.input_ids)] = torch.tensor(example.input_ids)
-            attention[row, :len(example.input_ids)] = 1
+            input_ids[row, : len(example.input_ids)] = torch.tensor(example.input_ids)
+            attention[row, : len(example.input_ids)] = 1
             labels[row, example.positions] = torch.tensor(example.targets)
         input_ids, attention, labels = (t.to(self.device) for t in (input_ids, attention, labels))
         selected = labels != -100  # (B, S)
@@ -164,5 +164,7 @@ class MaskedTokenRanker:
         else:
             logits = self.model(input_ids=input_ids, attention_mask=attention).logits[selected]
         if logits.shape[0] != targets.shape[0]:
-            raise RuntimeError(f"model returned {logits.shape[0]} logit rows for {targets.shape[0]} masked tokens")
+            raise RuntimeError(
+                f"model returned {logits.shape[0]} logit rows for {targets.shape[0]} masked tokens"
+            )
         return target_ranks(logits.float(), targets)

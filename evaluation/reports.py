@@ -8,7 +8,7 @@ Schema ``rexbert-eval/1`` (a results file is one JSON object)::
         "model": {"name": str, "path": str, "num_parameters": int | null},
         "config": {...},                           # the evaluator's config dataclass, as a dict
         "results": [                               # tidy rows: one per metric
-          {"task": str,                            # "mlm_title", "mlm_description", "esci", "stsb", "sst2", ...
+          {"task": str,                            # "mlm_title", "mlm_description", "esci", "stsb", ...
            "setting": str,                         # "block128" / "cosent" / "zero_shot" / "finetune" ...
            "metric": str,                          # "top1_accuracy", "spearman", "pearson", "accuracy", ...
            "value": float,                         # mean over runs (seeds / folds) in [0, 1] (not %)
@@ -35,10 +35,24 @@ SCHEMA = "rexbert-eval/1"
 KINDS = ("mlm_recovery", "esci_similarity", "glue")
 
 
-def result_row(task: str, setting: str, metric: str, value: float, n: int, runs: Sequence[float] = (),
-               sd: float | None = None) -> dict:
-    return {"task": task, "setting": setting, "metric": metric, "value": float(value),
-            "sd": None if sd is None else float(sd), "n": int(n), "runs": [float(r) for r in runs]}
+def result_row(
+    task: str,
+    setting: str,
+    metric: str,
+    value: float,
+    n: int,
+    runs: Sequence[float] = (),
+    sd: float | None = None,
+) -> dict:
+    return {
+        "task": task,
+        "setting": setting,
+        "metric": metric,
+        "value": float(value),
+        "sd": None if sd is None else float(sd),
+        "n": int(n),
+        "runs": [float(r) for r in runs],
+    }
 
 
 def _versions() -> dict:
@@ -51,19 +65,32 @@ def _versions() -> dict:
         st_version = sentence_transformers.__version__
     except ImportError:  # pragma: no cover - a core dependency
         st_version = None
-    return {"torch": torch.__version__, "transformers": transformers.__version__,
-            "sentence_transformers": st_version}
+    return {
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "sentence_transformers": st_version,
+    }
 
 
-def make_record(kind: str, model_name: str, config, results: list[dict], num_parameters: int | None = None,
-                model_path: str | None = None) -> dict:
+def make_record(
+    kind: str,
+    model_name: str,
+    config,
+    results: list[dict],
+    num_parameters: int | None = None,
+    model_path: str | None = None,
+) -> dict:
     if kind not in KINDS:
         raise ValueError(f"kind={kind!r}: expected one of {KINDS}")
     config = asdict(config) if is_dataclass(config) else dict(config)
-    return {"kind": kind,
-            "model": {"name": model_name, "path": model_path or model_name, "num_parameters": num_parameters},
-            "config": config, "results": results,
-            "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "versions": _versions()}
+    return {
+        "kind": kind,
+        "model": {"name": model_name, "path": model_path or model_name, "num_parameters": num_parameters},
+        "config": config,
+        "results": results,
+        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "versions": _versions(),
+    }
 
 
 def validate(document: dict) -> dict:
@@ -146,13 +173,20 @@ def _models(records: list[dict], kind: str) -> list[str]:
 def mlm_table(records: list[dict], metric_prefix: str = "top") -> str:
     """Table 3 layout: rows = model x top-k, columns = (title | description) x block size, in %."""
     table = _lookup(records, "mlm_recovery")
-    columns = sorted({(t, s) for (_, t, s, _) in table}, key=lambda c: (c[0] != "mlm_title", c[0],
-                                                                         int("".join(filter(str.isdigit, c[1])) or 0)))
-    metrics = sorted({m for (*_, m) in table if m.startswith(metric_prefix)},
-                     key=lambda m: (m.split("_", 1)[1], int("".join(filter(str.isdigit, m.split("_")[0])))))
+    columns = sorted(
+        {(t, s) for (_, t, s, _) in table},
+        key=lambda c: (c[0] != "mlm_title", c[0], int("".join(filter(str.isdigit, c[1])) or 0)),
+    )
+    metrics = sorted(
+        {m for (*_, m) in table if m.startswith(metric_prefix)},
+        key=lambda m: (m.split("_", 1)[1], int("".join(filter(str.isdigit, m.split("_")[0])))),
+    )
     header = ["model", "metric"] + [f"{t.removeprefix('mlm_')} {s.removeprefix('block')}" for t, s in columns]
-    rows = [[model, metric] + [_cell(table.get((model, t, s, metric)), True) for t, s in columns]
-            for model in _models(records, "mlm_recovery") for metric in metrics]
+    rows = [
+        [model, metric] + [_cell(table.get((model, t, s, metric)), True) for t, s in columns]
+        for model in _models(records, "mlm_recovery")
+        for metric in metrics
+    ]
     return _markdown(header, rows)
 
 
@@ -161,7 +195,9 @@ def glue_table(records: list[dict]) -> str:
     table = _lookup(records, "glue")
     keys = list(dict.fromkeys((t, s, m) for (_, t, s, m) in table))
     models = _models(records, "glue")
-    rows = [[f"{t} ({m})"] + [_cell(table.get((model, t, s, m)), True) for model in models] for t, s, m in keys]
+    rows = [
+        [f"{t} ({m})"] + [_cell(table.get((model, t, s, m)), True) for model in models] for t, s, m in keys
+    ]
     return _markdown(["task"] + models, rows)
 
 
@@ -185,22 +221,39 @@ def markdown_report(records: list[dict]) -> str:
     return "\n".join(parts)
 
 
-def similarity_bar_chart(records: list[dict], path: str | Path, task: str = "esci", metric: str = "spearman",
-                         setting: str | None = None) -> Path:
+def similarity_bar_chart(
+    records: list[dict],
+    path: str | Path,
+    task: str = "esci",
+    metric: str = "spearman",
+    setting: str | None = None,
+) -> Path:
     """Figure 4: one bar per model (mean Spearman, sd as error bar), PNG written atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    bars = [(r["model"]["name"], row) for r in records if r["kind"] == "esci_similarity" for row in r["results"]
-            if row["task"] == task and row["metric"] == metric and (setting is None or row["setting"] == setting)]
+    bars = [
+        (r["model"]["name"], row)
+        for r in records
+        if r["kind"] == "esci_similarity"
+        for row in r["results"]
+        if row["task"] == task and row["metric"] == metric and (setting is None or row["setting"] == setting)
+    ]
     if not bars:
-        raise ValueError(f"no esci_similarity results with task={task!r} metric={metric!r} setting={setting!r}")
+        raise ValueError(
+            f"no esci_similarity results with task={task!r} metric={metric!r} setting={setting!r}"
+        )
     labels = [f"{name}\n({row['setting']})" if setting is None else name for name, row in bars]
     figure, axis = plt.subplots(figsize=(max(4.0, 1.2 * len(bars)), 3.5))
-    axis.bar(range(len(bars)), [row["value"] for _, row in bars],
-             yerr=[row["sd"] or 0.0 for _, row in bars], capsize=4, color="#4C72B0")
+    axis.bar(
+        range(len(bars)),
+        [row["value"] for _, row in bars],
+        yerr=[row["sd"] or 0.0 for _, row in bars],
+        capsize=4,
+        color="#4C72B0",
+    )
     axis.set_xticks(range(len(bars)), labels, rotation=30, ha="right", fontsize=8)
     axis.set_ylabel(f"{metric.capitalize()} correlation")
     axis.set_title(f"{task.upper()} semantic similarity")

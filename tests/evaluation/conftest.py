@@ -46,8 +46,15 @@ def tiny_bert_dir(tmp_path_factory, bert_tokenizer) -> Path:
     from transformers import BertConfig, BertForMaskedLM
 
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(bert_tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=512, pad_token_id=bert_tokenizer.pad_token_id)
+    config = BertConfig(
+        vocab_size=len(bert_tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+        pad_token_id=bert_tokenizer.pad_token_id,
+    )
     return _save(BertForMaskedLM(config).eval(), bert_tokenizer, tmp_path_factory.mktemp("tiny_bert"))
 
 
@@ -58,11 +65,21 @@ def tiny_modernbert_dir(tmp_path_factory, bert_tokenizer) -> Path:
 
     torch.manual_seed(1)
     t = bert_tokenizer
-    config = ModernBertConfig(vocab_size=len(t), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                              intermediate_size=48, max_position_embeddings=512, pad_token_id=t.pad_token_id,
-                              cls_token_id=t.cls_token_id, sep_token_id=t.sep_token_id,
-                              bos_token_id=t.cls_token_id, eos_token_id=t.sep_token_id,
-                              local_attention=16, attn_implementation="sdpa")
+    config = ModernBertConfig(
+        vocab_size=len(t),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=48,
+        max_position_embeddings=512,
+        pad_token_id=t.pad_token_id,
+        cls_token_id=t.cls_token_id,
+        sep_token_id=t.sep_token_id,
+        bos_token_id=t.cls_token_id,
+        eos_token_id=t.sep_token_id,
+        local_attention=16,
+        attn_implementation="sdpa",
+    )
     return _save(ModernBertForMaskedLM(config).eval(), t, tmp_path_factory.mktemp("tiny_modernbert"))
 
 
@@ -76,13 +93,20 @@ def bpe_tokenizer():
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(corpus, trainers.BpeTrainer(
-        vocab_size=400, special_tokens=["[PAD]", "[CLS]", "[SEP]", "[MASK]"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok.train_from_iterator(
+        corpus,
+        trainers.BpeTrainer(
+            vocab_size=400,
+            special_tokens=["[PAD]", "[CLS]", "[SEP]", "[MASK]"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        ),
+    )
     tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", 1), ("[SEP]", 2)])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
-                                   mask_token="[MASK]")
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", 1), ("[SEP]", 2)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]"
+    )
 
 
 TITLES = [
@@ -111,9 +135,19 @@ def tiny_rexbert_dir(tmp_path_factory, bert_tokenizer) -> Path:
     torch.manual_seed(2)
     t = bert_tokenizer
     config = modeling_rexbert.RexBertConfig.for_size(
-        "micro", vocab_size=len(t), pad_token_id=t.pad_token_id, cls_token_id=t.cls_token_id,
-        sep_token_id=t.sep_token_id, mask_token_id=t.mask_token_id, bos_token_id=t.cls_token_id,
-        eos_token_id=t.sep_token_id, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=48, max_position_embeddings=512)
+        "micro",
+        vocab_size=len(t),
+        pad_token_id=t.pad_token_id,
+        cls_token_id=t.cls_token_id,
+        sep_token_id=t.sep_token_id,
+        mask_token_id=t.mask_token_id,
+        bos_token_id=t.cls_token_id,
+        eos_token_id=t.sep_token_id,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=48,
+        max_position_embeddings=512,
+    )
     model = modeling_rexbert.RexBertForMaskedLM(config).eval()
     return _save(model, t, tmp_path_factory.mktemp("tiny_rexbert"))

@@ -8,8 +8,10 @@ def test_token_blocks_block_packing(bert_tokenizer, titles):
     blocks = token_blocks(texts, bert_tokenizer, 32, "block")
     content = sum(len(bert_tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
     assert all(len(b.input_ids) <= 32 for b in blocks)
-    assert all(b.input_ids[0] == bert_tokenizer.cls_token_id and b.input_ids[-1] == bert_tokenizer.sep_token_id
-               for b in blocks)
+    assert all(
+        b.input_ids[0] == bert_tokenizer.cls_token_id and b.input_ids[-1] == bert_tokenizer.sep_token_id
+        for b in blocks
+    )
     kept = sum(w >= 0 for b in blocks for w in b.word_ids)
     assert kept == content, "every text token lands in exactly one block"
     assert all(len(b.input_ids) == len(b.word_ids) for b in blocks)

@@ -38,7 +38,11 @@ def test_glue_local_tsvs(data_dir):
     stsb = load_glue("stsb", "validation")
     assert len(stsb) == 1500 and stsb["label"].between(0, 5).all()
     qnli = load_glue("qnli", "validation")
-    assert len(qnli) == 5463 and set(qnli["label"]) == {0, 1} and list(qnli.columns[:2]) == ["question", "sentence"]
+    assert (
+        len(qnli) == 5463
+        and set(qnli["label"]) == {0, 1}
+        and list(qnli.columns[:2]) == ["question", "sentence"]
+    )
     assert len(load_glue("sst2", "train")) == 67349
 
 

@@ -48,17 +48,28 @@ def test_word_mask_same_words_for_different_tokenizers(bert_tokenizer, bpe_token
     chosen_words = []
     for tok in (bert_tokenizer, bpe_tokenizer):
         enc = tok(text, return_offsets_mapping=True, return_special_tokens_mask=True)
-        ex = word_mask(text, enc["input_ids"], enc["offset_mapping"], enc["special_tokens_mask"],
-                       tok.mask_token_id, seed=1, probability=0.3)
+        ex = word_mask(
+            text,
+            enc["input_ids"],
+            enc["offset_mapping"],
+            enc["special_tokens_mask"],
+            tok.mask_token_id,
+            seed=1,
+            probability=0.3,
+        )
         words = text.split()
         chosen_words.append(sorted(set(ex.groups)))
         for pos, group in zip(ex.positions, ex.groups):  # each masked token lies inside its word
             start, end = enc["offset_mapping"][pos]
             assert text[start:end].strip() in words[group]
         # every sub-token of a chosen word is masked
-        inside = [i for i, (s, e) in enumerate(enc["offset_mapping"])
-                  if not enc["special_tokens_mask"][i] and text[s:e].strip()
-                  and any(text[s:e].strip() in words[g] for g in set(ex.groups))]
+        inside = [
+            i
+            for i, (s, e) in enumerate(enc["offset_mapping"])
+            if not enc["special_tokens_mask"][i]
+            and text[s:e].strip()
+            and any(text[s:e].strip() in words[g] for g in set(ex.groups))
+        ]
         assert set(ex.positions) <= set(inside)
     assert chosen_words[0] == chosen_words[1]
     assert len(chosen_words[0]) == round(0.3 * len(text.split()))

@@ -38,7 +38,9 @@ def test_topk_accuracy_monotone_and_matches_ranks(tiny_bert_dir, titles):
     rows = {r["metric"]: r["value"] for r in score_examples(examples, ranks, cfg, "mlm_title", "block64")}
     flat = np.concatenate(ranks)
     assert rows["top1000_accuracy"] == pytest.approx((flat < 1000).mean())
-    assert rows["top1_accuracy"] <= rows["top5_accuracy"] <= rows["top50_accuracy"] <= rows["top1000_accuracy"]
+    assert (
+        rows["top1_accuracy"] <= rows["top5_accuracy"] <= rows["top50_accuracy"] <= rows["top1000_accuracy"]
+    )
 
 
 def test_word_protocol_scores_same_words_across_tokenizers(tiny_bert_dir, bpe_tokenizer, titles):
@@ -51,8 +53,12 @@ def test_word_protocol_scores_same_words_across_tokenizers(tiny_bert_dir, bpe_to
     assert [sorted(set(x.groups)) for x in a] == [sorted(set(x.groups)) for x in b]
     # A word counts only if all its sub-tokens are recovered: word ranks are the max over its tokens.
     ranks = [np.arange(len(x.positions)) for x in a]
-    rows = {r["metric"]: r for r in score_examples(a, ranks, MLMRecoveryConfig(protocol="word", top_k=(1,)),
-                                                   "mlm_title", "block48")}
+    rows = {
+        r["metric"]: r
+        for r in score_examples(
+            a, ranks, MLMRecoveryConfig(protocol="word", top_k=(1,)), "mlm_title", "block48"
+        )
+    }
     n_words = sum(len(set(x.groups)) for x in a)
     assert rows["top1_word_accuracy"]["n"] == n_words
     first_token_only = sum(1 for x in a for g in set(x.groups) if x.groups.count(g) == 1 and x.groups[0] == g)

@@ -5,8 +5,14 @@ from transformers import AutoModelForMaskedLM
 
 from evaluation.blocks import token_blocks
 from evaluation.masking import span_mask
-from evaluation.mlm_scoring import (MaskedTokenRanker, NoMLMHeadError, length_buckets, load_mlm,
-                                    resolve_head_mode, target_ranks)
+from evaluation.mlm_scoring import (
+    MaskedTokenRanker,
+    NoMLMHeadError,
+    length_buckets,
+    load_mlm,
+    resolve_head_mode,
+    target_ranks,
+)
 
 
 def _examples(tokenizer, titles):
@@ -29,13 +35,16 @@ def _reference_ranks(model, examples):
 def test_head_modes_match_unbatched_full_logits(request, fixture, titles):
     model, tokenizer = load_mlm(str(request.getfixturevalue(fixture)))
     examples = _examples(tokenizer, titles)
-    reference = _reference_ranks(AutoModelForMaskedLM.from_pretrained(request.getfixturevalue(fixture)).eval(),
-                                 examples)
+    reference = _reference_ranks(
+        AutoModelForMaskedLM.from_pretrained(request.getfixturevalue(fixture)).eval(), examples
+    )
     modes = ["auto", "gather", "full"] + (["labels"] if fixture == "tiny_modernbert_dir" else [])
     for mode in modes:
         ranks = MaskedTokenRanker(model, tokenizer.pad_token_id, max_tokens=200, head=mode).ranks(examples)
         for got, want in zip(ranks, reference):
-            np.testing.assert_array_equal(got, want)  # ranks are integers: padding/bucketing must not flip any
+            np.testing.assert_array_equal(
+                got, want
+            )  # ranks are integers: padding/bucketing must not flip any
     assert resolve_head_mode(model) == ("labels" if fixture == "tiny_modernbert_dir" else "gather")
 
 

@@ -1,0 +1,61 @@
+import json
+
+from rexbert_cli.main import build_parser, main
+
+
+def test_eval_subcommands_registered():
+    parser = build_parser()
+    args = parser.parse_args(["eval", "mlm", "a", "b", "--block-sizes", "128,512", "--protocol", "word"])
+    assert args.models == ["a", "b"] and args.block_sizes == (128, 512) and callable(args.func)
+    assert parser.parse_args(["eval", "glue", "m", "--tasks", "sst2,stsb"]).tasks == ("sst2", "stsb")
+    assert parser.parse_args(["eval", "esci", "m", "--task", "stsb", "--epochs", "0"]).epochs == 0.0
+
+
+def test_eval_mlm_end_to_end(data_dir, tiny_bert_dir, tmp_path, capsys):
+    code = main(
+        [
+            "eval",
+            "mlm",
+            str(tiny_bert_dir),
+            "--fields",
+            "title",
+            "--block-sizes",
+            "64",
+            "--max-texts",
+            "20",
+            "--out",
+            str(tmp_path),
+            "--no-progress",
+        ]
+    )
+    assert code == 0
+    document = json.loads((tmp_path / "mlm.json").read_text())
+    assert document["records"][0]["config"]["block_sizes"] == [64]
+    assert "title 64" in (tmp_path / "mlm.md").read_text()
+    report = tmp_path / "report.md"
+    assert main(["eval", "report", str(tmp_path / "mlm.json"), "--out", str(report)]) == 0
+    assert "Masked-token recovery" in report.read_text()
+
+
+def test_eval_esci_zero_shot_writes_chart(data_dir, tmp_path):
+    code = main(
+        [
+            "eval",
+            "esci",
+            "all-MiniLM-L6-v2",
+            "--epochs",
+            "0",
+            "--folds",
+            "2",
+            "--max-pairs",
+            "120",
+            "--max-seq-length",
+            "32",
+            "--out",
+            str(tmp_path),
+            "--no-progress",
+        ]
+    )
+    assert code == 0
+    assert (tmp_path / "esci.png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((tmp_path / "esci.json").read_text())["records"][0]["kind"] == "esci_similarity"
