@@ -138,3 +138,28 @@ def test_plan_all_sizes_requires_every_size(tmp_path):
     (tmp_path / "large").mkdir()
     repo_ids = [plan.repo_id for plan in plan_all_sizes(tmp_path, owner="acme")]
     assert repo_ids == ["acme/RexBERT-micro", "acme/RexBERT-mini", "acme/RexBERT-base", "acme/RexBERT-large"]
+
+
+def test_rexbert_folder_is_hub_ready_and_its_card_loads(tmp_path):
+    """A saved RexBERT (remote code + auto_map for every head) passes the check once it has a card."""
+    from huggingface_hub import ModelCard
+    from transformers import AutoTokenizer
+
+    from modeling_rexbert import RexBertConfig, RexBertForMaskedLM
+
+    tokenizer = AutoTokenizer.from_pretrained(_minilm_tokenizer_dir())
+    special_ids = {f"{name}_token_id": getattr(tokenizer, f"{name}_token_id")
+                   for name in ("pad", "cls", "sep", "mask")}
+    config = RexBertConfig.for_size("micro", vocab_size=len(tokenizer), num_hidden_layers=2,
+                                    bos_token_id=None, eos_token_id=None, **special_ids)
+    model = RexBertForMaskedLM(config)
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    assert check_hub_folder(tmp_path, require_card=False).ok
+    assert count_parameters(tmp_path) == model.num_parameters()
+
+    write_model_card(CardInputs(model_dir=tmp_path, repo_id="acme/RexBERT-micro"))
+    report = check_hub_folder(tmp_path)
+    assert report.ok and report.model_type == "rexbert"
+    text = ModelCard.load(tmp_path / "README.md").text
+    assert "| layers | 2 |" in text and "window 128" in text and "[MASK]" in text
