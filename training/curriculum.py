@@ -146,7 +146,8 @@ def run_phase(recipe: Recipe, phase_name: str, tokenizer, general, domain, miner
     summary = data.summary()
     _log(f"{phase_name}: {summary['rows']} rows × {phase.max_seq_len}, {summary['tokens']} tokens, "
          f"packing efficiency {summary['packing_efficiency']:.3f}, {steps} steps, "
-         f"domain share {summary['domain_share'][0][1]:.2f}→{summary['domain_share'][-1][1]:.2f}, "
+         f"domain share {summary['domain_share'][0][1]:.2f}→{summary['domain_share'][-1][1]:.2f} "
+         f"(realised per tenth: {summary['realised_domain_share']}), "
          f"mined spans {summary['mined_spans']}")
     special = [i for i in (tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id,
                            tokenizer.mask_token_id, tokenizer.unk_token_id) if i is not None]

@@ -1,8 +1,10 @@
 """Weighted, temperature-scaled mixture of sources with a domain share annealed over a phase.
 
-Two groups: *general* and *domain*. For each document the sampler first picks the group (domain with
-probability ``domain_share(progress)``, the phase's schedule from ``domain_start`` to ``domain_end``),
-then a source inside the group with probability ∝ ``weight ** (1 / temperature)``.
+Two groups: *general* and *domain*. The phase's schedule ``domain_share(progress)`` (from
+``domain_start`` to ``domain_end``) is the share of *tokens* from the domain group: the phase builder
+picks the group whose token share lags the schedule (documents differ 100× in length, so a per-document
+coin would let a few long web pages swamp short product records). Inside a group a source is drawn with
+probability ∝ ``weight ** (1 / temperature)``.
 """
 
 from __future__ import annotations
@@ -37,6 +39,14 @@ def domain_share(mixture: MixtureConfig, progress: float) -> float:
     return start + (end - start) * t
 
 
+def cumulative_domain_share(mixture: MixtureConfig, progress: float, points: int = 64) -> float:
+    """∫₀^progress domain_share(q) dq: the domain tokens due by ``progress`` (as a share of the phase)."""
+    p = min(1.0, max(0.0, progress))
+    qs = np.linspace(0.0, p, points)
+    values = np.array([domain_share(mixture, q) for q in qs])
+    return float(((values[1:] + values[:-1]) / 2 * np.diff(qs)).sum())
+
+
 @dataclass
 class MixedDoc:
     text: str
@@ -66,8 +76,12 @@ class MixtureSampler:
         self.counts: Counter[str] = Counter()
 
     def sample(self, progress: float) -> MixedDoc:
+        """A document whose group is drawn with the scheduled domain share (a per-document share)."""
         share = domain_share(self.mixture, progress)
-        is_domain = bool(self.rng.random() < share)
+        return self.sample_group(bool(self.rng.random() < share))
+
+    def sample_group(self, is_domain: bool) -> MixedDoc:
+        """A document from the given group (the other one if that group has no source)."""
         if not self.groups[is_domain]:
             is_domain = not is_domain
         index = int(self.rng.choice(len(self.groups[is_domain]), p=self.probs[is_domain]))

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from training.attribute_miner import AttributeMiner, char_to_token_spans
 from training.data import LoadedSource
-from training.mixture import MixtureSampler, domain_share
+from training.mixture import MixtureSampler, cumulative_domain_share, domain_share
 from training.packing import PackedRow, TokenizedDoc, pack_stream, packing_efficiency
 from training.recipe import DataConfig, PhaseConfig
 from training.schedules import BatchSizeWarmup
@@ -34,7 +34,8 @@ class PhaseData:
     max_seq_len: int
     docs_per_source: Counter = field(default_factory=Counter)
     tokens_per_source: Counter = field(default_factory=Counter)
-    domain_share_log: list[tuple[float, float]] = field(default_factory=list)  # (progress, share)
+    domain_share_log: list[tuple[float, float]] = field(default_factory=list)  # scheduled (progress, share)
+    realised_domain_share: list[float] = field(default_factory=list)  # domain share of tokens per tenth
     mined_spans: int = 0
 
     @property
@@ -50,6 +51,7 @@ class PhaseData:
             "tokens_per_source": dict(self.tokens_per_source),
             "mined_spans": self.mined_spans,
             "domain_share": [(round(p, 3), round(s, 3)) for p, s in self.domain_share_log],
+            "realised_domain_share": self.realised_domain_share,
         }
 
 
@@ -61,34 +63,54 @@ def build_phase_data(general: list[LoadedSource], domain: list[LoadedSource], da
     mined_sources = {s.config.name for s in (*general, *domain) if s.config.mine_attributes}
     result = PhaseData(rows=[], max_seq_len=phase.max_seq_len)
     docs: list[TokenizedDoc] = []
-    produced, next_log = 0, 0.0
+    produced, dom_tokens = 0, 0
+    mean_len = {True: 64.0, False: 256.0}  # running mean tokens per document of each group
+    group_stats = {True: [0, 0], False: [0, 0]}  # tokens, documents
+    deciles = np.zeros((10, 2))  # (domain tokens, all tokens) per tenth of the phase
     with tqdm(total=phase.tokens, desc="tokenize+pack", unit="tok", unit_scale=True, leave=False) as bar:
         while produced < phase.tokens:
-            progress = produced / phase.tokens
-            if progress >= next_log:  # record the annealing schedule (10 points per phase)
-                result.domain_share_log.append((progress, domain_share(phase.mixture, progress)))
-                next_log += 0.1
-            # documents of one chunk are drawn at their *expected* progress (running tokens/doc), so
-            # the annealing stays smooth even when a chunk is a large share of the phase
-            per_doc = produced / max(1, sum(result.docs_per_source.values())) if produced else 256.0
-            batch = [sampler.sample(min(1.0, (produced + i * per_doc) / phase.tokens))
-                     for i in range(chunk_docs)]
+            # choose each document's group so the *token* share of the domain follows the schedule;
+            # within a chunk, token counts are predicted with running mean lengths per group
+            pred_dom, pred_all = dom_tokens, float(produced)
+            batch = []
+            # chunks stay below ~2% of the phase so the schedule is followed closely on small phases
+            mean_doc = produced / max(1, len(docs)) if docs else 256.0
+            for _ in range(max(1, min(chunk_docs, int(0.02 * phase.tokens / mean_doc)))):
+                # domain when its tokens lag the integral of the schedule (a cumulative controller)
+                due = phase.tokens * cumulative_domain_share(phase.mixture, pred_all / phase.tokens)
+                want = pred_dom < due if pred_all > 0 else sampler.rng.random() < phase.mixture.domain_start
+                doc = sampler.sample_group(bool(want))
+                pred_all += mean_len[doc.is_domain]
+                pred_dom += mean_len[doc.is_domain] * doc.is_domain
+                batch.append(doc)
             want_offsets = miner is not None and any(d.source in mined_sources for d in batch)
             enc = tokenizer([d.text for d in batch], add_special_tokens=True, verbose=False,
                             return_offsets_mapping=want_offsets, return_attention_mask=False)
             for i, doc in enumerate(batch):
                 if produced >= phase.tokens:  # the chunk overshoots the budget: drop the rest
                     break
-                ids = enc["input_ids"][i]
+                limit = phase.tokens - produced  # the last document is cut to fit the budget
+                if data.max_doc_tokens:
+                    limit = min(limit, data.max_doc_tokens)
+                ids = enc["input_ids"][i][:limit]
                 spans: list[tuple[int, int]] = []
                 if want_offsets and doc.source in mined_sources:
-                    spans = char_to_token_spans(enc["offset_mapping"][i], miner.mine(doc.text))
+                    mined = char_to_token_spans(enc["offset_mapping"][i], miner.mine(doc.text))
+                    spans = [(a, min(b, len(ids))) for a, b in mined if a < len(ids)]
                     result.mined_spans += len(spans)
+                decile = min(9, int(10 * produced / phase.tokens))
+                deciles[decile] += (len(ids) * doc.is_domain, len(ids))
                 docs.append(TokenizedDoc(ids, spans))
+                dom_tokens += len(ids) * doc.is_domain
+                group_stats[doc.is_domain][0] += len(ids)
+                group_stats[doc.is_domain][1] += 1
+                mean_len[doc.is_domain] = group_stats[doc.is_domain][0] / group_stats[doc.is_domain][1]
                 result.docs_per_source[doc.source] += 1
                 result.tokens_per_source[doc.source] += len(ids)
                 produced += len(ids)
                 bar.update(len(ids))
+    result.domain_share_log = [(k / 10, domain_share(phase.mixture, k / 10)) for k in range(11)]
+    result.realised_domain_share = [round(float(d / max(1.0, n)), 3) for d, n in deciles]
     rng = np.random.default_rng([seed, 7])
     for start in range(0, len(docs), data.buffer_docs):
         # best-fit orders rows by piece length; shuffle inside the buffer, keep the order across buffers

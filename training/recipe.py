@@ -68,6 +68,8 @@ class DataConfig:
         domain: domain sources (Ecom-niverse, product catalogues).
         temperature: weights become ``w ** (1 / temperature)`` (T > 1 flattens toward uniform).
         buffer_docs: documents packed together (best-fit window).
+        max_doc_tokens: documents longer than this are truncated (None = keep whole; packing splits
+            them into rows anyway). Small phases need it so one long web page cannot fill the phase.
         seed: seed of the mixture sampler.
     """
 
@@ -75,6 +77,7 @@ class DataConfig:
     domain: list[SourceConfig] = field(default_factory=list)
     temperature: float = 1.0
     buffer_docs: int = 2048
+    max_doc_tokens: int | None = None
     seed: int = 0
 
 

@@ -1,0 +1,31 @@
+"""Overrides that shrink the shipped tiny recipe to a seconds-long run for tests."""
+
+from pathlib import Path
+
+RECIPE = str(Path(__file__).resolve().parents[2] / "training" / "recipes" / "tiny.yaml")
+
+TINY_OVERRIDES = [
+    "model.overrides={num_hidden_layers: 2, hidden_size: 64, intermediate_size: 96, num_attention_heads: 1, "
+    "local_attention: 32}",
+    "tokenizer.vocab_size=512",
+    "tokenizer.train_docs=300",
+    "data.general.0.max_docs=400",
+    "data.general.1.max_docs=200",
+    "data.domain.0.max_docs=400",
+    "data.domain.1.max_docs=200",
+    "measure_peak_flops=false",
+    "data.max_doc_tokens=200",
+]
+_PHASES = (("phase1", 3000, 64, 8), ("phase2", 1500, 128, 4), ("phase3", 4000, 128, 4))
+for _phase, _tokens, _seq, _batch in _PHASES:
+    TINY_OVERRIDES += [f"{_phase}.tokens={_tokens}", f"{_phase}.max_seq_len={_seq}",
+                       f"{_phase}.batch_size={_batch}", f"{_phase}.micro_batch_size={_batch // 2}",
+                       f"{_phase}.logging_steps=1", f"{_phase}.save_steps=3",
+                       f"{_phase}.batch_warmup_tokens=0"]
+
+
+def args(out, *extra):
+    result = ["--recipe", RECIPE, "--output-dir", str(out)]
+    for item in TINY_OVERRIDES:
+        result += ["--set", item]
+    return result + list(extra)

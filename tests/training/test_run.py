@@ -1,0 +1,122 @@
+"""End-to-end: the tiny recipe through run.py, phase hand-off, Hub-ready folders, resume, 2 processes."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.training._tiny import args
+from training.run import main
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _losses(final_dir):
+    summary = json.loads((Path(final_dir) / "phase_summary.json").read_text())
+    return [(e["step"], e["loss"]) for e in summary["log_history"]]
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory, data_dir):
+    out = tmp_path_factory.mktemp("tiny_all")
+    assert main(args(out)) == 0
+    return out
+
+
+def test_three_phases_hand_off_and_hub_folders(full_run):
+    configs = {}
+    for phase in ("phase1", "phase2", "phase3"):
+        final = full_run / phase / "final"
+        for name in ("config.json", "model.safetensors", "tokenizer.json", "phase_summary.json",
+                     "modeling_rexbert.py", "configuration_rexbert.py"):
+            assert (final / name).exists(), final / name
+        configs[phase] = json.loads((final / "config.json").read_text())
+        summary = json.loads((final / "phase_summary.json").read_text())
+        entry = summary["log_history"][-1]
+        for key in ("loss", "masked_accuracy", "tokens_per_second", "batch_rows", "packing_efficiency",
+                    "learning_rate", "guided_sequences"):
+            assert key in entry, key
+    assert configs["phase1"]["global_rope_theta"] == 10_000
+    assert configs["phase2"]["global_rope_theta"] == 160_000
+    assert "AutoModelForMaskedLM" in configs["phase3"]["auto_map"]
+    summary3 = json.loads((full_run / "phase3" / "final" / "phase_summary.json").read_text())
+    shares = [s for _, s in summary3["data"]["domain_share"]]
+    assert shares[0] < shares[-1]  # phase 3 anneals toward the domain corpus
+    assert summary3["data"]["mined_spans"] > 0
+
+
+def test_final_folder_loads_in_a_fresh_process(full_run):
+    final = full_run / "phase3" / "final"
+    code = (
+        "import sys, torch\n"
+        "from transformers import AutoModelForMaskedLM, AutoTokenizer\n"
+        "m = AutoModelForMaskedLM.from_pretrained(sys.argv[1], trust_remote_code=True).eval()\n"
+        "t = AutoTokenizer.from_pretrained(sys.argv[1])\n"
+        "enc = t(['Color: ' + t.mask_token + ' cotton shirt'], return_tensors='pt')\n"
+        "with torch.no_grad(): out = m(**enc)\n"
+        "assert out.logits.shape[-1] == m.config.vocab_size >= len(t)\n"
+        "print(type(m).__name__)\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", code, str(final)], cwd="/", env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "RexBertForMaskedLM" in done.stdout
+
+
+def test_phase_two_starts_from_phase_one(full_run, tmp_path):
+    # with a vanishing LR and no decay, phase 2's final weights equal phase 1's: phase 2 loaded them
+    assert main(args(full_run, "--phase", "2", "--set", "phase2.lr=1e-12",
+                     "--set", "phase2.weight_decay=0")) == 0
+    before = load_file(full_run / "phase1" / "final" / "model.safetensors")
+    after = load_file(full_run / "phase2" / "final" / "model.safetensors")
+    for name, tensor in before.items():
+        torch.testing.assert_close(after[name], tensor, rtol=0, atol=1e-6)
+
+
+def test_resume_reproduces_the_uninterrupted_losses(full_run, tmp_path):
+    reference = _losses(full_run / "phase1" / "final")
+    assert len(reference) >= 5
+    out = tmp_path / "resumed"
+    assert main(args(out, "--phase", "1", "--stop-after-steps", "3")) == 0
+    assert not (out / "phase1" / "final").exists() and (out / "phase1" / "checkpoint-3").exists()
+    assert main(args(out, "--phase", "1", "--resume")) == 0
+    resumed = _losses(out / "phase1" / "final")
+    assert [s for s, _ in resumed] == [s for s, _ in reference]
+    for (step, a), (_, b) in zip(reference, resumed):
+        assert a == pytest.approx(b, rel=1e-5, abs=1e-6), step
+
+
+def test_cli_registers_train():
+    from rexbert_cli.main import build_parser
+
+    argv = ["train", "--recipe", "x.yaml", "--phase", "2", "--set", "phase2.lr=1"]
+    parsed = build_parser().parse_args(argv)
+    assert parsed.phase == "2" and parsed.overrides == ["phase2.lr=1"] and callable(parsed.func)
+
+
+def test_recipe_typo_fails_before_any_work(tmp_path):
+    from training.recipe import RecipeError
+
+    with pytest.raises(RecipeError, match="phase1.lrr -- did you mean 'lr'"):
+        main(args(tmp_path / "typo", "--set", "phase1.lrr=1"))
+    assert not (tmp_path / "typo").exists()
+
+
+@pytest.mark.slow
+def test_two_processes_with_accelerate(tmp_path, data_dir):
+    accelerate = Path(sys.executable).with_name("accelerate")
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO / "training" / "run.py"),
+           *args(tmp_path, "--phase", "1")]
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = json.loads((tmp_path / "phase1" / "final" / "phase_summary.json").read_text())
+    assert summary["train"]["train_loss"] > 0 and summary["log_history"]
+    assert "num_processes=2" in done.stdout + done.stderr or summary["steps"] > 0
