@@ -199,7 +199,8 @@ def run_phase(recipe: Recipe, phase_name: str, tokenizer, general, domain, miner
         tokenizer.save_pretrained(str(tmp))
         history = [e for e in trainer.state.log_history if "loss" in e]
         _atomic_write(tmp / "phase_summary.json", json.dumps({
-            "phase": phase_name, "steps": steps, "data": summary, "train": result.metrics,
+            "phase": phase_name, "steps": steps, "num_processes": state.num_processes, "data": summary,
+            "train": result.metrics,
             "phase_config": dataclasses.asdict(phase), "log_history": history}, indent=1, default=str))
         shutil.rmtree(final_dir, ignore_errors=True)
         os.replace(tmp, final_dir)

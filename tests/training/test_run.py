@@ -108,7 +108,6 @@ def test_recipe_typo_fails_before_any_work(tmp_path):
     assert not (tmp_path / "typo").exists()
 
 
-@pytest.mark.slow
 def test_two_processes_with_accelerate(tmp_path, data_dir):
     accelerate = Path(sys.executable).with_name("accelerate")
     env = {**os.environ, "ACCELERATE_USE_CPU": "true", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
@@ -119,4 +118,4 @@ def test_two_processes_with_accelerate(tmp_path, data_dir):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     summary = json.loads((tmp_path / "phase1" / "final" / "phase_summary.json").read_text())
     assert summary["train"]["train_loss"] > 0 and summary["log_history"]
-    assert "num_processes=2" in done.stdout + done.stderr or summary["steps"] > 0
+    assert summary["num_processes"] == 2 and summary["steps"] > 0
