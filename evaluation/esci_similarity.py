@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -294,6 +294,10 @@ def run_similarity(
     from evaluation.reports import make_record, result_row
 
     splits = make_splits(cfg, data, data_dir, hub)
+    if cfg.task == "stsb":
+        source = "nyu-mll/glue stsb" if hub else f"glue_stsb under {data_dir or '$REXBERT_DATA_DIR'}"
+    else:
+        source = f"{data or '$REXBERT_DATA_DIR/esci_union_with_text'} (split=test)"
     setting = "cosent" if cfg.epochs > 0 else "zero_shot"
     records = []
     for name in models:
@@ -316,5 +320,9 @@ def run_similarity(
                     sd if len(values) > 1 else None,
                 )
             )
-        records.append(make_record("esci_similarity", name, cfg, rows, model_path=resolve_model(name)))
+        records.append(
+            make_record(
+                "esci_similarity", name, {**asdict(cfg), "data": source}, rows, model_path=resolve_model(name)
+            )
+        )
     return records

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -199,6 +199,9 @@ def run_mlm(
         model, tokenizer = load_mlm(name, trust_remote_code, device)
         rows = evaluate_model(model, tokenizer, texts_by_field, cfg, word_texts, progress)
         params = sum(p.numel() for p in model.parameters())
-        records.append(make_record("mlm_recovery", name, cfg, rows, params))
+        config = {**asdict(cfg), "data": frame.attrs.get("source")}
+        if cfg.protocol == "word":  # the word blocks depend on every tokenizer compared in the run
+            config["word_blocks_fit_tokenizers_of"] = list(models)
+        records.append(make_record("mlm_recovery", name, config, rows, params))
         del model
     return records
