@@ -269,23 +269,22 @@ def _blocked_group(docs: list[int], seqlens: list[int], starts: list[int], half:
 
 # ====================================================================== attention backends (one registry)
 def sdpa_varlen_attention(
-    qkv: torch.Tensor, batch: VarlenBatch, window: int | None, dropout: float, scale: float,
-    deterministic: bool = False,
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, batch: VarlenBatch, window: int | None,
+    dropout: float, scale: float, deterministic: bool = False,
 ) -> tuple[torch.Tensor, None]:
     """Per-document sdpa over unpadded tokens: no padding and no cross-document scores are computed.
 
-    qkv: (N, 3, heads, d) -> (N, heads, d)."""
+    q, k, v: (N, heads, d), any row stride -> (N, heads, d)."""
     plan = batch.plan(window)
-    N, _, heads, d = qkv.shape
-    out = None if plan.identity_view else qkv.new_empty(N, heads, d)
+    N, heads, d = q.shape
+    out = None if plan.identity_view else q.new_empty(N, heads, d)
     for g in plan.groups:
         if isinstance(g, DenseGroup):
-            x = _take(qkv, g.src).view(g.n, g.length, 3, heads, d)
-            qg, kg, vg = (t.transpose(1, 2) for t in x.unbind(2))  # (n, heads, L, d) views
+            qg, kg, vg = (_take(t, g.src).view(g.n, g.length, heads, d).transpose(1, 2) for t in (q, k, v))
             o = F.scaled_dot_product_attention(qg, kg, vg, dropout_p=dropout, scale=scale)
             o = o.transpose(1, 2).reshape(g.n * g.length, heads, d)  # sdpa's output memory is (n, L, h, d)
         else:
-            o = _blocked_attention(qkv, g, dropout, scale)
+            o = _blocked_attention(q, k, v, g, dropout, scale)
         if out is None:
             return o, None
         if isinstance(g.src, slice):
@@ -295,17 +294,18 @@ def sdpa_varlen_attention(
     return out, None
 
 
-def _blocked_attention(qkv: torch.Tensor, g: BlockedGroup, dropout: float, scale: float) -> torch.Tensor:
-    heads, d = qkv.shape[2], qkv.shape[3]
-    qkv = qkv.index_select(0, g.pad_src)  # (rows, 3, heads, d): the only copy
-    row = qkv.stride(0)
-    base = qkv.storage_offset()
-    shape_q = (g.nblocks, g.block, heads, d)
-    shape_k = (g.nblocks, 3 * g.block, heads, d)
-    strides = (g.block * row, row, d, 1)
-    qb = qkv.as_strided(shape_q, strides, base + g.block * row).transpose(1, 2)  # (nb, heads, blk, d)
-    kb = qkv.as_strided(shape_k, strides, base + heads * d).transpose(1, 2)  # (nb, heads, 3blk, d) view
-    vb = qkv.as_strided(shape_k, strides, base + 2 * heads * d).transpose(1, 2)
+def _blocked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: BlockedGroup,
+                       dropout: float, scale: float) -> torch.Tensor:
+    heads, d, blk = q.shape[1], q.shape[2], g.block
+    rows = g.pad_src.numel()
+    if isinstance(g.src, slice):  # padding copy; its backward is a cheap slice (a gather's needs index_add)
+        pad = (0, 0, 0, 0, blk, rows - blk - g.ntokens)
+        qp, kp, vp = (F.pad(t[g.src], pad) for t in (q, k, v))  # (rows, heads, d)
+    else:
+        qp, kp, vp = (t.index_select(0, g.pad_src) for t in (q, k, v))
+    qb = qp[blk:blk + g.nblocks * blk].view(g.nblocks, blk, heads, d).transpose(1, 2)  # (nb, heads, blk, d)
+    # Overlapping key windows as views: unfold -> (nb, heads, d, 3blk); its backward is a fused fold.
+    kb, vb = (t.unfold(0, 3 * blk, blk).permute(0, 1, 3, 2) for t in (kp, vp))  # (nb, heads, 3blk, d)
     o = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=g.mask, dropout_p=dropout, scale=scale)
     return o.transpose(1, 2).reshape(-1, heads, d)[: g.ntokens]
 
@@ -315,13 +315,12 @@ def _take(t: torch.Tensor, src: slice | torch.Tensor) -> torch.Tensor:
 
 
 def eager_varlen_attention(
-    qkv: torch.Tensor, batch: VarlenBatch, window: int | None, dropout: float, scale: float,
-    deterministic: bool = False,
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, batch: VarlenBatch, window: int | None,
+    dropout: float, scale: float, deterministic: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Explicit softmax(QK^T) per document; also returns the weights re-padded to (B, heads, S, S).
 
     Materialises an L x L score matrix per document (it exists to expose attention weights)."""
-    q, k, v = qkv.unbind(1)
     heads = q.shape[1]
     out = torch.empty_like(q)
     weights = q.new_zeros(batch.batch_size, heads, batch.seq_len, batch.seq_len)
@@ -347,24 +346,24 @@ def eager_varlen_attention(
 
 
 def flash_varlen_attention(
-    qkv: torch.Tensor, batch: VarlenBatch, window: int | None, dropout: float, scale: float,
-    deterministic: bool = False,
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, batch: VarlenBatch, window: int | None,
+    dropout: float, scale: float, deterministic: bool = False,
 ) -> tuple[torch.Tensor, None]:
     """flash-attn 2 ``flash_attn_varlen_func`` on the unpadded stream (CUDA + fp16/bf16 only).
 
     Not exercised on the CPU-only development machine; written against flash-attn's documented API."""
     try:  # lazy and inside try: transformers' remote-code import check skips optional imports in try blocks
-        from flash_attn import flash_attn_varlen_qkvpacked_func
+        from flash_attn import flash_attn_varlen_func
     except ImportError as err:
         raise ImportError("attn_implementation='flash_attention_2' needs the flash-attn package and a CUDA "
                           "GPU (pip install 'rexbert[gpu]'); use 'sdpa' on CPU") from err
 
-    dtype = qkv.dtype
+    dtype = q.dtype
     if dtype not in (torch.float16, torch.bfloat16):  # flash-attn kernels exist for half precision only
-        qkv = qkv.to(torch.bfloat16)
+        q, k, v = q.to(torch.bfloat16), k.to(torch.bfloat16), v.to(torch.bfloat16)
     half = -1 if window is None else window // 2  # window_size=(left, right): keys in [i - left, i + right]
-    out = flash_attn_varlen_qkvpacked_func(
-        qkv, batch.cu_seqlens, batch.max_seqlen,
+    out = flash_attn_varlen_func(
+        q, k, v, batch.cu_seqlens, batch.cu_seqlens, batch.max_seqlen, batch.max_seqlen,
         dropout_p=dropout, softmax_scale=scale, causal=False, window_size=(half, half),
         deterministic=deterministic,
     )
@@ -390,17 +389,16 @@ def rope_cos_sin(position_ids: torch.Tensor, head_dim: int, theta: float, dtype:
     return freqs.cos().to(dtype), freqs.sin().to(dtype)
 
 
-def apply_rope_(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> None:
-    """Rotate q and k of ``qkv`` (N, 3, heads, d) in place, NeoX style (pairs i, i + d/2).
+def apply_rope(qk: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate ``qk`` (N, 2, heads, d) NeoX style (pairs i, i + d/2); returns a new (N, 2, heads, d).
 
-    Works on the two halves directly (no rotate_half concatenation): ~2x less memory traffic, which
+    Works on the two halves directly instead of building rotate_half(x): less memory traffic, which
     matters on CPU where this elementwise work rivals the attention matmuls for small models."""
-    half = qkv.shape[-1] // 2
-    x1, x2 = qkv[:, :2, :, :half], qkv[:, :2, :, half:]
+    half = qk.shape[-1] // 2
+    x1, x2 = qk[..., :half], qk[..., half:]
     r1 = torch.addcmul(x1 * cos, x2, sin, value=-1.0)
     r2 = torch.addcmul(x2 * cos, x1, sin)
-    qkv[:, :2, :, :half] = r1
-    qkv[:, :2, :, half:] = r2
+    return torch.cat((r1, r2), dim=-1)
 
 
 # ====================================================================== modules (ModernBERT names)
@@ -448,12 +446,11 @@ class RexBertAttention(nn.Module):
         N = x.shape[0]
         qkv = self.Wqkv(x).view(N, 3, self.num_heads, self.head_dim)  # (N, 3, heads, d)
         cos, sin = rope
-        # Rotate q and k in place: Linear's backward does not need its output, so this is autograd-safe
-        # and saves a copy of the (N, 3, heads, d) tensor per layer.
-        apply_rope_(qkv, cos, sin)
+        q, k = apply_rope(qkv[:, :2], cos, sin).unbind(1)  # (N, heads, d) views, row stride 2*H
+        v = qkv[:, 2]
         dropout = self.config.attention_dropout if self.training else 0.0
         out, weights = ATTENTION_BACKENDS[backend](
-            qkv, batch, self.window, dropout, self.head_dim**-0.5, self.config.deterministic_flash_attn
+            q, k, v, batch, self.window, dropout, self.head_dim**-0.5, self.config.deterministic_flash_attn
         )
         return self.out_drop(self.Wo(out.reshape(N, self.num_heads * self.head_dim))), weights
 

@@ -103,7 +103,7 @@ def test_blocked_local_attention_equals_dense_masked_reference(window, lengths):
     qkv = torch.randn(sum(lengths), 3, 2, 16)
     cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32)
     batch = build_varlen_batch(1, sum(lengths), qkv.device, cu_seqlens=cu)
-    got, _ = sdpa_varlen_attention(qkv, batch, window, 0.0, 16**-0.5)
+    got, _ = sdpa_varlen_attention(*qkv.unbind(1), batch, window, 0.0, 16**-0.5)
     plan = batch.plan(window)
     blocked = [g for g in plan.groups if isinstance(g, BlockedGroup)]
     assert blocked, "long documents must take the blocked path"
@@ -154,7 +154,7 @@ def test_flash_attention_backend_needs_flash_attn():
 
     batch = build_varlen_batch(1, 4, torch.device("cpu"))
     with pytest.raises(ImportError, match="flash-attn"):
-        flash_varlen_attention(torch.randn(4, 3, 2, 16), batch, None, 0.0, 0.25)
+        flash_varlen_attention(*torch.randn(4, 3, 2, 16).unbind(1), batch, None, 0.0, 0.25)
 
 
 def test_8192_tokens_run_without_quadratic_memory():
