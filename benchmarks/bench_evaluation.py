@@ -33,19 +33,26 @@ MICRO = {"hidden_size": 256, "num_hidden_layers": 7, "intermediate_size": 384, "
 
 def build_model(kind: str, tokenizer):
     t = tokenizer
-    ids = {"pad_token_id": t.pad_token_id, "cls_token_id": t.cls_token_id, "sep_token_id": t.sep_token_id,
-           "bos_token_id": t.cls_token_id, "eos_token_id": t.sep_token_id}
+    ids = {
+        "pad_token_id": t.pad_token_id,
+        "cls_token_id": t.cls_token_id,
+        "sep_token_id": t.sep_token_id,
+        "bos_token_id": t.cls_token_id,
+        "eos_token_id": t.sep_token_id,
+    }
     if kind == "modernbert":
         from transformers import ModernBertConfig, ModernBertForMaskedLM
 
-        config = ModernBertConfig(vocab_size=VOCAB_SIZE, max_position_embeddings=1024, **MICRO, **ids,
-                                  attn_implementation="sdpa")
+        config = ModernBertConfig(
+            vocab_size=VOCAB_SIZE, max_position_embeddings=1024, **MICRO, **ids, attn_implementation="sdpa"
+        )
         return ModernBertForMaskedLM(config).eval()
     if kind == "rexbert":
         from modeling_rexbert import RexBertConfig, RexBertForMaskedLM
 
-        config = RexBertConfig.for_size("micro", vocab_size=VOCAB_SIZE, mask_token_id=t.mask_token_id,
-                                        max_position_embeddings=1024, **ids)
+        config = RexBertConfig.for_size(
+            "micro", vocab_size=VOCAB_SIZE, mask_token_id=t.mask_token_id, max_position_embeddings=1024, **ids
+        )
         return RexBertForMaskedLM(config).eval()
     raise ValueError(f"unknown model {kind!r}: expected modernbert or rexbert")
 
@@ -59,8 +66,10 @@ def baseline(model, tokenizer, texts: list[str], batch_size: int = 32, max_lengt
     encoded = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
     hits, total = 0, 0
     for start in range(0, len(encoded), batch_size):
-        batch = collator([{"input_ids": ids} for ids in encoded[start:start + batch_size]])
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits  # (B, S, V)
+        batch = collator([{"input_ids": ids} for ids in encoded[start : start + batch_size]])
+        logits = model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+        ).logits  # (B, S, V)
         selected = batch["labels"] != -100
         top5 = logits[selected].topk(5, dim=-1).indices  # (N, 5)
         hits += int((top5 == batch["labels"][selected][:, None]).any(-1).sum())
@@ -85,14 +94,18 @@ def padding_stats(tokenizer, texts: list[str], batch_size: int = 32) -> tuple[fl
 
     lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=512)["input_ids"]]
     real = sum(lengths)
-    naive = sum(max(lengths[i:i + batch_size]) * len(lengths[i:i + batch_size])
-                for i in range(0, len(lengths), batch_size))
+    naive = sum(
+        max(lengths[i : i + batch_size]) * len(lengths[i : i + batch_size])
+        for i in range(0, len(lengths), batch_size)
+    )
     bucketed = sum(max(lengths[i] for i in b) * len(b) for b in length_buckets(lengths, 16384))
     return naive / real, bucketed / real
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="64 texts, 1 repeat")
     parser.add_argument("--models", default="modernbert,rexbert")
     parser.add_argument("--texts", type=int, default=256)
@@ -108,17 +121,27 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for kind in [m.strip() for m in args.models.split(",") if m.strip()]:
         model = build_model(kind, tokenizer)
-        fns = {"baseline": lambda: baseline(model, tokenizer, texts),
-               "ours": lambda: ours(model, tokenizer, texts),
-               "ours_coll": lambda: ours(model, tokenizer, texts, "collator")}
+        fns = {
+            "baseline": lambda m=model: baseline(m, tokenizer, texts),
+            "ours": lambda m=model: ours(m, tokenizer, texts),
+            "ours_coll": lambda m=model: ours(m, tokenizer, texts, "collator"),
+        }
         times = interleaved_timings(fns, repeats=repeats, warmup=1)
         base = median(times["baseline"])
         for name in fns:
             t = median(times[name])
             rows.append([kind, name, len(texts), f"{t:.2f}", f"{len(texts) / t:.1f}", f"{base / t:.2f}x"])
-    print(f"texts: {len(texts)} ESCI product texts (<= 512 tokens); threads: {args.threads}; repeats: {repeats}")
-    print(f"padded/real tokens: file-order batches of 32 = {naive_pad:.2f}, length buckets = {bucket_pad:.2f}\n")
-    print(markdown_table(["model", "evaluator", "texts", "median s", "examples/s", "speed-up vs baseline"], rows))
+    print(
+        f"texts: {len(texts)} ESCI product texts (<= 512 tokens); threads: {args.threads}; repeats: {repeats}"
+    )
+    print(
+        f"padded/real tokens: file-order batches of 32 = {naive_pad:.2f}, length buckets = {bucket_pad:.2f}\n"
+    )
+    print(
+        markdown_table(
+            ["model", "evaluator", "texts", "median s", "examples/s", "speed-up vs baseline"], rows
+        )
+    )
     return 0
 
 

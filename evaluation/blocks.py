@@ -106,8 +106,8 @@ def word_blocks(
     def flush() -> None:
         nonlocal pending, used
         if pending:
-            parts = [list(p) for p in pending]
-            text = TEXT_SEPARATOR.join(" ".join(p) for p in parts if p)
+            parts = [list(p) for p in pending if p]
+            text = TEXT_SEPARATOR.join(" ".join(p) for p in parts)
             while text and not fits(text):
                 parts[-1].pop()
                 parts = [p for p in parts if p]

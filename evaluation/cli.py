@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -25,6 +26,22 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true")
 
 
+def _friendly(run):
+    """Data / model problems the user can fix print one line (exit 2) instead of a traceback."""
+
+    def wrapped(args) -> int:
+        from evaluation.data import DataError
+        from evaluation.mlm_scoring import NoMLMHeadError
+
+        try:
+            return run(args)
+        except (DataError, NoMLMHeadError, FileNotFoundError) as error:
+            print(f"rexbert eval: error: {error}", file=sys.stderr)
+            return 2
+
+    return wrapped
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser("eval", help="evaluate encoders: MLM recovery, ESCI similarity, GLUE")
     sub = parser.add_subparsers(dest="eval_command", metavar="EVAL")
@@ -44,7 +61,7 @@ def register(subparsers) -> None:
     mlm.add_argument("--max-texts", type=int, default=None)
     mlm.add_argument("--max-tokens", type=int, default=16384, help="padded tokens per forward pass")
     mlm.add_argument("--head", default="auto", choices=["auto", "labels", "gather", "full"])
-    mlm.set_defaults(func=_run_mlm)
+    mlm.set_defaults(func=_friendly(_run_mlm))
 
     esci = sub.add_parser("esci", help="CoSENT similarity on ESCI query-product pairs or STS-B (Figure 4)")
     _common(esci)
@@ -61,7 +78,7 @@ def register(subparsers) -> None:
     esci.add_argument("--max-seq-length", type=int, default=None)
     esci.add_argument("--max-pairs", type=int, default=None)
     esci.add_argument("--seed", type=int, default=0)
-    esci.set_defaults(func=_run_esci)
+    esci.set_defaults(func=_friendly(_run_esci))
 
     glue = sub.add_parser("glue", help="GLUE fine-tuning, mean ± sd over seeds (Table 4)")
     _common(glue)
@@ -76,12 +93,12 @@ def register(subparsers) -> None:
     glue.add_argument("--batch-size", type=int, default=None, help="override every task's batch size")
     glue.add_argument("--max-train-examples", type=int, default=None)
     glue.add_argument("--max-eval-examples", type=int, default=None)
-    glue.set_defaults(func=_run_glue)
+    glue.set_defaults(func=_friendly(_run_glue))
 
     report = sub.add_parser("report", help="merge result JSON files into one Markdown report (+ bar chart)")
     report.add_argument("results", nargs="+", help="rexbert-eval/1 JSON files")
     report.add_argument("--out", required=True, help="Markdown path; a .png bar chart is written beside it")
-    report.set_defaults(func=_run_report)
+    report.set_defaults(func=_friendly(_run_report))
 
 
 def _write(args, kind: str, records: list[dict], chart: bool = False) -> int:

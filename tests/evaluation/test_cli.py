@@ -59,3 +59,10 @@ def test_eval_esci_zero_shot_writes_chart(data_dir, tmp_path):
     assert code == 0
     assert (tmp_path / "esci.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((tmp_path / "esci.json").read_text())["records"][0]["kind"] == "esci_similarity"
+
+
+def test_model_without_mlm_head_exits_2_with_one_line(data_dir, minilm_dir, tmp_path, capsys):
+    code = main(["eval", "mlm", str(minilm_dir), "--max-texts", "5", "--out", str(tmp_path), "--no-progress"])
+    assert code == 2
+    assert "has no trained MLM head" in capsys.readouterr().err
+    assert not (tmp_path / "mlm.json").exists()
