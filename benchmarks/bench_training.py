@@ -59,27 +59,47 @@ def _pieces(tokenizer, texts: list[str]) -> list[list[int]]:
     """Tokenized documents split into ≤ SEQ-token pieces (both paths train on exactly these tokens)."""
     out = []
     for ids in tokenizer(texts, add_special_tokens=True, verbose=False)["input_ids"]:
-        out.extend(ids[i:i + SEQ] for i in range(0, len(ids), SEQ))
+        out.extend(ids[i : i + SEQ] for i in range(0, len(ids), SEQ))
     return out
 
 
 def _model_kwargs(tokenizer) -> dict:
     from training.tokenizer import padded_vocab_size
 
-    return dict(vocab_size=padded_vocab_size(tokenizer), hidden_size=256, num_hidden_layers=7,
-                intermediate_size=384, num_attention_heads=4, max_position_embeddings=SEQ,
-                pad_token_id=tokenizer.pad_token_id, cls_token_id=tokenizer.cls_token_id,
-                sep_token_id=tokenizer.sep_token_id, bos_token_id=tokenizer.cls_token_id,
-                eos_token_id=tokenizer.sep_token_id, global_rope_theta=10_000.0, local_rope_theta=10_000.0)
+    return dict(
+        vocab_size=padded_vocab_size(tokenizer),
+        hidden_size=256,
+        num_hidden_layers=7,
+        intermediate_size=384,
+        num_attention_heads=4,
+        max_position_embeddings=SEQ,
+        pad_token_id=tokenizer.pad_token_id,
+        cls_token_id=tokenizer.cls_token_id,
+        sep_token_id=tokenizer.sep_token_id,
+        bos_token_id=tokenizer.cls_token_id,
+        eos_token_id=tokenizer.sep_token_id,
+        global_rope_theta=10_000.0,
+        local_rope_theta=10_000.0,
+    )
 
 
 def _args(out: Path, steps: int, rows: int, **extra):
     from transformers import TrainingArguments
 
-    return TrainingArguments(output_dir=str(out), max_steps=steps, per_device_train_batch_size=rows,
-                             learning_rate=LR, logging_steps=max(1, steps // 4), save_strategy="no",
-                             report_to=[], use_cpu=True, seed=0, dataloader_num_workers=0,
-                             disable_tqdm=True, **extra)
+    return TrainingArguments(
+        output_dir=str(out),
+        max_steps=steps,
+        per_device_train_batch_size=rows,
+        learning_rate=LR,
+        logging_steps=max(1, steps // 4),
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        seed=0,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+        **extra,
+    )
 
 
 def run_rexbert(tokenizer, pieces, steps: int, rows: int, out: Path):
@@ -93,22 +113,44 @@ def run_rexbert(tokenizer, pieces, steps: int, rows: int, out: Path):
 
     packed = best_fit_pack([TokenizedDoc(p) for p in pieces], SEQ)
     packed = packed[: steps * rows]
-    phase = PhaseConfig(tokens=1, max_seq_len=SEQ, batch_size=rows, micro_batch_size=rows, lr=LR,
-                        weight_decay=3e-4, warmup_fraction=0.1, decay_fraction=0.0,
-                        masking=MaskingConfig(mlm_probability=0.3, span_lambda=3.0))
-    special = [tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id,
-               tokenizer.mask_token_id, tokenizer.unk_token_id]
-    collator = PackedMLMCollator(SpanMasker(phase.masking, tokenizer.mask_token_id, special, len(tokenizer)),
-                                 tokenizer.pad_token_id, seed=0, local_window=128)
+    phase = PhaseConfig(
+        tokens=1,
+        max_seq_len=SEQ,
+        batch_size=rows,
+        micro_batch_size=rows,
+        lr=LR,
+        weight_decay=3e-4,
+        warmup_fraction=0.1,
+        decay_fraction=0.0,
+        masking=MaskingConfig(mlm_probability=0.3, span_lambda=3.0),
+    )
+    special = [
+        tokenizer.cls_token_id,
+        tokenizer.sep_token_id,
+        tokenizer.pad_token_id,
+        tokenizer.mask_token_id,
+        tokenizer.unk_token_id,
+    ]
+    collator = PackedMLMCollator(
+        SpanMasker(phase.masking, tokenizer.mask_token_id, special, len(tokenizer)),
+        tokenizer.pad_token_id,
+        seed=0,
+        local_window=128,
+    )
     torch.manual_seed(0)
-    config = RexBertConfig(**_model_kwargs(tokenizer), mask_token_id=tokenizer.mask_token_id,
-                           attn_implementation="sdpa")
+    config = RexBertConfig(
+        **_model_kwargs(tokenizer), mask_token_id=tokenizer.mask_token_id, attn_implementation="sdpa"
+    )
     model = RexBertForMaskedLM(config)
     plan = [list(range(i * rows, (i + 1) * rows)) for i in range(steps)]
-    trainer = RexBertTrainer(model=model, args=_args(out, steps, rows, remove_unused_columns=False,
-                                                     max_grad_norm=0.0),
-                             data_collator=collator, train_dataset=PackedDataset(packed, 0), phase=phase,
-                             batch_plan=plan)
+    trainer = RexBertTrainer(
+        model=model,
+        args=_args(out, steps, rows, remove_unused_columns=False, max_grad_norm=0.0),
+        data_collator=collator,
+        train_dataset=PackedDataset(packed, 0),
+        phase=phase,
+        batch_plan=plan,
+    )
     start = time.perf_counter()
     trainer.train()
     elapsed = time.perf_counter() - start
@@ -123,8 +165,10 @@ def run_hf(tokenizer, pieces, steps: int, rows: int, out: Path, budget: int):
     rope_keys = ("global_rope_theta", "local_rope_theta")
     kwargs = {k: v for k, v in kwargs.items() if k not in rope_keys}
     config = ModernBertConfig(**kwargs, attn_implementation="sdpa")
-    config.rope_parameters = {"full_attention": {"rope_type": "default", "rope_theta": 10_000.0},
-                              "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0}}
+    config.rope_parameters = {
+        "full_attention": {"rope_type": "default", "rope_theta": 10_000.0},
+        "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
+    }
     torch.manual_seed(0)
     model = ModernBertForMaskedLM(config)
     # the shortest prefix of the documents holding the same real tokens as the rexbert run
@@ -132,8 +176,15 @@ def run_hf(tokenizer, pieces, steps: int, rows: int, out: Path, budget: int):
     data = [{"input_ids": p} for p in pieces[:n_docs]]
     steps = -(-len(data) // rows)
     collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.3)
-    args = _args(out, steps, rows, weight_decay=0.1, warmup_steps=max(1, steps // 10),
-                 lr_scheduler_type="constant_with_warmup", max_grad_norm=1.0)
+    args = _args(
+        out,
+        steps,
+        rows,
+        weight_decay=0.1,
+        warmup_steps=max(1, steps // 10),
+        lr_scheduler_type="constant_with_warmup",
+        max_grad_norm=1.0,
+    )
     trainer = Trainer(model=model, args=args, data_collator=collator, train_dataset=data)
     start = time.perf_counter()
     trainer.train()
@@ -150,13 +201,13 @@ def masked_accuracy(model, tokenizer, pieces: list[list[int]], seed: int = 123) 
     special = {tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id}
     correct = total = 0
     for start in range(0, len(pieces), 8):
-        chunk = pieces[start:start + 8]
+        chunk = pieces[start : start + 8]
         width = max(len(p) for p in chunk)
         ids = torch.full((len(chunk), width), tokenizer.pad_token_id)
         attn = torch.zeros_like(ids)
         for b, p in enumerate(chunk):
-            ids[b, :len(p)] = torch.tensor(p)
-            attn[b, :len(p)] = 1
+            ids[b, : len(p)] = torch.tensor(p)
+            attn[b, : len(p)] = 1
         maskable = attn.bool() & ~torch.isin(ids, torch.tensor(sorted(special)))
         chosen = maskable & torch.from_numpy(rng.random(ids.shape) < 0.3)
         inputs = ids.masked_fill(chosen, tokenizer.mask_token_id)
@@ -212,18 +263,35 @@ def main(argv: list[str] | None = None) -> int:
             # the same useful-FLOP count for both paths: real tokens, attention within each document
             # (window 128 on local layers), the MLM head on the 30% selected tokens only
             lengths = lengths.astype(np.float64)
-            model_flops = MlmFlops(model.config).step(real, int(0.3 * real), float((lengths**2).sum()),
-                                                      float((lengths * np.minimum(lengths, 129)).sum()))
-            entry = {"seconds": elapsed, "real_tokens": real, "tokens_per_s": real / elapsed,
-                     "mfu": model_flops / elapsed / peak, "rows_per_step": rows,
-                     "masked_accuracy": masked_accuracy(model, tokenizer, eval_pieces)}
+            model_flops = MlmFlops(model.config).step(
+                real,
+                int(0.3 * real),
+                float((lengths**2).sum()),
+                float((lengths * np.minimum(lengths, 129)).sum()),
+            )
+            entry = {
+                "seconds": elapsed,
+                "real_tokens": real,
+                "tokens_per_s": real / elapsed,
+                "mfu": model_flops / elapsed / peak,
+                "rows_per_step": rows,
+                "masked_accuracy": masked_accuracy(model, tokenizer, eval_pieces),
+            }
             if slots:
                 entry["packing_efficiency"] = real / slots
             results[name].append(entry)
-            print(name, json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in entry.items()}),
-                  flush=True)
-    summary = {"peak_gflops": peak / 1e9, "steps": steps, "mean_doc_piece_tokens": mean_len,
-               "vocab": len(tokenizer), "threads": torch.get_num_threads()}
+            print(
+                name,
+                json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in entry.items()}),
+                flush=True,
+            )
+    summary = {
+        "peak_gflops": peak / 1e9,
+        "steps": steps,
+        "mean_doc_piece_tokens": mean_len,
+        "vocab": len(tokenizer),
+        "threads": torch.get_num_threads(),
+    }
     for name, entries in results.items():
         for key in ("tokens_per_s", "mfu", "masked_accuracy", "seconds"):
             summary[f"{name}_{key}"] = statistics.median(e[key] for e in entries)

@@ -14,15 +14,18 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-_UNITS = (r"mm|cm|m|km|in|inch|inches|ft|\"|kg|g|mg|lb|lbs|oz|ml|l|L|TB|GB|MB|kB|GHz|MHz|Hz|W|kW|V|mAh|Wh"
-          r"|pc\(s\)|pcs|pc|pack|ct|count|MP|dpi|ppm|rpm|°C|°F|%")
+_UNITS = (
+    r"mm|cm|m|km|in|inch|inches|ft|\"|kg|g|mg|lb|lbs|oz|ml|l|L|TB|GB|MB|kB|GHz|MHz|Hz|W|kW|V|mAh|Wh"
+    r"|pc\(s\)|pcs|pc|pack|ct|count|MP|dpi|ppm|rpm|°C|°F|%"
+)
 _NUM = r"\d+(?:[.,]\d+)?"
 _PATTERNS: dict[str, re.Pattern[str]] = {
     "dimension": re.compile(rf"\b{_NUM}\s?[x×X]\s?{_NUM}(?:\s?[x×X]\s?{_NUM})?(?:\s?(?:{_UNITS}))?(?![\w])"),
     "size_unit": re.compile(rf"(?<![\w.]){_NUM}\s?(?:{_UNITS})(?![\w])"),
     # letters and digits mixed, >= 4 chars, optional -,/ separators: SKUs and model numbers
     "model_number": re.compile(
-        r"(?<![\w-])(?=[\w/-]*\d)(?=[\w/-]*[A-Za-z])[A-Za-z0-9]{2,}(?:[-/][A-Za-z0-9]+)*(?![\w-])"),
+        r"(?<![\w-])(?=[\w/-]*\d)(?=[\w/-]*[A-Za-z])[A-Za-z0-9]{2,}(?:[-/][A-Za-z0-9]+)*(?![\w-])"
+    ),
     "attribute_value": re.compile(r"\b([A-Z][A-Za-z ]{1,30}):[ \t]*([^\n,;:|]{1,60}?)(?=\s*(?:[\n,;|]|$))"),
 }
 _PRODUCT_TYPE_WORDS = """

@@ -37,9 +37,12 @@ def _load_sources(recipe: Recipe):
     domain = [load_source(s) for s in recipe.data.domain]
     for src in (*general, *domain):
         st = src.stats
-        _log(f"source {src.config.name}: {st.documents} docs (dropped {st.dropped_whitespace} "
-             f"whitespace-only, {st.dropped_missing_field} without text)" if src.texts is not None
-             else f"source {src.config.name}: streaming from {src.config.path}")
+        _log(
+            f"source {src.config.name}: {st.documents} docs (dropped {st.dropped_whitespace} "
+            f"whitespace-only, {st.dropped_missing_field} without text)"
+            if src.texts is not None
+            else f"source {src.config.name}: streaming from {src.config.path}"
+        )
     return general, domain
 
 
@@ -70,25 +73,40 @@ def _model_for_phase(recipe: Recipe, phase_name: str, tokenizer, out: Path):
     from training.tokenizer import padded_vocab_size
 
     phase = recipe.phase(phase_name)
-    context = {"max_position_embeddings": phase.max_position_embeddings,
-               "global_rope_theta": phase.global_rope_theta, "local_rope_theta": phase.local_rope_theta}
+    context = {
+        "max_position_embeddings": phase.max_position_embeddings,
+        "global_rope_theta": phase.global_rope_theta,
+        "local_rope_theta": phase.local_rope_theta,
+    }
     index = PHASES.index(phase_name)
     source = recipe.model.init_from if index == 0 else str(out / PHASES[index - 1] / "final")
     if source is not None:
         if index > 0 and not Path(source, "config.json").exists():
-            raise FileNotFoundError(f"{phase_name} starts from {source}, which does not exist: run "
-                                    f"{PHASES[index - 1]} first (--phase {index} or --phase all)")
+            raise FileNotFoundError(
+                f"{phase_name} starts from {source}, which does not exist: run "
+                f"{PHASES[index - 1]} first (--phase {index} or --phase all)"
+            )
         config = RexBertConfig.from_pretrained(source)
         for key, value in context.items():
             setattr(config, key, value)
         config._attn_implementation = recipe.model.attn_implementation
         return RexBertForMaskedLM.from_pretrained(source, config=config)
-    ids = {"pad_token_id": tokenizer.pad_token_id, "cls_token_id": tokenizer.cls_token_id,
-           "sep_token_id": tokenizer.sep_token_id, "mask_token_id": tokenizer.mask_token_id,
-           "bos_token_id": tokenizer.cls_token_id, "eos_token_id": tokenizer.sep_token_id}
-    config = RexBertConfig.for_size(recipe.model.size, vocab_size=padded_vocab_size(tokenizer),
-                                    attn_implementation=recipe.model.attn_implementation,
-                                    **ids, **context, **recipe.model.overrides)
+    ids = {
+        "pad_token_id": tokenizer.pad_token_id,
+        "cls_token_id": tokenizer.cls_token_id,
+        "sep_token_id": tokenizer.sep_token_id,
+        "mask_token_id": tokenizer.mask_token_id,
+        "bos_token_id": tokenizer.cls_token_id,
+        "eos_token_id": tokenizer.sep_token_id,
+    }
+    config = RexBertConfig.for_size(
+        recipe.model.size,
+        vocab_size=padded_vocab_size(tokenizer),
+        attn_implementation=recipe.model.attn_implementation,
+        **ids,
+        **context,
+        **recipe.model.overrides,
+    )
     torch.manual_seed(recipe.seed)
     return RexBertForMaskedLM(config)
 
@@ -122,8 +140,17 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def run_phase(recipe: Recipe, phase_name: str, tokenizer, general, domain, miner, out: Path,
-              resume: bool, stop_after_steps: int | None = None) -> Path | None:
+def run_phase(
+    recipe: Recipe,
+    phase_name: str,
+    tokenizer,
+    general,
+    domain,
+    miner,
+    out: Path,
+    resume: bool,
+    stop_after_steps: int | None = None,
+) -> Path | None:
     """Train one phase; returns its final folder (None when stopped early by ``stop_after_steps``)."""
     from accelerate import PartialState
     from transformers import TrainingArguments
@@ -139,21 +166,37 @@ def run_phase(recipe: Recipe, phase_name: str, tokenizer, general, domain, miner
     final_dir = phase_dir / "final"
     state = PartialState()
     model = _model_for_phase(recipe, phase_name, tokenizer, out)
-    data = build_phase_data(general, domain, recipe.data, phase, tokenizer, miner,
-                            seed=recipe.data.seed * 1000 + index)
+    data = build_phase_data(
+        general, domain, recipe.data, phase, tokenizer, miner, seed=recipe.data.seed * 1000 + index
+    )
     plan, steps = plan_batches(data.rows, phase, state.num_processes)
     grad_accum = phase.batch_size // (phase.micro_batch_size * state.num_processes)
     summary = data.summary()
-    _log(f"{phase_name}: {summary['rows']} rows × {phase.max_seq_len}, {summary['tokens']} tokens, "
-         f"packing efficiency {summary['packing_efficiency']:.3f}, {steps} steps, "
-         f"domain share {summary['domain_share'][0][1]:.2f}→{summary['domain_share'][-1][1]:.2f} "
-         f"(realised per tenth: {summary['realised_domain_share']}), "
-         f"mined spans {summary['mined_spans']}")
-    special = [i for i in (tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id,
-                           tokenizer.mask_token_id, tokenizer.unk_token_id) if i is not None]
+    _log(
+        f"{phase_name}: {summary['rows']} rows × {phase.max_seq_len}, {summary['tokens']} tokens, "
+        f"packing efficiency {summary['packing_efficiency']:.3f}, {steps} steps, "
+        f"domain share {summary['domain_share'][0][1]:.2f}→{summary['domain_share'][-1][1]:.2f} "
+        f"(realised per tenth: {summary['realised_domain_share']}), "
+        f"mined spans {summary['mined_spans']}"
+    )
+    special = [
+        i
+        for i in (
+            tokenizer.cls_token_id,
+            tokenizer.sep_token_id,
+            tokenizer.pad_token_id,
+            tokenizer.mask_token_id,
+            tokenizer.unk_token_id,
+        )
+        if i is not None
+    ]
     masker = SpanMasker(phase.masking, tokenizer.mask_token_id, special, len(tokenizer))
-    collator = PackedMLMCollator(masker, tokenizer.pad_token_id, seed=recipe.seed,
-                                 local_window=getattr(model.config, "local_attention", 128))
+    collator = PackedMLMCollator(
+        masker,
+        tokenizer.pad_token_id,
+        seed=recipe.seed,
+        local_window=getattr(model.config, "local_attention", 128),
+    )
     use_cuda = torch.cuda.is_available()
     bf16 = use_cuda and torch.cuda.is_bf16_supported()
     args = TrainingArguments(
@@ -178,8 +221,14 @@ def run_phase(recipe: Recipe, phase_name: str, tokenizer, general, domain, miner
     )
     peak = _peak_flops(recipe, out, args.device, torch.bfloat16 if bf16 else torch.float32)
     trainer = RexBertTrainer(
-        model=model, args=args, data_collator=collator, train_dataset=PackedDataset(data.rows, index),
-        processing_class=tokenizer, phase=phase, batch_plan=plan, peak_flops=peak,
+        model=model,
+        args=args,
+        data_collator=collator,
+        train_dataset=PackedDataset(data.rows, index),
+        processing_class=tokenizer,
+        phase=phase,
+        batch_plan=plan,
+        peak_flops=peak,
         phase_packing_efficiency=data.packing_efficiency,
     )
     if stop_after_steps is not None:
@@ -198,10 +247,22 @@ def run_phase(recipe: Recipe, phase_name: str, tokenizer, general, domain, miner
         trainer.save_model(str(tmp))
         tokenizer.save_pretrained(str(tmp))
         history = [e for e in trainer.state.log_history if "loss" in e]
-        _atomic_write(tmp / "phase_summary.json", json.dumps({
-            "phase": phase_name, "steps": steps, "num_processes": state.num_processes, "data": summary,
-            "train": result.metrics,
-            "phase_config": dataclasses.asdict(phase), "log_history": history}, indent=1, default=str))
+        _atomic_write(
+            tmp / "phase_summary.json",
+            json.dumps(
+                {
+                    "phase": phase_name,
+                    "steps": steps,
+                    "num_processes": state.num_processes,
+                    "data": summary,
+                    "train": result.metrics,
+                    "phase_config": dataclasses.asdict(phase),
+                    "log_history": history,
+                },
+                indent=1,
+                default=str,
+            ),
+        )
         shutil.rmtree(final_dir, ignore_errors=True)
         os.replace(tmp, final_dir)
         _log(f"{phase_name}: final checkpoint → {final_dir}")
@@ -222,8 +283,9 @@ class _StopAfter(TrainerCallback):
         return control
 
 
-def run_curriculum(recipe: Recipe, phases: list[str], resume: bool = False,
-                   stop_after_steps: int | None = None) -> dict[str, Path | None]:
+def run_curriculum(
+    recipe: Recipe, phases: list[str], resume: bool = False, stop_after_steps: int | None = None
+) -> dict[str, Path | None]:
     """Run ``phases`` (a subset of phase1..phase3, in order); returns their final folders.
 
     ``stop_after_steps`` stops each phase after that many steps without writing its final folder
@@ -247,8 +309,9 @@ def run_curriculum(recipe: Recipe, phases: list[str], resume: bool = False,
             _log(f"{name}: already complete ({final_dir}), skipped")
             finals[name] = final_dir
             continue
-        finals[name] = run_phase(recipe, name, tokenizer, general, domain, miner, out, resume,
-                                 stop_after_steps)
+        finals[name] = run_phase(
+            recipe, name, tokenizer, general, domain, miner, out, resume, stop_after_steps
+        )
         if finals[name] is None:
             break
     return finals

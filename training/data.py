@@ -150,8 +150,10 @@ def _records(src: SourceConfig, path: str) -> Iterator[str | None]:
             dataset = datasets.load_dataset(kind, data_files=path, split="train")
             missing = [f for f in src.text_fields[:1] if f not in dataset.column_names]
             if missing:
-                raise DataError(f"source {src.name!r}: text field {missing[0]!r} not in {path} "
-                                f"(columns: {dataset.column_names})")
+                raise DataError(
+                    f"source {src.name!r}: text field {missing[0]!r} not in {path} "
+                    f"(columns: {dataset.column_names})"
+                )
             columns = [f for f in src.text_fields if f in dataset.column_names]
             for row in dataset.select_columns(columns):
                 yield _join_fields(row, src.text_fields)
@@ -201,8 +203,10 @@ def load_source(src: SourceConfig) -> LoadedSource:
         except Exception as error:  # the Hub raises many types; keep the cause
             raise DataError(f"source {src.name!r}: cannot load Hub dataset {src.path!r}: {error}") from error
         if src.text_fields[0] not in dataset.column_names:
-            raise DataError(f"source {src.name!r}: text field {src.text_fields[0]!r} not in "
-                            f"{src.path} (columns: {dataset.column_names})")
+            raise DataError(
+                f"source {src.name!r}: text field {src.text_fields[0]!r} not in "
+                f"{src.path} (columns: {dataset.column_names})"
+            )
         raw = (_join_fields(row, src.text_fields) for row in dataset)
         texts = list(_clean(src, raw, stats))
     else:
@@ -213,7 +217,9 @@ def load_source(src: SourceConfig) -> LoadedSource:
                 break
             texts.extend(_clean(src, _records(src, path), stats))
     if not texts:
-        raise DataError(f"source {src.name!r}: no usable document in {src.path} "
-                        f"({stats.dropped_whitespace} whitespace-only, "
-                        f"{stats.dropped_missing_field} without text)")
+        raise DataError(
+            f"source {src.name!r}: no usable document in {src.path} "
+            f"({stats.dropped_whitespace} whitespace-only, "
+            f"{stats.dropped_missing_field} without text)"
+        )
     return LoadedSource(src, texts, stats)

@@ -46,8 +46,10 @@ class MaskingConfig:
     def __post_init__(self) -> None:
         if not 0.0 < self.mlm_probability < 1.0:
             raise ValueError(f"masking.mlm_probability must be in (0, 1), got {self.mlm_probability}")
-        if self.mask_replace_prob < 0 or self.random_replace_prob < 0 or (
-            self.mask_replace_prob + self.random_replace_prob > 1.0 + 1e-9
+        if (
+            self.mask_replace_prob < 0
+            or self.random_replace_prob < 0
+            or (self.mask_replace_prob + self.random_replace_prob > 1.0 + 1e-9)
         ):
             raise ValueError(
                 "masking.mask_replace_prob + random_replace_prob must be within [0, 1], got "
@@ -85,17 +87,24 @@ class SpanMasker:
         vocab_size: random replacements are drawn from ``[0, vocab_size)`` minus the special ids.
     """
 
-    def __init__(self, config: MaskingConfig, mask_token_id: int, special_token_ids: Sequence[int],
-                 vocab_size: int) -> None:
+    def __init__(
+        self, config: MaskingConfig, mask_token_id: int, special_token_ids: Sequence[int], vocab_size: int
+    ) -> None:
         self.config = config
         self.mask_token_id = int(mask_token_id)
         self.special_ids = np.asarray(sorted(set(int(i) for i in special_token_ids)), dtype=np.int64)
         self.random_pool = np.setdiff1d(np.arange(vocab_size, dtype=np.int64), self.special_ids)
 
     # -- one row ---------------------------------------------------------------------------------
-    def select_row(self, ids: np.ndarray, doc_ids: np.ndarray | None, valid: np.ndarray,
-                   rng: np.random.Generator, guided_spans: Sequence[tuple[int, int]] = (),
-                   stats: MaskingStats | None = None) -> np.ndarray:
+    def select_row(
+        self,
+        ids: np.ndarray,
+        doc_ids: np.ndarray | None,
+        valid: np.ndarray,
+        rng: np.random.Generator,
+        guided_spans: Sequence[tuple[int, int]] = (),
+        stats: MaskingStats | None = None,
+    ) -> np.ndarray:
         """Boolean selection mask for one row.
 
         Args:
@@ -130,8 +139,11 @@ class SpanMasker:
                     used += 1
             if stats is not None:
                 stats.guided_spans += used
-        same_doc_next = (np.ones(ids.shape[0], dtype=bool) if doc_ids is None
-                         else np.append(doc_ids[1:] == doc_ids[:-1], False))
+        same_doc_next = (
+            np.ones(ids.shape[0], dtype=bool)
+            if doc_ids is None
+            else np.append(doc_ids[1:] == doc_ids[:-1], False)
+        )
         length_of_row = ids.shape[0]
         # Draw candidate starts in batches to keep the Python loop short.
         while count < budget:
@@ -170,16 +182,19 @@ class SpanMasker:
             lengths[zeros] = rng.poisson(lam, size=int(zeros.sum()))
         return lengths
 
-    def corrupt_row(self, ids: np.ndarray, selected: np.ndarray, rng: np.random.Generator
-                    ) -> tuple[np.ndarray, np.ndarray]:
+    def corrupt_row(
+        self, ids: np.ndarray, selected: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Apply 80/10/10 to the selected positions. Returns (input_ids, labels), both (S,)."""
         labels = np.where(selected, ids, IGNORE_INDEX)
         out = ids.copy()
         where = np.flatnonzero(selected)
         u = rng.random(where.size)
         to_mask = where[u < self.config.mask_replace_prob]
-        to_random = where[(u >= self.config.mask_replace_prob)
-                          & (u < self.config.mask_replace_prob + self.config.random_replace_prob)]
+        to_random = where[
+            (u >= self.config.mask_replace_prob)
+            & (u < self.config.mask_replace_prob + self.config.random_replace_prob)
+        ]
         out[to_mask] = self.mask_token_id
         out[to_random] = self.random_pool[rng.integers(0, self.random_pool.size, size=to_random.size)]
         return out, labels
@@ -192,10 +207,14 @@ class SpanMasker:
             return 0.0
         return min(1.0, self.config.guided_fraction * n_rows / n_rows_with_spans)
 
-    def mask_batch(self, input_ids: np.ndarray, attention_mask: np.ndarray, document_ids: np.ndarray | None,
-                   rngs: Sequence[np.random.Generator],
-                   guided_spans: Sequence[Sequence[tuple[int, int]]] | None = None,
-                   ) -> tuple[np.ndarray, np.ndarray, MaskingStats]:
+    def mask_batch(
+        self,
+        input_ids: np.ndarray,
+        attention_mask: np.ndarray,
+        document_ids: np.ndarray | None,
+        rngs: Sequence[np.random.Generator],
+        guided_spans: Sequence[Sequence[tuple[int, int]]] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, MaskingStats]:
         """Mask a (B, S) batch. ``rngs[b]`` drives row b. Returns (input_ids, labels, stats)."""
         stats = MaskingStats()
         out = np.empty_like(input_ids)
@@ -207,8 +226,12 @@ class SpanMasker:
             is_guided = bool(spans) and p_guided > 0 and rng.random() < p_guided
             stats.guided_sequences += int(is_guided)
             selected = self.select_row(
-                input_ids[b], None if document_ids is None else document_ids[b], attention_mask[b] > 0,
-                rng, spans if is_guided else (), stats,
+                input_ids[b],
+                None if document_ids is None else document_ids[b],
+                attention_mask[b] > 0,
+                rng,
+                spans if is_guided else (),
+                stats,
             )
             out[b], labels[b] = self.corrupt_row(input_ids[b], selected, rng)
         return out, labels, stats

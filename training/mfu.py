@@ -12,8 +12,12 @@ import time
 import torch
 
 
-def measure_peak_flops(device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-                       size: int = 1024, seconds: float = 0.5) -> float:
+def measure_peak_flops(
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    size: int = 1024,
+    seconds: float = 0.5,
+) -> float:
     """FLOP/s of repeated ``size × size`` matmuls (best of a few timed bursts)."""
     device = torch.device(device)
     a = torch.randn(size, size, device=device, dtype=dtype)
@@ -56,9 +60,12 @@ class MlmFlops:
         self.attn_per_pair = 4 * d  # QKᵀ and AV: 2·d each per (query, key) pair and layer
         self.head_per_label = 2 * (d * d + d * config.vocab_size)  # head.dense + decoder
 
-    def step(self, real_tokens: int, labelled: int, global_pairs: int, local_pairs: int,
-             sparse_head: bool = True) -> float:
-        forward = (self.dense_per_token * real_tokens
-                   + self.attn_per_pair * (self.n_global * global_pairs + self.n_local * local_pairs)
-                   + self.head_per_label * (labelled if sparse_head else real_tokens))
+    def step(
+        self, real_tokens: int, labelled: int, global_pairs: int, local_pairs: int, sparse_head: bool = True
+    ) -> float:
+        forward = (
+            self.dense_per_token * real_tokens
+            + self.attn_per_pair * (self.n_global * global_pairs + self.n_local * local_pairs)
+            + self.head_per_label * (labelled if sparse_head else real_tokens)
+        )
         return 3.0 * forward

@@ -64,15 +64,25 @@ class MixtureSampler:
         seed: sampler seed (group/source choice and per-source shuffles).
     """
 
-    def __init__(self, general: Sequence[LoadedSource], domain: Sequence[LoadedSource],
-                 mixture: MixtureConfig, temperature: float, seed: int) -> None:
+    def __init__(
+        self,
+        general: Sequence[LoadedSource],
+        domain: Sequence[LoadedSource],
+        mixture: MixtureConfig,
+        temperature: float,
+        seed: int,
+    ) -> None:
         self.rng = np.random.default_rng(seed)
         self.mixture = mixture
         self.groups = {False: list(general), True: list(domain)}
-        self.probs = {k: temperature_weights([s.config.weight for s in v], temperature) if v else None
-                      for k, v in self.groups.items()}
-        self.streams = {k: [s.cycle(np.random.default_rng([seed, int(k), i])) for i, s in enumerate(v)]
-                        for k, v in self.groups.items()}
+        self.probs = {
+            k: temperature_weights([s.config.weight for s in v], temperature) if v else None
+            for k, v in self.groups.items()
+        }
+        self.streams = {
+            k: [s.cycle(np.random.default_rng([seed, int(k), i])) for i, s in enumerate(v)]
+            for k, v in self.groups.items()
+        }
         self.counts: Counter[str] = Counter()
 
     def sample(self, progress: float) -> MixedDoc:

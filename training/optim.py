@@ -38,8 +38,14 @@ class StableAdamW(torch.optim.Optimizer):
         weight_decay: decoupled weight decay at the peak LR (ndim <= 1 tensors are never decayed).
     """
 
-    def __init__(self, params: Iterable, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.98),
-                 eps: float = 1e-6, weight_decay: float = 0.0) -> None:
+    def __init__(
+        self,
+        params: Iterable,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.98),
+        eps: float = 1e-6,
+        weight_decay: float = 0.0,
+    ) -> None:
         if lr <= 0:
             raise ValueError(f"StableAdamW: lr must be > 0, got {lr}")
         if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):

@@ -55,9 +55,16 @@ class PhaseData:
         }
 
 
-def build_phase_data(general: list[LoadedSource], domain: list[LoadedSource], data: DataConfig,
-                     phase: PhaseConfig, tokenizer, miner: AttributeMiner | None, seed: int,
-                     chunk_docs: int = 64) -> PhaseData:
+def build_phase_data(
+    general: list[LoadedSource],
+    domain: list[LoadedSource],
+    data: DataConfig,
+    phase: PhaseConfig,
+    tokenizer,
+    miner: AttributeMiner | None,
+    seed: int,
+    chunk_docs: int = 64,
+) -> PhaseData:
     """Sample, tokenize and pack documents until ``phase.tokens`` real tokens are produced."""
     sampler = MixtureSampler(general, domain, phase.mixture, data.temperature, seed)
     mined_sources = {s.config.name for s in (*general, *domain) if s.config.mine_attributes}
@@ -84,8 +91,13 @@ def build_phase_data(general: list[LoadedSource], domain: list[LoadedSource], da
                 pred_dom += mean_len[doc.is_domain] * doc.is_domain
                 batch.append(doc)
             want_offsets = miner is not None and any(d.source in mined_sources for d in batch)
-            enc = tokenizer([d.text for d in batch], add_special_tokens=True, verbose=False,
-                            return_offsets_mapping=want_offsets, return_attention_mask=False)
+            enc = tokenizer(
+                [d.text for d in batch],
+                add_special_tokens=True,
+                verbose=False,
+                return_offsets_mapping=want_offsets,
+                return_attention_mask=False,
+            )
             for i, doc in enumerate(batch):
                 if produced >= phase.tokens:  # the chunk overshoots the budget: drop the rest
                     break
@@ -115,7 +127,7 @@ def build_phase_data(general: list[LoadedSource], domain: list[LoadedSource], da
     for start in range(0, len(docs), data.buffer_docs):
         # best-fit orders rows by piece length; shuffle inside the buffer, keep the order across buffers
         # (that order carries the phase-3 annealing)
-        rows = list(pack_stream(docs[start:start + data.buffer_docs], phase.max_seq_len, data.buffer_docs))
+        rows = list(pack_stream(docs[start : start + data.buffer_docs], phase.max_seq_len, data.buffer_docs))
         result.rows.extend(rows[i] for i in rng.permutation(len(rows)))
     return result
 
@@ -129,9 +141,11 @@ def plan_batches(rows: list[PackedRow], phase: PhaseConfig, world_size: int) -> 
     """
     per_pass = phase.micro_batch_size * world_size
     if phase.batch_size % per_pass:
-        raise ValueError(f"batch_size ({phase.batch_size}) must be a multiple of micro_batch_size × "
-                         "processes "
-                         f"({phase.micro_batch_size} × {world_size})")
+        raise ValueError(
+            f"batch_size ({phase.batch_size}) must be a multiple of micro_batch_size × "
+            "processes "
+            f"({phase.micro_batch_size} × {world_size})"
+        )
     grad_accum = phase.batch_size // per_pass
     warmup = BatchSizeWarmup(full_batch=phase.micro_batch_size, warmup_tokens=phase.batch_warmup_tokens)
     plan: list[list[int]] = []
@@ -147,8 +161,10 @@ def plan_batches(rows: list[PackedRow], phase: PhaseConfig, world_size: int) -> 
         index += need
         steps += 1
     if steps == 0:
-        raise ValueError(f"the phase produced {len(rows)} rows, fewer than one batch ({phase.batch_size}): "
-                         "raise tokens or lower batch_size")
+        raise ValueError(
+            f"the phase produced {len(rows)} rows, fewer than one batch ({phase.batch_size}): "
+            "raise tokens or lower batch_size"
+        )
     return plan, steps
 
 
@@ -164,8 +180,12 @@ class PackedDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict:
         row = self.rows[i]
-        return {"row_id": self.offset + i, "input_ids": row.input_ids, "doc_lengths": row.doc_lengths,
-                "spans": row.spans}
+        return {
+            "row_id": self.offset + i,
+            "input_ids": row.input_ids,
+            "doc_lengths": row.doc_lengths,
+            "spans": row.spans,
+        }
 
 
 class PlannedBatchSampler(torch.utils.data.Sampler):

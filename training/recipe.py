@@ -318,11 +318,15 @@ def _validate(recipe: Recipe, source: str) -> None:
     for name in PHASES:
         phase = recipe.phase(name)
         if phase.max_seq_len > phase.max_position_embeddings:
-            raise RecipeError(f"{source}: {name}.max_seq_len ({phase.max_seq_len}) exceeds "
-                              f"{name}.max_position_embeddings ({phase.max_position_embeddings})")
+            raise RecipeError(
+                f"{source}: {name}.max_seq_len ({phase.max_seq_len}) exceeds "
+                f"{name}.max_position_embeddings ({phase.max_position_embeddings})"
+            )
         if phase.batch_size % phase.micro_batch_size:
-            raise RecipeError(f"{source}: {name}.batch_size ({phase.batch_size}) must be a multiple of "
-                              f"{name}.micro_batch_size ({phase.micro_batch_size})")
+            raise RecipeError(
+                f"{source}: {name}.batch_size ({phase.batch_size}) must be a multiple of "
+                f"{name}.micro_batch_size ({phase.micro_batch_size})"
+            )
         if phase.warmup_fraction + phase.decay_fraction > 1:
             raise RecipeError(f"{source}: {name}.warmup_fraction + decay_fraction must be <= 1")
         for key in ("domain_start", "domain_end"):

@@ -15,15 +15,33 @@ from training.recipe import PHASES  # noqa: E402
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--recipe", required=True, help="YAML recipe (training/recipes/<name>.yaml)")
-    parser.add_argument("--phase", default="all", choices=["1", "2", "3", "all"],
-                        help="which phase to run; phase N>1 starts from phase N-1's final checkpoint")
+    parser.add_argument(
+        "--phase",
+        default="all",
+        choices=["1", "2", "3", "all"],
+        help="which phase to run; phase N>1 starts from phase N-1's final checkpoint",
+    )
     parser.add_argument("--output-dir", default=None, help="overrides the recipe's output_dir")
-    parser.add_argument("--resume", action="store_true",
-                        help="skip finished phases and resume the current one from its last checkpoint")
-    parser.add_argument("--stop-after-steps", type=int, default=None, metavar="N",
-                        help="stop each phase after N steps, checkpointed (simulates an interruption)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
-                        help="override a recipe field, e.g. --set phase1.lr=1e-3 (repeatable)")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="skip finished phases and resume the current one from its last checkpoint",
+    )
+    parser.add_argument(
+        "--stop-after-steps",
+        type=int,
+        default=None,
+        metavar="N",
+        help="stop each phase after N steps, checkpointed (simulates an interruption)",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override a recipe field, e.g. --set phase1.lr=1e-3 (repeatable)",
+    )
     return parser
 
 

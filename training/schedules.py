@@ -41,8 +41,10 @@ class WSDSchedule:
         if min(self.total_steps, self.warmup_steps, self.decay_steps) < 0:
             raise ValueError("schedule steps must be >= 0")
         if self.warmup_steps + self.decay_steps > self.total_steps:
-            raise ValueError(f"warmup_steps ({self.warmup_steps}) + decay_steps ({self.decay_steps}) exceed "
-                             f"total_steps ({self.total_steps})")
+            raise ValueError(
+                f"warmup_steps ({self.warmup_steps}) + decay_steps ({self.decay_steps}) exceed "
+                f"total_steps ({self.total_steps})"
+            )
 
     def __call__(self, step: int) -> float:
         if step < self.warmup_steps:

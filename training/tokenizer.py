@@ -31,8 +31,11 @@ def load_tokenizer(name_or_path: str, **kwargs) -> PreTrainedTokenizerFast:
         ValueError: naming the missing special token(s).
     """
     tokenizer = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
-    missing = [name for name in ("mask_token", "pad_token", "cls_token", "sep_token")
-               if getattr(tokenizer, name) is None]
+    missing = [
+        name
+        for name in ("mask_token", "pad_token", "cls_token", "sep_token")
+        if getattr(tokenizer, name) is None
+    ]
     if missing:
         raise ValueError(f"tokenizer {name_or_path!r} lacks {missing}: MLM pre-training needs all four")
     return tokenizer

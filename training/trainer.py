@@ -23,8 +23,20 @@ from training.phase_data import PlannedBatchSampler
 from training.recipe import PhaseConfig
 from training.schedules import WSDSchedule, wsd_scheduler
 
-_COUNTERS = ("real_tokens", "slots", "rows", "maskable", "selected", "spans", "guided_sequences",
-             "guided_spans", "labelled", "correct", "flops", "micro_batches")
+_COUNTERS = (
+    "real_tokens",
+    "slots",
+    "rows",
+    "maskable",
+    "selected",
+    "spans",
+    "guided_sequences",
+    "guided_spans",
+    "labelled",
+    "correct",
+    "flops",
+    "micro_batches",
+)
 
 
 class RexBertTrainer(Trainer):
@@ -37,9 +49,15 @@ class RexBertTrainer(Trainer):
         phase_packing_efficiency: real tokens / slots of the phase's packed rows (logged).
     """
 
-    def __init__(self, *args, phase: PhaseConfig, batch_plan: list[list[int]],
-                 peak_flops: float | None = None, phase_packing_efficiency: float | None = None,
-                 **kwargs) -> None:
+    def __init__(
+        self,
+        *args,
+        phase: PhaseConfig,
+        batch_plan: list[list[int]],
+        peak_flops: float | None = None,
+        phase_packing_efficiency: float | None = None,
+        **kwargs,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.phase = phase
         self.batch_plan = batch_plan
@@ -54,9 +72,13 @@ class RexBertTrainer(Trainer):
     def create_optimizer(self, model=None):
         if self.optimizer is None:
             model = model or self.model
-            self.optimizer = StableAdamW(param_groups(model, self.phase.weight_decay), lr=self.phase.lr,
-                                         betas=tuple(self.phase.betas), eps=self.phase.eps,
-                                         weight_decay=self.phase.weight_decay)
+            self.optimizer = StableAdamW(
+                param_groups(model, self.phase.weight_decay),
+                lr=self.phase.lr,
+                betas=tuple(self.phase.betas),
+                eps=self.phase.eps,
+                weight_decay=self.phase.weight_decay,
+            )
         return self.optimizer
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
@@ -73,8 +95,12 @@ class RexBertTrainer(Trainer):
 
     # -- data --------------------------------------------------------------------------------
     def get_train_dataloader(self) -> DataLoader:
-        loader = DataLoader(self.train_dataset, batch_sampler=PlannedBatchSampler(self.batch_plan),
-                            collate_fn=self.data_collator, num_workers=self.args.dataloader_num_workers)
+        loader = DataLoader(
+            self.train_dataset,
+            batch_sampler=PlannedBatchSampler(self.batch_plan),
+            collate_fn=self.data_collator,
+            num_workers=self.args.dataloader_num_workers,
+        )
         return self.accelerator.prepare(loader)
 
     # -- loss and metrics --------------------------------------------------------------------
@@ -98,12 +124,24 @@ class RexBertTrainer(Trainer):
             self._counters["correct"] += (logits.argmax(-1) == labels[labelled_mask]).sum()
             self._counters["labelled"] += n_local
         if stats is not None and model.training:
-            for key in ("real_tokens", "slots", "rows", "maskable", "selected", "spans", "guided_sequences",
-                        "guided_spans"):
+            for key in (
+                "real_tokens",
+                "slots",
+                "rows",
+                "maskable",
+                "selected",
+                "spans",
+                "guided_sequences",
+                "guided_spans",
+            ):
                 self._counters[key] += stats[key]
             self._counters["flops"] += self.flop_counter.step(
-                stats["real_tokens"], stats["selected"], stats["global_pairs"], stats["local_pairs"],
-                sparse_head=getattr(self.model.config, "sparse_prediction", True))
+                stats["real_tokens"],
+                stats["selected"],
+                stats["global_pairs"],
+                stats["local_pairs"],
+                sparse_head=getattr(self.model.config, "sparse_prediction", True),
+            )
             self._counters["micro_batches"] += 1
         return (loss, outputs) if return_outputs else loss
 
@@ -115,13 +153,15 @@ class RexBertTrainer(Trainer):
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs and self._counters["micro_batches"] > 0:
-            values = torch.tensor([float(self._counters[k]) for k in _COUNTERS], dtype=torch.float64,
-                                  device=self.args.device)
+            values = torch.tensor(
+                [float(self._counters[k]) for k in _COUNTERS], dtype=torch.float64, device=self.args.device
+            )
             values = self.accelerator.reduce(values, reduction="sum")  # every process logs at the same steps
             c = dict(zip(_COUNTERS, values.tolist()))
             elapsed = max(1e-9, time.perf_counter() - self._last_log_time)
-            steps = c["micro_batches"] / max(1, self.args.gradient_accumulation_steps
-                                               * self.accelerator.num_processes)
+            steps = c["micro_batches"] / max(
+                1, self.args.gradient_accumulation_steps * self.accelerator.num_processes
+            )
             logs["masked_accuracy"] = round(c["correct"] / max(1.0, c["labelled"]), 4)
             logs["tokens_per_second"] = round(c["real_tokens"] / elapsed, 1)
             logs["batch_rows"] = round(c["rows"] / max(1.0, steps), 2)

@@ -18,10 +18,15 @@ TINY_OVERRIDES = [
 ]
 _PHASES = (("phase1", 3000, 64, 8), ("phase2", 1500, 128, 4), ("phase3", 4000, 128, 4))
 for _phase, _tokens, _seq, _batch in _PHASES:
-    TINY_OVERRIDES += [f"{_phase}.tokens={_tokens}", f"{_phase}.max_seq_len={_seq}",
-                       f"{_phase}.batch_size={_batch}", f"{_phase}.micro_batch_size={_batch // 2}",
-                       f"{_phase}.logging_steps=1", f"{_phase}.save_steps=3",
-                       f"{_phase}.batch_warmup_tokens=0"]
+    TINY_OVERRIDES += [
+        f"{_phase}.tokens={_tokens}",
+        f"{_phase}.max_seq_len={_seq}",
+        f"{_phase}.batch_size={_batch}",
+        f"{_phase}.micro_batch_size={_batch // 2}",
+        f"{_phase}.logging_steps=1",
+        f"{_phase}.save_steps=3",
+        f"{_phase}.batch_warmup_tokens=0",
+    ]
 
 
 def args(out, *extra):

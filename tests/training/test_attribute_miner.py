@@ -3,7 +3,7 @@ from training.tokenizer import train_bpe_tokenizer
 
 
 def _kinds(text, miner):
-    return {text[s.start:s.end]: s.kind for s in miner.mine(text)}
+    return {text[s.start : s.end]: s.kind for s in miner.mine(text)}
 
 
 def test_mines_each_kind():
@@ -43,4 +43,4 @@ def test_char_spans_map_to_token_spans():
     assert len(token_spans) == len(spans) == 2
     for (a, b), span in zip(token_spans, spans):
         decoded = tok.decode(enc["input_ids"][a:b]).strip()
-        assert decoded == text[span.start:span.end]
+        assert decoded == text[span.start : span.end]

@@ -21,8 +21,11 @@ def test_local_formats_and_whitespace_drop(tmp_path):
 
 def test_real_sources(data_dir):
     icecat_path = str(data_dir / "icecat_products_chorus/icecat_text.parquet")
-    icecat = load_source(SourceConfig(name="icecat", path=icecat_path,
-                                      text_fields=["title", "short_description"], max_docs=100))
+    icecat = load_source(
+        SourceConfig(
+            name="icecat", path=icecat_path, text_fields=["title", "short_description"], max_docs=100
+        )
+    )
     assert len(icecat.texts) == 100 and "\n" in icecat.texts[0]
     books = load_source(SourceConfig(name="gb", path=str(data_dir / "gutenberg_nltk/gutenberg.zip")))
     assert len(books.texts) > 500 and max(len(t) for t in books.texts) < 50_000
@@ -35,8 +38,13 @@ def test_clear_errors(tmp_path, data_dir):
     with pytest.raises(DataError, match="no usable document.*3 whitespace-only"):
         load_source(SourceConfig(name="e", path=str(tmp_path / "empty.txt"), doc_per_line=True))
     with pytest.raises(DataError, match="text field 'body' not in"):
-        load_source(SourceConfig(name="f", path=str(data_dir / "icecat_products_chorus/icecat_text.parquet"),
-                                 text_fields=["body"]))
+        load_source(
+            SourceConfig(
+                name="f",
+                path=str(data_dir / "icecat_products_chorus/icecat_text.parquet"),
+                text_fields=["body"],
+            )
+        )
     (tmp_path / "bad.parquet").write_bytes(b"not parquet")
     with pytest.raises(DataError, match="cannot read"):
         load_source(SourceConfig(name="b", path=str(tmp_path / "bad.parquet")))

@@ -105,8 +105,10 @@ def test_guided_fraction_is_per_batch_share():
 def test_same_seed_same_mask_and_invalid_config():
     masker = SpanMasker(MaskingConfig(), MASK, SPECIALS, VOCAB)
     ids = np.random.default_rng(0).integers(10, VOCAB, size=(2, 64))
-    a, b = (masker.mask_batch(ids, np.ones_like(ids), None, [np.random.default_rng(s) for s in (5, 6)])
-            for _ in range(2))
+    a, b = (
+        masker.mask_batch(ids, np.ones_like(ids), None, [np.random.default_rng(s) for s in (5, 6)])
+        for _ in range(2)
+    )
     assert (a[0] == b[0]).all() and (a[1] == b[1]).all()
     with pytest.raises(ValueError, match="mlm_probability"):
         MaskingConfig(mlm_probability=1.5)

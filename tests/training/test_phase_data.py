@@ -21,7 +21,7 @@ def test_plan_batches_warmup_and_processes():
     plan, steps = plan_batches(_rows(200), phase, world_size=2)
     sizes = [len(b) for b in plan]
     # grad_accum = 16 / (4·2) = 2 → 4 micro-batches per step, all of one size within a step
-    per_step = [sizes[i:i + 4] for i in range(0, len(sizes), 4)]
+    per_step = [sizes[i : i + 4] for i in range(0, len(sizes), 4)]
     assert len(per_step) == steps and all(len(set(s)) == 1 for s in per_step)
     assert per_step[0][0] == 1 and per_step[-1][0] == 4
     assert [s[0] for s in per_step] == sorted(s[0] for s in per_step)
@@ -33,16 +33,31 @@ def test_plan_batches_warmup_and_processes():
 
 def test_build_phase_data_and_collate(data_dir):
     icecat_path = str(data_dir / "icecat_products_chorus/icecat_text.parquet")
-    icecat = load_source(SourceConfig(name="icecat", path=icecat_path,
-                                      text_fields=["title", "short_description"], max_docs=400,
-                                      mine_attributes=True))
-    wiki = load_source(SourceConfig(name="wiki", path=str(data_dir / "wikitext2_raw_test/wiki.test.raw"),
-                                    doc_per_line=True, max_docs=400))
+    icecat = load_source(
+        SourceConfig(
+            name="icecat",
+            path=icecat_path,
+            text_fields=["title", "short_description"],
+            max_docs=400,
+            mine_attributes=True,
+        )
+    )
+    wiki = load_source(
+        SourceConfig(
+            name="wiki",
+            path=str(data_dir / "wikitext2_raw_test/wiki.test.raw"),
+            doc_per_line=True,
+            max_docs=400,
+        )
+    )
     tok = train_bpe_tokenizer(wiki.texts + icecat.texts, vocab_size=1000)
     miner = AttributeMiner().fit(t.split("\n")[0] for t in icecat.texts)
-    phase = PhaseConfig(tokens=20000, max_seq_len=128,
-                        mixture=MixtureConfig(domain_start=0.0, domain_end=1.0),
-                        masking=MaskingConfig(mlm_probability=0.15, guided_fraction=0.5))
+    phase = PhaseConfig(
+        tokens=20000,
+        max_seq_len=128,
+        mixture=MixtureConfig(domain_start=0.0, domain_end=1.0),
+        masking=MaskingConfig(mlm_probability=0.15, guided_fraction=0.5),
+    )
     data = build_phase_data([wiki], [icecat], DataConfig(buffer_docs=64), phase, tok, miner, seed=0)
     assert sum(len(r.input_ids) for r in data.rows) >= 20000 and data.packing_efficiency > 0.9
     assert data.mined_spans > 0 and set(data.docs_per_source) == {"icecat", "wiki"}
@@ -55,7 +70,7 @@ def test_build_phase_data_and_collate(data_dir):
     realised = data.realised_domain_share
     assert sum(realised[:3]) + 0.5 < sum(realised[-3:]), realised
     # annealing: the domain share of rows grows along the phase
-    first, last = data.rows[: len(data.rows) // 3], data.rows[-len(data.rows) // 3:]
+    first, last = data.rows[: len(data.rows) // 3], data.rows[-len(data.rows) // 3 :]
     assert sum(bool(r.spans) for r in last) > sum(bool(r.spans) for r in first)
     again = build_phase_data([wiki], [icecat], DataConfig(buffer_docs=64), phase, tok, miner, seed=0)
     assert [r.input_ids for r in again.rows] == [r.input_ids for r in data.rows]  # deterministic

@@ -24,8 +24,12 @@ def test_shipped_recipes_validate(name, monkeypatch):
 
 
 def test_paper_hyperparameters():
-    for name, lr, wd, size in (("micro", 3e-3, 3e-4, "micro"), ("mini", 3e-3, 3e-4, "mini"),
-                               ("base", 8e-4, 1e-5, "base"), ("large", 5e-4, 1e-5, "large")):
+    for name, lr, wd, size in (
+        ("micro", 3e-3, 3e-4, "micro"),
+        ("mini", 3e-3, 3e-4, "mini"),
+        ("base", 8e-4, 1e-5, "base"),
+        ("large", 5e-4, 1e-5, "large"),
+    ):
         recipe = load_recipe(RECIPES / f"{name}.yaml")
         assert recipe.model.size == size and recipe.phase1.lr == lr and recipe.phase1.weight_decay == wd
         assert recipe.phase1.max_seq_len == 512 and recipe.phase2.max_seq_len == 8192

@@ -32,14 +32,27 @@ def test_three_phases_hand_off_and_hub_folders(full_run):
     configs = {}
     for phase in ("phase1", "phase2", "phase3"):
         final = full_run / phase / "final"
-        for name in ("config.json", "model.safetensors", "tokenizer.json", "phase_summary.json",
-                     "modeling_rexbert.py", "configuration_rexbert.py"):
+        for name in (
+            "config.json",
+            "model.safetensors",
+            "tokenizer.json",
+            "phase_summary.json",
+            "modeling_rexbert.py",
+            "configuration_rexbert.py",
+        ):
             assert (final / name).exists(), final / name
         configs[phase] = json.loads((final / "config.json").read_text())
         summary = json.loads((final / "phase_summary.json").read_text())
         entry = summary["log_history"][-1]
-        for key in ("loss", "masked_accuracy", "tokens_per_second", "batch_rows", "packing_efficiency",
-                    "learning_rate", "guided_sequences"):
+        for key in (
+            "loss",
+            "masked_accuracy",
+            "tokens_per_second",
+            "batch_rows",
+            "packing_efficiency",
+            "learning_rate",
+            "guided_sequences",
+        ):
             assert key in entry, key
     assert configs["phase1"]["global_rope_theta"] == 10_000
     assert configs["phase2"]["global_rope_theta"] == 160_000
@@ -63,16 +76,24 @@ def test_final_folder_loads_in_a_fresh_process(full_run):
         "print(type(m).__name__)\n"
     )
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run([sys.executable, "-c", code, str(final)], cwd="/", env=env, capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(final)],
+        cwd="/",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "RexBertForMaskedLM" in done.stdout
 
 
 def test_phase_two_starts_from_phase_one(full_run, tmp_path):
     # with a vanishing LR and no decay, phase 2's final weights equal phase 1's: phase 2 loaded them
-    assert main(args(full_run, "--phase", "2", "--set", "phase2.lr=1e-12",
-                     "--set", "phase2.weight_decay=0")) == 0
+    assert (
+        main(args(full_run, "--phase", "2", "--set", "phase2.lr=1e-12", "--set", "phase2.weight_decay=0"))
+        == 0
+    )
     before = load_file(full_run / "phase1" / "final" / "model.safetensors")
     after = load_file(full_run / "phase2" / "final" / "model.safetensors")
     for name, tensor in before.items():
@@ -111,9 +132,21 @@ def test_recipe_typo_fails_before_any_work(tmp_path):
 def test_two_processes_with_accelerate(tmp_path, data_dir):
     accelerate = Path(sys.executable).with_name("accelerate")
     env = {**os.environ, "ACCELERATE_USE_CPU": "true", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    cmd = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO / "training" / "run.py"),
-           *args(tmp_path, "--phase", "1")]
+    cmd = [
+        str(accelerate),
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        str(REPO / "training" / "run.py"),
+        *args(tmp_path, "--phase", "1"),
+    ]
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     summary = json.loads((tmp_path / "phase1" / "final" / "phase_summary.json").read_text())
