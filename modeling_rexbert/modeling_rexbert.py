@@ -38,6 +38,9 @@ from transformers.modeling_outputs import (
 from .configuration_rexbert import RexBertConfig
 
 _GLOBAL, _LOCAL = "full_attention", "sliding_attention"
+# Queries per block of the blocked sliding-window kernel (None = half window). Each block attends to
+# block + window keys, so smaller blocks waste fewer scores but make more, smaller sdpa tiles.
+BLOCKED_QUERY_BLOCK: int | None = None
 
 
 # ====================================================================== unpadded batch description
@@ -193,11 +196,12 @@ class BlockedGroup:
     """
 
     block: int
+    half: int
     nblocks: int
     ntokens: int
     src: slice | torch.Tensor  # the group's tokens in the flat stream
     pad_src: torch.Tensor  # (rows,) gather index of the padded stream, rows = (nblocks + 2) * block
-    mask: torch.Tensor  # (nblocks, 1, block, 3 * block) bool
+    mask: torch.Tensor  # (nblocks, 1, block, block + 2 * half) bool
 
 
 @dataclass
@@ -243,28 +247,29 @@ class AttentionPlan:
 
 def _blocked_group(docs: list[int], seqlens: list[int], starts: list[int], half: int,
                    src: slice | torch.Tensor, device: torch.device) -> BlockedGroup:
-    block = half
+    block = BLOCKED_QUERY_BLOCK or half
+    span = block + 2 * half  # keys seen by one query block
     doc = torch.cat([torch.full((seqlens[d],), i, device=device) for i, d in enumerate(docs)])
     pos = torch.cat([torch.arange(seqlens[d], device=device) for d in docs])
     ntok = int(doc.numel())
     nblocks = -(-ntok // block)
-    rows = (nblocks + 2) * block
-    # Padded stream: [pad block | group tokens | tail padding + pad block]; pad rows carry doc id -1.
+    rows = half + nblocks * block + half
+    # Padded stream: [half pad | group tokens | tail padding | half pad]; pad rows carry doc id -1.
     doc_rows = torch.full((rows,), -1, device=device)
     pos_rows = torch.zeros(rows, dtype=torch.long, device=device)
-    doc_rows[block:block + ntok] = doc
-    pos_rows[block:block + ntok] = pos
+    doc_rows[half:half + ntok] = doc
+    pos_rows[half:half + ntok] = pos
     token_rows = torch.zeros(rows, dtype=torch.long, device=device)
-    token_rows[block:block + ntok] = (torch.arange(src.start, src.stop, device=device)
-                                      if isinstance(src, slice) else src)
-    q_row = block + torch.arange(nblocks * block, device=device).view(nblocks, block)  # (nb, blk)
-    k_row = torch.arange(nblocks, device=device)[:, None] * block + torch.arange(3 * block, device=device)
+    token_rows[half:half + ntok] = (torch.arange(src.start, src.stop, device=device)
+                                    if isinstance(src, slice) else src)
+    q_row = half + torch.arange(nblocks * block, device=device).view(nblocks, block)  # (nb, block)
+    k_row = torch.arange(nblocks, device=device)[:, None] * block + torch.arange(span, device=device)
     dq, dk = doc_rows[q_row][:, :, None], doc_rows[k_row][:, None, :]
     near = (pos_rows[q_row][:, :, None] - pos_rows[k_row][:, None, :]).abs() <= half
     mask = (dq == dk) & (dk >= 0) & near
     # Padding query rows (outputs discarded) attend to themselves so no softmax row is empty (no NaN).
     mask |= (dq < 0) & (q_row[:, :, None] == k_row[:, None, :])
-    return BlockedGroup(block, nblocks, ntok, src, token_rows, mask.unsqueeze(1))
+    return BlockedGroup(block, half, nblocks, ntok, src, token_rows, mask.unsqueeze(1))
 
 
 # ====================================================================== attention backends (one registry)
@@ -296,16 +301,16 @@ def sdpa_varlen_attention(
 
 def _blocked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: BlockedGroup,
                        dropout: float, scale: float) -> torch.Tensor:
-    heads, d, blk = q.shape[1], q.shape[2], g.block
+    heads, d, blk, half = q.shape[1], q.shape[2], g.block, g.half
     rows = g.pad_src.numel()
     if isinstance(g.src, slice):  # padding copy; its backward is a cheap slice (a gather's needs index_add)
-        pad = (0, 0, 0, 0, blk, rows - blk - g.ntokens)
+        pad = (0, 0, 0, 0, half, rows - half - g.ntokens)
         qp, kp, vp = (F.pad(t[g.src], pad) for t in (q, k, v))  # (rows, heads, d)
     else:
         qp, kp, vp = (t.index_select(0, g.pad_src) for t in (q, k, v))
-    qb = qp[blk:blk + g.nblocks * blk].view(g.nblocks, blk, heads, d).transpose(1, 2)  # (nb, heads, blk, d)
-    # Overlapping key windows as views: unfold -> (nb, heads, d, 3blk); its backward is a fused fold.
-    kb, vb = (t.unfold(0, 3 * blk, blk).permute(0, 1, 3, 2) for t in (kp, vp))  # (nb, heads, 3blk, d)
+    qb = qp[half:half + g.nblocks * blk].view(g.nblocks, blk, heads, d).transpose(1, 2)  # (nb, heads, blk, d)
+    # Overlapping key windows as views: unfold -> (nb, heads, d, span); its backward is a fused fold.
+    kb, vb = (t.unfold(0, blk + 2 * half, blk).permute(0, 1, 3, 2) for t in (kp, vp))  # (nb, heads, span, d)
     o = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=g.mask, dropout_p=dropout, scale=scale)
     return o.transpose(1, 2).reshape(-1, heads, d)[: g.ntokens]
 
