@@ -187,12 +187,12 @@ class DenseGroup:
 class BlockedGroup:
     """Sliding-window attention for documents longer than the half window, in O(tokens * window) memory.
 
-    The group's tokens are laid out as one stream with a zero-padding block in front and behind
-    (``pad_src`` gathers it from the flat tokens, pad rows point at token 0 and are masked as keys).
-    Query block p (``block`` = half window tokens) attends to key blocks p-1, p, p+1 -- overlapping
-    windows taken as a strided *view* of the stream, never copied -- and ``mask`` (nblocks, 1, block,
-    3*block) keeps keys of the same document within distance <= half. Any document's +-half window lies
-    inside its 3-block span, so documents need no alignment and no S x S matrix is ever built.
+    The group's tokens form one stream with ``half`` padding rows in front and behind (made by F.pad
+    when the tokens are adjacent, else gathered with ``pad_src``; pad rows are masked as keys). Query
+    block p (``block`` tokens) attends to the ``block + 2 * half`` keys around it -- overlapping windows
+    taken as an ``unfold`` *view* of the stream, never copied -- and ``mask`` keeps keys of the same
+    document within distance <= half. Any token's +-half window lies inside its block's key span, so
+    documents need no alignment and no S x S matrix is ever built.
     """
 
     block: int
@@ -200,7 +200,7 @@ class BlockedGroup:
     nblocks: int
     ntokens: int
     src: slice | torch.Tensor  # the group's tokens in the flat stream
-    pad_src: torch.Tensor  # (rows,) gather index of the padded stream, rows = (nblocks + 2) * block
+    pad_src: torch.Tensor  # (rows,) gather index of the padded stream, rows = nblocks * block + 2 * half
     mask: torch.Tensor  # (nblocks, 1, block, block + 2 * half) bool
 
 
@@ -607,6 +607,8 @@ class RexBertModel(RexBertPreTrainedModel):
             raise ValueError(f"input_ids must be (batch, seq_len) / inputs_embeds (batch, seq_len, hidden); "
                              f"got shape {tuple(ref.shape)}")
         B, S = ref.shape[0], ref.shape[1]
+        if position_ids is not None and position_ids.shape[0] == 1 and B > 1:
+            position_ids = position_ids.expand(B, -1)  # HF-style shared (1, S) positions
         for name, t in (("attention_mask", attention_mask), ("document_ids", document_ids),
                         ("position_ids", position_ids)):
             if t is not None and tuple(t.shape) != (B, S):
