@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -152,7 +153,11 @@ def mixed_length_batch(tok, n: int, max_len: int) -> dict[str, torch.Tensor]:
 
 
 def packed_mlm_batch(tok, rows: int, seq: int, seed: int = 0) -> dict[str, torch.Tensor]:
-    """``rows`` x ``seq`` tokens of concatenated ESCI texts (no padding) with 30% of tokens masked."""
+    """``rows`` x ``seq`` tokens of concatenated ESCI texts (no padding) with 30% of tokens masked.
+
+    Each row is treated as one sequence by both models (transformers' ModernBERT cannot separate packed
+    documents with sdpa), so the comparison is like for like.
+    """
     texts = esci_product_texts()
     stream: list[int] = []
     for ids in tok(texts, truncation=True, max_length=seq)["input_ids"]:
@@ -162,13 +167,28 @@ def packed_mlm_batch(tok, rows: int, seq: int, seed: int = 0) -> dict[str, torch
     if len(stream) < rows * seq:
         raise ValueError(f"ESCI texts hold {len(stream)} tokens, fewer than {rows}x{seq}")
     input_ids = torch.tensor(stream[: rows * seq]).view(rows, seq)
+    return mask_tokens(tok, input_ids, torch.ones_like(input_ids), seed)
+
+
+def padded_mlm_batch(tok, rows: int, seq: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """``rows`` mixed-length ESCI texts (10..seq tokens), right-padded, 30% of real tokens masked."""
+    batch = mixed_length_batch(tok, rows, seq)
+    return mask_tokens(tok, batch["input_ids"], batch["attention_mask"], seed)
+
+
+def mask_tokens(
+    tok, input_ids: torch.Tensor, attention_mask: torch.Tensor, seed: int
+) -> dict[str, torch.Tensor]:
+    """Replace MLM_PROBABILITY of the real, non-special tokens by [MASK]; labels -100 elsewhere."""
     gen = torch.Generator().manual_seed(seed)
-    special = torch.isin(input_ids, torch.tensor([tok.cls_token_id, tok.sep_token_id]))
+    special = torch.isin(input_ids, torch.tensor([tok.cls_token_id, tok.sep_token_id])) | (
+        attention_mask == 0
+    )
     masked = (torch.rand(input_ids.shape, generator=gen) < MLM_PROBABILITY) & ~special
     labels = torch.where(masked, input_ids, torch.full_like(input_ids, -100))
     return {
         "input_ids": input_ids.masked_fill(masked, tok.mask_token_id),
-        "attention_mask": torch.ones_like(input_ids),
+        "attention_mask": attention_mask,
         "labels": labels,
     }
 
@@ -226,31 +246,39 @@ def bench_forward(size: str, folder: Path, tok, cfg: Settings, impls: list[str])
 
 
 def bench_mlm(size: str, folder: Path, tok, cfg: Settings, impls: list[str]) -> list[list]:
-    batch = packed_mlm_batch(tok, cfg.mlm_batch, cfg.max_len)
-    n_labels = int((batch["labels"] != -100).sum())
+    """Packed full rows (the goal's 8x512) and, for contrast, mixed-length padded rows."""
+    inputs = {
+        "packed": packed_mlm_batch(tok, cfg.mlm_batch, cfg.max_len),
+        "padded": padded_mlm_batch(tok, cfg.mlm_batch, cfg.max_len),
+    }
     models = {impl: load_model(impl, folder, mlm=True) for impl in impls}
-    fns = {impl: mlm_step_fn(m, batch) for impl, m in models.items()}
-    losses = {impl: float(fn()) for impl, fn in fns.items()}
-    loss_diff = f"{max(losses.values()) - min(losses.values()):.1e}" if len(losses) > 1 else "-"
-    times = interleaved_timings(fns, cfg.repeats, warmup=0)
-    base = median(times["modernbert"])
-    tokens = batch["input_ids"].numel()
     rows = []
-    for impl in impls:
-        t = median(times[impl])
-        rows.append(
-            [
-                size,
-                impl,
-                f"{cfg.mlm_batch}x{cfg.max_len}",
-                n_labels,
-                f"{t:.3f}",
-                f"{tokens / t:,.0f}",
-                f"{base / t:.2f}x",
-                f"{losses[impl]:.4f}",
-                loss_diff,
-            ]
-        )
+    for kind, batch in inputs.items():
+        n_labels = int((batch["labels"] != -100).sum())
+        real = int(batch["attention_mask"].sum())
+        shape = "x".join(map(str, batch["input_ids"].shape))
+        fns = {impl: mlm_step_fn(m, batch) for impl, m in models.items()}
+        losses = {impl: float(fn()) for impl, fn in fns.items()}  # also the warm-up
+        loss_diff = f"{max(losses.values()) - min(losses.values()):.1e}" if len(losses) > 1 else "-"
+        times = interleaved_timings(fns, cfg.repeats, warmup=0)
+        base = median(times["modernbert"])
+        for impl in impls:
+            t = median(times[impl])
+            rows.append(
+                [
+                    size,
+                    kind,
+                    impl,
+                    shape,
+                    real,
+                    n_labels,
+                    f"{t:.3f}",
+                    f"{real / t:,.0f}",
+                    f"{base / t:.2f}x",
+                    f"{losses[impl]:.4f}",
+                    loss_diff,
+                ]
+            )
     return rows
 
 
@@ -286,6 +314,7 @@ def bench_memory(size: str, folder: Path, cfg: Settings, impls: list[str]) -> li
         res = {}
         for impl in impls:  # one fresh process per (impl, seq); alternate order per seq
             args = ["--worker-memory", impl, "--checkpoint", str(folder), "--seq", str(seq)]
+            args += ["--threads", str(torch.get_num_threads())]
             res[impl] = run_json_subprocess("benchmarks.bench_encoder", args)
         for impl in impls:
             r, b = res[impl], res["modernbert"]
@@ -360,6 +389,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--mlm-sizes", help="sizes for the mlm step (default: --sizes)")
     p.add_argument("--impls", default="auto", help="auto (both if modeling_rexbert imports), or a comma list")
     p.add_argument("--profile", action="store_true", help="print torch.profiler op tables instead of timing")
+    p.add_argument("--max-len", type=int, default=512, help="longest text / MLM row length (default 512)")
+    p.add_argument("--batch-texts", type=int, default=32, help="texts in the forward batch (default 32)")
+    p.add_argument("--mlm-batch", type=int, default=8, help="rows of the MLM step (default 8)")
+    p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice, = cores)")
     p.add_argument("--json", type=Path, help="also write all rows as JSON here")
     # internal: one memory measurement in this (fresh) process
     p.add_argument("--worker-memory", choices=IMPLS, help=argparse.SUPPRESS)
@@ -386,7 +419,14 @@ def settings_from(args: argparse.Namespace) -> Settings:
     for s in scenarios:
         if s not in ("forward", "mlm", "memory"):
             raise SystemExit(f"--scenarios: unknown scenario {s!r}; expected forward, mlm, memory")
-    cfg = Settings(sizes=sizes, scenarios=scenarios, repeats=args.repeats or (3 if quick else 5))
+    cfg = Settings(
+        sizes=sizes,
+        scenarios=scenarios,
+        repeats=args.repeats or (3 if quick else 5),
+        batch_texts=args.batch_texts,
+        max_len=args.max_len,
+        mlm_batch=args.mlm_batch,
+    )
     if quick:
         cfg.memory_seqs = (512, 2048)
     if args.memory_seqs:
@@ -398,6 +438,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     quiet_transformers()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.worker_memory:
         print(json.dumps(memory_worker(args.worker_memory, args.checkpoint, args.seq)))
         return 0
@@ -439,10 +481,33 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def code_version(path: str = "modeling_rexbert") -> str:
+    """Last commit touching ``path`` (+ "-dirty" with local edits): results depend on the encoder."""
+    import subprocess
+
+    root = Path(__file__).parents[1]
+    try:
+        head = subprocess.run(
+            ["git", "log", "-1", "--format=%h", "--", path],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", path], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("-dirty" if dirty else "")
+
+
 def render(tables: dict[str, list[list]], cfg: Settings, impls: list[str]) -> str:
     threads = torch.get_num_threads()
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     parts = [
-        f"Encoder benchmarks -- float32, CPU, {threads} torch threads, torch {torch.__version__}; "
+        f"Encoder benchmarks -- float32, {os.cpu_count()}-core CPU (load average at the end: {load}), "
+        f"{threads} torch threads, torch {torch.__version__}, {IMPLS[1]} at {code_version()}; "
         f"median of {cfg.repeats} interleaved runs; ratio = ModernBERT time / this time (higher is better)."
     ]
     if tables["forward"]:
@@ -466,7 +531,19 @@ def render(tables: dict[str, list[list]], cfg: Settings, impls: list[str]) -> st
         parts.append(
             "\n**MLM forward+backward, sparse prediction** (goal: rexbert >= 1.2x)\n\n"
             + markdown_table(
-                ["size", "impl", "shape", "labelled", "s/step", "tok/s", "speed-up", "loss", "loss diff"],
+                [
+                    "size",
+                    "input",
+                    "impl",
+                    "shape",
+                    "real tokens",
+                    "labelled",
+                    "s/step",
+                    "real tok/s",
+                    "speed-up",
+                    "loss",
+                    "loss diff",
+                ],
                 tables["mlm"],
             )
         )

@@ -60,14 +60,30 @@ def test_packed_mlm_batch_masks_30_percent(data_dir):
 
 def test_bench_encoder_runs_on_tiny_config(data_dir, capsys):
     rc = be.main(
-        ["--sizes", "tiny", "--repeats", "1", "--memory-seqs", "128", "--scenarios", "forward,mlm,memory"]
+        [
+            "--sizes",
+            "tiny",
+            "--repeats",
+            "1",
+            "--memory-seqs",
+            "128",
+            "--max-len",
+            "128",
+            "--batch-texts",
+            "8",
+            "--mlm-batch",
+            "2",
+            "--threads",
+            "1",
+        ]
     )
     assert rc == 0
     out = capsys.readouterr().out
     for title in ("Forward, mixed-length", "MLM forward+backward", "Peak RSS"):
         assert title in out
     rows = [line for line in out.splitlines() if line.startswith("| tiny")]
-    assert len(rows) >= 3 and all("modernbert" in r or "rexbert" in r for r in rows)
+    assert len(rows) >= 4 and all("modernbert" in r or "rexbert" in r for r in rows)
+    assert any("| 8x128 |" in r for r in rows) and any("| 2x128 |" in r for r in rows)
 
 
 def test_unknown_size_is_rejected():
