@@ -69,7 +69,7 @@ def relevant_scores(model, texts: Sequence[str]) -> np.ndarray:
     for i, (labs, ps) in enumerate(zip(labels, probs)):
         for lab, p in zip(labs, ps):
             if lab == "__label__1":
-                out[i] = float(p)
+                out[i] = min(1.0, max(0.0, float(p)))  # fastText can return 1.00001
     return out
 
 

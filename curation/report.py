@@ -113,7 +113,7 @@ def build_report(config: CurationConfig, paths, results: dict[str, Any]) -> dict
         "steps": steps,
         "drops": drops,
         "domains": domains,
-        "labelling": results["labels"],
+        "labelling": _without_cache_counts(results["labels"]),
         "classifiers": _classifier_summary(results["classifiers"]),
     }
     planted_file = paths.work / "demo_input" / "planted_duplicates.json"
@@ -136,6 +136,17 @@ def build_report(config: CurationConfig, paths, results: dict[str, Any]) -> dict
     write_text_atomic(paths.report / "report.md", render_markdown(report))
     write_card(config, paths, report)
     return report
+
+
+def _without_cache_counts(obj: Any) -> Any:
+    """Cache hits depend on run history (a resumed run hits more), not on the data: keep them out of the
+    report
+    so an interrupted-and-resumed run reports exactly what an uninterrupted one does."""
+    if isinstance(obj, dict):
+        return {k: _without_cache_counts(v) for k, v in obj.items() if k != "cache_hits"}
+    if isinstance(obj, list):
+        return [_without_cache_counts(v) for v in obj]
+    return obj
 
 
 def _classifier_summary(classifiers: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,55 @@
+import numpy as np
+import pytest
+from sklearn.metrics import precision_recall_fscore_support
+
+from curation.classifier import DomainClassifier, choose_threshold, prf_curve, train_domain_classifier
+from curation.config import ClassifierConfig
+
+
+def test_prf_curve_matches_sklearn():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 300)
+    scores = np.clip(y * 0.4 + rng.random(300) * 0.6, 0, 1)
+    for row in prf_curve(y, scores, np.array([0.2, 0.5, 0.8])):
+        p, r, f, _ = precision_recall_fscore_support(
+            y, (scores >= row["threshold"]).astype(int), average="binary", zero_division=0
+        )
+        assert (row["precision"], row["recall"], row["f1"]) == pytest.approx((p, r, f))
+
+
+def test_threshold_rules():
+    curve = [
+        {"threshold": 0.3, "precision": 0.7, "recall": 1.0, "f1": 0.82},
+        {"threshold": 0.5, "precision": 0.92, "recall": 0.8, "f1": 0.86},
+        {"threshold": 0.7, "precision": 0.97, "recall": 0.5, "f1": 0.66},
+    ]
+    assert choose_threshold(curve, "target_precision", 0.9) == (0.5, "precision>=0.9")
+    assert choose_threshold(curve, "target_precision", 0.99)[0] == 0.5  # unreachable: max-F1 fallback
+    assert choose_threshold(curve, "max_f1", 0.9) == (0.5, "max_f1")
+
+
+def test_train_validate_save_reload(real_texts, tmp_path):
+    commerce, other = real_texts
+    texts = commerce[:120] + other[:120]
+    labels = [1] * 120 + [0] * 120
+    ids = [f"doc{i}" for i in range(len(texts))]
+    record = train_domain_classifier(
+        "hobby", ids, texts, labels, ClassifierConfig(kfold=3), tmp_path, truth=labels
+    )
+    assert record["n_heldout"] == 48 and record["cv_folds"] == 3
+    assert record["heldout"]["precision"] >= 0.9 and record["heldout"]["recall"] >= 0.8
+    assert sum(record["score_histogram"]["counts"]) == 48
+    clf = DomainClassifier.load(tmp_path, "hobby")
+    assert clf.threshold == record["threshold"]
+    again = train_domain_classifier("hobby", ids, texts, labels, ClassifierConfig(kfold=3), tmp_path / "b")
+    assert again["calibration"] == record["calibration"]  # single-threaded training is reproducible
+    scores = clf.scores(["HP LaserJet toner cartridge, black, 2,000 pages, model CE285A", "And God said"])
+    assert scores[0] > scores[1]
+
+
+def test_single_class_labels_give_a_constant_decision(tmp_path):
+    record = train_domain_classifier(
+        "news", ["a", "b", "c"], ["x y", "y z", "z x"], [0, 0, 0], ClassifierConfig(), tmp_path
+    )
+    assert record["model_file"] is None
+    assert DomainClassifier.load(tmp_path, "news").scores(["anything"]).tolist() == [0.0]
