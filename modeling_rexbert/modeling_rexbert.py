@@ -789,6 +789,9 @@ class RexBertForSequenceClassification(RexBertPreTrainedModel):
     Loss by ``config.problem_type`` (inferred like BERT when unset): regression (MSE),
     single-label (CE) or multi-label (BCE-with-logits)."""
 
+    # The loss is a per-batch mean: Trainer must scale it for gradient accumulation itself.
+    accepts_loss_kwargs = False
+
     def __init__(self, config: RexBertConfig):
         super().__init__(config)
         self.num_labels = config.num_labels
@@ -848,6 +851,9 @@ class RexBertForSequenceClassification(RexBertPreTrainedModel):
 
 class RexBertForTokenClassification(RexBertPreTrainedModel):
     """Per-token head -> dropout -> classifier on real tokens only; logits (B, S, C), zeros at padding."""
+
+    # The loss is a per-batch mean: Trainer must scale it for gradient accumulation itself.
+    accepts_loss_kwargs = False
 
     def __init__(self, config: RexBertConfig):
         super().__init__(config)

@@ -277,3 +277,39 @@ def test_mismatched_shapes_and_labels_on_padding_raise():
     labels = ids.clone()
     with pytest.raises(ValueError, match="attention_mask == 0"):
         model(input_ids=ids, attention_mask=mask, labels=labels)
+
+
+# ---------------------------------------------------------------- misc API
+def test_num_items_in_batch_gives_summed_loss_over_given_count():
+    model = RexBertForMaskedLM(tiny_config()).eval()
+    ids, mask = right_padded([12, 7])
+    labels = ids.masked_fill((mask == 0) | (torch.rand(ids.shape) < 0.5), -100)
+    with torch.no_grad():
+        mean = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        summed = model(input_ids=ids, attention_mask=mask, labels=labels, num_items_in_batch=40).loss
+    n = int((labels != -100).sum())
+    torch.testing.assert_close(summed, mean * n / 40)
+    assert not RexBertForSequenceClassification.accepts_loss_kwargs  # Trainer scales mean losses itself
+
+
+def test_inputs_embeds_equal_input_ids():
+    model = _encoder()
+    ids, mask = right_padded([9, 4])
+    with torch.no_grad():
+        a = model(input_ids=ids, attention_mask=mask).last_hidden_state
+        b = model(inputs_embeds=model.embeddings.tok_embeddings(ids), attention_mask=mask).last_hidden_state
+    torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match="exactly one"):
+        model(input_ids=ids, inputs_embeds=model.embeddings.tok_embeddings(ids))
+
+
+def test_training_with_dropout_everywhere_is_finite_and_stochastic():
+    cfg = tiny_config(local_attention=8, attention_dropout=0.1, embedding_dropout=0.1, mlp_dropout=0.1)
+    model = RexBertForMaskedLM(cfg).train()
+    ids, mask = right_padded([40, 9])
+    labels = ids.masked_fill(mask == 0, -100)
+    a = model(input_ids=ids, attention_mask=mask, labels=labels)
+    a.loss.backward()
+    b = model(input_ids=ids, attention_mask=mask, labels=labels)
+    assert torch.isfinite(a.loss) and a.loss.item() != b.loss.item()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
