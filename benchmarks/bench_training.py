@@ -192,14 +192,11 @@ def run_hf(tokenizer, pieces, steps: int, rows: int, out: Path, budget: int):
     return model, elapsed, np.array([len(d["input_ids"]) for d in data]), None
 
 
-@torch.no_grad()
-def masked_accuracy(model, tokenizer, pieces: list[list[int]], seed: int = 123) -> float:
-    """Top-1 accuracy on identical uniform 30% masks (specials never masked), rows fed one padded batch
-    of 8 at a time with an attention mask (both models accept this)."""
-    model.eval()
+def _eval_batches(tokenizer, pieces: list[list[int]], seed: int = 123):
+    """Identical uniform 30% masks (specials never masked) in padded batches of 8 rows:
+    yields (input_ids (B, S), attention_mask (B, S), chosen (B, S) bool)."""
     rng = np.random.default_rng(seed)
-    special = {tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id}
-    correct = total = 0
+    special = torch.tensor(sorted({tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id}))
     for start in range(0, len(pieces), 8):
         chunk = pieces[start : start + 8]
         width = max(len(p) for p in chunk)
@@ -208,14 +205,33 @@ def masked_accuracy(model, tokenizer, pieces: list[list[int]], seed: int = 123) 
         for b, p in enumerate(chunk):
             ids[b, : len(p)] = torch.tensor(p)
             attn[b, : len(p)] = 1
-        maskable = attn.bool() & ~torch.isin(ids, torch.tensor(sorted(special)))
-        chosen = maskable & torch.from_numpy(rng.random(ids.shape) < 0.3)
-        inputs = ids.masked_fill(chosen, tokenizer.mask_token_id)
-        logits = model(input_ids=inputs, attention_mask=attn).logits  # (B, S, V)
+        maskable = attn.bool() & ~torch.isin(ids, special)
+        yield ids, attn, maskable & torch.from_numpy(rng.random(ids.shape) < 0.3)
+
+
+@torch.no_grad()
+def masked_accuracy(model, tokenizer, pieces: list[list[int]]) -> float:
+    """Top-1 accuracy of ``model`` on the evaluation masks (both models accept padded batches)."""
+    model.eval()
+    correct = total = 0
+    for ids, attn, chosen in _eval_batches(tokenizer, pieces):
+        logits = model(input_ids=ids.masked_fill(chosen, tokenizer.mask_token_id), attention_mask=attn).logits
         correct += int((logits[chosen].argmax(-1) == ids[chosen]).sum())
         total += int(chosen.sum())
     model.train()
     return correct / max(1, total)
+
+
+def unigram_baseline(tokenizer, train_pieces: list[list[int]], pieces: list[list[int]]) -> float:
+    """Accuracy of always predicting the most frequent training token (what an MLM learns first)."""
+    counts = np.bincount(np.concatenate([np.asarray(p) for p in train_pieces]), minlength=len(tokenizer))
+    counts[[tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id]] = 0
+    top = int(counts.argmax())
+    hits = total = 0
+    for ids, _, chosen in _eval_batches(tokenizer, pieces):
+        hits += int((ids[chosen] == top).sum())
+        total += int(chosen.sum())
+    return hits / max(1, total)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -289,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
         "peak_gflops": peak / 1e9,
         "steps": steps,
         "mean_doc_piece_tokens": mean_len,
+        "unigram_baseline_accuracy": unigram_baseline(tokenizer, pieces, eval_pieces),
         "vocab": len(tokenizer),
         "threads": torch.get_num_threads(),
     }
