@@ -1,11 +1,15 @@
 """Curation throughput vs datatrove on the same real documents, in one run (interleaved, medians).
 
-1. Cleaning chain (language ID -> Gopher -> C4 -> FineWeb quality -> fastText relevance scoring), single process:
+1. Cleaning chain (language ID -> Gopher -> C4 -> FineWeb quality -> fastText relevance scoring), single
+process:
    ours (batched lid.176, one shared tokenisation for the heuristics, batched fastText) vs datatrove's
-   LanguageFilter / GopherQualityFilter / C4QualityFilter / FineWebQualityFilter / FastTextClassifierFilter with
-   identical thresholds, the same local lid.176.ftz and the same fastText model. Ours runs twice: the fast regex
+   LanguageFilter / GopherQualityFilter / C4QualityFilter / FineWebQualityFilter /
+   FastTextClassifierFilter with
+   identical thresholds, the same local lid.176.ftz and the same fastText model. Ours runs twice: the
+   fast regex
    tokenizer, and tokenizer=spacy (datatrove's own word splitter) which must give exactly datatrove's output.
-2. MinHash near-duplicate removal (5-grams, 20 bands x 5 rows): ours (datasketch signatures + LSH) vs datatrove's
+2. MinHash near-duplicate removal (5-grams, 20 bands x 5 rows): ours (datasketch signatures + LSH) vs
+datatrove's
    four MinHash stages; kept sets compared, recall of planted near-duplicates at Jaccard >= 0.8 for both.
 
     REXBERT_DATA_DIR=../shared/data python -m benchmarks.bench_curation [--quick]
@@ -112,10 +116,10 @@ def our_dedup(texts, config):
 
 def _patch_datatrove_xxhash() -> None:
     """datatrove 0.10.1 passes ``str`` to xxhash, which xxhash 4.x rejects ("Strings must be encoded before
-    hashing"); encode as UTF-8 first (the same work our shingle hashing does) so its MinHash can run at all."""
-    import xxhash
-
+    hashing"); encode as UTF-8 first (the same work our shingle hashing does) so its MinHash can run at
+    all."""
     import datatrove.utils.hashes.xxhash as dt_xxhash
+    import xxhash
 
     dt_xxhash.xxhash32 = lambda data: xxhash.xxh32_intdigest(data.encode() if isinstance(data, str) else data)
     dt_xxhash.xxhash64 = lambda data: xxhash.xxh64_intdigest(data.encode() if isinstance(data, str) else data)
