@@ -1,16 +1,12 @@
 """Curation throughput vs datatrove on the same real documents, in one run (interleaved, medians).
 
-1. Cleaning chain (language ID -> Gopher -> C4 -> FineWeb quality -> fastText relevance scoring), single
-process:
+1. Cleaning chain (language ID -> Gopher -> C4 -> FineWeb quality -> fastText relevance scoring), one process:
    ours (batched lid.176, one shared tokenisation for the heuristics, batched fastText) vs datatrove's
-   LanguageFilter / GopherQualityFilter / C4QualityFilter / FineWebQualityFilter /
-   FastTextClassifierFilter with
-   identical thresholds, the same local lid.176.ftz and the same fastText model. Ours runs twice: the
-   fast regex
-   tokenizer, and tokenizer=spacy (datatrove's own word splitter) which must give exactly datatrove's output.
+   LanguageFilter / GopherQualityFilter / C4QualityFilter / FineWebQualityFilter / FastTextClassifierFilter
+   with identical thresholds, the same local lid.176.ftz and the same fastText model. Ours runs twice: with
+   the fast regex tokenizer, and with tokenizer=spacy (datatrove's word splitter: exactly datatrove's output).
 2. MinHash near-duplicate removal (5-grams, 20 bands x 5 rows): ours (datasketch signatures + LSH) vs
-datatrove's
-   four MinHash stages; kept sets compared, recall of planted near-duplicates at Jaccard >= 0.8 for both.
+   datatrove's four MinHash stages; kept sets compared, planted near-duplicate recall at Jaccard >= 0.8.
 
     REXBERT_DATA_DIR=../shared/data python -m benchmarks.bench_curation [--quick]
 """
