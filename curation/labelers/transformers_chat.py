@@ -45,7 +45,8 @@ class TransformersChatLabeler(Labeler):
         batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
         with torch.no_grad():
             out = model.generate(
-                **batch,
+                input_ids=batch["input_ids"],  # only ids + mask: some tokenizers add token_type_ids
+                attention_mask=batch["attention_mask"],
                 max_new_tokens=self.config.max_new_tokens,
                 do_sample=False,
                 pad_token_id=tokenizer.pad_token_id,
