@@ -78,17 +78,32 @@ def resolve_head_mode(model, mode: str = "auto") -> str:
     return "gather" if _gather_head(model) is not None else "full"
 
 
-def length_buckets(lengths: Sequence[int], max_tokens: int, max_batch: int = 256) -> list[list[int]]:
-    """Indices grouped into batches of similar length, each with (longest x count) <= ``max_tokens``."""
+def length_buckets(
+    lengths: Sequence[int], max_tokens: int, max_batch: int = 256, max_padding: float = 0.1
+) -> list[list[int]]:
+    """Indices grouped into batches of similar length.
+
+    Examples are sorted longest first and added to the current batch while (longest x count) stays
+    within ``max_tokens``, the batch has fewer than ``max_batch`` rows and padding stays below
+    ``max_padding`` of its real tokens (otherwise few examples spread over many lengths would share one
+    badly padded batch).
+    """
     order = np.argsort(-np.asarray(lengths), kind="stable")
     batches: list[list[int]] = []
     current: list[int] = []
+    real = 0
     for index in order.tolist():
-        longest = lengths[current[0]] if current else lengths[index]
-        if current and (longest * (len(current) + 1) > max_tokens or len(current) >= max_batch):
-            batches.append(current)
-            current = []
+        if current:
+            padded = lengths[current[0]] * (len(current) + 1)
+            if (
+                padded > max_tokens
+                or len(current) >= max_batch
+                or padded > (1.0 + max_padding) * (real + lengths[index])
+            ):
+                batches.append(current)
+                current, real = [], 0
         current.append(index)
+        real += lengths[index]
     if current:
         batches.append(current)
     return batches
