@@ -105,14 +105,28 @@ def test_blocked_local_attention_equals_dense_masked_reference(window, lengths):
     batch = build_varlen_batch(1, sum(lengths), qkv.device, cu_seqlens=cu)
     got, _ = sdpa_varlen_attention(*qkv.unbind(1), batch, window, 0.0, 16**-0.5)
     plan = batch.plan(window)
-    blocked = [g for g in plan.groups if isinstance(g, BlockedGroup)]
-    assert blocked, "long documents must take the blocked path"
+    blocked = [plan.blocked]
+    assert isinstance(plan.blocked, BlockedGroup), "long documents must take the blocked path"
     # Memory is linear: the mask holds block * 3 * block entries per block of queries, never S^2.
     assert blocked[0].mask.numel() <= (blocked[0].ntokens + window) * 3 * (window // 2)
     s = 0
     for n in lengths:
         ref = _dense_reference(qkv[s:s + n], window // 2)
         torch.testing.assert_close(got[s:s + n], ref, atol=ATOL, rtol=0)
+        s += n
+
+
+def test_length_buckets_equal_per_document_attention():
+    lengths = [300, 7, 250, 251, 40, 33, 1, 120]  # several buckets, some padded, one equal-length pair
+    qkv = torch.randn(sum(lengths), 3, 2, 16)
+    cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32)
+    batch = build_varlen_batch(1, sum(lengths), qkv.device, cu_seqlens=cu)
+    got, _ = sdpa_varlen_attention(*qkv.unbind(1), batch, None, 0.0, 16**-0.5)
+    plan = batch.plan(None)
+    assert 1 < len(plan.dense.buckets) < len(lengths)
+    s = 0
+    for n in lengths:
+        torch.testing.assert_close(got[s:s + n], _dense_reference(qkv[s:s + n], None), atol=ATOL, rtol=0)
         s += n
 
 
