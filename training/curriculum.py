@@ -89,8 +89,9 @@ def _model_for_phase(recipe: Recipe, phase_name: str, tokenizer, out: Path):
         config = RexBertConfig.from_pretrained(source)
         for key, value in context.items():
             setattr(config, key, value)
-        config._attn_implementation = recipe.model.attn_implementation
-        return RexBertForMaskedLM.from_pretrained(source, config=config)
+        return RexBertForMaskedLM.from_pretrained(
+            source, config=config, attn_implementation=recipe.model.attn_implementation
+        )
     ids = {
         "pad_token_id": tokenizer.pad_token_id,
         "cls_token_id": tokenizer.cls_token_id,

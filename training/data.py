@@ -181,10 +181,18 @@ def _clean(src: SourceConfig, raw: Iterator[str | None], stats: SourceStats) -> 
 def _hub_stream(src: SourceConfig):
     import datasets
 
+    def rows(dataset) -> Iterator[str | None]:
+        for i, row in enumerate(dataset):
+            if i == 0 and src.text_fields[0] not in row:  # fail on the first row, not silently
+                raise DataError(
+                    f"source {src.name!r}: text field {src.text_fields[0]!r} not in "
+                    f"{src.path} (columns: {sorted(row)})"
+                )
+            yield _join_fields(row, src.text_fields)
+
     def factory() -> Iterator[str]:
         dataset = datasets.load_dataset(src.path, src.subset, split=src.split, streaming=True)
-        stats = SourceStats()
-        yield from _clean(src, (_join_fields(row, src.text_fields) for row in dataset), stats)
+        yield from _clean(src, rows(dataset), SourceStats())
 
     return factory
 
