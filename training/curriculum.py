@@ -77,6 +77,8 @@ def _model_for_phase(recipe: Recipe, phase_name: str, tokenizer, out: Path):
         "max_position_embeddings": phase.max_position_embeddings,
         "global_rope_theta": phase.global_rope_theta,
         "local_rope_theta": phase.local_rope_theta,
+        "global_rope_scaling": phase.global_rope_scaling,
+        "local_rope_scaling": phase.local_rope_scaling,
     }
     index = PHASES.index(phase_name)
     source = recipe.model.init_from if index == 0 else str(out / PHASES[index - 1] / "final")
@@ -89,6 +91,7 @@ def _model_for_phase(recipe: Recipe, phase_name: str, tokenizer, out: Path):
         config = RexBertConfig.from_pretrained(source)
         for key, value in context.items():
             setattr(config, key, value)
+        config.validate_rexbert()  # the phase's values get the same checks as a fresh config
         return RexBertForMaskedLM.from_pretrained(
             source, config=config, attn_implementation=recipe.model.attn_implementation
         )
@@ -104,9 +107,7 @@ def _model_for_phase(recipe: Recipe, phase_name: str, tokenizer, out: Path):
         recipe.model.size,
         vocab_size=padded_vocab_size(tokenizer),
         attn_implementation=recipe.model.attn_implementation,
-        **ids,
-        **context,
-        **recipe.model.overrides,
+        **{**ids, **context, **recipe.model.overrides},  # model.overrides win over the phase defaults
     )
     torch.manual_seed(recipe.seed)
     return RexBertForMaskedLM(config)

@@ -145,6 +145,8 @@ class PhaseConfig:
         decay_shape: 1-sqrt | linear.  alpha_f: final LR multiplier.
         batch_warmup_tokens: tokens over which the batch grows from micro_batch_size to batch_size.
         global_rope_theta / local_rope_theta: RoPE bases (phase 2: global 160k).
+        global_rope_scaling / local_rope_scaling: NTK-aware RoPE scaling for the phase, e.g.
+            ``{rope_type: ntk, factor: 4.0}`` (None = none); RexBertConfig validates the mapping.
         max_position_embeddings: the model's context (>= max_seq_len).
         masking: span masking / Guided MLM settings.
         mixture: domain share over the phase.
@@ -166,6 +168,8 @@ class PhaseConfig:
     batch_warmup_tokens: int = 0
     global_rope_theta: float = 160_000.0
     local_rope_theta: float = 10_000.0
+    global_rope_scaling: dict[str, Any] | None = None
+    local_rope_scaling: dict[str, Any] | None = None
     max_position_embeddings: int = 8192
     masking: MaskingConfig = field(default_factory=MaskingConfig)
     mixture: MixtureConfig = field(default_factory=MixtureConfig)

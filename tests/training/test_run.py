@@ -90,10 +90,12 @@ def test_final_folder_loads_in_a_fresh_process(full_run):
 
 def test_phase_two_starts_from_phase_one(full_run, tmp_path):
     # with a vanishing LR and no decay, phase 2's final weights equal phase 1's: phase 2 loaded them
-    assert (
-        main(args(full_run, "--phase", "2", "--set", "phase2.lr=1e-12", "--set", "phase2.weight_decay=0"))
-        == 0
-    )
+    # (and the phase's own NTK RoPE scaling lands in its config)
+    scaling = "phase2.global_rope_scaling={rope_type: ntk, factor: 2.0}"
+    extra = ["--set", "phase2.lr=1e-12", "--set", "phase2.weight_decay=0", "--set", scaling]
+    assert main(args(full_run, "--phase", "2", *extra)) == 0
+    config = json.loads((full_run / "phase2" / "final" / "config.json").read_text())
+    assert config["global_rope_scaling"] == {"rope_type": "ntk", "factor": 2.0}
     before = load_file(full_run / "phase1" / "final" / "model.safetensors")
     after = load_file(full_run / "phase2" / "final" / "model.safetensors")
     for name, tensor in before.items():
