@@ -181,17 +181,7 @@ def run_phase(
         f"(realised per tenth: {summary['realised_domain_share']}), "
         f"mined spans {summary['mined_spans']}"
     )
-    special = [
-        i
-        for i in (
-            tokenizer.cls_token_id,
-            tokenizer.sep_token_id,
-            tokenizer.pad_token_id,
-            tokenizer.mask_token_id,
-            tokenizer.unk_token_id,
-        )
-        if i is not None
-    ]
+    special = sorted(set(tokenizer.all_special_ids))  # never masked, never a random replacement
     masker = SpanMasker(phase.masking, tokenizer.mask_token_id, special, len(tokenizer))
     collator = PackedMLMCollator(
         masker,
