@@ -159,11 +159,13 @@ class QualityConfig:
 
     Product pages are short and list-like, so a commerce run may relax ``min_doc_words`` and the line ratios.
     Set a field to null to disable that rule. ``tokenizer``: ``regex`` (a compiled emulation of spaCy's
-    English
-    tokenizer, fast) or ``spacy`` (datatrove's word splitter: decisions identical to datatrove's filters).
+    English tokenizer, fast, ~1-3% of decisions differ from datatrove's), ``spacy`` (datatrove's word
+    splitter:
+    identical decisions, slow) or ``hybrid`` (regex, re-checked with spaCy whenever a token statistic is near
+    its threshold or the text has constructs where the two tokenizers diverge: datatrove's decisions, faster).
     """
 
-    tokenizer: str = "regex"
+    tokenizer: str = "hybrid"
     gopher: bool = True
     min_doc_words: int | None = 50
     max_doc_words: int | None = 100_000

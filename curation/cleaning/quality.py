@@ -141,21 +141,52 @@ def count_sentences(words: list[str]) -> int:
     return count
 
 
+class _Borderline(Exception):
+    """A token-dependent statistic is too close to its threshold to trust the regex tokenisation."""
+
+
+# Hybrid mode: how far (in the statistic's own unit) the regex tokenisation may drift from spaCy's before a
+# decision is re-checked with spaCy. Measured on real docs: alpha ratios differ by <= ~0.04, counts by a
+# few %.
+_TOL_RATIO = 0.05
+_TOL_AVG_LEN = 0.25
+_TOL_SENTENCES = 2
+# Chunks where spaCy's prefix/suffix/infix rules and the regex disagree by more than a tolerance can absorb:
+# dash runs or sentence punctuation glued between words, and wide/CJK punctuation.
+_RISKY = re.compile(r"\S(?:--|—|[.!?;:]-)\S|\w[!?;\"()\[\]]+\w|[\u2010-\u205e\u3000-\u303f\uff00-\uffef]")
+
+
 class QualityFilter:
     """``check(text) -> (reason | None, text)``: the first failing rule's name, and the (C4-line-filtered)
-    text."""
+    text.
+
+    tokenizer ``regex``: fast spaCy emulation; ``spacy``: datatrove's word splitter (exact parity, slow);
+    ``hybrid``: regex, but any decision whose token statistic lies within a tolerance of its threshold is
+    recomputed with spaCy -- datatrove's decisions at close to regex speed (``fallbacks`` counts re-checks).
+    """
 
     def __init__(self, config: QualityConfig):
-        if config.tokenizer not in ("regex", "spacy"):
-            raise ValueError(f"cleaning.quality.tokenizer {config.tokenizer!r} is not one of regex, spacy")
+        if config.tokenizer not in ("regex", "spacy", "hybrid"):
+            raise ValueError(
+                f"cleaning.quality.tokenizer {config.tokenizer!r} is not one of regex, spacy, hybrid"
+            )
         self.c = config
-        # regex: fast spaCy emulation; spacy: datatrove's own word splitter (exact parity, ~10x slower)
-        self.words = words_of if config.tokenizer == "regex" else _spacy_words
+        self.words = _spacy_words if config.tokenizer == "spacy" else words_of
+        self._guarded = False
+        self.fallbacks = self.fast_path = 0
+
+    def _near(self, value: float, threshold: float, tol: float) -> None:
+        if self._guarded and abs(value - threshold) <= tol:
+            raise _Borderline
 
     def gopher(self, text: str, words: list[str]) -> str | None:
         c = self.c
         n_words = len(words)
         content = [w for w in words if not is_symbol_word(w)]
+        if c.min_doc_words:
+            self._near(len(content), c.min_doc_words, max(3, 0.06 * c.min_doc_words))
+        if c.max_doc_words:
+            self._near(len(content), c.max_doc_words, 0.06 * c.max_doc_words)
         if c.min_doc_words and len(content) < c.min_doc_words:
             return "gopher_short_doc"
         if c.max_doc_words and len(content) > c.max_doc_words:
@@ -163,16 +194,21 @@ class QualityFilter:
         if not content:
             return "gopher_below_avg_threshold"
         avg = sum(map(len, content)) / len(content)
+        for bound in (c.min_avg_word_length, c.max_avg_word_length):
+            if bound:
+                self._near(avg, bound, _TOL_AVG_LEN)
         if c.min_avg_word_length and avg < c.min_avg_word_length:
             return "gopher_below_avg_threshold"
         if c.max_avg_word_length and avg > c.max_avg_word_length:
             return "gopher_above_avg_threshold"
-        if c.max_symbol_word_ratio and text.count("#") / n_words > c.max_symbol_word_ratio:
+        n_hash, n_ellipsis = text.count("#"), text.count("...") + text.count("…")
+        if c.max_symbol_word_ratio and (n_hash or n_ellipsis):
+            self._near(
+                max(n_hash, n_ellipsis) / n_words, c.max_symbol_word_ratio, 0.2 * c.max_symbol_word_ratio
+            )
+        if c.max_symbol_word_ratio and n_hash / n_words > c.max_symbol_word_ratio:
             return "gopher_too_many_hashes"
-        if (
-            c.max_symbol_word_ratio
-            and (text.count("...") + text.count("…")) / n_words > c.max_symbol_word_ratio
-        ):
+        if c.max_symbol_word_ratio and n_ellipsis / n_words > c.max_symbol_word_ratio:
             return "gopher_too_many_ellipsis"
         lines = text.splitlines() or [""]
         if (
@@ -186,13 +222,16 @@ class QualityFilter:
             > c.max_ellipsis_lines_ratio
         ):
             return "gopher_too_many_end_ellipsis"
-        if (
-            c.max_non_alpha_words_ratio
-            and sum(any(ch.isalpha() for ch in w) for w in words) / n_words < c.max_non_alpha_words_ratio
-        ):
-            return "gopher_below_alpha_threshold"
-        if c.min_stop_words and len(GOPHER_STOP_WORDS.intersection(words)) < c.min_stop_words:
-            return "gopher_enough_stop_words"
+        if c.max_non_alpha_words_ratio:
+            alpha = sum(any(ch.isalpha() for ch in w) for w in words) / n_words
+            self._near(alpha, c.max_non_alpha_words_ratio, _TOL_RATIO)
+            if alpha < c.max_non_alpha_words_ratio:
+                return "gopher_below_alpha_threshold"
+        if c.min_stop_words:
+            n_stop = len(GOPHER_STOP_WORDS.intersection(words))
+            self._near(n_stop, c.min_stop_words - 0.5, 1)
+            if n_stop < c.min_stop_words:
+                return "gopher_enough_stop_words"
         return None
 
     def c4(self, text: str) -> tuple[str | None, str]:
@@ -217,6 +256,7 @@ class QualityFilter:
                 continue
             n_sentences += count_sentences(self.words(line))
             kept.append(line)
+        self._near(n_sentences, 5, _TOL_SENTENCES)
         if n_sentences < 5:
             return "too_few_sentences", text
         return None, "\n".join(kept).strip()
@@ -244,13 +284,36 @@ class QualityFilter:
                     seen.add(line)
             if dup_chars / max(1, len(text.replace("\n", ""))) > c.char_duplicates_ratio:
                 return "char_dup_ratio"
-        if c.new_line_ratio is not None and text.count("\n") / max(1, len(words)) > c.new_line_ratio:
-            return "list_ratio"
+        if c.new_line_ratio is not None:
+            ratio = text.count("\n") / max(1, len(words))
+            self._near(ratio, c.new_line_ratio, 0.1 * c.new_line_ratio)
+            if ratio > c.new_line_ratio:
+                return "list_ratio"
         return None
 
     def check(self, text: str) -> tuple[str | None, str]:
         """Order as in FineWeb: Gopher quality, then C4 (which rewrites the text), then FineWeb on the
         result."""
+        if self.c.tokenizer != "hybrid":
+            return self._check(text)
+        self._guarded = True
+        try:
+            if _RISKY.search(text):
+                raise _Borderline
+            result = self._check(text)
+            self.fast_path += 1
+            return result
+        except _Borderline:
+            self.fallbacks += 1
+            self._guarded, self.words = False, _spacy_words
+            try:
+                return self._check(text)
+            finally:
+                self.words = words_of
+        finally:
+            self._guarded = False
+
+    def _check(self, text: str) -> tuple[str | None, str]:
         if self.c.gopher:
             words = self.words(text)
             if not words:

@@ -34,13 +34,13 @@ def _decisions(texts, kind, tokenizer):
 @pytest.fixture(scope="module")
 def docs(real_texts):
     commerce, other = real_texts
-    return commerce + other
+    return commerce[:100] + other[:60] + other[-90:]  # products, Gutenberg, WikiText + Common Crawl
 
 
 @pytest.mark.parametrize("kind", ["gopher", "c4", "fineweb"])
 def test_spacy_tokenizer_reproduces_datatrove_exactly(docs, kind):
     pairs = _decisions(docs, kind, "spacy")
-    assert len(pairs) > 350
+    assert len(pairs) >= 240
     mismatches = [(i, ref, ours) for i, (ref, ours) in enumerate(pairs) if ref != ours]
     assert mismatches == []
     assert len({ref for ref, _ in pairs}) >= 2  # the sample exercises kept and dropped documents
@@ -75,5 +75,12 @@ def test_named_reasons():
         "The shop sells the lamp and the chair with a warranty to all of the customers that have "
         "asked about it. "
     ) * 8
-    assert q.check(prose)[0] == "too_few_sentences" or q.check(prose)[0] is None
+    assert q.check(prose)[0] is None
     assert q.check(prose + "\nlorem ipsum dolor sit amet, and the rest.")[0] == "lorem_ipsum"
+
+
+@pytest.mark.parametrize("kind", ["gopher", "c4", "fineweb"])
+def test_hybrid_tokenizer_keeps_datatrove_decisions(docs, kind):
+    pairs = _decisions(docs, kind, "hybrid")
+    assert all((ref is None) == (ours is None) for ref, ours in pairs)
+    assert sum(ref == ours for ref, ours in pairs) / len(pairs) >= 0.995  # reason names too, nearly always
