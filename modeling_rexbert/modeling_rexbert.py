@@ -331,9 +331,11 @@ def sdpa_varlen_attention(
 def _blocked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: BlockedGroup,
                        dropout: float, scale: float) -> torch.Tensor:
     heads, d, blk, half = q.shape[1], q.shape[2], g.block, g.half
-    # Padding copy: its backward is a cheap slice (a gather's would need a zero fill + index_add).
-    pad = (0, 0, 0, 0, half, g.nblocks * blk - g.ntokens + half)
-    qp, kp, vp = (F.pad(t, pad) for t in (q, k, v))  # (half + nblocks * blk + half, heads, d)
+    # One cat per tensor: a single pass (F.pad would zero-fill everything first), and its backward is a
+    # view (a gather's would need a zero fill + index_add).
+    front = q.new_zeros(half, heads, d)
+    back = q.new_zeros(g.nblocks * blk - g.ntokens + half, heads, d)
+    qp, kp, vp = (torch.cat((front, t, back)) for t in (q, k, v))  # (half + nblocks * blk + half, heads, d)
     qb = qp[half:half + g.nblocks * blk].view(g.nblocks, blk, heads, d).transpose(1, 2)  # (nb, heads, blk, d)
     # Overlapping key windows as views: unfold -> (nb, heads, d, span); its backward is a fused fold.
     kb, vb = (t.unfold(0, blk + 2 * half, blk).permute(0, 1, 3, 2) for t in (kp, vp))  # (nb, heads, span, d)
@@ -421,8 +423,7 @@ def apply_rope(qk: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.
 
     Works on the two halves directly instead of building rotate_half(x): less memory traffic, which
     matters on CPU where this elementwise work rivals the attention matmuls for small models."""
-    half = qk.shape[-1] // 2
-    x1, x2 = qk[..., :half], qk[..., half:]
+    x1, x2 = qk.chunk(2, dim=-1)  # chunk, not slicing: its backward is a cat, not zero-fill + copies
     r1 = torch.addcmul(x1 * cos, x2, sin, value=-1.0)
     r2 = torch.addcmul(x2 * cos, x1, sin)
     return torch.cat((r1, r2), dim=-1)
@@ -473,8 +474,9 @@ class RexBertAttention(nn.Module):
         N = x.shape[0]
         qkv = self.Wqkv(x).view(N, 3, self.num_heads, self.head_dim)  # (N, 3, heads, d)
         cos, sin = rope
-        q, k = apply_rope(qkv[:, :2], cos, sin).unbind(1)  # (N, heads, d) views, row stride 2*H
-        v = qkv[:, 2]
+        qk, v = qkv.split([2, 1], dim=1)  # split (not slicing) keeps the backward a cat, not zero-fills
+        q, k = apply_rope(qk, cos, sin).unbind(1)  # (N, heads, d) views, row stride 2*H
+        v = v.squeeze(1)
         dropout = self.config.attention_dropout if self.training else 0.0
         out, weights = ATTENTION_BACKENDS[backend](
             q, k, v, batch, self.window, dropout, self.head_dim**-0.5, self.config.deterministic_flash_attn
