@@ -444,6 +444,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(memory_worker(args.worker_memory, args.checkpoint, args.seq)))
         return 0
     cfg = settings_from(args)
+    version = code_version()  # at the start: the encoder may be edited while a long run goes on
     if args.impls == "auto":
         reason = rexbert_available()
         impls = ["modernbert"] if reason else list(IMPLS)
@@ -475,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
         for size in cfg.memory_sizes:
             if "memory" in cfg.scenarios:
                 tables["memory"] += bench_memory(size, folders[size], cfg, impls)
-    print(render(tables, cfg, impls))
+    print(render(tables, cfg, version))
     if args.json:
         args.json.write_text(json.dumps(tables, indent=1))
     return 0
@@ -502,12 +503,12 @@ def code_version(path: str = "modeling_rexbert") -> str:
     return head + ("-dirty" if dirty else "")
 
 
-def render(tables: dict[str, list[list]], cfg: Settings, impls: list[str]) -> str:
+def render(tables: dict[str, list[list]], cfg: Settings, version: str) -> str:
     threads = torch.get_num_threads()
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     parts = [
         f"Encoder benchmarks -- float32, {os.cpu_count()}-core CPU (load average at the end: {load}), "
-        f"{threads} torch threads, torch {torch.__version__}, {IMPLS[1]} at {code_version()}; "
+        f"{threads} torch threads, torch {torch.__version__}, {IMPLS[1]} at {version}; "
         f"median of {cfg.repeats} interleaved runs; ratio = ModernBERT time / this time (higher is better)."
     ]
     if tables["forward"]:
