@@ -58,32 +58,49 @@ def test_packed_mlm_batch_masks_30_percent(data_dir):
     assert bool((batch["input_ids"][labelled] == tok.mask_token_id).all())
 
 
-def test_bench_encoder_runs_on_tiny_config(data_dir, capsys):
-    rc = be.main(
-        [
-            "--sizes",
-            "tiny",
-            "--repeats",
-            "1",
-            "--memory-seqs",
-            "128",
-            "--max-len",
-            "128",
-            "--batch-texts",
-            "8",
-            "--mlm-batch",
-            "2",
-            "--threads",
-            "1",
-        ]
-    )
-    assert rc == 0
-    out = capsys.readouterr().out
-    for title in ("Forward, mixed-length", "MLM forward+backward", "Peak RSS"):
-        assert title in out
+TINY = [
+    "--sizes",
+    "tiny",
+    "--repeats",
+    "1",
+    "--max-len",
+    "128",
+    "--batch-texts",
+    "8",
+    "--mlm-batch",
+    "2",
+    "--threads",
+    "1",
+]
+
+
+def _tiny_rows(out: str) -> list[str]:
     rows = [line for line in out.splitlines() if line.startswith("| tiny")]
-    assert len(rows) >= 4 and all("modernbert" in r or "rexbert" in r for r in rows)
+    assert rows and all("modernbert" in r or "rexbert" in r for r in rows)
+    return rows
+
+
+def test_bench_encoder_forward_and_mlm_on_tiny_config(data_dir, capsys):
+    assert be.main([*TINY, "--scenarios", "forward,mlm"]) == 0
+    out = capsys.readouterr().out
+    assert "Forward, mixed-length" in out and "MLM forward+backward" in out
+    rows = _tiny_rows(out)
     assert any("| 8x128 |" in r for r in rows) and any("| 2x128 |" in r for r in rows)
+
+
+def test_memory_worker_measures_a_forward(tmp_path):
+    folder = be.make_checkpoint("tiny", _common.bert_tokenizer(), tmp_path)
+    res = be.memory_worker("modernbert", folder, seq=256)
+    assert res["impl"] == "modernbert" and res["seq"] == 256
+    assert res["peak_mib"] > 0 and res["seconds"] > 0
+
+
+@pytest.mark.slow
+def test_bench_encoder_all_scenarios_in_subprocesses(data_dir, capsys):
+    assert be.main([*TINY, "--memory-seqs", "128"]) == 0
+    out = capsys.readouterr().out
+    assert "Peak RSS" in out
+    assert any("| 128 |" in r for r in _tiny_rows(out))
 
 
 def test_unknown_size_is_rejected():
