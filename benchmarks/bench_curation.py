@@ -179,6 +179,9 @@ def main(argv: list[str] | None = None) -> int:
         "ours (regex tokenizer)": lambda: results.__setitem__(
             "regex", our_chain(texts, ids, lid, q_regex, clf)
         ),
+        "ours (tokenizer=hybrid)": lambda: results.__setitem__(
+            "hybrid", our_chain(texts, ids, lid, q_hybrid, clf)
+        ),
         "ours (tokenizer=spacy)": lambda: results.__setitem__(
             "spacy", our_chain(texts, ids, lid, q_spacy, clf)
         ),
