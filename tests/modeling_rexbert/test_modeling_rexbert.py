@@ -327,3 +327,30 @@ def test_training_with_dropout_everywhere_is_finite_and_stochastic():
     b = model(input_ids=ids, attention_mask=mask, labels=labels)
     assert torch.isfinite(a.loss) and a.loss.item() != b.loss.item()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_remote_code_files_import_only_torch_transformers_and_stdlib():
+    """The two files copied into Hub folders must not need this repository (or any other package)."""
+    import ast
+    import sys
+    from pathlib import Path
+
+    import modeling_rexbert
+
+    root = Path(modeling_rexbert.__file__).parent
+    for name in ("modeling_rexbert.py", "configuration_rexbert.py"):
+        tree = ast.parse((root / name).read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:  # relative: only the sibling configuration file
+                    assert node.module == "configuration_rexbert", (name, node.module)
+                    continue
+                modules = [node.module]
+            else:
+                continue
+            for module in modules:
+                top = module.split(".")[0]
+                assert top in {"torch", "transformers", "flash_attn"} or top in sys.stdlib_module_names, (
+                    name, module)
