@@ -354,3 +354,17 @@ def test_remote_code_files_import_only_torch_transformers_and_stdlib():
                 top = module.split(".")[0]
                 assert top in {"torch", "transformers", "flash_attn"} or top in sys.stdlib_module_names, (
                     name, module)
+
+
+@pytest.mark.parametrize("divisor", [None, 17])
+def test_fused_cross_entropy_matches_torch_loss_and_gradient(divisor):
+    from modeling_rexbert.modeling_rexbert import _cross_entropy
+
+    logits = torch.randn(9, 50, dtype=torch.float64, requires_grad=True)
+    labels = torch.randint(0, 50, (9,))
+    ours = _cross_entropy(logits, labels, -100, divisor)
+    (g_ours,) = torch.autograd.grad(ours, logits)
+    ref = F.cross_entropy(logits, labels, reduction="sum") / (divisor or 9)
+    (g_ref,) = torch.autograd.grad(ref, logits)
+    torch.testing.assert_close(ours, ref)
+    torch.testing.assert_close(g_ours, g_ref)
