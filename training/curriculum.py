@@ -18,15 +18,14 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
+from training.phase_data import process_state
 from training.recipe import PHASES, Recipe, recipe_to_dict
 
 logger = logging.getLogger("training")
 
 
 def _log(message: str) -> None:
-    from accelerate import PartialState
-
-    if PartialState().is_main_process:
+    if process_state().is_main_process:
         print(f"[rexbert train] {message}", flush=True)
 
 
@@ -47,14 +46,12 @@ def _load_sources(recipe: Recipe):
 
 
 def _tokenizer(recipe: Recipe, general, domain, out: Path):
-    from accelerate import PartialState
-
     from training.tokenizer import load_tokenizer, save_tokenizer, train_bpe_tokenizer
 
     if recipe.tokenizer.name_or_path:
         return load_tokenizer(recipe.tokenizer.name_or_path)
     folder = out / "tokenizer"
-    state = PartialState()
+    state = process_state()
     with state.main_process_first():
         if not (folder / "tokenizer.json").exists() and state.is_main_process:
             import numpy as np
@@ -128,9 +125,7 @@ def _peak_flops(recipe: Recipe, out: Path, device: torch.device, dtype: torch.dt
     if cache.exists():
         return json.loads(cache.read_text())["peak_flops"]
     peak = measure_peak_flops(device, dtype)
-    from accelerate import PartialState
-
-    if PartialState().is_main_process:
+    if process_state().is_main_process:
         _atomic_write(cache, json.dumps({"peak_flops": peak, "device": str(device), "dtype": str(dtype)}))
     _log(f"measured peak {peak / 1e9:.1f} GFLOP/s ({device}, {dtype}) for MFU")
     return peak
@@ -154,24 +149,31 @@ def run_phase(
     stop_after_steps: int | None = None,
 ) -> Path | None:
     """Train one phase; returns its final folder (None when stopped early by ``stop_after_steps``)."""
-    from accelerate import PartialState
     from transformers import TrainingArguments
 
     from training.collator import PackedMLMCollator
     from training.masking import SpanMasker
-    from training.phase_data import PackedDataset, build_phase_data, plan_batches
+    from training.phase_data import PackedDataset, build_phase_rows, plan_batches
     from training.trainer import RexBertTrainer
 
     phase = recipe.phase(phase_name)
     index = PHASES.index(phase_name)
     phase_dir = out / phase_name
     final_dir = phase_dir / "final"
-    state = PartialState()
+    state = process_state()
     model = _model_for_phase(recipe, phase_name, tokenizer, out)
-    data = build_phase_data(
-        general, domain, recipe.data, phase, tokenizer, miner, seed=recipe.data.seed * 1000 + index
+    data = build_phase_rows(
+        general,
+        domain,
+        recipe.data,
+        phase,
+        tokenizer,
+        miner,
+        seed=recipe.data.seed * 1000 + index,
+        folder=phase_dir / "rows",
+        on_build=lambda message: _log(f"{phase_name}: {message}"),
     )
-    plan, steps = plan_batches(data.rows, phase, state.num_processes)
+    plan, steps = plan_batches(data.lengths, phase, state.num_processes)
     grad_accum = phase.batch_size // (phase.micro_batch_size * state.num_processes)
     summary = data.summary()
     _log(
@@ -216,7 +218,7 @@ def run_phase(
         model=model,
         args=args,
         data_collator=collator,
-        train_dataset=PackedDataset(data.rows, index),
+        train_dataset=PackedDataset(data.dataset, index),
         processing_class=tokenizer,
         phase=phase,
         batch_plan=plan,
@@ -286,9 +288,7 @@ def run_curriculum(
 
     out = Path(recipe.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    from accelerate import PartialState
-
-    if PartialState().is_main_process:
+    if process_state().is_main_process:
         _atomic_write(out / "recipe.json", json.dumps(recipe_to_dict(recipe), indent=1))
     general, domain = _load_sources(recipe)
     tokenizer = _tokenizer(recipe, general, domain, out)

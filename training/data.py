@@ -88,6 +88,11 @@ def _files(src: SourceConfig) -> list[str] | None:
     return None
 
 
+def source_files(src: SourceConfig) -> list[str] | None:
+    """The local files a source reads (sorted), or None when ``path`` is a Hub dataset id."""
+    return _files(src)
+
+
 def _kind(path: str) -> str | None:
     lower = path.lower()
     if lower.endswith(".parquet"):

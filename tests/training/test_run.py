@@ -108,7 +108,10 @@ def test_resume_reproduces_the_uninterrupted_losses(full_run, tmp_path):
     out = tmp_path / "resumed"
     assert main(args(out, "--phase", "1", "--stop-after-steps", "3")) == 0
     assert not (out / "phase1" / "final").exists() and (out / "phase1" / "checkpoint-3").exists()
+    build = out / "phase1" / "rows" / "build.json"
+    built_at = build.stat().st_mtime_ns
     assert main(args(out, "--phase", "1", "--resume")) == 0
+    assert build.stat().st_mtime_ns == built_at  # the resumed run reused the finished on-disk rows
     resumed = _losses(out / "phase1" / "final")
     assert [s for s, _ in resumed] == [s for s, _ in reference]
     for (step, a), (_, b) in zip(reference, resumed):
@@ -154,3 +157,6 @@ def test_two_processes_with_accelerate(tmp_path, data_dir):
     summary = json.loads((tmp_path / "phase1" / "final" / "phase_summary.json").read_text())
     assert summary["train"]["train_loss"] > 0 and summary["log_history"]
     assert summary["num_processes"] == 2 and summary["steps"] > 0
+    # only rank 0 builds the phase's rows (the other process waits, then memory-maps the same file)
+    assert done.stdout.count("phase1: building") == 1, done.stdout[-3000:]
+    assert (tmp_path / "phase1" / "rows" / "build.json").exists()
