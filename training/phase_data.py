@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -217,14 +218,14 @@ def process_state():
     return PartialState(cpu=not torch.cuda.is_available())
 
 
-def _features():
+def _features(id_dtype: str = "int32"):
+    """Row schema; ``id_dtype`` is ``uint16`` when every token id fits (halves the disk cost)."""
     import datasets
 
-    ints = datasets.Sequence(datasets.Value("int32"))
     return datasets.Features(
         {
-            "input_ids": ints,
-            "doc_lengths": ints,
+            "input_ids": datasets.Sequence(datasets.Value(id_dtype)),
+            "doc_lengths": datasets.Sequence(datasets.Value("int32")),
             "spans": datasets.Sequence(datasets.Sequence(datasets.Value("int32"), length=2)),
             "length": datasets.Value("int32"),  # len(input_ids): the batch plan reads only this column
         }
@@ -242,7 +243,7 @@ def _record_batch(rows: list[PackedRow], schema):
         pa.array(np.concatenate([[0], np.cumsum(span_counts)]), pa.int32()), pairs
     )
     columns = [
-        pa.array([r.input_ids for r in rows], pa.list_(pa.int32())),
+        pa.array([r.input_ids for r in rows], schema.field("input_ids").type),
         pa.array([r.doc_lengths for r in rows], pa.list_(pa.int32())),
         spans,
         pa.array([len(r.input_ids) for r in rows], pa.int32()),
@@ -250,12 +251,16 @@ def _record_batch(rows: list[PackedRow], schema):
     return pa.RecordBatch.from_arrays(columns, schema=schema)
 
 
-def write_rows(rows: Iterator[PackedRow], path: Path, batch_tokens: int = 262_144) -> None:
+def write_rows(
+    rows: Iterator[PackedRow], path: Path, batch_tokens: int = 262_144, vocab_size: int | None = None
+) -> None:
     """Write rows to an Arrow stream file (the format ``datasets.Dataset.from_file`` memory-maps), in
-    record batches of about ``batch_tokens`` tokens so memory stays bounded whatever the row length."""
+    record batches of about ``batch_tokens`` tokens so memory stays bounded whatever the row length.
+    Token ids are stored as uint16 when ``vocab_size`` ≤ 65,536 (ModernBERT's 50,368 does), else int32."""
     import pyarrow as pa
 
-    schema = _features().arrow_schema
+    small = vocab_size is not None and vocab_size <= 1 << 16
+    schema = _features("uint16" if small else "int32").arrow_schema
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
         pending: list[PackedRow] = []
         pending_tokens = 0
@@ -364,6 +369,7 @@ def build_phase_rows(
     on_build: Callable[[str], None] | None = None,
     write_batch_tokens: int = 262_144,
     chunk_docs: int = 64,
+    poll_seconds: float = 2.0,
 ) -> PhaseRows:
     """The phase's rows on disk in ``folder``, built unless a finished build with the same fingerprint
     is there.
@@ -371,16 +377,19 @@ def build_phase_rows(
     The build streams rows into ``<folder>.tmp`` (memory bounded by the packing buffer), writes
     ``build.json`` (fingerprint + stats) last and renames the folder into place, so an interrupted
     build never looks finished and is redone from scratch. With several processes only the main one
-    builds; the others wait and then memory-map the same file. ``on_build`` receives a message when a
-    build starts; ``write_batch_tokens`` is the size of an Arrow record batch; ``chunk_docs`` the most
-    documents tokenized per call (memory is O(buffer_docs + chunk_docs + write_batch_tokens)).
+    builds; the others poll every ``poll_seconds`` for the finished build (the output folder must be
+    on a file system all processes see) and memory-map the same file.
+
+    ``on_build`` receives a message when a build starts; ``write_batch_tokens`` is the size of an Arrow
+    record batch; ``chunk_docs`` the most documents tokenized per call (build memory is
+    O(buffer_docs + chunk_docs + write_batch_tokens), independent of ``phase.tokens``).
     """
     folder = Path(folder)
     fingerprint = phase_fingerprint(general, domain, data, phase, tokenizer, miner, seed)
     state = process_state()
-    with state.main_process_first():
+    if state.is_main_process:
         found = _load_build(folder, fingerprint)
-        if found is None and state.is_main_process:
+        if found is None:
             if on_build is not None:
                 on_build(f"building {phase.tokens} tokens of packed rows into {folder}")
             tmp = folder.with_name(folder.name + ".tmp")
@@ -388,17 +397,22 @@ def build_phase_rows(
             tmp.mkdir(parents=True)
             stats = PhaseStats(max_seq_len=phase.max_seq_len)
             rows = generate_rows(general, domain, data, phase, tokenizer, miner, seed, stats, chunk_docs)
-            write_rows(rows, tmp / ROWS_FILE, write_batch_tokens)
+            write_rows(rows, tmp / ROWS_FILE, write_batch_tokens, len(tokenizer))
             info = {"fingerprint": fingerprint, "format": FORMAT_VERSION, "stats": stats.to_json()}
             (tmp / BUILD_INFO).write_text(json.dumps(info, indent=1), encoding="utf-8")
             shutil.rmtree(folder, ignore_errors=True)  # a stale build (other fingerprint)
             os.replace(tmp, folder)
             found = _load_build(folder, fingerprint)
-        if found is None:
-            raise RuntimeError(
-                f"{folder}: no finished build with fingerprint {fingerprint[:12]} "
-                "(the main process's build failed, or processes see different data/config)"
-            )
+    else:
+        # poll the file system instead of waiting in a collective: a paper-scale build takes far longer
+        # than the process group's timeout (if rank 0 dies, the launcher stops this process too)
+        found = _load_build(folder, fingerprint)
+        while found is None:
+            time.sleep(poll_seconds)
+            found = _load_build(folder, fingerprint)
+    state.wait_for_everyone()
+    if found is None:
+        raise RuntimeError(f"{folder}: the build with fingerprint {fingerprint[:12]} cannot be read back")
     return found
 
 

@@ -129,6 +129,10 @@ def test_on_disk_rows_are_memory_mapped_and_equal_the_in_memory_rows(corpus, tmp
     assert isinstance(disk.dataset.data, MemoryMappedTable)
     assert Path(disk.dataset.cache_files[0]["filename"]).parent == tmp_path / "rows"
     assert not (tmp_path / "rows.tmp").exists()
+    # a 1000-token vocabulary fits uint16: ~2 bytes per token on disk plus per-row/per-document offsets
+    assert disk.dataset.features["input_ids"].feature.dtype == "uint16"
+    size = (tmp_path / "rows" / "rows.arrow").stat().st_size
+    assert size < 3 * disk.stats.num_tokens, size
     # same rows, same order, same spans; same stats
     assert len(disk.dataset) == len(memory.rows) and disk.summary() == memory.summary()
     mem_items, disk_items = PackedDataset(memory.rows, 1), PackedDataset(disk.dataset, 1)
