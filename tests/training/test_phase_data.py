@@ -234,3 +234,77 @@ def test_a_corrupt_build_info_is_rebuilt(corpus, tmp_path):
     (tmp_path / "rows" / "build.json").write_text("{not json")
     again = build_phase_rows([wiki], [icecat], data, phase, tok, miner, 0, tmp_path / "rows")
     assert again.dataset["input_ids"] == first.dataset["input_ids"]
+
+
+_KILLED_BUILD = """
+import sys, time
+from pathlib import Path
+from training import phase_data
+from training.attribute_miner import AttributeMiner
+from training.data import load_source
+from training.recipe import DataConfig, MixtureConfig, PhaseConfig, SourceConfig
+from training.tokenizer import load_tokenizer
+
+data_dir, tok_dir, out = map(Path, sys.argv[1:4])
+icecat_path = str(data_dir / "icecat_products_chorus/icecat_text.parquet")
+icecat = load_source(SourceConfig(name="icecat", path=icecat_path,
+    text_fields=["title", "short_description"], max_docs=400, mine_attributes=True))
+wiki = load_source(SourceConfig(name="wiki", path=str(data_dir / "wikitext2_raw_test/wiki.test.raw"),
+    doc_per_line=True, max_docs=400))
+miner = AttributeMiner().fit(t.split("\\n")[0] for t in icecat.texts)
+calls, real_pack = [], phase_data.best_fit_pack
+
+def stalling_pack(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == 4:  # record batches are on disk: signal the parent, then wait to be killed
+        (out / "stalled").write_text("1")
+        time.sleep(600)
+    return real_pack(*args, **kwargs)
+
+phase_data.best_fit_pack = stalling_pack
+phase = PhaseConfig(tokens=12000, max_seq_len=128, mixture=MixtureConfig(domain_start=0.2, domain_end=0.9))
+phase_data.build_phase_rows([wiki], [icecat], DataConfig(buffer_docs=32, max_doc_tokens=300), phase,
+    load_tokenizer(str(tok_dir)), miner, 0, out / "rows", write_batch_tokens=500)
+"""
+
+
+def test_killed_build_is_redone(corpus, data_dir, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from training.tokenizer import load_tokenizer, save_tokenizer
+
+    wiki, icecat, tok, miner = corpus
+    save_tokenizer(tok, tmp_path / "tok")
+    tok = load_tokenizer(str(tmp_path / "tok"))
+    repo = Path(__file__).resolve().parents[2]
+    child = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_BUILD, str(data_dir), str(tmp_path / "tok"), str(tmp_path)],
+        cwd=repo,
+        env={**os.environ, "PYTHONPATH": str(repo), "HF_HUB_OFFLINE": "1"},
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "stalled").exists():
+            assert child.poll() is None, f"the build process exited early ({child.returncode})"
+            assert time.monotonic() < deadline, "the build did not reach its stall point"
+            time.sleep(0.2)
+        os.kill(child.pid, signal.SIGKILL)  # killed mid-build, with record batches already on disk
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert (tmp_path / "rows.tmp" / "rows.arrow").stat().st_size > 0 and not (tmp_path / "rows").exists()
+    data = DataConfig(buffer_docs=32, max_doc_tokens=300)
+    phase = PhaseConfig(
+        tokens=12000, max_seq_len=128, mixture=MixtureConfig(domain_start=0.2, domain_end=0.9)
+    )
+    done = build_phase_rows([wiki], [icecat], data, phase, tok, miner, 0, tmp_path / "rows")
+    reference = build_phase_data([wiki], [icecat], data, phase, tok, miner, seed=0)
+    assert done.dataset["input_ids"] == [r.input_ids for r in reference.rows]
+    assert done.dataset["spans"] == [[list(s) for s in r.spans] for r in reference.rows]
+    assert not (tmp_path / "rows.tmp").exists()
