@@ -288,10 +288,12 @@ def phase_fingerprint(
     tokenizer,
     miner: AttributeMiner | None,
     seed: int,
+    chunk_docs: int = 64,
 ) -> str:
     """A hash of everything the rows depend on: the data config, the phase's budget/length/mixture,
-    the seed, the tokenizer, whether a miner is used, and the size + mtime of every local source file
-    (Hub sources are identified by id/subset/split only)."""
+    the seed, the tokenizer, whether a miner is used, the tokenizer-call size (it steers the mixture
+    controller), and the size + mtime of every local source file (Hub sources are identified by
+    id/subset/split only)."""
     files = {
         s.config.name: [(p, os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in source_files(s.config) or []]
         for s in (*general, *domain)
@@ -305,6 +307,7 @@ def phase_fingerprint(
             "mixture": asdict(phase.mixture),
         },
         "seed": seed,
+        "chunk_docs": chunk_docs,
         "tokenizer": _tokenizer_digest(tokenizer),
         "miner": miner is not None,
         "files": files,
@@ -385,7 +388,7 @@ def build_phase_rows(
     O(buffer_docs + chunk_docs + write_batch_tokens), independent of ``phase.tokens``).
     """
     folder = Path(folder)
-    fingerprint = phase_fingerprint(general, domain, data, phase, tokenizer, miner, seed)
+    fingerprint = phase_fingerprint(general, domain, data, phase, tokenizer, miner, seed, chunk_docs)
     state = process_state()
     if state.is_main_process:
         found = _load_build(folder, fingerprint)
