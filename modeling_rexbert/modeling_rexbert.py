@@ -193,7 +193,8 @@ class BlockedGroup:
 
     The N tokens form one stream with ``half`` zero rows in front and behind (F.pad, masked as keys). Query
     block p (``block`` tokens) attends to the ``block + 2 * half`` keys around it -- overlapping windows
-    taken as an ``unfold`` *view* of the stream, never copied -- and ``mask`` keeps keys of the same
+    gathered with one ``index_select`` of ``key_rows`` (backward: one ``index_add_``, measured ~15% cheaper
+    per layer than an ``unfold`` view's fold backward) -- and ``mask`` keeps keys of the same
     document within distance <= half. Any token's +-half window lies inside its block's key span, so
     documents need no alignment and no S x S matrix is ever built.
     """
@@ -203,6 +204,7 @@ class BlockedGroup:
     nblocks: int
     ntokens: int
     mask: torch.Tensor  # (nblocks, 1, block, block + 2 * half) additive: 0 = attend, -inf = not
+    key_rows: torch.Tensor  # (nblocks * (block + 2 * half),) padded-stream row of every block's keys
 
 
 @dataclass
@@ -298,7 +300,7 @@ def _blocked_group(docs: list[int], seqlens: list[int], half: int, device: torch
     # Additive float mask, converted once per forward: sdpa's CPU kernel would convert a bool mask in
     # every call (measured ~13% slower per layer).
     additive = torch.zeros(mask.shape, dtype=dtype, device=device).masked_fill_(~mask, float("-inf"))
-    return BlockedGroup(block, half, nblocks, ntok, additive.unsqueeze(1))
+    return BlockedGroup(block, half, nblocks, ntok, additive.unsqueeze(1), k_row.reshape(-1))
 
 
 # ====================================================================== attention backends (one registry)
@@ -337,8 +339,10 @@ def _blocked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: Blo
     back = q.new_zeros(g.nblocks * blk - g.ntokens + half, heads, d)
     qp, kp, vp = (torch.cat((front, t, back)) for t in (q, k, v))  # (half + nblocks * blk + half, heads, d)
     qb = qp[half:half + g.nblocks * blk].view(g.nblocks, blk, heads, d).transpose(1, 2)  # (nb, heads, blk, d)
-    # Overlapping key windows as views: unfold -> (nb, heads, d, span); its backward is a fused fold.
-    kb, vb = (t.unfold(0, blk + 2 * half, blk).permute(0, 1, 3, 2) for t in (kp, vp))  # (nb, heads, span, d)
+    span = blk + 2 * half
+    # Overlapping key windows, gathered contiguous (sdpa reads them as-is; backward is one index_add_).
+    kb, vb = (t.index_select(0, g.key_rows).view(g.nblocks, span, heads, d).transpose(1, 2)
+              for t in (kp, vp))  # (nb, heads, span, d)
     o = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=g.mask, dropout_p=dropout, scale=scale)
     return o.transpose(1, 2).reshape(-1, heads, d)[: g.ntokens]
 
@@ -418,15 +422,43 @@ def rope_cos_sin(position_ids: torch.Tensor, head_dim: int, theta: float, dtype:
     return freqs.cos().to(dtype), freqs.sin().to(dtype)
 
 
+def _rotate(qk: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """NeoX rotation of (N, 2, heads, d) by the (N, 1, 1, d/2) angle tables into one new buffer.
+
+    Each half is written in place with out= / addcmul_: no torch.cat of two temporaries."""
+    out = torch.empty(qk.shape, dtype=qk.dtype, device=qk.device)
+    x1, x2 = qk.chunk(2, dim=-1)
+    o1, o2 = out.chunk(2, dim=-1)
+    torch.mul(x1, cos, out=o1).addcmul_(x2, sin, value=-1.0)  # x1 cos - x2 sin
+    torch.mul(x2, cos, out=o2).addcmul_(x1, sin)  # x2 cos + x1 sin
+    return out
+
+
+class _Rope(torch.autograd.Function):
+    """RoPE with a hand-written backward: the rotation is orthogonal, so the input gradient is the
+    output gradient rotated by -theta (R(theta)^T = R(-theta)). Autograd through the elementwise form
+    would instead save both halves and run ~6 elementwise backward ops plus slice / cat nodes."""
+
+    @staticmethod
+    def forward(ctx, qk: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(cos, sin)
+        return _rotate(qk, cos, sin)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        cos, sin = ctx.saved_tensors
+        return _rotate(grad, cos, -sin), None, None
+
+
 def apply_rope(qk: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate ``qk`` (N, 2, heads, d) NeoX style (pairs i, i + d/2); returns a new (N, 2, heads, d).
 
     Works on the two halves directly instead of building rotate_half(x): less memory traffic, which
-    matters on CPU where this elementwise work rivals the attention matmuls for small models."""
-    x1, x2 = qk.chunk(2, dim=-1)  # chunk, not slicing: its backward is a cat, not zero-fill + copies
-    r1 = torch.addcmul(x1 * cos, x2, sin, value=-1.0)
-    r2 = torch.addcmul(x2 * cos, x1, sin)
-    return torch.cat((r1, r2), dim=-1)
+    matters on CPU where this elementwise work rivals the attention matmuls for small models. The
+    angle tables are constants (no gradient flows to cos / sin)."""
+    if torch.is_grad_enabled() and qk.requires_grad:
+        return _Rope.apply(qk, cos.detach(), sin.detach())
+    return _rotate(qk, cos, sin)
 
 
 # ====================================================================== modules (ModernBERT names)
@@ -811,28 +843,28 @@ def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
 class _FusedCrossEntropy(torch.autograd.Function):
     """sum(CE) / divisor for (n, V) logits whose n labels are all valid.
 
-    F.cross_entropy stores an (n, V) log-probability tensor and its backward zero-fills another
-    (n, V) tensor before the log-softmax backward; here the forward keeps only logsumexp (n,) and the
-    backward writes softmax - onehot straight into one new buffer. For the 50k-vocabulary sparse MLM
-    head this was measured ~25% faster (decoder included) on CPU, same loss to 1e-6.
+    F.cross_entropy keeps an (n, V) log-probability tensor and its backward zero-fills another (n, V)
+    tensor before the log-softmax backward. Here the forward runs PyTorch's fused log_softmax kernel
+    (one output, no logsumexp temporaries) and keeps only that, and the backward writes
+    exp(log p) - onehot straight into one new buffer. For the 50k-vocabulary sparse MLM head this was
+    measured ~15% faster than a logsumexp formulation and ~35% faster than F.cross_entropy (decoder
+    included) on CPU, same loss to 1e-6.
     """
 
     @staticmethod
     def forward(ctx, logits: torch.Tensor, labels: torch.Tensor, divisor):
-        x = _at_least_fp32(logits)
-        lse = torch.logsumexp(x, dim=-1)  # (n,)
-        target = x.gather(1, labels[:, None]).squeeze(1)
-        ctx.save_for_backward(logits, labels, lse)
-        ctx.divisor = divisor
-        return (lse - target).sum() / divisor
+        log_probs = torch.log_softmax(_at_least_fp32(logits), dim=-1)  # (n, V)
+        ctx.save_for_backward(log_probs, labels)
+        ctx.divisor, ctx.dtype = divisor, logits.dtype
+        return -log_probs.gather(1, labels[:, None]).sum() / divisor
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
-        logits, labels, lse = ctx.saved_tensors
-        grad = torch.sub(_at_least_fp32(logits), lse[:, None]).exp_()  # softmax, (n, V)
+        log_probs, labels = ctx.saved_tensors
+        grad = log_probs.exp()  # softmax, (n, V); a new buffer, so backward can run twice
         grad[torch.arange(labels.numel(), device=grad.device), labels] -= 1.0
         grad.mul_(grad_out / ctx.divisor)
-        return grad.to(logits.dtype), None, None
+        return grad.to(ctx.dtype), None, None
 
 
 class RexBertForSequenceClassification(RexBertPreTrainedModel):

@@ -368,3 +368,69 @@ def test_fused_cross_entropy_matches_torch_loss_and_gradient(divisor):
     (g_ref,) = torch.autograd.grad(ref, logits)
     torch.testing.assert_close(ours, ref)
     torch.testing.assert_close(g_ours, g_ref)
+
+
+def test_fused_cross_entropy_passes_gradcheck_and_backward_twice():
+    from modeling_rexbert.modeling_rexbert import _FusedCrossEntropy
+
+    logits = torch.randn(4, 7, dtype=torch.float64, requires_grad=True)
+    labels = torch.tensor([0, 6, 3, 3])
+    assert torch.autograd.gradcheck(lambda x: _FusedCrossEntropy.apply(x, labels, 3), (logits,))
+    loss = _FusedCrossEntropy.apply(logits, labels, 4)
+    (g1,) = torch.autograd.grad(loss, logits, retain_graph=True)
+    (g2,) = torch.autograd.grad(loss, logits)  # the saved log-probabilities are not consumed in place
+    torch.testing.assert_close(g1, g2)
+
+
+# ---------------------------------------------------------------- RoPE custom autograd
+def _rope_reference(qk: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """transformers' ModernBERT formulation on the same angles: full-width tables and rotate_half."""
+    from transformers.models.modernbert.modeling_modernbert import apply_rotary_pos_emb
+
+    cos_full, sin_full = (torch.cat((t, t), dim=-1)[:, 0, 0][None] for t in (cos, sin))  # (1, N, d)
+    q, k = (t.transpose(0, 1)[None] for t in qk.unbind(1))  # (1, heads, N, d)
+    q, k = apply_rotary_pos_emb(q, k, cos_full, sin_full)
+    return torch.stack((q[0].transpose(0, 1), k[0].transpose(0, 1)), dim=1)  # (N, 2, heads, d)
+
+
+def test_rope_function_matches_transformers_forward_and_gradient():
+    from modeling_rexbert.modeling_rexbert import apply_rope, rope_cos_sin
+
+    pos = torch.tensor([0, 1, 2, 3, 0, 1, 7])
+    qkv = torch.randn(7, 3, 2, 8, dtype=torch.float64, requires_grad=True)
+    qk = qkv.split([2, 1], dim=1)[0]  # strided view of the fused projection, as in RexBertAttention
+    cos, sin = rope_cos_sin(pos, 8, 160.0, torch.float64)
+    ours = apply_rope(qk, cos, sin)
+    ref = _rope_reference(qkv[:, :2], cos, sin)
+    torch.testing.assert_close(ours, ref)
+    upstream = torch.randn_like(ours)
+    (g_ours,) = torch.autograd.grad(ours, qkv, upstream)
+    (g_ref,) = torch.autograd.grad(ref, qkv, upstream)
+    torch.testing.assert_close(g_ours, g_ref)
+    assert bool((g_ours[:, 2] == 0).all()), "v receives no gradient from RoPE"
+
+
+def test_rope_function_passes_gradcheck_and_inference_path_is_identical():
+    from modeling_rexbert.modeling_rexbert import _Rope, apply_rope, rope_cos_sin
+
+    pos = torch.tensor([0, 1, 5, 2])
+    cos, sin = rope_cos_sin(pos, 6, 10_000.0, torch.float64)
+    qk = torch.randn(4, 2, 3, 6, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x: _Rope.apply(x, cos, sin), (qk,))
+    with torch.no_grad():
+        plain = apply_rope(qk, cos, sin)
+    torch.testing.assert_close(apply_rope(qk, cos, sin), plain, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("window,lengths", [(16, [700]), (8, [5, 130, 9, 64, 257])])
+def test_blocked_local_attention_gradients_equal_dense_reference(window, lengths):
+    qkv = torch.randn(sum(lengths), 3, 2, 16, dtype=torch.float64, requires_grad=True)
+    cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32)
+    batch = build_varlen_batch(1, sum(lengths), qkv.device, cu_seqlens=cu)
+    assert batch.plan(window, torch.float64).blocked is not None
+    got, _ = sdpa_varlen_attention(*qkv.unbind(1), batch, window, 0.0, 16**-0.5)
+    ref = torch.cat([_dense_reference(t, window // 2) for t in qkv.split(lengths)])
+    upstream = torch.randn_like(got)
+    (g_got,) = torch.autograd.grad(got, qkv, upstream)
+    (g_ref,) = torch.autograd.grad(ref, qkv, upstream)
+    torch.testing.assert_close(g_got, g_ref, atol=1e-8, rtol=0)
