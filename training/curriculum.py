@@ -45,6 +45,15 @@ def _load_sources(recipe: Recipe):
     return general, domain
 
 
+def _miner(general, domain):
+    """The Guided-MLM attribute miner, fitted on the titles (first lines) of the in-memory sources with
+    ``mine_attributes`` (None when there is none)."""
+    from training.attribute_miner import AttributeMiner
+
+    mined = [s for s in (*general, *domain) if s.config.mine_attributes and s.texts is not None]
+    return AttributeMiner().fit(t.split("\n", 1)[0] for s in mined for t in s.texts) if mined else None
+
+
 def _tokenizer(recipe: Recipe, general, domain, out: Path):
     from training.tokenizer import load_tokenizer, save_tokenizer, train_bpe_tokenizer
 
@@ -284,16 +293,13 @@ def run_curriculum(
 
     ``stop_after_steps`` stops each phase after that many steps without writing its final folder
     (used to test resume: run again with ``resume=True``)."""
-    from training.attribute_miner import AttributeMiner
-
     out = Path(recipe.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     if process_state().is_main_process:
         _atomic_write(out / "recipe.json", json.dumps(recipe_to_dict(recipe), indent=1))
     general, domain = _load_sources(recipe)
     tokenizer = _tokenizer(recipe, general, domain, out)
-    mined = [s for s in (*general, *domain) if s.config.mine_attributes and s.texts is not None]
-    miner = AttributeMiner().fit(t.split("\n", 1)[0] for s in mined for t in s.texts) if mined else None
+    miner = _miner(general, domain)
     finals = {}
     for name in phases:
         final_dir = out / name / "final"

@@ -63,6 +63,31 @@ def test_three_phases_hand_off_and_hub_folders(full_run):
     assert summary3["data"]["mined_spans"] > 0
 
 
+def test_tiny_recipe_rows_are_memory_mapped_and_equal_the_in_memory_rows(full_run):
+    from datasets.table import MemoryMappedTable
+
+    from training.curriculum import _load_sources, _miner
+    from training.phase_data import build_phase_data, build_phase_rows
+    from training.recipe import load_recipe
+    from training.tokenizer import load_tokenizer
+
+    recipe = load_recipe(str(full_run / "recipe.json"), [])
+    general, domain = _load_sources(recipe)
+    tokenizer, miner = load_tokenizer(str(full_run / "tokenizer")), _miner(general, domain)
+    for index, phase_name in ((0, "phase1"), (2, "phase3")):
+        phase, folder = recipe.phase(phase_name), full_run / phase_name / "rows"
+        seed = recipe.data.seed * 1000 + index
+        built_at = (folder / "build.json").stat().st_mtime_ns
+        disk = build_phase_rows(general, domain, recipe.data, phase, tokenizer, miner, seed, folder)
+        assert (folder / "build.json").stat().st_mtime_ns == built_at  # the run's build, reused
+        assert isinstance(disk.dataset.data, MemoryMappedTable)
+        memory = build_phase_data(general, domain, recipe.data, phase, tokenizer, miner, seed)
+        assert disk.dataset["input_ids"] == [r.input_ids for r in memory.rows]
+        assert disk.dataset["doc_lengths"] == [r.doc_lengths for r in memory.rows]
+        assert disk.dataset["spans"] == [[list(p) for p in r.spans] for r in memory.rows]
+        assert disk.summary() == memory.summary()
+
+
 def test_final_folder_loads_in_a_fresh_process(full_run):
     final = full_run / "phase3" / "final"
     code = (
