@@ -191,7 +191,7 @@ class DenseBuckets:
 class BlockedGroup:
     """Sliding-window attention over all N tokens in O(N * window) memory.
 
-    The N tokens form one stream with ``half`` zero rows in front and behind (F.pad, masked as keys). Query
+    The N tokens form one stream with ``half`` masked key slots in front and behind. Query
     block p (``block`` tokens) attends to the ``block + 2 * half`` keys around it -- overlapping windows
     gathered with one ``index_select`` of ``key_rows`` (backward: one ``index_add_``, measured ~15% cheaper
     per layer than an ``unfold`` view's fold backward) -- and ``mask`` keeps keys of the same
@@ -204,7 +204,7 @@ class BlockedGroup:
     nblocks: int
     ntokens: int
     mask: torch.Tensor  # (nblocks, 1, block, block + 2 * half) additive: 0 = attend, -inf = not
-    key_rows: torch.Tensor  # (nblocks * (block + 2 * half),) padded-stream row of every block's keys
+    key_rows: torch.Tensor  # (nblocks * (block + 2 * half),) token (0..N-1) read by every key slot
 
 
 @dataclass
@@ -300,7 +300,8 @@ def _blocked_group(docs: list[int], seqlens: list[int], half: int, device: torch
     # Additive float mask, converted once per forward: sdpa's CPU kernel would convert a bool mask in
     # every call (measured ~13% slower per layer).
     additive = torch.zeros(mask.shape, dtype=dtype, device=device).masked_fill_(~mask, float("-inf"))
-    return BlockedGroup(block, half, nblocks, ntok, additive.unsqueeze(1), k_row.reshape(-1))
+    return BlockedGroup(block, half, nblocks, ntok, additive.unsqueeze(1),
+                        (k_row - half).clamp_(0, ntok - 1).reshape(-1))
 
 
 # ====================================================================== attention backends (one registry)
@@ -332,17 +333,15 @@ def sdpa_varlen_attention(
 
 def _blocked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: BlockedGroup,
                        dropout: float, scale: float) -> torch.Tensor:
-    heads, d, blk, half = q.shape[1], q.shape[2], g.block, g.half
-    # One cat per tensor: a single pass (F.pad would zero-fill everything first), and its backward is a
-    # view (a gather's would need a zero fill + index_add).
-    front = q.new_zeros(half, heads, d)
-    back = q.new_zeros(g.nblocks * blk - g.ntokens + half, heads, d)
-    qp, kp, vp = (torch.cat((front, t, back)) for t in (q, k, v))  # (half + nblocks * blk + half, heads, d)
-    qb = qp[half:half + g.nblocks * blk].view(g.nblocks, blk, heads, d).transpose(1, 2)  # (nb, heads, blk, d)
-    span = blk + 2 * half
-    # Overlapping key windows, gathered contiguous (sdpa reads them as-is; backward is one index_add_).
-    kb, vb = (t.index_select(0, g.key_rows).view(g.nblocks, span, heads, d).transpose(1, 2)
-              for t in (kp, vp))  # (nb, heads, span, d)
+    heads, d, blk = q.shape[1], q.shape[2], g.block
+    tail = g.nblocks * blk - g.ntokens
+    if tail:  # padding queries (outputs dropped) complete the last block
+        q = torch.cat((q, q.new_zeros(tail, heads, d)))
+    qb = q.view(g.nblocks, blk, heads, d).transpose(1, 2)  # (nb, heads, blk, d)
+    # Overlapping key windows gathered straight from the unpadded stream: no zero-padded copy of k / v
+    # (window slots outside the stream re-read a real token and are masked). Backward: one index_add_.
+    kb, vb = (t.index_select(0, g.key_rows).view(g.nblocks, -1, heads, d).transpose(1, 2)
+              for t in (k, v))  # (nb, heads, span, d)
     o = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=g.mask, dropout_p=dropout, scale=scale)
     return o.transpose(1, 2).reshape(-1, heads, d)[: g.ntokens]
 
