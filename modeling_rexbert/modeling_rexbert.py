@@ -501,7 +501,8 @@ class RexBertAttention(nn.Module):
         self.out_drop = nn.Dropout(config.attention_dropout)
 
     def forward(self, x: torch.Tensor, batch: VarlenBatch, rope: tuple[torch.Tensor, torch.Tensor],
-                backend: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+                backend: str, rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(N, H) -> (N, H), or (len(rows), H) for the given token rows only (every token is still a key)."""
         N = x.shape[0]
         qkv = self.Wqkv(x).view(N, 3, self.num_heads, self.head_dim)  # (N, 3, heads, d)
         cos, sin = rope
@@ -512,7 +513,10 @@ class RexBertAttention(nn.Module):
         out, weights = ATTENTION_BACKENDS[backend](
             q, k, v, batch, self.window, dropout, self.head_dim**-0.5, self.config.deterministic_flash_attn
         )
-        return self.out_drop(self.Wo(out.reshape(N, self.num_heads * self.head_dim))), weights
+        out = out.reshape(N, self.num_heads * self.head_dim)
+        if rows is not None:
+            out = out.index_select(0, rows)
+        return self.out_drop(self.Wo(out)), weights
 
 
 class RexBertEncoderLayer(GradientCheckpointingLayer):
@@ -527,9 +531,12 @@ class RexBertEncoderLayer(GradientCheckpointingLayer):
         self.attention_type = config.layer_types[layer_idx]
 
     def forward(self, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, batch: VarlenBatch = None,
-                backend: str = "sdpa") -> tuple[torch.Tensor, torch.Tensor | None]:
-        attn_out, weights = self.attn(self.attn_norm(hidden), batch, (cos, sin), backend)
-        hidden = hidden + attn_out
+                backend: str = "sdpa", rows: torch.Tensor | None = None,
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(N, H) -> (N, H); with ``rows`` (M,) only those tokens' outputs, (M, H): every per-token op after
+        attention (output projection, residual, MLP) then runs on M rows."""
+        attn_out, weights = self.attn(self.attn_norm(hidden), batch, (cos, sin), backend, rows)
+        hidden = (hidden if rows is None else hidden.index_select(0, rows)) + attn_out
         hidden = hidden + self.mlp(self.mlp_norm(hidden))
         return hidden, weights
 
@@ -605,10 +612,11 @@ AUTO_MAP = {
 
 @dataclass
 class _Encoded:
-    hidden: torch.Tensor  # (N, H) after final_norm
+    hidden: torch.Tensor  # (N, H) after final_norm, or (M, H) for ``rows``
     batch: VarlenBatch
     all_hidden: tuple | None
     attentions: tuple | None
+    rows: torch.Tensor | None = None  # (M,) token rows of ``hidden`` when encoded for sparse labels
 
 
 class RexBertModel(RexBertPreTrainedModel):
@@ -653,8 +661,15 @@ class RexBertModel(RexBertPreTrainedModel):
         max_seqlen: int | None = None,
         output_attentions: bool = False,
         output_hidden_states: bool = False,
+        sparse_labels: torch.Tensor | None = None,
+        ignore_index: int = -100,
     ) -> _Encoded:
-        """Run the encoder on the real tokens only; returns (N, H) states plus the batch layout."""
+        """Run the encoder on the real tokens only; returns (N, H) states plus the batch layout.
+
+        With ``sparse_labels`` (B, S), the returned states are only the M labelled tokens' (``!=
+        ignore_index``, row-major order, ``_Encoded.rows``): the last layer's output projection,
+        residual, MLP and the final norm then run on M rows (all tokens still serve as keys), unless
+        ``output_hidden_states`` needs every token's last state."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
         ref = input_ids if input_ids is not None else inputs_embeds
@@ -689,18 +704,27 @@ class RexBertModel(RexBertPreTrainedModel):
         backend = self._backend(output_attentions)
         ropes = {t: rope_cos_sin(batch.position_ids, self.config.head_dim, self.config.rope_theta_for(t),
                                  hidden.dtype) for t in set(self.config.layer_types)}
+        rows = None
+        if sparse_labels is not None:
+            rows = (batch.unpad(sparse_labels) != ignore_index).nonzero().squeeze(1)  # (M,)
         all_hidden = [hidden] if output_hidden_states else None
         attentions = [] if output_attentions else None
-        for layer in self.layers:
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
             cos, sin = ropes[layer.attention_type]
-            hidden, weights = layer(hidden, cos, sin, batch=batch, backend=backend)
+            # Rows are per-token after attention, so selecting them before the last layer's Wo / MLP
+            # gives the same values as selecting after it.
+            only = rows if i == last and all_hidden is None else None
+            hidden, weights = layer(hidden, cos, sin, batch=batch, backend=backend, rows=only)
             if all_hidden is not None:
                 all_hidden.append(hidden)
             if attentions is not None:
                 attentions.append(weights)
+        if rows is not None and (all_hidden is not None or not self.layers):
+            hidden = hidden.index_select(0, rows)
         hidden = self.final_norm(hidden)
         return _Encoded(hidden, batch, tuple(all_hidden) if all_hidden is not None else None,
-                        tuple(attentions) if attentions is not None else None)
+                        tuple(attentions) if attentions is not None else None, rows)
 
     def forward(
         self,
@@ -796,17 +820,19 @@ class RexBertForMaskedLM(RexBertPreTrainedModel):
         num_items_in_batch: int | torch.Tensor | None = None,
         **kwargs,
     ) -> MaskedLMOutput | tuple:
-        enc = self.model.encode_unpadded(
-            input_ids, attention_mask, position_ids, inputs_embeds, document_ids, cu_seqlens, max_seqlen,
-            bool(output_attentions), bool(output_hidden_states))
         ignore = self.config.sparse_pred_ignore_index
-        hidden, flat_labels = enc.hidden, None
+        sparse = labels is not None and self.config.sparse_prediction
         if labels is not None:
             _check_labels_on_padding(labels, attention_mask, ignore)
+        enc = self.model.encode_unpadded(
+            input_ids, attention_mask, position_ids, inputs_embeds, document_ids, cu_seqlens, max_seqlen,
+            bool(output_attentions), bool(output_hidden_states),
+            sparse_labels=labels if sparse else None, ignore_index=ignore)
+        hidden, flat_labels = enc.hidden, None  # hidden: (M labelled, H) when sparse
+        if labels is not None:
             flat_labels = enc.batch.unpad(labels)  # (N,)
-            if self.config.sparse_prediction:
-                keep = (flat_labels != ignore).nonzero().squeeze(1)
-                hidden, flat_labels = hidden.index_select(0, keep), flat_labels.index_select(0, keep)
+            if sparse:
+                flat_labels = flat_labels.index_select(0, enc.rows)
         logits = self.decoder(self.head(hidden))  # (N or N_labelled, V)
         loss = None
         if flat_labels is not None:

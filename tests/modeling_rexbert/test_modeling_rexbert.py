@@ -434,3 +434,47 @@ def test_blocked_local_attention_gradients_equal_dense_reference(window, lengths
     (g_got,) = torch.autograd.grad(got, qkv, upstream)
     (g_ref,) = torch.autograd.grad(ref, qkv, upstream)
     torch.testing.assert_close(g_got, g_ref, atol=1e-8, rtol=0)
+
+
+# ---------------------------------------------------------------- sparse MLM: last layer on labelled rows
+def test_sparse_mlm_loss_and_gradients_match_modernbert_sparse():
+    """The last layer's Wo / MLP and the final norm run on labelled rows only; values must not change."""
+    cfg = tiny_config(local_attention=8, sparse_prediction=True)
+    ours = RexBertForMaskedLM(cfg).train()
+    ref = ModernBertForMaskedLM(rexbert_config_to_modernbert(cfg)).train()
+    ref.config._attn_implementation = "sdpa"
+    ref.load_state_dict(ours.state_dict())
+    ids, mask = right_padded([40, 17, 29])
+    labels = torch.where(torch.rand(ids.shape) < 0.3, ids, torch.full_like(ids, -100))
+    labels[mask == 0] = -100
+    out = ours(input_ids=ids, attention_mask=mask, labels=labels)
+    out.loss.backward()
+    expected = ref(input_ids=ids, attention_mask=mask, labels=labels)
+    expected.loss.backward()
+    torch.testing.assert_close(out.logits, expected.logits, atol=ATOL, rtol=0)
+    torch.testing.assert_close(out.loss, expected.loss, atol=ATOL, rtol=0)
+    ref_grads = dict(ref.named_parameters())
+    for name, p in ours.named_parameters():
+        torch.testing.assert_close(p.grad, ref_grads[name].grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_sparse_mlm_same_with_hidden_states_and_checkpointing():
+    model = RexBertForMaskedLM(tiny_config(local_attention=8, sparse_prediction=True)).train()
+    ids, mask = right_padded([30, 10])
+    labels = torch.full_like(ids, -100)
+    labels[0, [2, 29]], labels[1, 4] = ids[0, [2, 29]], ids[1, 4]
+    runs = []
+    for hidden_states, checkpointing in ((False, False), (True, False), (False, True)):
+        model.zero_grad()
+        if checkpointing:
+            model.activation_checkpointing_enable()
+        out = model(input_ids=ids, attention_mask=mask, labels=labels, output_hidden_states=hidden_states)
+        out.loss.backward()
+        assert out.logits.shape == (3, model.config.vocab_size)
+        if hidden_states:
+            assert out.hidden_states[-1].shape == (2, 30, model.config.hidden_size)
+        runs.append((out.logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
+    for logits, grads in runs[1:]:
+        torch.testing.assert_close(logits, runs[0][0], atol=1e-6, rtol=0)
+        for n, g in grads.items():
+            torch.testing.assert_close(g, runs[0][1][n], atol=1e-6, rtol=1e-5, msg=n)
