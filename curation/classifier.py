@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,34 +31,39 @@ def fasttext_text(text: str) -> str:
 def _train(texts: Sequence[str], labels: Sequence[int], config: ClassifierConfig):
     import fasttext
 
-    fd, path = tempfile.mkstemp(suffix=".txt")
+    from curation.fasttext_train import train_in_fresh_process
+
+    workdir = tempfile.mkdtemp(prefix="rexbert_fasttext_")
+    path, model_path = os.path.join(workdir, "train.txt"), os.path.join(workdir, "model.bin")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        with open(path, "w", encoding="utf-8") as handle:
             for text, label in zip(texts, labels):
                 handle.write(f"__label__{int(label)} {fasttext_text(text)}\n")
         lr = config.lr
         for _ in range(4):
+            # thread=1: fastText's Hogwild updates make multi-threaded training non-deterministic; a fresh
+            # process: in-process training also depended on the process's history (see fasttext_train).
+            kwargs = {
+                "epoch": config.epochs,
+                "lr": lr,
+                "wordNgrams": config.word_ngrams,
+                "dim": config.dim,
+                "minCount": config.min_count,
+                "bucket": config.bucket,
+                "thread": 1,
+                "seed": config.seed,
+                "verbose": 0,
+            }
             try:
-                # thread=1: fastText's Hogwild updates make multi-threaded training non-deterministic.
-                return fasttext.train_supervised(
-                    input=path,
-                    epoch=config.epochs,
-                    lr=lr,
-                    wordNgrams=config.word_ngrams,
-                    dim=config.dim,
-                    minCount=config.min_count,
-                    bucket=config.bucket,
-                    thread=1,
-                    seed=config.seed,
-                    verbose=0,
-                )
+                train_in_fresh_process(path, model_path, kwargs)
+                return fasttext.load_model(model_path)
             except RuntimeError as error:  # "Encountered NaN": lr too high for a tiny fold; halve it
                 if "NaN" not in str(error):
                     raise
                 lr /= 2
         raise RuntimeError(f"fastText diverged (NaN) even at lr={lr * 2} on {len(texts)} examples")
     finally:
-        os.unlink(path)
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def relevant_scores(model, texts: Sequence[str]) -> np.ndarray:
