@@ -53,3 +53,38 @@ def test_single_class_labels_give_a_constant_decision(tmp_path):
     )
     assert record["model_file"] is None
     assert DomainClassifier.load(tmp_path, "news").scores(["anything"]).tolist() == [0.0]
+
+
+def test_training_does_not_depend_on_process_history(real_texts, tmp_path):
+    """Regression: fastText trained inside a busy process (pytest after the labeler ran torch) gave other
+    weights for the same file/args/seed than in a fresh interpreter, so a resumed pipeline chose other
+    thresholds and kept other documents. Here: the same small, noisy domain trained in this process after
+    torch work and in a clean subprocess must give byte-identical models and identical records."""
+    import json
+    import subprocess
+    import sys
+
+    import torch
+
+    commerce, other = real_texts
+    texts = commerce[:16] + other[:16]
+    labels = [1] * 12 + [0] * 4 + [0] * 12 + [1] * 4  # noisy, tiny folds: sensitive to any weight change
+    ids = [f"doc{i}" for i in range(len(texts))]
+    torch.manual_seed(0)
+    for _ in range(3):  # leave the process in the state a labelling stage leaves it in
+        torch.nn.functional.gelu(torch.randn(256, 384) @ torch.randn(384, 1536)).sum().item()
+    here = train_domain_classifier("hobby", ids, texts, labels, ClassifierConfig(kfold=3), tmp_path / "here")
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"ids": ids, "texts": texts, "labels": labels}))
+    script = (
+        "import json, sys\n"
+        "from curation.classifier import train_domain_classifier\n"
+        "from curation.config import ClassifierConfig\n"
+        "s = json.load(open(sys.argv[1]))\n"
+        "train_domain_classifier('hobby', s['ids'], s['texts'], s['labels'], ClassifierConfig(kfold=3),"
+        " sys.argv[2])\n"
+    )
+    subprocess.run([sys.executable, "-c", script, str(spec), str(tmp_path / "fresh")], check=True)
+    fresh = json.loads((tmp_path / "fresh" / "hobby.json").read_text())
+    assert here == fresh
+    assert (tmp_path / "here" / "hobby.bin").read_bytes() == (tmp_path / "fresh" / "hobby.bin").read_bytes()

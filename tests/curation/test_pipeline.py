@@ -153,3 +153,17 @@ def test_resume_after_sigkill_is_identical(data_dir, input_file, reference_run, 
     assert not (out / "report" / "report.json").exists()
     subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     assert outputs_digest(out) == outputs_digest(ref_out)
+
+
+@pytest.mark.slow
+def test_plain_rerun_in_fresh_process_is_identical(data_dir, input_file, reference_run, tmp_path):
+    """Two uninterrupted runs of one config (other folder, other worker count, other PYTHONHASHSEED, other
+    process) produce the same dataset and report as the in-process reference run."""
+    ref_out, _ = reference_run
+    out = tmp_path / "run_d"
+    cfg_path = tmp_path / "config.yaml"
+    cfg_path.write_text(yaml.safe_dump(small_config(data_dir, input_file, out, workers=1)))
+    cmd = [sys.executable, "-m", "rexbert_cli.main", "curate", "--config", str(cfg_path)]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONHASHSEED="1")
+    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert outputs_digest(out) == outputs_digest(ref_out)
