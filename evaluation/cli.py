@@ -114,21 +114,18 @@ def _write(args, kind: str, records: list[dict], chart: bool = False) -> int:
     return 0
 
 
+def _config_from_args(config_cls, args: argparse.Namespace):
+    """An evaluator config from the parsed options that share its field names (the rest keep defaults)."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(config_cls)}
+    return config_cls(**{k: v for k, v in vars(args).items() if k in names})
+
+
 def _run_mlm(args) -> int:
     from evaluation.mlm_recovery import MLMRecoveryConfig, run_mlm
 
-    cfg = MLMRecoveryConfig(
-        protocol=args.protocol,
-        fields=args.fields,
-        block_sizes=args.block_sizes,
-        packing=args.packing,
-        mask_probability=args.mask_probability,
-        top_k=args.top_k,
-        seed=args.seed,
-        max_texts=args.max_texts,
-        max_tokens=args.max_tokens,
-        head=args.head,
-    )
+    cfg = _config_from_args(MLMRecoveryConfig, args)
     records = run_mlm(
         args.models,
         cfg,
@@ -144,16 +141,7 @@ def _run_mlm(args) -> int:
 def _run_esci(args) -> int:
     from evaluation.esci_similarity import SimilarityConfig, run_similarity
 
-    cfg = SimilarityConfig(
-        task=args.task,
-        folds=args.folds,
-        epochs=args.epochs,
-        learning_rate=args.learning_rate,
-        batch_size=args.batch_size,
-        max_seq_length=args.max_seq_length,
-        max_pairs=args.max_pairs,
-        seed=args.seed,
-    )
+    cfg = _config_from_args(SimilarityConfig, args)
     records = run_similarity(
         args.models,
         cfg,
