@@ -212,7 +212,8 @@ def read_yaml(path: str | os.PathLike) -> dict:
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        raise ConfigError(f"{path}: invalid YAML{where}: {getattr(error, 'problem', None) or error}") from None
+        problem = getattr(error, "problem", None) or error
+        raise ConfigError(f"{path}: invalid YAML{where}: {problem}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -222,7 +223,7 @@ def read_yaml(path: str | os.PathLike) -> dict:
 
 def load_config(path: str | os.PathLike, cls: type[T], overrides: list[str] | None = None,
                 validate: Callable[[T, str], None] | None = None) -> T:
-    """Read ``path``, apply ``--set`` overrides, build ``cls`` and run the cross-field ``validate(obj, source)``."""
+    """Read ``path``, apply ``--set`` overrides, build ``cls``, then run ``validate(config, source)``."""
     source = str(path)
     data = apply_overrides(read_yaml(path), overrides or [], source)
     config = config_from_dict(cls, data, source)
