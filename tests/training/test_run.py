@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from tests.training._tiny import args
+from training.checkpoints import ResumeError
 from training.run import main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -118,7 +119,11 @@ def test_phase_two_starts_from_phase_one(full_run, tmp_path):
     # (and the phase's own NTK RoPE scaling lands in its config)
     scaling = "phase2.global_rope_scaling={rope_type: ntk, factor: 2.0}"
     extra = ["--set", "phase2.lr=1e-12", "--set", "phase2.weight_decay=0", "--set", scaling]
-    assert main(args(full_run, "--phase", "2", *extra)) == 0
+    # phase 2 already ran in this folder: rerunning it silently would discard that run
+    with pytest.raises(ResumeError, match=r"phase2 already holds a run \(checkpoint-\d+.*--resume.*--overwrite"):
+        main(args(full_run, "--phase", "2", *extra))
+    assert (full_run / "phase2" / "final" / "config.json").exists()
+    assert main(args(full_run, "--phase", "2", "--overwrite", *extra)) == 0
     config = json.loads((full_run / "phase2" / "final" / "config.json").read_text())
     assert config["global_rope_scaling"] == {"rope_type": "ntk", "factor": 2.0}
     before = load_file(full_run / "phase1" / "final" / "model.safetensors")
