@@ -12,7 +12,7 @@ from training import curriculum
 from training.recipe import recipe_from_dict
 from training.tokenizer import train_bpe_tokenizer
 
-WORDS = "red blue cotton shirt laptop sleeve size large small steel bottle brand model cable phone case".split()  # noqa: SIM905
+WORDS = "red blue cotton shirt laptop sleeve size large small steel bottle brand model cable phone".split()  # noqa: SIM905
 
 
 @pytest.fixture(scope="module")
