@@ -76,3 +76,26 @@ def test_fsdp_is_refused_with_a_clear_message(tmp_path, monkeypatch):
     monkeypatch.setattr(transformers.Trainer, "create_accelerator_and_postprocess", with_fsdp)
     with pytest.raises(UserError, match="FSDP is not supported .*per-shard update RMS.*use DDP"):
         _trainer(tmp_path)
+
+
+def test_a_phase_continues_from_the_previous_phases_optimizer_moments(tmp_path):
+    import torch
+
+    previous = _trainer(tmp_path / "previous")
+    previous.create_optimizer()
+    for p in previous.model.parameters():  # a non-trivial state: one step on random gradients
+        p.grad = torch.randn_like(p)
+    previous.optimizer.step()
+    checkpoint = tmp_path / "phase1" / "checkpoint-2"
+    checkpoint.mkdir(parents=True)
+    torch.save(previous.optimizer.state_dict(), checkpoint / "optimizer.pt")
+
+    trainer = _trainer(tmp_path / "next")
+    trainer.optimizer_state_from = checkpoint
+    optimizer = trainer.create_optimizer()
+    moments = [optimizer.state[p]["exp_avg"] for p in trainer.model.parameters()]
+    expected = [previous.optimizer.state[p]["exp_avg"] for p in previous.model.parameters()]
+    assert len(moments) == len(expected) > 0
+    for got, want in zip(moments, expected):
+        assert torch.equal(got, want)
+    assert optimizer.param_groups[0]["lr"] == trainer.phase.lr
