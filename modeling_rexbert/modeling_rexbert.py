@@ -424,7 +424,9 @@ class RexBertModel(RexBertPreTrainedModel):
         output_hidden_states = bool(
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
-        batch = self._prepare(input_ids, inputs_embeds, attention_mask, position_ids, cu_seqlens, max_seqlen)
+        batch = self._prepare(
+            input_ids, inputs_embeds, attention_mask, position_ids, cu_seqlens, max_seqlen, **kwargs
+        )
         enc = self.encode(batch, input_ids, inputs_embeds, output_attentions, output_hidden_states)
         out = BaseModelOutput(
             last_hidden_state=batch.repad(enc.hidden),
@@ -523,6 +525,7 @@ class RexBertForMaskedLM(RexBertPreTrainedModel):
             max_seqlen,
             labels,
             label_positions,
+            **kwargs,
         )
         targets = batch.unpad(labels) if labels is not None else None  # (N,)
         rows = None
@@ -648,7 +651,7 @@ class RexBertForTokenClassification(RexBertPreTrainedModel):
         **kwargs,
     ) -> TokenClassifierOutput | tuple:
         batch = self.model._prepare(
-            input_ids, inputs_embeds, attention_mask, position_ids, cu_seqlens, max_seqlen, labels
+            input_ids, inputs_embeds, attention_mask, position_ids, cu_seqlens, max_seqlen, labels, **kwargs
         )
         enc = self.model.encode(
             batch, input_ids, inputs_embeds, bool(output_attentions), bool(output_hidden_states)
