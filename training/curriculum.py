@@ -264,10 +264,11 @@ def run_phase(
     allow_fresh_optimizer: bool = False,
 ) -> Path | None:
     """Train one phase; returns its final folder (None when stopped early by ``stop_after_steps``)."""
+    from training.batch_plan import plan_batches
     from training.checkpoints import resume_checkpoint
-    from training.collator import PackedMLMCollator
+    from training.collator import PackedMLMCollator, StepCollator
     from training.masking import SpanMasker
-    from training.phase_data import PackedDataset, build_phase_rows, plan_batches
+    from training.phase_data import PackedDataset, build_phase_rows
     from training.trainer import RexBertTrainer
     from training.trainer_settings import training_arguments, use_bf16
 
@@ -289,11 +290,13 @@ def run_phase(
         folder=phase_dir / "rows",
         on_build=lambda message: _log(f"{phase_name}: {message}"),
     )
-    plan, steps = plan_batches(data.lengths, phase, state.num_processes)
+    plan = plan_batches(data.lengths, phase, state.num_processes)
+    steps = plan.steps
     summary = data.summary()
     _log(
         f"{phase_name}: {summary['rows']} rows × {phase.max_seq_len}, {summary['tokens']} tokens, "
-        f"packing efficiency {summary['packing_efficiency']:.3f}, {steps} steps, "
+        f"packing efficiency {summary['packing_efficiency']:.3f}, {steps} steps training "
+        f"{plan.planned_rows} rows, "
         f"domain share {summary['domain_share'][0][1]:.2f}→{summary['domain_share'][-1][1]:.2f} "
         f"(realised per tenth: {summary['realised_domain_share']}), "
         f"mined spans {summary['mined_spans']}"
@@ -302,18 +305,18 @@ def run_phase(
     masker = SpanMasker(phase.masking, tokenizer.mask_token_id, special, len(tokenizer))
     collator = PackedMLMCollator(
         masker,
-        tokenizer.pad_token_id,
         seed=recipe.seed,
+        phase_index=index,
         local_window=getattr(model.config, "local_attention", 128),
     )
-    args = training_arguments(recipe, phase_name, phase_dir, steps, state.num_processes)
+    args = training_arguments(recipe, phase_name, phase_dir, steps)
     dtype = torch.bfloat16 if use_bf16(recipe.trainer) else torch.float32
     peak = _peak_flops(recipe, out, args.device, dtype)
     trainer = RexBertTrainer(
         model=model,
         args=args,
-        data_collator=collator,
-        train_dataset=PackedDataset(data.dataset, index),
+        data_collator=StepCollator(collator, phase.micro_batch_size),
+        train_dataset=PackedDataset(data.dataset),
         processing_class=tokenizer,
         phase=phase,
         batch_plan=plan,
@@ -329,6 +332,10 @@ def run_phase(
     if carried:
         _log(f"{phase_name}: optimizer moments carried over from {carried}")
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    totals = torch.tensor(
+        [float(v) for v in trainer.totals.values()], dtype=torch.float64, device=args.device
+    )
+    trained = dict(zip(trainer.totals, trainer.accelerator.reduce(totals, reduction="sum").tolist()))
     if stop_after_steps is not None and trainer.state.global_step < steps:
         _log(f"{phase_name}: stopped after step {trainer.state.global_step} of {steps} (--stop-after-steps)")
         trainer.accelerator.wait_for_everyone()
@@ -338,6 +345,12 @@ def run_phase(
     summary = {
         "phase": phase_name,
         "steps": steps,
+        "global_step": trainer.state.global_step,
+        "planned_rows": plan.planned_rows,
+        # rows / Σ row index trained by this run, summed over processes (checks every
+        # planned row was trained once: compare with planned_rows, Σ range(planned_rows))
+        "trained_rows": int(trained["rows"]),
+        "trained_row_id_sum": int(trained["row_id_sum"]),
         "num_processes": state.num_processes,
         "data": summary,
         "train": metrics,
@@ -393,8 +406,11 @@ def run_curriculum(
     (bad data, bad settings) stops the run before any checkpoint exists, the folders this call created are
     removed. ``stop_after_steps`` stops each phase after that many steps without writing its final folder
     (used to test resume: run again with ``resume=True``)."""
+    from training.batch_plan import check_world_size
     from training.checkpoints import refuse_or_clear_previous_run
 
+    for name in phases:  # before any source is read or row built
+        check_world_size(recipe.phase(name), process_state().num_processes, name)
     out = Path(recipe.output_dir)
     state = process_state()
     general, domain = _load_sources(recipe)

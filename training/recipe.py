@@ -179,7 +179,12 @@ class PhaseConfig:
         warmup_fraction: share of the phase's steps with linear LR warmup.
         decay_fraction: share of the phase's steps with the final decay.
         decay_shape: 1-sqrt | linear.  alpha_f: final LR multiplier.
-        batch_warmup_tokens: tokens over which the batch grows from micro_batch_size to batch_size.
+        batch_warmup_tokens: tokens over which the global batch grows from one warmup step
+            (``batch_warmup_step_rows``) to batch_size. Device micro-batches stay full: warmup varies
+            how many of them make an optimizer step (training/batch_plan.py).
+        batch_warmup_step_rows: the global batch grows in multiples of this many rows (0 = micro_batch_size
+            × processes). Set it to micro_batch_size × the largest process count you will run on to
+            train the same steps on any process count that divides it.
         global_rope_theta / local_rope_theta: RoPE bases (phase 2: global 160k).
         global_rope_scaling / local_rope_scaling: NTK-aware RoPE scaling for the phase, e.g.
             ``{rope_type: ntk, factor: 4.0}`` (None = none); RexBertConfig validates the mapping.
@@ -209,6 +214,7 @@ class PhaseConfig:
     decay_shape: str = checked("1-sqrt", choices=("1-sqrt", "linear"))
     alpha_f: float = checked(0.0, ge=0, le=1)
     batch_warmup_tokens: int = checked(0, ge=0)
+    batch_warmup_step_rows: int = checked(0, ge=0)
     global_rope_theta: float = checked(160_000.0, gt=0)
     local_rope_theta: float = checked(10_000.0, gt=0)
     global_rope_scaling: dict[str, Any] | None = None
@@ -272,6 +278,12 @@ def _validate_phase(recipe: Recipe, name: str, source: str) -> None:
         fail(
             f"batch_size ({phase.batch_size}) must be a multiple of micro_batch_size "
             f"({phase.micro_batch_size})"
+        )
+    step_rows = phase.batch_warmup_step_rows
+    if step_rows and (step_rows % phase.micro_batch_size or phase.batch_size % step_rows):
+        fail(
+            f"batch_warmup_step_rows ({step_rows}) must be a multiple of micro_batch_size "
+            f"({phase.micro_batch_size}) and divide batch_size ({phase.batch_size})"
         )
     if phase.warmup_fraction + phase.decay_fraction > 1:
         fail(

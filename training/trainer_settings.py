@@ -88,7 +88,7 @@ def use_bf16(settings: TrainerSettings) -> bool:
     return settings.mixed_precision == "bf16"
 
 
-def training_arguments(recipe: Recipe, phase_name: str, phase_dir: Path, steps: int, num_processes: int):
+def training_arguments(recipe: Recipe, phase_name: str, phase_dir: Path, steps: int):
     """The phase's ``TrainingArguments``; an invalid combination is a one-line :class:`RecipeError`."""
     from transformers import TrainingArguments
 
@@ -101,7 +101,7 @@ def training_arguments(recipe: Recipe, phase_name: str, phase_dir: Path, steps: 
             output_dir=str(phase_dir),
             max_steps=steps,
             per_device_train_batch_size=phase.micro_batch_size,
-            gradient_accumulation_steps=phase.batch_size // (phase.micro_batch_size * num_processes),
+            gradient_accumulation_steps=1,  # the trainer accumulates each planned step's micro-batches
             learning_rate=phase.lr,
             weight_decay=phase.weight_decay,
             max_grad_norm=0.0,  # StableAdamW's update clipping replaces gradient clipping
