@@ -408,9 +408,11 @@ def run_curriculum(
     (used to test resume: run again with ``resume=True``)."""
     from training.batch_plan import check_world_size
     from training.checkpoints import refuse_or_clear_previous_run
+    from training.trainer_settings import check_report_to
 
     for name in phases:  # before any source is read or row built
         check_world_size(recipe.phase(name), process_state().num_processes, name)
+    check_report_to(recipe.trainer.report_to)
     out = Path(recipe.output_dir)
     state = process_state()
     general, domain = _load_sources(recipe)

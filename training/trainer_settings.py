@@ -70,14 +70,24 @@ def check_extra_arguments(extra: dict, source: str) -> None:
             raise RecipeError(f"{source}: trainer.extra.{key} is not a TrainingArguments field")
 
 
-def _check_report_to(report_to: list[str]) -> None:
-    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+def check_report_to(report_to: list[str]) -> None:
+    """Every tracker in ``trainer.report_to`` is one transformers knows and is installed -- checked before
+    any data is built, not when the Trainer starts."""
+    from transformers.integrations.integration_utils import (
+        INTEGRATION_TO_CALLBACK,
+        get_available_reporting_integrations,
+    )
 
+    installed = set(get_available_reporting_integrations())
     for name in report_to:
         if name not in INTEGRATION_TO_CALLBACK:
             raise RecipeError(
                 f"trainer.report_to: {name!r} is not a tracker transformers knows "
                 f"({', '.join(INTEGRATION_TO_CALLBACK)})"
+            )
+        if name not in installed:
+            raise RecipeError(
+                f"trainer.report_to: {name!r} is not installed (pip install {name}), or remove it"
             )
 
 
@@ -94,7 +104,7 @@ def training_arguments(recipe: Recipe, phase_name: str, phase_dir: Path, steps: 
 
     phase: PhaseConfig = recipe.phase(phase_name)
     settings = recipe.trainer
-    _check_report_to(settings.report_to)
+    check_report_to(settings.report_to)
     bf16 = use_bf16(settings)
     try:
         return TrainingArguments(

@@ -22,6 +22,10 @@ def test_shipped_recipes_validate(name, monkeypatch):
     assert recipe.phase3.mixture.domain_end > recipe.phase3.mixture.domain_start
     assert recipe.phase3.masking.guided_fraction > 0 and recipe.phase3.masking.mlm_probability <= 0.15
     assert recipe.phase1.masking.mlm_probability == 0.30
+    for phase in (recipe.phase2, recipe.phase3):  # a phase restart at the peak LR needs its moments
+        assert phase.carry_optimizer or phase.warmup_fraction > 0
+    if name != "tiny":  # the paper recipes run for weeks: they report to a tracker
+        assert recipe.trainer.report_to and recipe.trainer.dataloader_num_workers > 0
 
 
 def test_paper_hyperparameters():
@@ -102,7 +106,7 @@ def test_overrides_and_env_expansion(monkeypatch):
         ("data.general.0.text_fields=[]", "data.general.0.text_fields = [] needs at least one"),
         ("data.general.1.name=fineweb_edu", "data.general.1.name = 'fineweb_edu' is used by another source"),
         ("trainer.dataloader_num_workers=-1", "trainer.dataloader_num_workers = -1 must be >= 0"),
-        ("trainer.dataloader_persistent_workers=true", "need trainer.dataloader_num_workers > 0"),
+        ("trainer.dataloader_num_workers=0", "need trainer.dataloader_num_workers > 0"),
         ("trainer.extra={max_steps: 5}", "trainer.extra.max_steps is set by the phase"),
         ("trainer.extra={dataloader_num_workers: 2}", "trainer.extra.dataloader_num_workers: use trainer."),
         (
@@ -140,7 +144,7 @@ def test_trainer_settings_reach_training_arguments(tmp_path, monkeypatch):
     recipe = load_recipe(
         RECIPES / "micro.yaml",
         [
-            "trainer.report_to=[tensorboard]",
+            "trainer.report_to=[]",
             "trainer.run_name=exp7",
             "trainer.dataloader_num_workers=3",
             "trainer.dataloader_persistent_workers=true",
@@ -152,7 +156,7 @@ def test_trainer_settings_reach_training_arguments(tmp_path, monkeypatch):
         ],
     )
     args = training_arguments(recipe, "phase2", tmp_path, steps=7)
-    assert args.report_to == ["tensorboard"] and args.run_name == "exp7"
+    assert args.report_to == [] and args.run_name == "exp7"
     assert (
         args.dataloader_num_workers,
         args.dataloader_persistent_workers,
@@ -163,9 +167,22 @@ def test_trainer_settings_reach_training_arguments(tmp_path, monkeypatch):
     phase = recipe.phase2
     assert args.max_steps == 7 and args.learning_rate == phase.lr
     assert args.gradient_accumulation_steps == 1  # RexBertTrainer accumulates a planned step itself
-    assert training_arguments(load_recipe(RECIPES / "micro.yaml"), "phase1", tmp_path, 1).run_name == (
-        "rexbert-micro-phase1"
-    )
+    assert training_arguments(
+        load_recipe(RECIPES / "micro.yaml", ["trainer.report_to=[]"]), "phase1", tmp_path, 1
+    ).run_name == ("rexbert-micro-phase1")
     bad = load_recipe(RECIPES / "micro.yaml", ["trainer.report_to=[wandbb]"])
     with pytest.raises(RecipeError, match="trainer.report_to: 'wandbb' is not a tracker"):
         training_arguments(bad, "phase1", tmp_path, 1)
+
+
+def test_report_to_must_name_an_installed_tracker(monkeypatch):
+    import transformers.integrations.integration_utils as integrations
+
+    from training.trainer_settings import check_report_to
+
+    monkeypatch.setattr(integrations, "get_available_reporting_integrations", lambda: ["tensorboard"])
+    check_report_to(["tensorboard"])
+    with pytest.raises(
+        RecipeError, match=r"trainer.report_to: 'wandb' is not installed \(pip install wandb\)"
+    ):
+        check_report_to(["wandb"])
