@@ -179,6 +179,9 @@ def _records(src: SourceConfig, path: str) -> Iterator[str | None]:
         elif kind in ("parquet", "json"):
             import datasets
 
+            if os.path.getsize(path) == 0:  # no records (datasets' json builder fails on it obscurely)
+                return
+
             try:
                 dataset = datasets.load_dataset(kind, data_files=path, split="train")
             except datasets.exceptions.DatasetGenerationError:

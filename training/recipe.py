@@ -290,8 +290,11 @@ def _validate_phase(recipe: Recipe, name: str, source: str) -> None:
             f"warmup_fraction + decay_fraction = {phase.warmup_fraction + phase.decay_fraction:g} "
             "must be <= 1"
         )
-    if phase.tokens < phase.max_seq_len:
-        fail(f"tokens = {phase.tokens} is less than one row of max_seq_len = {phase.max_seq_len}")
+    if phase.tokens < phase.batch_size * phase.max_seq_len:
+        fail(
+            f"tokens = {phase.tokens} is less than one optimizer step of batch_size × max_seq_len = "
+            f"{phase.batch_size * phase.max_seq_len}"
+        )
     model_init = recipe.model.init_from if name == PHASES[0] else None
     if phase.init_from and model_init and phase.init_from != model_init:
         fail(

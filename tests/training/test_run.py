@@ -226,6 +226,14 @@ def test_malformed_jsonl_source_names_source_path_and_line_and_leaves_nothing(tm
         code == 2 and error == f"error: source 'web_cc': {source}: line 3 is not valid JSON (Expecting value)"
     )
     assert not out.exists()
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")  # a zero-length input
+    assert script_main(args(out, "--set", f"data.general.2.path={empty}")) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert (
+        error == f"error: source 'web_cc': no usable document in {empty} (0 whitespace-only, 0 without text)"
+    )
+    assert not out.exists()
 
 
 def test_phase3_alone_anneals_from_a_modernbert_checkpoint(full_run, tmp_path):
