@@ -273,12 +273,22 @@ def test_phase3_alone_anneals_from_a_modernbert_checkpoint(full_run, tmp_path):
     assert not (out / "phase1").exists() and not (out / "phase2").exists()
 
 
+def test_resume_and_overwrite_exclude_each_other(tmp_path):
+    from rexbert_common.errors import UserError
+
+    with pytest.raises(UserError, match="--resume and --overwrite exclude each other"):
+        main(args(tmp_path / "out", "--resume", "--overwrite"))
+    assert not (tmp_path / "out").exists()
+
+
 def test_cli_registers_train():
     from rexbert_cli.main import build_parser
 
     argv = ["train", "--recipe", "x.yaml", "--phase", "2", "--set", "phase2.lr=1"]
     parsed = build_parser().parse_args(argv)
     assert parsed.phase == "2" and parsed.overrides == ["phase2.lr=1"] and callable(parsed.func)
+    flags = build_parser().parse_args([*argv, "--overwrite", "--allow-fresh-optimizer"])
+    assert flags.overwrite and flags.allow_fresh_optimizer and not flags.resume
 
 
 def test_recipe_typo_fails_before_any_work(tmp_path):
