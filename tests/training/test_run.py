@@ -377,3 +377,38 @@ def test_world_size_is_checked_before_anything_is_built(tmp_path):
     with patched, pytest.raises(WorldSizeError, match="phase1.batch_size"):
         curriculum.run_curriculum(recipe, ["phase1"])
     assert not (tmp_path / "never").exists()
+
+
+@pytest.mark.slow
+def test_sigkill_during_training_then_resume_gives_the_uninterrupted_losses(tmp_path, data_dir):
+    """Acceptance: the training process is SIGKILLed mid-phase (whenever its second checkpoint appears --
+    possibly while it is still being written), then resumed: same steps, same losses as a run that was
+    never interrupted, and every planned row trained once."""
+    import signal
+    import time
+
+    longer = ["--phase", "1", "--set", "phase1.tokens=12000", "--set", "phase1.save_steps=4"]
+    reference = tmp_path / "reference"
+    assert main(args(reference, *longer)) == 0
+    out = tmp_path / "killed"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    child = subprocess.Popen(
+        [sys.executable, str(REPO / "training" / "run.py"), *args(out, *longer)],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 600
+    while not (out / "phase1" / "checkpoint-8").exists() and child.poll() is None:
+        assert time.monotonic() < deadline, "no checkpoint within 10 minutes"
+        time.sleep(0.02)
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    assert child.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (out / "phase1" / "final").exists()
+    assert main(args(out, *longer, "--resume")) == 0
+    expected, resumed = _losses(reference / "phase1" / "final"), _losses(out / "phase1" / "final")
+    assert [s for s, _ in resumed] == [s for s, _ in expected]
+    for (step, a), (_, b) in zip(expected, resumed):
+        assert a == pytest.approx(b, rel=1e-5, abs=1e-6), step
+    summary = json.loads((out / "phase1" / "final" / "phase_summary.json").read_text())
+    assert summary["resumed_from"] is not None
+    assert _train_loss(out / "phase1" / "final") == pytest.approx(_train_loss(reference / "phase1" / "final"))
