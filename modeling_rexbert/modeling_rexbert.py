@@ -677,6 +677,9 @@ class RexBertModel(RexBertPreTrainedModel):
             raise ValueError(f"input_ids must be (batch, seq_len) / inputs_embeds (batch, seq_len, hidden); "
                              f"got shape {tuple(ref.shape)}")
         B, S = ref.shape[0], ref.shape[1]
+        if B == 0 or S == 0:
+            raise ValueError(f"empty input of shape {tuple(ref.shape)}: nothing to encode (was the text "
+                             "empty or truncated to zero tokens?)")
         if position_ids is not None and position_ids.shape[0] == 1 and B > 1:
             position_ids = position_ids.expand(B, -1)  # HF-style shared (1, S) positions
         for name, t in (("attention_mask", attention_mask), ("document_ids", document_ids),
