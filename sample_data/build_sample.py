@@ -45,7 +45,8 @@ IN_THIS_SAMPLE = {  # prepended to each folder's PROVENANCE.md (the full data's,
     "5,749 rows. `test.tsv`, `original/` and `readme.txt` are not included. Licence: `LICENSE.txt`.",
     "glue_sst2": "`dev.tsv`: byte-identical copy (872 rows); `train.tsv.gz`: the header + the first 3,000 of "
     "67,349 rows (gzip, mtime 0). `test.tsv` is not included.",
-    "glue_qnli": "`dev.tsv`: the header + the first 1,000 of 5,463 rows. `test.tsv` is not included. CC BY-SA "
+    "glue_qnli": "`dev.tsv`: the header + the first 1,000 of 5,463 rows. `test.tsv` is not included. "
+    "CC BY-SA "
     "4.0 (derived from SQuAD v1.1; cite Rajpurkar et al. 2016 and Wang et al. 2019).",
     "wikitext2_raw_test": f"`wiki.test.raw`: the first {WIKITEXT_LINES:,} of 2,891 lines (byte-identical "
     "prefix); CC BY-SA 3.0 with attribution to Wikipedia's authors and WikiText (Merity et al. 2016).",
