@@ -258,7 +258,7 @@ def run_experiment(config: ExperimentConfig, force_eval: bool = False) -> Path:
         from transformers import AutoTokenizer
 
         prompts = product_check.fill_mask_prompts(
-            [r["title"] for r in rows], AutoTokenizer.from_pretrained(annealed_model)
+            [r["title"] for r in rows], AutoTokenizer.from_pretrained(annealed_model, trust_remote_code=True)
         )
         answers = {name: product_check.fill_mask(path, prompts) for name, path in models.items()}
         result = {

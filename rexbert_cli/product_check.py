@@ -43,6 +43,27 @@ def _load(model_dir: str):
     return tokenizer, model
 
 
+def masked_rows(
+    tokenizer, texts: list[str], max_length: int = 128, mask_share: float = 0.15, seed: int = 0
+) -> tuple[list[tuple[list[int], int]], list[int]]:
+    """(input ids with one position masked, that position) per masked token, and the original tokens."""
+    rng = np.random.default_rng(seed)
+    special = set(tokenizer.all_special_ids)
+    rows, targets = [], []
+    for text in texts:
+        ids = tokenizer(text, truncation=True, max_length=max_length)["input_ids"]
+        candidates = [i for i, t in enumerate(ids) if t not in special]
+        if not candidates:
+            continue
+        n_masked = max(1, round(mask_share * len(candidates)))
+        for position in sorted(rng.choice(candidates, size=n_masked, replace=False)):
+            masked = list(ids)
+            masked[position] = tokenizer.mask_token_id
+            rows.append((masked, int(position)))
+            targets.append(ids[position])
+    return rows, targets
+
+
 @torch.no_grad()
 def masked_top1(
     model_dir: str,
@@ -54,20 +75,7 @@ def masked_top1(
 ) -> MaskedTop1:
     """Top-1 accuracy of single-token masked prediction (see the module docstring)."""
     tokenizer, model = _load(model_dir)
-    rng = np.random.default_rng(seed)
-    rows, targets = [], []
-    for text in texts:
-        ids = tokenizer(text, truncation=True, max_length=max_length)["input_ids"]
-        special = set(tokenizer.all_special_ids)
-        candidates = [i for i, t in enumerate(ids) if t not in special]
-        if not candidates:
-            continue
-        n_masked = max(1, round(mask_share * len(candidates)))
-        for position in rng.choice(candidates, size=n_masked, replace=False):
-            masked = list(ids)
-            masked[position] = tokenizer.mask_token_id
-            rows.append((masked, int(position)))
-            targets.append(ids[position])
+    rows, targets = masked_rows(tokenizer, texts, max_length, mask_share, seed)
     correct = 0
     for start in range(0, len(rows), batch_rows):
         chunk = rows[start : start + batch_rows]
