@@ -34,6 +34,15 @@ class DroppedHeadReportFilter(logging.Filter):
         return any(word in message for word in _KEEP_REPORT_WORDS)
 
 
+def _datatrove(verbose: bool) -> None:
+    """datatrove logs through loguru (rank 0 at INFO on stderr); loguru's switch is per library name."""
+    try:
+        from loguru import logger
+    except ImportError:  # datatrove (and loguru with it) is optional at this level
+        return
+    (logger.enable if verbose else logger.disable)("datatrove")
+
+
 def quiet_libraries(verbose: bool = False) -> None:
     """INFO logs of the ML libraries on with ``verbose``, else warnings only (minus dropped-head reports)."""
     level = logging.INFO if verbose else logging.WARNING
@@ -42,6 +51,7 @@ def quiet_libraries(verbose: bool = False) -> None:
     os.environ["DATASETS_VERBOSITY"] = "info" if verbose else "warning"
     for name in LIBRARIES:
         logging.getLogger(name).setLevel(level)
+    _datatrove(verbose)
     for name in _REPORT_LOGGERS:
         report_logger = logging.getLogger(name)
         for old in [f for f in report_logger.filters if isinstance(f, DroppedHeadReportFilter)]:

@@ -25,6 +25,11 @@ def _machine() -> str:
     )
 
 
+def _cell(text: str) -> str:
+    """Text safe inside a Markdown table cell."""
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
 def _unseen_section(unseen_path: Path) -> list[str]:
     if not unseen_path.is_file():
         return []
@@ -50,8 +55,10 @@ def _unseen_section(unseen_path: Path) -> list[str]:
         names = list(fill["answers"])
         lines += ["| title | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
         for i, prompt in enumerate(fill["prompts"]):
-            cells = [", ".join(f"`{token}` {p:.2f}" for token, p in fill["answers"][n][i]) for n in names]
-            lines.append(f"| {prompt.replace('|', '/')} | " + " | ".join(cells) + " |")
+            cells = [
+                ", ".join(f"`{_cell(token)}` {p:.2f}" for token, p in fill["answers"][n][i]) for n in names
+            ]
+            lines.append(f"| {_cell(prompt)} | " + " | ".join(cells) + " |")
     return lines + [""]
 
 

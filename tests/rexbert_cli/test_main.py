@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 import pytest
 
@@ -110,3 +111,22 @@ def test_dropped_head_report_is_hidden_but_missing_weights_are_reported(tmp_path
     finally:
         library_logger.removeHandler(records)
         quiet_libraries(verbose=False)
+
+
+def test_datatrove_info_logs_follow_verbose(capfd):
+    from loguru import logger
+
+    def log_from_datatrove(message: str) -> None:
+        exec("logger.info(message)", {"__name__": "datatrove.pipeline", "logger": logger, "message": message})
+
+    handler = logger.add(sys.stderr, level="INFO")
+    try:
+        quiet_libraries(verbose=False)
+        log_from_datatrove("hidden line")
+        quiet_libraries(verbose=True)
+        log_from_datatrove("shown line")
+    finally:
+        logger.remove(handler)
+        quiet_libraries(verbose=False)
+    err = capfd.readouterr().err
+    assert "shown line" in err and "hidden line" not in err
