@@ -160,9 +160,10 @@ def run_phase(
     """Train one phase; returns its final folder (None when stopped early by ``stop_after_steps``)."""
     from transformers import TrainingArguments
 
-    from training.collator import PackedMLMCollator
+    from training.batch_plan import plan_batches
+    from training.collator import PackedMLMCollator, StepCollator
     from training.masking import SpanMasker
-    from training.phase_data import PackedDataset, build_phase_rows, plan_batches
+    from training.phase_data import PackedDataset, build_phase_rows
     from training.trainer import RexBertTrainer
 
     phase = recipe.phase(phase_name)
@@ -182,12 +183,13 @@ def run_phase(
         folder=phase_dir / "rows",
         on_build=lambda message: _log(f"{phase_name}: {message}"),
     )
-    plan, steps = plan_batches(data.lengths, phase, state.num_processes)
-    grad_accum = phase.batch_size // (phase.micro_batch_size * state.num_processes)
+    plan = plan_batches(data.lengths, phase, state.num_processes)
+    steps = plan.steps
     summary = data.summary()
     _log(
         f"{phase_name}: {summary['rows']} rows × {phase.max_seq_len}, {summary['tokens']} tokens, "
-        f"packing efficiency {summary['packing_efficiency']:.3f}, {steps} steps, "
+        f"packing efficiency {summary['packing_efficiency']:.3f}, {steps} steps training "
+        f"{plan.planned_rows} rows, "
         f"domain share {summary['domain_share'][0][1]:.2f}→{summary['domain_share'][-1][1]:.2f} "
         f"(realised per tenth: {summary['realised_domain_share']}), "
         f"mined spans {summary['mined_spans']}"
@@ -196,8 +198,8 @@ def run_phase(
     masker = SpanMasker(phase.masking, tokenizer.mask_token_id, special, len(tokenizer))
     collator = PackedMLMCollator(
         masker,
-        tokenizer.pad_token_id,
         seed=recipe.seed,
+        phase_index=index,
         local_window=getattr(model.config, "local_attention", 128),
     )
     use_cuda = torch.cuda.is_available()
@@ -206,7 +208,7 @@ def run_phase(
         output_dir=str(phase_dir),
         max_steps=steps,
         per_device_train_batch_size=phase.micro_batch_size,
-        gradient_accumulation_steps=grad_accum,
+        gradient_accumulation_steps=1,  # the trainer accumulates each planned step's micro-batches
         learning_rate=phase.lr,
         weight_decay=phase.weight_decay,
         max_grad_norm=0.0,  # StableAdamW's update clipping replaces gradient clipping
@@ -226,8 +228,8 @@ def run_phase(
     trainer = RexBertTrainer(
         model=model,
         args=args,
-        data_collator=collator,
-        train_dataset=PackedDataset(data.dataset, index),
+        data_collator=StepCollator(collator, phase.micro_batch_size),
+        train_dataset=PackedDataset(data.dataset),
         processing_class=tokenizer,
         phase=phase,
         batch_plan=plan,
@@ -240,6 +242,10 @@ def run_phase(
     if checkpoint:
         _log(f"{phase_name}: resuming from {checkpoint}")
     result = trainer.train(resume_from_checkpoint=checkpoint)
+    totals = torch.tensor(
+        [float(v) for v in trainer.totals.values()], dtype=torch.float64, device=args.device
+    )
+    trained = dict(zip(trainer.totals, trainer.accelerator.reduce(totals, reduction="sum").tolist()))
     if stop_after_steps is not None and trainer.state.global_step < steps:
         _log(f"{phase_name}: stopped after step {trainer.state.global_step} of {steps} (--stop-after-steps)")
         trainer.accelerator.wait_for_everyone()
@@ -256,6 +262,12 @@ def run_phase(
                 {
                     "phase": phase_name,
                     "steps": steps,
+                    "global_step": trainer.state.global_step,
+                    "planned_rows": plan.planned_rows,
+                    # rows / Σ row index trained by this run, summed over processes (checks every
+                    # planned row was trained once: compare with planned_rows, Σ range(planned_rows))
+                    "trained_rows": int(trained["rows"]),
+                    "trained_row_id_sum": int(trained["row_id_sum"]),
                     "num_processes": state.num_processes,
                     "data": summary,
                     "train": result.metrics,
@@ -293,6 +305,10 @@ def run_curriculum(
 
     ``stop_after_steps`` stops each phase after that many steps without writing its final folder
     (used to test resume: run again with ``resume=True``)."""
+    from training.batch_plan import check_world_size
+
+    for name in phases:  # before any source is read or row built
+        check_world_size(recipe.phase(name), process_state().num_processes, name)
     out = Path(recipe.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     if process_state().is_main_process:

@@ -143,7 +143,12 @@ class PhaseConfig:
         warmup_fraction: share of the phase's steps with linear LR warmup.
         decay_fraction: share of the phase's steps with the final decay.
         decay_shape: 1-sqrt | linear.  alpha_f: final LR multiplier.
-        batch_warmup_tokens: tokens over which the batch grows from micro_batch_size to batch_size.
+        batch_warmup_tokens: tokens over which the global batch grows from one warmup step
+            (``batch_warmup_step_rows``) to batch_size. Device micro-batches stay full: warmup varies
+            how many of them make an optimizer step (training/batch_plan.py).
+        batch_warmup_step_rows: the global batch grows in multiples of this many rows (0 = micro_batch_size
+            × processes). Set it to micro_batch_size × the largest process count you will run on to
+            train the same steps on any process count that divides it.
         global_rope_theta / local_rope_theta: RoPE bases (phase 2: global 160k).
         global_rope_scaling / local_rope_scaling: NTK-aware RoPE scaling for the phase, e.g.
             ``{rope_type: ntk, factor: 4.0}`` (None = none); RexBertConfig validates the mapping.
@@ -166,6 +171,7 @@ class PhaseConfig:
     decay_shape: str = "1-sqrt"
     alpha_f: float = 0.0
     batch_warmup_tokens: int = 0
+    batch_warmup_step_rows: int = 0
     global_rope_theta: float = 160_000.0
     local_rope_theta: float = 10_000.0
     global_rope_scaling: dict[str, Any] | None = None
@@ -330,6 +336,13 @@ def _validate(recipe: Recipe, source: str) -> None:
             raise RecipeError(
                 f"{source}: {name}.batch_size ({phase.batch_size}) must be a multiple of "
                 f"{name}.micro_batch_size ({phase.micro_batch_size})"
+            )
+        step_rows = phase.batch_warmup_step_rows
+        if step_rows and (step_rows % phase.micro_batch_size or phase.batch_size % step_rows):
+            raise RecipeError(
+                f"{source}: {name}.batch_warmup_step_rows ({step_rows}) must be a multiple of "
+                f"{name}.micro_batch_size ({phase.micro_batch_size}) and divide "
+                f"{name}.batch_size ({phase.batch_size})"
             )
         if phase.warmup_fraction + phase.decay_fraction > 1:
             raise RecipeError(f"{source}: {name}.warmup_fraction + decay_fraction must be <= 1")

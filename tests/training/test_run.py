@@ -159,7 +159,25 @@ def test_recipe_typo_fails_before_any_work(tmp_path):
     assert not (tmp_path / "typo").exists()
 
 
-def test_two_processes_with_accelerate(tmp_path, data_dir):
+def _assert_every_planned_row_trained_once(summary):
+    planned = summary["planned_rows"]
+    assert summary["trained_rows"] == planned
+    assert summary["trained_row_id_sum"] == planned * (planned - 1) // 2  # rows 0 .. planned-1
+
+
+def test_batch_warmup_plan_in_the_single_process_run(full_run):
+    summary = json.loads((full_run / "phase1" / "final" / "phase_summary.json").read_text())
+    rows_per_step = [e["batch_rows"] for e in summary["log_history"]]
+    assert rows_per_step[0] == 4 and rows_per_step[-1] == 8  # warmup: 2 → 4 micro-batches of 2 rows
+    assert [e["micro_batches_per_step"] for e in summary["log_history"]] == [r / 2 for r in rows_per_step]
+    assert len(summary["log_history"]) == summary["steps"] == summary["global_step"]  # logged every step
+    _assert_every_planned_row_trained_once(summary)
+
+
+@pytest.mark.slow
+def test_two_processes_with_batch_warmup_match_one_process(full_run, tmp_path):
+    """Acceptance: 2 CPU processes with batch-size warmup on reach exactly the planned steps, train every
+    planned row once, and log the 1-process run's losses (tolerance: float reduction order only)."""
     accelerate = Path(sys.executable).with_name("accelerate")
     env = {**os.environ, "ACCELERATE_USE_CPU": "true", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     cmd = [
@@ -180,8 +198,42 @@ def test_two_processes_with_accelerate(tmp_path, data_dir):
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     summary = json.loads((tmp_path / "phase1" / "final" / "phase_summary.json").read_text())
-    assert summary["train"]["train_loss"] > 0 and summary["log_history"]
-    assert summary["num_processes"] == 2 and summary["steps"] > 0
+    single = json.loads((full_run / "phase1" / "final" / "phase_summary.json").read_text())
+    assert summary["num_processes"] == 2 and summary["steps"] == single["steps"]
+    assert summary["global_step"] == summary["steps"]
+    _assert_every_planned_row_trained_once(summary)
+    assert summary["planned_rows"] == single["planned_rows"]
+    two = [(e["step"], e["batch_rows"], e["loss"]) for e in summary["log_history"]]
+    one = [(e["step"], e["batch_rows"], e["loss"]) for e in single["log_history"]]
+    assert [s[:2] for s in two] == [s[:2] for s in one]  # same steps, same warmup batch sizes
+    for (step, _, a), (_, _, b) in zip(two, one):
+        assert a == pytest.approx(b, rel=1e-4), step
     # only rank 0 builds the phase's rows (the other process waits, then memory-maps the same file)
     assert done.stdout.count("phase1: building") == 1, done.stdout[-3000:]
-    assert (tmp_path / "phase1" / "rows" / "build.json").exists()
+
+
+def test_world_size_is_checked_before_anything_is_built(tmp_path):
+    from training.batch_plan import WorldSizeError, check_world_size
+    from training.recipe import PhaseConfig
+
+    check_world_size(PhaseConfig(batch_size=8, micro_batch_size=2), 4)
+    with pytest.raises(WorldSizeError, match=r"phase2.batch_size \(8\) must be a multiple .* \(2 × 3\)"):
+        check_world_size(PhaseConfig(batch_size=8, micro_batch_size=2), 3, "phase2")
+    with pytest.raises(WorldSizeError, match="batch_warmup_step_rows"):
+        check_world_size(PhaseConfig(batch_size=8, micro_batch_size=2, batch_warmup_step_rows=2), 2)
+    # run_curriculum checks before reading a source: a process count that does not fit writes nothing
+    from unittest import mock
+
+    from tests.training._tiny import RECIPE
+    from training import curriculum
+    from training.recipe import load_recipe
+
+    recipe = load_recipe(
+        RECIPE, ["phase1.batch_size=6", "phase1.micro_batch_size=3", "phase1.batch_warmup_step_rows=0"]
+    )
+    recipe.output_dir = str(tmp_path / "never")
+    state = mock.Mock(num_processes=4, is_main_process=True)
+    patched = mock.patch.object(curriculum, "process_state", return_value=state)
+    with patched, pytest.raises(WorldSizeError, match="phase1.batch_size"):
+        curriculum.run_curriculum(recipe, ["phase1"])
+    assert not (tmp_path / "never").exists()
