@@ -31,6 +31,10 @@ def use_data_dir(path: str | os.PathLike | None = None) -> Path:
     """Point ``$REXBERT_DATA_DIR`` at ``path`` (default: as :func:`data_dir` resolves it); must exist."""
     folder = Path(path) if path else data_dir()
     if not folder.is_dir():
+        if folder == SAMPLE_DIR:  # an installed wheel has no source tree beside it
+            raise UserError(
+                f"no data folder: the embedded sample {folder} is missing; use --data-dir or {DATA_ENV}"
+            )
         source = "--data-dir" if path else DATA_ENV
         raise UserError(f"{source}={folder} is not a directory (unset it to use the embedded sample)")
     os.environ[DATA_ENV] = str(folder.resolve())
