@@ -370,6 +370,11 @@ class RexBertModel(RexBertPreTrainedModel):
                 "input_ids must be (batch, seq_len) / inputs_embeds (batch, seq_len, hidden); "
                 f"got shape {tuple(ref.shape)}"
             )
+        if 0 in ref.shape[:2]:
+            raise ValueError(
+                f"empty input of shape {tuple(ref.shape)}: nothing to encode (was the text empty or "
+                "truncated to zero tokens?)"
+            )
         if self.config.validate_inputs:
             check_inputs(
                 input_ids,
