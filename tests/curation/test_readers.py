@@ -97,3 +97,18 @@ def test_parquet_source(tmp_path):
         SourceConfig(path=str(tmp_path), format="parquet", text_field="content", domain_field="label")
     )
     assert [d.metadata["domain"] for d in docs] == ["beauty", "beauty"] and stats["forwarded"] == 2
+
+
+def test_hf_dataset_source_is_split_over_tasks_by_dataset_shard(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "data").mkdir()
+    for k in range(3):
+        rows = {"text": [f"page {k} {i}" for i in range(4)] + [""], "domain": ["beauty"] * 5}
+        pq.write_table(pa.table(rows), tmp_path / "data" / f"train-{k:05d}-of-00003.parquet")
+    source = SourceConfig(path=str(tmp_path), format="hf_dataset", split="train")
+    one, stats = _read(source)
+    assert len(one) == 12 and stats["dropped_empty_text"] == 3
+    two, _ = _read(source, tasks=2)
+    assert sorted(d.id for d in two) == sorted(d.id for d in one) and len({d.id for d in one}) == 12
