@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -136,7 +137,32 @@ def baseline_module(rev: str):
     return importlib.import_module(f"{name}.modeling_rexbert")
 
 
+class OnnxRuntimeEncoder:
+    """The encoder exported by ``rexbert export onnx`` (ModernBERT graph, fp32) in an ONNX Runtime CPU
+    session with every graph optimisation on: what a careful CPU user serves today."""
+
+    def __init__(self, folder: Path):
+        from rexbert_cli.export import export_onnx, onnx_session
+
+        path = folder / "encoder.onnx"
+        if not path.exists():
+            export_onnx(folder, path)
+        self.session = onnx_session(path, threads=torch.get_num_threads())
+
+    def eval(self) -> OnnxRuntimeEncoder:
+        return self
+
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **_):
+        feeds = {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()}
+        (hidden,) = self.session.run(None, feeds)
+        return SimpleNamespace(last_hidden_state=torch.from_numpy(hidden))
+
+
 def load_model(impl: str, folder: Path, mlm: bool) -> torch.nn.Module:
+    if impl == "onnxruntime":
+        if mlm:
+            raise ValueError("onnxruntime is timed in the forward scenario only")
+        return OnnxRuntimeEncoder(folder)
     if impl.startswith("rexbert@"):  # today's encoder at an earlier commit, for before / after ratios
         module = baseline_module(impl.split("@", 1)[1])
         cls = module.RexBertForMaskedLM if mlm else module.RexBertModel
@@ -450,6 +476,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice, = cores)")
     p.add_argument("--json", type=Path, help="also write all rows as JSON here")
     # internal: one memory measurement in this (fresh) process
+    p.add_argument("--onnx", action="store_true", help="also time ONNX Runtime in the forward scenario")
     p.add_argument(
         "--baseline", metavar="REV", help="also time RexBERT as of git revision REV (before/after)"
     )
@@ -527,7 +554,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         for size in cfg.sizes:
             if "forward" in cfg.scenarios:
-                tables["forward"] += bench_forward(size, folders[size], tok, cfg, impls)
+                forward_impls = [*impls, "onnxruntime"] if args.onnx else impls
+                tables["forward"] += bench_forward(size, folders[size], tok, cfg, forward_impls)
                 print(f"  forward {size} done", file=sys.stderr, flush=True)
         for size in mlm_sizes:
             if "mlm" in cfg.scenarios:
