@@ -30,12 +30,11 @@ def _friendly(run):
     """Data / model problems the user can fix print one line (exit 2) instead of a traceback."""
 
     def wrapped(args) -> int:
-        from evaluation.data import DataError
-        from evaluation.mlm_scoring import NoMLMHeadError
+        from rexbert_common import UserError
 
         try:
             return run(args)
-        except (DataError, NoMLMHeadError, FileNotFoundError) as error:
+        except (UserError, FileNotFoundError) as error:
             print(f"rexbert eval: error: {error}", file=sys.stderr)
             return 2
 
@@ -55,6 +54,19 @@ def register(subparsers) -> None:
     mlm.add_argument("--fields", type=_strs, default=("title", "description"))
     mlm.add_argument("--block-sizes", type=_ints, default=(128, 256, 512))
     mlm.add_argument("--packing", default="block", choices=["block", "truncate"])
+    mlm.add_argument(
+        "--no-shuffle",
+        dest="shuffle",
+        action="store_false",
+        help="pack texts in file order (leaks; old runs)",
+    )
+    mlm.add_argument("--block-tokenizer", default=None, help="word protocol: tokenizer that cuts the blocks")
+    mlm.add_argument(
+        "--tokenizer-mismatch",
+        default="refuse",
+        choices=["refuse", "word"],
+        help="span/collator with differing tokenizers: refuse, or switch to the word protocol",
+    )
     mlm.add_argument("--mask-probability", type=float, default=0.15)
     mlm.add_argument("--top-k", type=_ints, default=(1, 3, 5))
     mlm.add_argument("--seed", type=int, default=0)

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from rexbert_common import UserError
+
 ESCI_SCORES = {"E": 1.0, "S": 0.66, "C": 0.33, "I": 0.0}  # paper §6: Exact/Substitute/Complement/Irrelevant
 _LABEL_KEYS = {
     "e": "E",
@@ -29,7 +31,7 @@ ESCI_HUB = "tasksource/esci"
 PRODUCT_FIELDS = {"title": "product_title", "description": "product_description"}
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """Missing column, empty split, unknown label, missing file: always names the source."""
 
 

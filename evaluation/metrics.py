@@ -26,22 +26,41 @@ def accuracy(predictions: Sequence[int], references: Sequence[int]) -> float:
     return float(accuracy_score(references, predictions))
 
 
+def topk_hits(ranks: np.ndarray, k: int) -> np.ndarray:
+    """(N, 2) ``[above, tied]`` -> (N,) probability that the target is in the top k.
+
+    Under a uniformly random order of the ``tied + 1`` equal entries, the target takes each of the
+    positions ``above .. above + tied`` with equal probability, so it is in the top k with probability
+    ``clip((k - above) / (tied + 1), 0, 1)``: 1 or 0 without ties, k/V for constant logits.
+    """
+    ranks = np.asarray(ranks, dtype=np.float64).reshape(-1, 2)
+    above, tied = ranks[:, 0], ranks[:, 1]
+    return np.clip((k - above) / (tied + 1.0), 0.0, 1.0)
+
+
 def topk_accuracy(ranks: np.ndarray, ks: Sequence[int]) -> dict[int, float]:
-    """Fraction of targets whose rank (entries strictly above them) is below k, for each k."""
-    ranks = np.asarray(ranks)
-    if ranks.size == 0:
+    """Expected top-k accuracy (tie-aware, see :func:`topk_hits`) of (N, 2) ``[above, tied]`` ranks."""
+    ranks = np.asarray(ranks).reshape(-1, 2)
+    if ranks.shape[0] == 0:
         raise ValueError("top-k accuracy of zero masked targets is undefined")
-    return {k: float((ranks < k).mean()) for k in ks}
+    return {k: float(topk_hits(ranks, k).mean()) for k in ks}
 
 
-def group_ranks(ranks: np.ndarray, groups: Sequence[int]) -> np.ndarray:
-    """Rank of a unit (word) = max rank of its tokens: the word is correct at k iff all tokens are."""
-    ranks, groups = np.asarray(ranks), np.asarray(groups)
-    if ranks.size == 0:
-        return ranks
+def group_topk_accuracy(ranks: np.ndarray, groups: Sequence[int], ks: Sequence[int]) -> dict[int, float]:
+    """Top-k accuracy of units (words): a unit is recovered at k iff every one of its tokens is.
+
+    Ties are broken independently at each position, so a unit's hit probability is the product of its
+    tokens' (:func:`topk_hits`).
+    """
+    groups = np.asarray(groups)
+    if groups.size == 0:
+        raise ValueError("top-k accuracy of zero masked words is undefined")
     _, inverse = np.unique(groups, return_inverse=True)
-    out = np.zeros(inverse.max() + 1, dtype=ranks.dtype)
-    np.maximum.at(out, inverse, ranks)
+    out = {}
+    for k in ks:
+        hits = np.ones(inverse.max() + 1)
+        np.multiply.at(hits, inverse, topk_hits(ranks, k))
+        out[k] = float(hits.mean())
     return out
 
 

@@ -170,18 +170,31 @@ def _models(records: list[dict], kind: str) -> list[str]:
     return list(dict.fromkeys(r["model"]["name"] for r in records if r["kind"] == kind))
 
 
+def _block_size(row: dict) -> int:
+    """Block size of an MLM row (a field since protocol-keyed settings; digits of ``block128`` before)."""
+    if "block_size" in row:
+        return int(row["block_size"])
+    digits = "".join(filter(str.isdigit, row["setting"].split("@")[0].rsplit("-", 1)[-1]))
+    return int(digits or 0)
+
+
 def mlm_table(records: list[dict], metric_prefix: str = "top") -> str:
-    """Table 3 layout: rows = model x top-k, columns = (title | description) x block size, in %."""
+    """Table 3 layout: rows = model x top-k, columns = (title | description) x setting, in %.
+
+    A setting names protocol, packing and block size (``span-block-128``), so runs made with different
+    protocols stay in separate columns.
+    """
     table = _lookup(records, "mlm_recovery")
     columns = sorted(
-        {(t, s) for (_, t, s, _) in table},
-        key=lambda c: (c[0] != "mlm_title", c[0], int("".join(filter(str.isdigit, c[1])) or 0)),
+        {(t, s): row for (_, t, s, _), row in table.items()}.items(),
+        key=lambda item: (item[0][0] != "mlm_title", item[0][0], _block_size(item[1]), item[0][1]),
     )
+    columns = [key for key, _ in columns]
     metrics = sorted(
         {m for (*_, m) in table if m.startswith(metric_prefix)},
-        key=lambda m: (m.split("_", 1)[1], int("".join(filter(str.isdigit, m.split("_")[0])))),
+        key=lambda m: (m.split("_", 1)[1], int("".join(filter(str.isdigit, m.split("_")[0])) or 0)),
     )
-    header = ["model", "metric"] + [f"{t.removeprefix('mlm_')} {s.removeprefix('block')}" for t, s in columns]
+    header = ["model", "metric"] + [f"{t.removeprefix('mlm_')} {s}" for t, s in columns]
     rows = [
         [model, metric] + [_cell(table.get((model, t, s, metric)), True) for t, s in columns]
         for model in _models(records, "mlm_recovery")

@@ -52,7 +52,9 @@ def test_tables_and_chart(tmp_path):
     ]
     table = reports.mlm_table(records)
     lines = table.splitlines()
-    assert lines[0] == "| model | metric | title 128 | title 512 | description 128 | description 512 |"
+    assert lines[0] == (
+        "| model | metric | title block128 | title block512 | description block128 | description block512 |"
+    ), "old results files (setting = block<N>) still read"
     assert "| rex | top1_accuracy | 70.00 | 70.00 | 70.00 | 70.00 |" in lines
     glue = [
         _record(
