@@ -91,3 +91,36 @@ def test_eval_mlm_bad_input_is_one_line_exit_2(
     assert code == 2 and len(err.splitlines()) == 1 and re.search(message, err), err
     assert "Repo id" not in err and "sentencepiece" not in err
     assert not out.exists(), "nothing written on bad input"
+
+
+def test_eval_esci_without_query_column_names_file_and_column(data_dir, tmp_path, capsys):
+    import pandas as pd
+
+    path = tmp_path / "no_query.parquet"
+    pd.read_parquet(data_dir / "esci_union_with_text" / "esci_union_with_text.parquet").drop(
+        columns="query"
+    ).to_parquet(path)
+    code = main(
+        [
+            "eval",
+            "esci",
+            "all-MiniLM-L6-v2",
+            "--data",
+            str(path),
+            "--epochs",
+            "0",
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "no_query.parquet" in err and "missing column(s) ['query']" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_eval_similarity_is_the_general_name(data_dir):
+    args = build_parser().parse_args(
+        ["eval", "similarity", "m", "--task", "stsb", "--split", "test", "--seeds", "0,1"]
+    )
+    assert (args.task, args.split, args.seeds) == ("stsb", "test", (0, 1))

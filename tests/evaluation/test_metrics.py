@@ -3,7 +3,16 @@ import pytest
 import torch
 from scipy.stats import rankdata
 
-from evaluation.metrics import accuracy, correlations, group_topk_accuracy, mean_sd, topk_accuracy, topk_hits
+from evaluation.metrics import (
+    ESCI_GAINS,
+    accuracy,
+    correlations,
+    group_topk_accuracy,
+    mean_sd,
+    ranking_metrics,
+    topk_accuracy,
+    topk_hits,
+)
 
 
 def test_correlations_against_definitions():
@@ -51,3 +60,25 @@ def test_word_recovered_only_if_every_token_is():
     assert group_topk_accuracy(ranks, [7, 7, 9, 3], (1, 3, 5)) == {1: 1 / 3, 3: 2 / 3, 5: 1.0}
     tied = np.array([[0, 1], [0, 1]])  # two positions, each a coin flip at k=1
     assert group_topk_accuracy(tied, [0, 0], (1,))[1] == pytest.approx(0.25)
+
+
+def test_ranking_metrics_hand_computed_and_against_sklearn():
+    from sklearn.metrics import ndcg_score
+
+    # query a: ranked E (0.9), I (0.8), S (0.7), E (0.1); query b: ranked C (0.5), E (0.4); query c: only I
+    queries = ["a", "a", "a", "a", "b", "b", "c", "c"]
+    scores = [0.9, 0.8, 0.7, 0.1, 0.5, 0.4, 0.3, 0.2]
+    labels = ["E", "I", "S", "E", "C", "E", "I", "I"]
+    gains = [ESCI_GAINS[x] for x in labels]
+    got = ranking_metrics(queries, scores, gains, k=10)
+    log2 = np.log2
+    dcg_a = 1 / log2(2) + 0 + 0.1 / log2(4) + 1 / log2(5)
+    idcg_a = 1 / log2(2) + 1 / log2(3) + 0.1 / log2(4)
+    dcg_b, idcg_b = 0.01 / log2(2) + 1 / log2(3), 1 / log2(2) + 0.01 / log2(3)
+    assert got["ndcg@10"] == pytest.approx((dcg_a / idcg_a + dcg_b / idcg_b) / 2)
+    assert got["ndcg@10"] == pytest.approx(
+        (ndcg_score([gains[:4]], [scores[:4]]) + ndcg_score([gains[4:6]], [scores[4:6]])) / 2
+    )
+    assert got["map"] == pytest.approx(((1 + 2 / 4) / 2 + 1 / 2) / 2)  # a: E at ranks 1 and 4; b: E at 2
+    assert got["mrr"] == pytest.approx((1 + 1 / 2) / 2)
+    assert (got["ndcg_queries"], got["map_queries"]) == (2, 2), "query c has no positive gain"
