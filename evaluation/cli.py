@@ -220,5 +220,6 @@ def _run_report(args) -> int:
     out = reports.write_text(args.out, reports.markdown_report(records))
     print(f"wrote {out}")
     if any(r["kind"] == "esci_similarity" for r in records):
-        print(f"wrote {reports.similarity_bar_chart(records, Path(args.out).with_suffix('.png'))}")
+        chart = reports.similarity_bar_chart(records, Path(args.out).with_suffix(".png"), task=None)
+        print(f"wrote {chart}")
     return 0

@@ -47,6 +47,7 @@ from evaluation.data import (
     require_rows,
 )
 from evaluation.models import MINILM_ALIASES, load_error, model_source, resolve_alias  # noqa: F401
+from evaluation.reports import dataset_fields
 
 logger = logging.getLogger(__name__)
 TASKS = ("esci", "stsb")
@@ -260,22 +261,18 @@ def task_data(
         train = stsb_pairs(load_glue("stsb", "train", data_dir, hub))
         if cfg.split == "dev":
             test = stsb_pairs(load_glue("stsb", "validation", data_dir, hub))
-            meta = {"dataset_id": "nyu-mll/glue", "dataset_config": "stsb", "dataset_split": "validation"}
+            meta = dataset_fields("nyu-mll/glue", "stsb", "validation")
         else:  # GLUE hides test labels; the original STS benchmark file has them
             test = stsb_pairs(load_stsb_original("test", data_dir, hub))
-            meta = {
-                "dataset_id": "sentence-transformers/stsb",
-                "dataset_config": "default",
-                "dataset_split": "test",
-            }
+            meta = dataset_fields("sentence-transformers/stsb", "default", "test")
         return train, test, meta
     if cfg.task == "esci":
-        meta = {"dataset_id": "tasksource/esci", "dataset_config": "default", "dataset_split": "test"}
+        meta = dataset_fields("tasksource/esci", "default", "test")
         test = esci_pairs(load_esci(data, "test"))
         train = esci_pairs(load_esci(data, "train")) if cfg.protocol == "official" else None
         return train, test, meta
     pairs = load_pair_file(cfg.task)
-    meta = {"dataset_id": str(cfg.task), "dataset_config": "default", "dataset_split": "test"}
+    meta = dataset_fields(str(cfg.task), "default", "test")
     if cfg.protocol == "cv":
         return None, pairs, meta
     if "split" not in pairs.columns or not {"train", "test"} <= set(pairs["split"]):

@@ -169,13 +169,15 @@ def score_examples(
     task: str,
     block_size: int,
     blocks_from: str | None = None,
+    split: str | None = "test",
 ) -> list[dict]:
     """Result rows (schema rows of evaluation.reports) for one field / block size.
 
     Every row carries its protocol, packing, block size and text order (and, for ``word``, the block
     tokenizer) beside the ``setting`` key that combines them, so merged runs never overwrite each other.
     """
-    from evaluation.reports import result_row
+    from evaluation.data import ESCI_HUB
+    from evaluation.reports import dataset_fields, result_row
 
     scored = [(r, e) for r, e in zip(ranks, examples) if len(r)]
     if not scored:
@@ -185,6 +187,7 @@ def score_examples(
     if cfg.protocol == "word":
         setting += f"@{blocks_from}"
     extra = {
+        **dataset_fields(ESCI_HUB, "default", split or "all"),
         "protocol": cfg.protocol,
         "packing": cfg.packing,
         "block_size": block_size,
@@ -220,6 +223,7 @@ def evaluate_model(
     progress: bool = False,
     blocks_from: str | None = None,
     name: str = "model",
+    split: str | None = "test",
 ) -> list[dict]:
     """All result rows of one model. ``word_texts[(field, block)]``: shared word blocks (word protocol)."""
     context = _context(model)
@@ -242,7 +246,7 @@ def evaluate_model(
                     f"for this model, over its context ({context}); use smaller --block-sizes"
                 )
             ranks = ranker.ranks(examples, progress=progress)
-            rows += score_examples(examples, ranks, cfg, f"mlm_{field}", block_size, blocks_from)
+            rows += score_examples(examples, ranks, cfg, f"mlm_{field}", block_size, blocks_from, split)
     return rows
 
 
@@ -340,7 +344,7 @@ def run_mlm(
     for name in models:
         model, tokenizer = load_mlm(name, trust_remote_code, device)
         rows = evaluate_model(
-            model, tokenizer, texts_by_field, run_cfg, word_texts, progress, blocks_from, name
+            model, tokenizer, texts_by_field, run_cfg, word_texts, progress, blocks_from, name, split
         )
         params = sum(p.numel() for p in model.parameters())
         config = {**asdict(run_cfg), "data": frame.attrs.get("source"), "split": split}
