@@ -229,10 +229,11 @@ def test_malformed_jsonl_source_names_source_path_and_line_and_leaves_nothing(tm
     assert not out.exists()
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")  # a zero-length input
-    assert script_main(args(out, "--set", f"data.general.2.path={empty}")) == 2
+    assert script_main(args(out, "--set", f"data.general.1.path={empty}")) == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert (
-        error == f"error: source 'web_cc': no usable document in {empty} (0 whitespace-only, 0 without text)"
+        error
+        == f"error: source 'gutenberg': no usable document in {empty} (0 whitespace-only, 0 without text)"
     )
     assert not out.exists()
 
