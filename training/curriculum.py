@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
+from rexbert_common import UserError
 from training.phase_data import process_state
 from training.recipe import PHASES, Recipe, recipe_to_dict
 
@@ -32,8 +33,9 @@ def _log(message: str) -> None:
 def _load_sources(recipe: Recipe):
     from training.data import load_source
 
-    general = [load_source(s) for s in recipe.data.general]
-    domain = [load_source(s) for s in recipe.data.domain]
+    buffer = recipe.data.shuffle_buffer_docs
+    general = [load_source(s, buffer) for s in recipe.data.general]
+    domain = [load_source(s, buffer) for s in recipe.data.domain]
     for src in (*general, *domain):
         st = src.stats
         _log(
@@ -45,13 +47,37 @@ def _load_sources(recipe: Recipe):
     return general, domain
 
 
-def _miner(general, domain):
-    """The Guided-MLM attribute miner, fitted on the titles (first lines) of the in-memory sources with
-    ``mine_attributes`` (None when there is none)."""
+def _miner(recipe: Recipe, general, domain):
+    """The Guided-MLM attribute miner, its brand lexicon fitted on a bounded sample
+    (``data.miner_sample_docs`` documents) of each ``mine_attributes`` source, streaming or not;
+    None when no source is mined."""
+    import numpy as np
+
     from training.attribute_miner import AttributeMiner
 
-    mined = [s for s in (*general, *domain) if s.config.mine_attributes and s.texts is not None]
-    return AttributeMiner().fit(t.split("\n", 1)[0] for s in mined for t in s.texts) if mined else None
+    mined = [s for s in (*general, *domain) if s.config.mine_attributes]
+    if not mined:
+        return None
+    n = recipe.data.miner_sample_docs
+    sample = (
+        text for i, s in enumerate(mined) for text in s.sample(n, np.random.default_rng([recipe.seed, 11, i]))
+    )
+    miner = AttributeMiner().fit(sample)
+    names = ", ".join(s.config.name for s in mined)
+    _log(f"attribute miner: {len(miner.brands)} brands learned from ≤ {n} documents of each of {names}")
+    return miner
+
+
+def _check_guided_sources(recipe: Recipe, phases: list[str]) -> None:
+    """Guided MLM asked for with no source to mine is a recipe error (it would silently do nothing)."""
+    mined = [s.name for s in (*recipe.data.general, *recipe.data.domain) if s.mine_attributes]
+    for name in phases:
+        fraction = recipe.phase(name).masking.guided_fraction
+        if fraction > 0 and not mined:
+            raise UserError(
+                f"{name}.masking.guided_fraction is {fraction} but no data source sets mine_attributes: true "
+                "(set it on the product sources, or guided_fraction: 0)"
+            )
 
 
 def _tokenizer(recipe: Recipe, general, domain, out: Path):
@@ -192,15 +218,21 @@ def run_phase(
         f"{plan.planned_rows} rows, "
         f"domain share {summary['domain_share'][0][1]:.2f}→{summary['domain_share'][-1][1]:.2f} "
         f"(realised per tenth: {summary['realised_domain_share']}), "
-        f"mined spans {summary['mined_spans']}"
+        f"mined spans {summary['mined_spans']} in {summary['rows_with_spans']} rows"
     )
     special = sorted(set(tokenizer.all_special_ids))  # never masked, never a random replacement
     masker = SpanMasker(phase.masking, tokenizer.mask_token_id, special, len(tokenizer))
+    if phase.masking.guided_fraction > 0 and data.stats.rows_with_spans == 0:
+        raise UserError(
+            f"{phase_name}.masking.guided_fraction is {phase.masking.guided_fraction} but the miner found "
+            "no span in the phase's rows: check the mine_attributes sources and the phase's mixture"
+        )
     collator = PackedMLMCollator(
         masker,
         seed=recipe.seed,
         phase_index=index,
         local_window=getattr(model.config, "local_attention", 128),
+        guided_probability=masker.guided_row_probability(data.stats.num_rows, data.stats.rows_with_spans),
     )
     use_cuda = torch.cuda.is_available()
     bf16 = use_cuda and torch.cuda.is_bf16_supported()
@@ -246,6 +278,15 @@ def run_phase(
         [float(v) for v in trainer.totals.values()], dtype=torch.float64, device=args.device
     )
     trained = dict(zip(trainer.totals, trainer.accelerator.reduce(totals, reduction="sum").tolist()))
+    guided = {
+        "target_share": phase.masking.guided_fraction,
+        "share": round(trained["guided_sequences"] / max(1.0, trained["rows"]), 4),
+        "spans_per_sequence": round(trained["guided_spans"] / max(1.0, trained["rows"]), 3),
+        "spans_per_guided_sequence": round(
+            trained["guided_spans"] / max(1.0, trained["guided_sequences"]), 3
+        ),
+    }
+    _log(f"{phase_name}: guided MLM realised {guided}")
     if stop_after_steps is not None and trainer.state.global_step < steps:
         _log(f"{phase_name}: stopped after step {trainer.state.global_step} of {steps} (--stop-after-steps)")
         trainer.accelerator.wait_for_everyone()
@@ -268,6 +309,7 @@ def run_phase(
                     # planned row was trained once: compare with planned_rows, Σ range(planned_rows))
                     "trained_rows": int(trained["rows"]),
                     "trained_row_id_sum": int(trained["row_id_sum"]),
+                    "guided_mlm": guided,
                     "num_processes": state.num_processes,
                     "data": summary,
                     "train": result.metrics,
@@ -309,13 +351,14 @@ def run_curriculum(
 
     for name in phases:  # before any source is read or row built
         check_world_size(recipe.phase(name), process_state().num_processes, name)
+    _check_guided_sources(recipe, phases)
     out = Path(recipe.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     if process_state().is_main_process:
         _atomic_write(out / "recipe.json", json.dumps(recipe_to_dict(recipe), indent=1))
     general, domain = _load_sources(recipe)
     tokenizer = _tokenizer(recipe, general, domain, out)
-    miner = _miner(general, domain)
+    miner = _miner(recipe, general, domain)
     finals = {}
     for name in phases:
         final_dir = out / name / "final"

@@ -33,7 +33,7 @@ from training.recipe import DataConfig, PhaseConfig
 
 logger = logging.getLogger(__name__)
 # Bump when the generation or the on-disk layout changes: it is part of the build fingerprint.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 BUILD_INFO = "build.json"  # written last inside the temp folder: its presence marks a complete build
 ROWS_FILE = "rows.arrow"
 
@@ -50,6 +50,7 @@ class PhaseStats:
     domain_share_log: list[tuple[float, float]] = field(default_factory=list)  # scheduled (progress, share)
     realised_domain_share: list[float] = field(default_factory=list)  # domain share of tokens per tenth
     mined_spans: int = 0
+    rows_with_spans: int = 0
 
     @property
     def packing_efficiency(self) -> float:
@@ -64,6 +65,7 @@ class PhaseStats:
             "docs_per_source": dict(self.docs_per_source),
             "tokens_per_source": dict(self.tokens_per_source),
             "mined_spans": self.mined_spans,
+            "rows_with_spans": self.rows_with_spans,
             "domain_share": [(round(p, 3), round(s, 3)) for p, s in self.domain_share_log],
             "realised_domain_share": self.realised_domain_share,
         }
@@ -82,6 +84,7 @@ class PhaseStats:
             domain_share_log=[tuple(x) for x in obj["domain_share"]],
             realised_domain_share=obj["realised_domain_share"],
             mined_spans=obj["mined_spans"],
+            rows_with_spans=obj["rows_with_spans"],
         )
 
 
@@ -126,6 +129,7 @@ def generate_rows(
         for i in shuffle_rng.permutation(len(rows)):
             stats.num_rows += 1
             stats.num_tokens += len(rows[i].input_ids)
+            stats.rows_with_spans += bool(rows[i].spans)
             yield rows[i]
 
     with tqdm(total=phase.tokens, desc="tokenize+pack", unit="tok", unit_scale=True, leave=False) as bar:

@@ -41,7 +41,8 @@ class SourceConfig:
         text_fields: columns joined (by newline) into the document text; the first must exist.
         split: split to read (Hub datasets / HF loaders).
         subset: Hub dataset configuration name.
-        streaming: read lazily (large Hub corpora); local files are read eagerly.
+        streaming: read lazily, file by file (large local corpora such as the curation output, Hub
+            corpora), reshuffled each epoch through a ``data.shuffle_buffer_docs`` buffer; else in memory.
         max_docs: read at most this many documents (None = all).
         mine_attributes: extract Guided-MLM spans from this source's documents (product text).
         doc_per_line: for txt files, one document per non-empty line (True) or per blank-line block (False).
@@ -71,6 +72,9 @@ class DataConfig:
         max_doc_tokens: documents longer than this are truncated (None = keep whole; packing splits
             them into rows anyway). Small phases need it so one long web page cannot fill the phase.
         seed: seed of the mixture sampler.
+        shuffle_buffer_docs: documents in the per-epoch shuffle buffer of each streaming source.
+        miner_sample_docs: documents read from each ``mine_attributes`` source to fit the Guided-MLM
+            attribute miner's brand lexicon (a bounded sample: works on streams).
     """
 
     general: list[SourceConfig] = field(default_factory=list)
@@ -79,6 +83,8 @@ class DataConfig:
     buffer_docs: int = 2048
     max_doc_tokens: int | None = None
     seed: int = 0
+    shuffle_buffer_docs: int = 10_000
+    miner_sample_docs: int = 20_000
 
 
 @dataclass

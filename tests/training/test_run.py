@@ -73,7 +73,7 @@ def test_tiny_recipe_rows_are_memory_mapped_and_equal_the_in_memory_rows(full_ru
 
     recipe = load_recipe(str(full_run / "recipe.json"), [])
     general, domain = _load_sources(recipe)
-    tokenizer, miner = load_tokenizer(str(full_run / "tokenizer")), _miner(general, domain)
+    tokenizer, miner = load_tokenizer(str(full_run / "tokenizer")), _miner(recipe, general, domain)
     for index, phase_name in ((0, "phase1"), (2, "phase3")):
         phase, folder = recipe.phase(phase_name), full_run / phase_name / "rows"
         seed = recipe.data.seed * 1000 + index
@@ -237,3 +237,41 @@ def test_world_size_is_checked_before_anything_is_built(tmp_path):
     with patched, pytest.raises(WorldSizeError, match="phase1.batch_size"):
         curriculum.run_curriculum(recipe, ["phase1"])
     assert not (tmp_path / "never").exists()
+
+
+def test_guided_mlm_without_a_mined_source_is_an_error(tmp_path):
+    from rexbert_common import UserError
+
+    overrides = [
+        "--set",
+        "data.domain.0.mine_attributes=false",
+        "--set",
+        "data.domain.1.mine_attributes=false",
+    ]
+    with pytest.raises(UserError, match="phase3.masking.guided_fraction is 0.05 but no data source sets"):
+        main(args(tmp_path / "never", *overrides))
+    assert not (tmp_path / "never").exists()
+
+
+@pytest.mark.slow
+def test_streaming_phase3_guides_five_percent_of_sequences(full_run, tmp_path):
+    """Acceptance: with every source streaming, the miner is fitted on a bounded sample of the streams and
+    phase 3 (guided_fraction 0.05) masks 5% ± 1% of its ~3,000 trained sequences on mined spans."""
+    import shutil
+
+    out = tmp_path / "stream"
+    shutil.copytree(full_run / "tokenizer", out / "tokenizer")
+    shutil.copytree(full_run / "phase2" / "final", out / "phase2" / "final")
+    streaming = [f"data.{g}.{i}.streaming=true" for g in ("general", "domain") for i in range(2)]
+    streaming += ["data.general.2.streaming=true", "data.miner_sample_docs=300"]
+    phase3 = ["tokens=100000", "max_seq_len=32", "batch_size=64", "micro_batch_size=32", "logging_steps=50"]
+    phase3 += ["batch_warmup_step_rows=0", "save_steps=1000"]
+    sets = [x for o in streaming + [f"phase3.{p}" for p in phase3] for x in ("--set", o)]
+    assert main(args(out, "--phase", "3", *sets)) == 0
+    summary = json.loads((out / "phase3" / "final" / "phase_summary.json").read_text())
+    assert (
+        summary["planned_rows"] > 2500 and summary["data"]["rows_with_spans"] > 0.3 * summary["data"]["rows"]
+    )
+    guided = summary["guided_mlm"]
+    assert guided["target_share"] == 0.05 and abs(guided["share"] - 0.05) <= 0.01, guided
+    assert guided["spans_per_guided_sequence"] >= 1.0, guided
