@@ -172,6 +172,46 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def prepare_phase(recipe: Recipe, phase_name: str, tokenizer, general, domain, miner, out: Path):
+    """Build (or reuse) the phase's rows on disk and plan its steps; returns ``(PhaseRows, BatchPlan)``."""
+    from training.batch_plan import plan_batches
+    from training.phase_build import build_phase_rows
+
+    phase = recipe.phase(phase_name)
+    data = build_phase_rows(
+        general,
+        domain,
+        recipe.data,
+        phase,
+        tokenizer,
+        miner,
+        seed=recipe.data.seed * 1000 + PHASES.index(phase_name),
+        folder=out / phase_name / "rows",
+        on_build=lambda message: _log(f"{phase_name}: {message}"),
+    )
+    plan = plan_batches(data.lengths, phase, process_state().num_processes)
+    summary = data.summary()
+    _log(
+        f"{phase_name}: {summary['rows']} rows × {phase.max_seq_len}, {summary['tokens']} tokens, "
+        f"packing efficiency {summary['packing_efficiency']:.3f}, {plan.steps} steps training "
+        f"{plan.planned_rows} rows, "
+        f"domain share {summary['domain_share'][0][1]:.2f}→{summary['domain_share'][-1][1]:.2f} "
+        f"(realised per tenth: {summary['realised_domain_share']}), "
+        f"mined spans {summary['mined_spans']} in {summary['rows_with_spans']} rows"
+    )
+    return data, plan
+
+
+def _report_epochs(recipe: Recipe, phases: list[str], general, domain, tokenizer) -> None:
+    from training.epochs import epoch_report, format_report
+    from training.phase_data import chars_per_token
+
+    ratio = chars_per_token(general, domain, tokenizer, recipe.data.seed)
+    for name in phases:
+        report = epoch_report(general, domain, recipe.phase(name), recipe.data.temperature, ratio)
+        _log(f"source epochs, {format_report(name, report)}")
+
+
 def run_phase(
     recipe: Recipe,
     phase_name: str,
@@ -186,10 +226,9 @@ def run_phase(
     """Train one phase; returns its final folder (None when stopped early by ``stop_after_steps``)."""
     from transformers import TrainingArguments
 
-    from training.batch_plan import plan_batches
     from training.collator import PackedMLMCollator, StepCollator
     from training.masking import SpanMasker
-    from training.phase_data import PackedDataset, build_phase_rows
+    from training.phase_data import PackedDataset
     from training.trainer import RexBertTrainer
 
     phase = recipe.phase(phase_name)
@@ -198,28 +237,9 @@ def run_phase(
     final_dir = phase_dir / "final"
     state = process_state()
     model = _model_for_phase(recipe, phase_name, tokenizer, out)
-    data = build_phase_rows(
-        general,
-        domain,
-        recipe.data,
-        phase,
-        tokenizer,
-        miner,
-        seed=recipe.data.seed * 1000 + index,
-        folder=phase_dir / "rows",
-        on_build=lambda message: _log(f"{phase_name}: {message}"),
-    )
-    plan = plan_batches(data.lengths, phase, state.num_processes)
+    data, plan = prepare_phase(recipe, phase_name, tokenizer, general, domain, miner, out)
     steps = plan.steps
     summary = data.summary()
-    _log(
-        f"{phase_name}: {summary['rows']} rows × {phase.max_seq_len}, {summary['tokens']} tokens, "
-        f"packing efficiency {summary['packing_efficiency']:.3f}, {steps} steps training "
-        f"{plan.planned_rows} rows, "
-        f"domain share {summary['domain_share'][0][1]:.2f}→{summary['domain_share'][-1][1]:.2f} "
-        f"(realised per tenth: {summary['realised_domain_share']}), "
-        f"mined spans {summary['mined_spans']} in {summary['rows_with_spans']} rows"
-    )
     special = sorted(set(tokenizer.all_special_ids))  # never masked, never a random replacement
     masker = SpanMasker(phase.masking, tokenizer.mask_token_id, special, len(tokenizer))
     if phase.masking.guided_fraction > 0 and data.stats.rows_with_spans == 0:
@@ -261,7 +281,7 @@ def run_phase(
         model=model,
         args=args,
         data_collator=StepCollator(collator, phase.micro_batch_size),
-        train_dataset=PackedDataset(data.dataset),
+        train_dataset=PackedDataset(data.table),
         processing_class=tokenizer,
         phase=phase,
         batch_plan=plan,
@@ -341,12 +361,17 @@ class _StopAfter(TrainerCallback):
 
 
 def run_curriculum(
-    recipe: Recipe, phases: list[str], resume: bool = False, stop_after_steps: int | None = None
+    recipe: Recipe,
+    phases: list[str],
+    resume: bool = False,
+    stop_after_steps: int | None = None,
+    prepare_only: bool = False,
 ) -> dict[str, Path | None]:
     """Run ``phases`` (a subset of phase1..phase3, in order); returns their final folders.
 
     ``stop_after_steps`` stops each phase after that many steps without writing its final folder
-    (used to test resume: run again with ``resume=True``)."""
+    (used to test resume: run again with ``resume=True``). ``prepare_only`` builds the phases' rows
+    (restartable, parallel with ``data.workers``) and trains nothing: a later run reuses them."""
     from training.batch_plan import check_world_size
 
     for name in phases:  # before any source is read or row built
@@ -359,7 +384,12 @@ def run_curriculum(
     general, domain = _load_sources(recipe)
     tokenizer = _tokenizer(recipe, general, domain, out)
     miner = _miner(recipe, general, domain)
+    _report_epochs(recipe, phases, general, domain, tokenizer)
     finals = {}
+    if prepare_only:
+        for name in phases:
+            prepare_phase(recipe, name, tokenizer, general, domain, miner, out)
+        return finals
     for name in phases:
         final_dir = out / name / "final"
         if resume and (final_dir / "config.json").exists():

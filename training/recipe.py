@@ -75,6 +75,9 @@ class DataConfig:
         shuffle_buffer_docs: documents in the per-epoch shuffle buffer of each streaming source.
         miner_sample_docs: documents read from each ``mine_attributes`` source to fit the Guided-MLM
             attribute miner's brand lexicon (a bounded sample: works on streams).
+        shard_buffers: packing buffers per on-disk shard (a shard is the unit of parallel work and
+            of restart; 64 × 2048 documents ≈ 50-150 MB of rows).
+        workers: processes that tokenize, mine and pack shards in parallel (rows do not depend on it).
     """
 
     general: list[SourceConfig] = field(default_factory=list)
@@ -85,6 +88,8 @@ class DataConfig:
     seed: int = 0
     shuffle_buffer_docs: int = 10_000
     miner_sample_docs: int = 20_000
+    shard_buffers: int = 64
+    workers: int = 1
 
 
 @dataclass

@@ -35,6 +35,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="stop each phase after N steps, checkpointed (simulates an interruption)",
     )
     parser.add_argument(
+        "--prepare-only",
+        action="store_true",
+        help="build the phases' packed rows (parallel with data.workers, restartable) and train nothing",
+    )
+    parser.add_argument(
         "--set",
         dest="overrides",
         action="append",
@@ -54,7 +59,13 @@ def run(args: argparse.Namespace) -> int:
     if args.output_dir:
         recipe.output_dir = args.output_dir
     phases = list(PHASES) if args.phase == "all" else [PHASES[int(args.phase) - 1]]
-    run_curriculum(recipe, phases, resume=args.resume, stop_after_steps=args.stop_after_steps)
+    run_curriculum(
+        recipe,
+        phases,
+        resume=args.resume,
+        stop_after_steps=args.stop_after_steps,
+        prepare_only=args.prepare_only,
+    )
     return 0
 
 

@@ -64,10 +64,9 @@ def test_three_phases_hand_off_and_hub_folders(full_run):
 
 
 def test_tiny_recipe_rows_are_memory_mapped_and_equal_the_in_memory_rows(full_run):
-    from datasets.table import MemoryMappedTable
-
     from training.curriculum import _load_sources, _miner
-    from training.phase_data import build_phase_data, build_phase_rows
+    from training.phase_build import build_phase_rows
+    from training.phase_data import build_phase_data
     from training.recipe import load_recipe
     from training.tokenizer import load_tokenizer
 
@@ -80,11 +79,10 @@ def test_tiny_recipe_rows_are_memory_mapped_and_equal_the_in_memory_rows(full_ru
         built_at = (folder / "build.json").stat().st_mtime_ns
         disk = build_phase_rows(general, domain, recipe.data, phase, tokenizer, miner, seed, folder)
         assert (folder / "build.json").stat().st_mtime_ns == built_at  # the run's build, reused
-        assert isinstance(disk.dataset.data, MemoryMappedTable)
         memory = build_phase_data(general, domain, recipe.data, phase, tokenizer, miner, seed)
-        assert disk.dataset["input_ids"] == [r.input_ids for r in memory.rows]
-        assert disk.dataset["doc_lengths"] == [r.doc_lengths for r in memory.rows]
-        assert disk.dataset["spans"] == [[list(p) for p in r.spans] for r in memory.rows]
+        assert disk.table["input_ids"].to_pylist() == [r.input_ids for r in memory.rows]
+        assert disk.table["doc_lengths"].to_pylist() == [r.doc_lengths for r in memory.rows]
+        assert disk.table["spans"].to_pylist() == [[list(p) for p in r.spans] for r in memory.rows]
         assert disk.summary() == memory.summary()
 
 
@@ -275,3 +273,39 @@ def test_streaming_phase3_guides_five_percent_of_sequences(full_run, tmp_path):
     guided = summary["guided_mlm"]
     assert guided["target_share"] == 0.05 and abs(guided["share"] - 0.05) <= 0.01, guided
     assert guided["spans_per_guided_sequence"] >= 1.0, guided
+
+
+@pytest.mark.slow
+def test_prepare_only_builds_the_rows_that_training_then_reuses(tmp_path, capsys):
+    out = tmp_path / "prepared"
+    assert main(args(out, "--phase", "1", "--prepare-only")) == 0
+    printed = capsys.readouterr().out
+    # the epoch report comes before any build
+    assert printed.index("source epochs, phase1: wikitext2 ≈") < printed.index("phase1: building")
+    build = out / "phase1" / "rows" / "build.json"
+    assert build.exists() and not (out / "phase1" / "final").exists()
+    assert not list((out / "phase1").glob("checkpoint-*"))
+    built_at = build.stat().st_mtime_ns
+    assert main(args(out, "--phase", "1")) == 0
+    assert "phase1: building" not in capsys.readouterr().out
+    assert build.stat().st_mtime_ns == built_at and (out / "phase1" / "final" / "config.json").exists()
+
+
+def test_epoch_report_counts_drawn_over_available_tokens(tmp_path):
+    from training.data import load_source
+    from training.epochs import epoch_report
+    from training.recipe import MixtureConfig, PhaseConfig, SourceConfig
+
+    (tmp_path / "small.txt").write_text("\n".join(["abcd " * 20] * 10))  # 10 docs × 100 chars
+    (tmp_path / "big.txt").write_text("\n".join(["wxyz " * 20] * 40))  # 40 docs × 100 chars
+    small = load_source(SourceConfig(name="small", path=str(tmp_path / "small.txt"), doc_per_line=True))
+    big = load_source(SourceConfig(name="big", path=str(tmp_path / "big.txt"), doc_per_line=True))
+    phase = PhaseConfig(tokens=5000, mixture=MixtureConfig(domain_start=0.2, domain_end=0.2))
+    report = {r["source"]: r for r in epoch_report([big], [small], phase, 1.0, {False: 4.0, True: 4.0})}
+    # 25 tokens a document: small = 250 tokens, big = 1000; the domain (small) gets 20% of 5000 tokens
+    assert report["small"]["source_tokens"] == pytest.approx(250) and report["big"][
+        "source_tokens"
+    ] == pytest.approx(1000)
+    assert report["small"]["epochs"] == pytest.approx(1000 / 250) and report["big"][
+        "epochs"
+    ] == pytest.approx(4000 / 1000)
