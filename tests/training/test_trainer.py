@@ -176,3 +176,18 @@ def test_a_phase_continues_from_the_previous_phases_optimizer_moments(tmp_path):
     for got, want in zip(moments, expected):
         assert torch.equal(got, want)
     assert optimizer.param_groups[0]["lr"] == trainer.phase.lr
+
+
+def test_training_step_never_syncs_the_device_with_the_host(trainer):
+    """The collator computes every packing tensor on the host; the step (forward, backward, loss
+    normalisation, accuracy counters) must not read a device value back (no .item()/nonzero())."""
+    from torch.profiler import ProfilerActivity, profile
+
+    masker = SpanMasker(MaskingConfig(mlm_probability=0.3), 3, [0, 1, 2, 3], 97)
+    step = StepCollator(PackedMLMCollator(masker, seed=0), micro_batch_size=2)(_items([60, 50, 6, 8]))
+    trainer.training_step(trainer.model, step)  # warm-up: lazy initialisation may sync once
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        trainer.training_step(trainer.model, step)
+    names = {event.name for event in prof.events()}
+    syncs = {"aten::_local_scalar_dense", "aten::item", "aten::nonzero", "aten::is_nonzero"} & names
+    assert not syncs, syncs
