@@ -101,6 +101,13 @@ def test_validate_inputs_flag_checks_packed_batches():
         model(**{**batch, "position_ids": torch.arange(11)[None]})
 
 
+@pytest.mark.parametrize("shape", [(1, 0), (0, 5)])
+def test_zero_length_input_is_named(shape):
+    message = rf"empty input of shape \({shape[0]}, {shape[1]}\): nothing to encode"
+    with pytest.raises(ValueError, match=message):
+        _encoder()(input_ids=torch.zeros(shape, dtype=torch.long))
+
+
 def test_left_padding_equals_right_padding():
     model = _encoder(local_attention=8)
     ids, mask = right_padded([20, 9])
