@@ -124,3 +124,22 @@ def test_failed_labels_fail_the_stage_are_not_cached_and_only_they_are_retried(l
     labelers["primary"].asked.clear()
     label_and_audit(config, IDS, TEXTS, DOMAINS, tmp_path / "cache.sqlite")
     assert labelers["primary"].asked == []  # now every answer is cached
+
+
+def test_the_adult_false_positive_rate_is_measured_on_documents_labelled_relevant(tmp_path):
+    from curation.labelling import measure_cleaning
+
+    config = _config(tmp_path, **{"cleaning.adult.url_filter": False})
+    texts = [
+        "Naked palette, nude shades. Add to bag.",
+        "porn porn porn porn " * 3,
+        "Ford Escort parts\nAdvertisement",
+    ]
+    cleaned, report = measure_cleaning(
+        config, texts, ["", "", ""], ["beauty", "beauty", "automotive"], [1, 1, 1]
+    )
+    assert (
+        report["beauty"]["adult_false_positive_rate"] == 0.5
+        and report["automotive"]["adult_false_positive_rate"] == 0
+    )
+    assert cleaned[2] == "Ford Escort parts" and report["automotive"]["boilerplate_char_share"] > 0
