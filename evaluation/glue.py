@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from evaluation.data import GlueTask, glue_task, load_glue
+from evaluation.data import GLUE_HUB, GlueTask, glue_task, load_glue
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +83,11 @@ class GlueConfig:
 
     def task_hparams(self, task: str) -> GlueHParams:
         return replace(self.hparams[task], **self.overrides)
+
+
+def eval_split_name(task: GlueTask, cfg: GlueConfig) -> str:
+    """The nyu-mll/glue split reported (MNLI's validation is ``validation_matched``)."""
+    return "validation_matched" if task.name == "mnli" and cfg.eval_split == "validation" else cfg.eval_split
 
 
 def glue_metrics(task: GlueTask, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
@@ -175,7 +180,7 @@ def run_glue(
     from tqdm.auto import tqdm
 
     from evaluation.metrics import mean_sd
-    from evaluation.reports import make_record, result_row
+    from evaluation.reports import dataset_fields, make_record, result_row
 
     data = {}
     for name in cfg.tasks:  # load everything first: a missing split fails before hours of training
@@ -197,10 +202,9 @@ def run_glue(
             for metric in runs[0]:
                 values = [r[metric] for r in runs]
                 mean, sd = mean_sd(values)
-                rows.append(
-                    result_row(
-                        name, "finetune", metric, mean, len(dev), values, sd if len(values) > 1 else None
-                    )
+                row = result_row(
+                    name, "finetune", metric, mean, len(dev), values, sd if len(values) > 1 else None
                 )
+                rows.append({**row, **dataset_fields(GLUE_HUB, task.hub_config, eval_split_name(task, cfg))})
         records.append(make_record("glue", model_name, cfg, rows))
     return records

@@ -3,14 +3,17 @@
 import numpy as np
 import pytest
 import torch
+import transformers
 from transformers import TrainingArguments
 
 from modeling_rexbert import RexBertConfig, RexBertForMaskedLM
+from rexbert_common.errors import UserError
 from training.batch_plan import plan_batches
 from training.collator import MICRO_BATCHES_KEY, STATS_KEY, PackedMLMCollator, StepCollator
 from training.masking import MaskingConfig, SpanMasker
-from training.recipe import PhaseConfig
+from training.recipe import PhaseConfig, recipe_from_dict
 from training.trainer import RexBertTrainer
+from training.trainer_settings import training_arguments
 
 
 def _items(lengths, seed=0):
@@ -76,3 +79,96 @@ def test_gradient_accumulation_must_be_left_to_the_plan(tmp_path, trainer):
     )
     with pytest.raises(ValueError, match="gradient_accumulation_steps=1"):
         RexBertTrainer(model=trainer.model, args=args, phase=trainer.phase, batch_plan=trainer.batch_plan)
+
+
+# -- the recipe's trainer settings, FSDP refusal, optimizer hand-off --------------------------------------
+
+
+def _tiny_model():
+    from modeling_rexbert import RexBertConfig, RexBertForMaskedLM
+
+    config = RexBertConfig.for_size(
+        "micro",
+        num_hidden_layers=1,
+        hidden_size=64,
+        intermediate_size=96,
+        num_attention_heads=1,
+        vocab_size=64,
+        pad_token_id=0,
+        cls_token_id=1,
+        sep_token_id=2,
+        mask_token_id=3,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
+    return RexBertForMaskedLM(config)
+
+
+def _settings_trainer(tmp_path, **settings):
+    recipe = recipe_from_dict(
+        {
+            "name": "t",
+            "data": {"general": [{"name": "g", "path": "/x.txt"}]},
+            "trainer": settings,
+            "phase1": {
+                "tokens": 512,
+                "max_seq_len": 64,
+                "batch_size": 2,
+                "micro_batch_size": 1,
+                "max_position_embeddings": 64,
+            },
+        }
+    )
+    args = training_arguments(recipe, "phase1", tmp_path, steps=2)
+    rows = [{"input_ids": [1, 5, 6, 2]} for _ in range(4)]
+    plan = plan_batches(np.full(4, 4), recipe.phase1, world_size=1)
+    return RexBertTrainer(
+        model=_tiny_model(),
+        args=args,
+        data_collator=lambda items: items,
+        train_dataset=rows,
+        phase=recipe.phase1,
+        batch_plan=plan,
+    )
+
+
+def test_dataloader_honours_the_recipes_worker_settings(tmp_path):
+    loader = _settings_trainer(
+        tmp_path, dataloader_num_workers=2, dataloader_persistent_workers=True, dataloader_prefetch_factor=3
+    ).get_train_dataloader()
+    assert (loader.num_workers, loader.persistent_workers, loader.prefetch_factor) == (2, True, 3)
+    default = _settings_trainer(tmp_path).get_train_dataloader()
+    assert (default.num_workers, default.persistent_workers) == (0, False)
+
+
+def test_fsdp_is_refused_with_a_clear_message(tmp_path, monkeypatch):
+    original = transformers.Trainer.create_accelerator_and_postprocess
+
+    def with_fsdp(self):
+        original(self)
+        self.is_fsdp_enabled = True  # what an `accelerate launch --use_fsdp` run sets
+
+    monkeypatch.setattr(transformers.Trainer, "create_accelerator_and_postprocess", with_fsdp)
+    with pytest.raises(UserError, match="FSDP is not supported .*per-shard update RMS.*use DDP"):
+        _settings_trainer(tmp_path)
+
+
+def test_a_phase_continues_from_the_previous_phases_optimizer_moments(tmp_path):
+    previous = _settings_trainer(tmp_path / "previous")
+    previous.create_optimizer()
+    for p in previous.model.parameters():  # a non-trivial state: one step on random gradients
+        p.grad = torch.randn_like(p)
+    previous.optimizer.step()
+    checkpoint = tmp_path / "phase1" / "checkpoint-2"
+    checkpoint.mkdir(parents=True)
+    torch.save(previous.optimizer.state_dict(), checkpoint / "optimizer.pt")
+
+    trainer = _settings_trainer(tmp_path / "next")
+    trainer.optimizer_state_from = checkpoint
+    optimizer = trainer.create_optimizer()
+    moments = [optimizer.state[p]["exp_avg"] for p in trainer.model.parameters()]
+    expected = [previous.optimizer.state[p]["exp_avg"] for p in previous.model.parameters()]
+    assert len(moments) == len(expected) > 0
+    for got, want in zip(moments, expected):
+        assert torch.equal(got, want)
+    assert optimizer.param_groups[0]["lr"] == trainer.phase.lr
