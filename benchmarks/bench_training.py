@@ -104,7 +104,8 @@ def _args(out: Path, steps: int, rows: int, **extra):
 
 def run_rexbert(tokenizer, pieces, steps: int, rows: int, out: Path):
     from modeling_rexbert import RexBertConfig, RexBertForMaskedLM
-    from training.collator import PackedMLMCollator
+    from training.batch_plan import plan_batches
+    from training.collator import PackedMLMCollator, StepCollator
     from training.masking import MaskingConfig, SpanMasker
     from training.packing import TokenizedDoc, best_fit_pack
     from training.phase_data import PackedDataset
@@ -132,22 +133,19 @@ def run_rexbert(tokenizer, pieces, steps: int, rows: int, out: Path):
         tokenizer.unk_token_id,
     ]
     collator = PackedMLMCollator(
-        SpanMasker(phase.masking, tokenizer.mask_token_id, special, len(tokenizer)),
-        tokenizer.pad_token_id,
-        seed=0,
-        local_window=128,
+        SpanMasker(phase.masking, tokenizer.mask_token_id, special, len(tokenizer)), seed=0, local_window=128
     )
     torch.manual_seed(0)
     config = RexBertConfig(
         **_model_kwargs(tokenizer), mask_token_id=tokenizer.mask_token_id, attn_implementation="sdpa"
     )
     model = RexBertForMaskedLM(config)
-    plan = [list(range(i * rows, (i + 1) * rows)) for i in range(steps)]
+    plan = plan_batches([len(r.input_ids) for r in packed], phase, world_size=1)
     trainer = RexBertTrainer(
         model=model,
         args=_args(out, steps, rows, remove_unused_columns=False, max_grad_norm=0.0),
-        data_collator=collator,
-        train_dataset=PackedDataset(packed, 0),
+        data_collator=StepCollator(collator, rows),
+        train_dataset=PackedDataset(packed),
         phase=phase,
         batch_plan=plan,
     )

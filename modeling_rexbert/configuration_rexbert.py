@@ -30,6 +30,7 @@ SIZE_PRESETS: dict[str, dict[str, int]] = {
 }
 
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
+ATTENTION_BACKENDS = ("auto", "varlen", "flash_attention_2", "sdpa", "eager")
 _ROPE_SCALING_TYPES = ("ntk",)
 
 # ModernBERT-5 layer type names <-> the integer pattern used by 4.48 checkpoints and by this config.
@@ -53,7 +54,8 @@ class RexBertConfig(PretrainedConfig):
         hidden_activation (`str`, defaults to `"gelu"`):
             Activation of the GeGLU MLP (any key of `transformers.activations.ACT2FN`).
         max_position_embeddings (`int`, defaults to 8192):
-            Longest document (RoPE position) the model accepts; longer inputs raise a `ValueError`.
+            Longest document (RoPE position) the model was trained for; longer documents still run
+            (RoPE has no table) with a one-time warning, as transformers' ModernBERT.
             Phase 1 trains at 1024, phase 2 extends to 8192 (a config change only: RoPE has no table).
         initializer_range (`float`, defaults to 0.02):
             Std of the truncated-normal init of embeddings and input projections.
@@ -110,10 +112,19 @@ class RexBertConfig(PretrainedConfig):
         tie_word_embeddings (`bool`, defaults to `True`):
             Tie the MLM decoder weight to the token embeddings. Declared explicitly: transformers 5
             unties silently when a custom config lacks the field.
+        attention_backend (`str`, defaults to `"auto"`):
+            Attention kernel (see `attention_rexbert.py`): `"auto"` picks `"varlen"` (PyTorch's
+            FlashAttention varlen kernel) on CUDA for fp16 / bf16 activations without attention dropout,
+            else `"sdpa"`; or force one of `"varlen"`, `"flash_attention_2"` (flash-attn package),
+            `"sdpa"`, `"eager"` (returns attention weights).
+        validate_inputs (`bool`, defaults to `False`):
+            Check packed inputs (`cu_seqlens`, `max_seqlen`, `position_ids`, `label_positions`, token ids)
+            on every forward with `check_packed_inputs`. Each check reads values on the host, so keep it
+            off in training; the collator validates on the host instead.
         attn_implementation (`str`, defaults to `"sdpa"`):
-            Attention backend: `"sdpa"` (unpadded, per-document / blocked local), `"eager"` (returns
-            attention weights) or `"flash_attention_2"` (CUDA + flash-attn only). Stored by transformers
-            as `config._attn_implementation`.
+            transformers' switch: `"sdpa"` (leaves the choice to `attention_backend`), `"eager"` or
+            `"flash_attention_2"` (used when `attention_backend="auto"`). Stored by transformers as
+            `config._attn_implementation`.
 
     Example:
         >>> cfg = RexBertConfig.for_size("micro", max_position_embeddings=1024)
@@ -161,6 +172,8 @@ class RexBertConfig(PretrainedConfig):
     sparse_prediction: bool = True
     sparse_pred_ignore_index: int = -100
     tie_word_embeddings: bool = True
+    attention_backend: str = "auto"
+    validate_inputs: bool = False
 
     def __post_init__(self, **kwargs: Any) -> None:
         if kwargs.get("attn_implementation") is None:
@@ -175,21 +188,38 @@ class RexBertConfig(PretrainedConfig):
         def bad(field: str, value: Any, why: str) -> ValueError:
             return ValueError(f"RexBertConfig.{field}={value!r}: {why}")
 
-        for field in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
-                      "num_attention_heads", "max_position_embeddings", "global_attn_every_n_layers"):
+        for field in (
+            "vocab_size",
+            "hidden_size",
+            "intermediate_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "max_position_embeddings",
+            "global_attn_every_n_layers",
+        ):
             value = getattr(self, field)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise bad(field, value, "must be a positive integer")
         if self.hidden_size % self.num_attention_heads:
-            raise bad("hidden_size", self.hidden_size,
-                      f"must be divisible by num_attention_heads={self.num_attention_heads}")
+            raise bad(
+                "hidden_size",
+                self.hidden_size,
+                f"must be divisible by num_attention_heads={self.num_attention_heads}",
+            )
         if (self.hidden_size // self.num_attention_heads) % 2:
             raise bad("hidden_size", self.hidden_size, "head_dim must be even for rotary embeddings")
         if not isinstance(self.local_attention, int) or self.local_attention <= 0 or self.local_attention % 2:
-            raise bad("local_attention", self.local_attention,
-                      "must be a positive even integer (the total window)")
-        for field in ("pad_token_id", "bos_token_id", "eos_token_id", "cls_token_id", "sep_token_id",
-                      "mask_token_id"):
+            raise bad(
+                "local_attention", self.local_attention, "must be a positive even integer (the total window)"
+            )
+        for field in (
+            "pad_token_id",
+            "bos_token_id",
+            "eos_token_id",
+            "cls_token_id",
+            "sep_token_id",
+            "mask_token_id",
+        ):
             value = getattr(self, field, None)
             if value is not None and not 0 <= value < self.vocab_size:
                 raise bad(field, value, f"must be in [0, vocab_size={self.vocab_size})")
@@ -204,6 +234,8 @@ class RexBertConfig(PretrainedConfig):
             raise bad("classifier_pooling", self.classifier_pooling, "must be 'cls' or 'mean'")
         for field in ("global_rope_scaling", "local_rope_scaling"):
             _check_rope_scaling(field, getattr(self, field))
+        if self.attention_backend not in ATTENTION_BACKENDS:
+            raise bad("attention_backend", self.attention_backend, f"must be one of {ATTENTION_BACKENDS}")
         impl = getattr(self, "_attn_implementation", None)
         if impl is not None and impl not in ATTN_IMPLEMENTATIONS:
             raise bad("attn_implementation", impl, f"must be one of {ATTN_IMPLEMENTATIONS}")
@@ -244,8 +276,9 @@ class RexBertConfig(PretrainedConfig):
             19
         """
         if name not in SIZE_PRESETS:
-            raise ValueError(f"RexBertConfig.for_size: unknown size {name!r}; "
-                             f"choose from {sorted(SIZE_PRESETS)}")
+            raise ValueError(
+                f"RexBertConfig.for_size: unknown size {name!r}; choose from {sorted(SIZE_PRESETS)}"
+            )
         return cls(**{**SIZE_PRESETS[name], **overrides})
 
     # ------------------------------------------------------------------ ModernBERT interop
@@ -271,8 +304,18 @@ class RexBertConfig(PretrainedConfig):
         larger base), so the exported model computes the same function.
         """
         d = self.to_dict()
-        for key in ("global_rope_theta", "local_rope_theta", "global_rope_scaling", "local_rope_scaling",
-                    "global_attn_every_n_layers", "auto_map", "architectures", "mask_token_id"):
+        for key in (
+            "global_rope_theta",
+            "local_rope_theta",
+            "global_rope_scaling",
+            "local_rope_scaling",
+            "global_attn_every_n_layers",
+            "auto_map",
+            "architectures",
+            "mask_token_id",
+            "attention_backend",
+            "validate_inputs",
+        ):
             d.pop(key, None)
         d["model_type"] = "modernbert"
         d["architectures"] = ["ModernBertForMaskedLM"]
@@ -287,8 +330,10 @@ def _check_rope_scaling(field: str, value: Any) -> None:
     if value is None:
         return
     if not isinstance(value, dict):
-        raise ValueError(f"RexBertConfig.{field}={value!r}: must be None or a dict like "
-                         "{'rope_type': 'ntk', 'factor': 4.0}")
+        raise ValueError(
+            f"RexBertConfig.{field}={value!r}: must be None or a dict like "
+            "{'rope_type': 'ntk', 'factor': 4.0}"
+        )
     rope_type = value.get("rope_type", "ntk")
     if rope_type not in _ROPE_SCALING_TYPES:
         raise ValueError(f"RexBertConfig.{field}={value!r}: rope_type must be one of {_ROPE_SCALING_TYPES}")
@@ -302,8 +347,10 @@ def _layer_types_to_every_n(layer_types: list[str]) -> int:
     for n in range(1, len(layer_types) + 1):
         if [(_GLOBAL if i % n == 0 else _LOCAL) for i in range(len(layer_types))] == list(layer_types):
             return n
-    raise ValueError(f"ModernBERT layer_types={layer_types!r} is not a 'global every n layers' pattern; "
-                     "RexBERT cannot represent it")
+    raise ValueError(
+        f"ModernBERT layer_types={layer_types!r} is not a 'global every n layers' pattern; "
+        "RexBERT cannot represent it"
+    )
 
 
 def modernbert_to_rexbert_dict(config_dict: dict[str, Any]) -> dict[str, Any]:
@@ -319,13 +366,17 @@ def modernbert_to_rexbert_dict(config_dict: dict[str, Any]) -> dict[str, Any]:
             params = rope.get(layer_type) or {}
             rope_type = params.get("rope_type", "default")
             if rope_type != "default":
-                raise ValueError(f"ModernBERT rope_parameters[{layer_type!r}] rope_type={rope_type!r} is not "
-                                 "supported by RexBERT (only 'default'; use {prefix}_rope_scaling for NTK)")
+                raise ValueError(
+                    f"ModernBERT rope_parameters[{layer_type!r}] rope_type={rope_type!r} is not "
+                    "supported by RexBERT (only 'default'; use {prefix}_rope_scaling for NTK)"
+                )
             if "rope_theta" in params:
                 d[f"{prefix}_rope_theta"] = params["rope_theta"]
     if d.pop("rope_scaling", None):
-        raise ValueError("ModernBERT config with rope_scaling is not supported; "
-                         "use global_rope_scaling / local_rope_scaling")
+        raise ValueError(
+            "ModernBERT config with rope_scaling is not supported; "
+            "use global_rope_scaling / local_rope_scaling"
+        )
     for key in ("reference_compile", "repad_logits_with_grad", "auto_map", "_attn_implementation_autoset"):
         d.pop(key, None)
     d.setdefault("mask_token_id", 50284 if d.get("vocab_size", 50368) > 50284 else None)

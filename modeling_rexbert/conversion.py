@@ -26,8 +26,7 @@ def rexbert_config_to_modernbert(config: RexBertConfig):
     return ModernBertConfig(**d)
 
 
-def export_to_modernbert(model: RexBertPreTrainedModel, out_dir: str | os.PathLike,
-                         tokenizer=None) -> Path:
+def export_to_modernbert(model: RexBertPreTrainedModel, out_dir: str | os.PathLike, tokenizer=None) -> Path:
     """Write ``model`` as a plain ModernBERT folder (config.json + model.safetensors [+ tokenizer]).
 
     The head class follows the model: MaskedLM -> ``ModernBertForMaskedLM``, sequence / token
@@ -44,8 +43,9 @@ def export_to_modernbert(model: RexBertPreTrainedModel, out_dir: str | os.PathLi
     missing, unexpected = target.load_state_dict(model.state_dict(), strict=False)
     missing = [k for k in missing if k != "decoder.weight"]  # tied to the embeddings
     if missing or unexpected:
-        raise RuntimeError(f"export_to_modernbert: state-dict mismatch, missing={missing}, "
-                           f"unexpected={unexpected}")
+        raise RuntimeError(
+            f"export_to_modernbert: state-dict mismatch, missing={missing}, unexpected={unexpected}"
+        )
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))

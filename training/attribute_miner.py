@@ -1,10 +1,15 @@
-"""A lightweight entity/attribute miner for product text (Guided MLM spans).
+"""A lightweight entity/attribute miner for product text and web pages (Guided MLM spans).
 
-Finds, as character spans: attribute values of ``Key: Value`` pairs, dimensions (``30 x 20 cm``),
-sizes with units (``500 GB``, ``6 pc(s)``), model numbers / SKUs (``006R90321``, ``WH-1000XM4``),
-product types (a built-in noun lexicon, extendable) and brands (a lexicon, learned from titles with
-:meth:`AttributeMiner.fit` or given). Overlaps keep the longest span. Char spans become token spans
+Finds, as character spans: attribute values of ``Key: Value`` pairs (within one sentence), dimensions
+(``30 x 20 cm``), sizes with units (``500 GB``, ``6 pc(s)``), model numbers / SKUs (``006R90321``,
+``WH-1000XM4``; not ordinals, resolutions or formats such as ``2nd``, ``4K``, ``mp3``), product types (a
+built-in noun lexicon, extendable) and brands (a lexicon, learned from a bounded sample of documents with
+:meth:`AttributeMiner.fit`, or given). Overlaps keep the longest span. Char spans become token spans
 through the tokenizer's offset mapping (:func:`char_to_token_spans`).
+
+Hand-written rules on purpose: no maintained library mines product attributes without a trained model,
+and the miner must run inside the tokenization workers at corpus scale. Its precision on a hand-labelled
+sample of web and product text is measured in tests/training/test_attribute_miner.py (docs/training.md).
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
 _UNITS = (
     r"mm|cm|m|km|in|inch|inches|ft|\"|kg|g|mg|lb|lbs|oz|ml|l|L|TB|GB|MB|kB|GHz|MHz|Hz|W|kW|V|mAh|Wh"
     r"|pc\(s\)|pcs|pc|pack|ct|count|MP|dpi|ppm|rpm|°C|°F|%"
@@ -22,21 +29,41 @@ _NUM = r"\d+(?:[.,]\d+)?"
 _PATTERNS: dict[str, re.Pattern[str]] = {
     "dimension": re.compile(rf"\b{_NUM}\s?[x×X]\s?{_NUM}(?:\s?[x×X]\s?{_NUM})?(?:\s?(?:{_UNITS}))?(?![\w])"),
     "size_unit": re.compile(rf"(?<![\w.]){_NUM}\s?(?:{_UNITS})(?![\w])"),
-    # letters and digits mixed, >= 4 chars, optional -,/ separators: SKUs and model numbers
+    # an upper-case letter and at least two digits, >= 4 chars, optional -,/ separators: SKUs, model numbers
     "model_number": re.compile(
-        r"(?<![\w-])(?=[\w/-]*\d)(?=[\w/-]*[A-Za-z])[A-Za-z0-9]{2,}(?:[-/][A-Za-z0-9]+)*(?![\w-])"
+        r"(?<![\w-])(?=[\w/-]*\d[\w/-]*\d)(?=[\w/-]*[A-Z])[A-Za-z0-9]{2,}(?:[-/][A-Za-z0-9]+)*(?![\w-])"
     ),
-    "attribute_value": re.compile(r"\b([A-Z][A-Za-z ]{1,30}):[ \t]*([^\n,;:|]{1,60}?)(?=\s*(?:[\n,;|]|$))"),
+    # "Key: value" with a short key and a short value ending at a separator or the end of the sentence
+    # (a "." not followed by a word character): "Color: Navy. Best in ..." yields "Navy"
+    "attribute_value": re.compile(
+        r"\b([A-Z][A-Za-z]*(?: [A-Za-z]+){0,2}):[ \t]*"
+        r"([\w$€£#+-](?:[^\x00-\x1f,;:|.!?()\"]|\.(?=\w)){0,39}?)(?=\s*(?:[\n,;|!?]|\.(?!\w)|$))"
+    ),
 }
+# digits + a suffix: ordinals, decades, times, video resolutions, formats -- words, not model numbers
+_NOT_MODEL_NUMBER = re.compile(
+    r"\d+(?:st|nd|rd|th|s|am|pm|p|i|k|D|G|fps|px)|[A-Za-z]{1,4}\d{1,2}", re.IGNORECASE
+)
+# a separated part made of letters only is a word ("38-year-old", "Under-15"), unless a short code ("WH")
+_WORD_PART = re.compile(r"(?:^|[-/])(?![A-Z]{1,4}(?:[-/]|$))[A-Za-z]+(?:[-/]|$)")
+_MAX_VALUE_WORDS = 5
+# capitalised title openers that are not brands (besides English stop words)
+_TITLE_OPENERS = """
+best top new free how why what when where who which review reviews guide introducing official
+welcome home about news buy shop get our your my this these those cheap sale
+"""
+_TITLE_WORDS = frozenset(_TITLE_OPENERS.split())
+# nouns that name products in web text too: words with common other senses ("case", "cover", "light",
+# "switch", "ring", "watch", "drive", "table", "memory", "mouse", "server") are left out
 _PRODUCT_TYPE_WORDS = """
-adapter backpack bag battery blender bottle bracelet cable camera cartridge case charger chair
-coat controller cover cream desk dress drive earbuds earphones headphones headset heater helmet
-hoodie jacket jeans keyboard kettle lamp laptop lens light memory microphone monitor mouse mug
-necklace notebook pants pen phone pillow printer projector purse ring router sandals scanner
-server shampoo shirt shoes shorts skirt smartphone sneakers sofa speaker switch table tablet tent
-toner toy tripod tv vacuum wallet watch
+adapter backpack battery blender bracelet cable camera cartridge charger coat controller desk dress
+earbuds earphones headphones headset heater helmet hoodie jacket jeans keyboard kettle lamp laptop
+lens microphone monitor mug necklace notebook pants phone pillow printer projector purse router
+sandals scanner shampoo shirt shoes shorts skirt smartphone sneakers sofa speakers tablet tent toner
+tripod tv vacuum wallet
 """
 PRODUCT_TYPES = frozenset(_PRODUCT_TYPE_WORDS.split())
+_LOWER_WORD = re.compile(r"(?<![\w-])[a-z][a-z]+(?![\w-])")
 
 
 @dataclass(frozen=True)
@@ -69,15 +96,33 @@ class AttributeMiner:
         alternatives = "|".join(sorted((re.escape(b) for b in self.brands), key=len, reverse=True))
         return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)")
 
-    def fit(self, titles: Iterable[str], min_count: int = 2) -> AttributeMiner:
-        """Learn brands: capitalised first words of titles seen at least ``min_count`` times
-        (product titles usually start with the brand, e.g. ``Xerox 006R90321 toner ...``)."""
-        counts: Counter[str] = Counter()
-        for title in titles:
+    def fit(
+        self, documents: Iterable[str], min_count: int = 2, max_lowercase_share: float = 0.2
+    ) -> AttributeMiner:
+        """Learn brands from documents whose first line is a title (a bounded sample of a corpus).
+
+        Product titles usually start with the brand (``Xerox 006R90321 toner ...``); web page titles
+        start with ordinary words (``The``, ``How``, ``Best``). A capitalised first word is kept when it
+        starts at least ``min_count`` titles, is no English stop word or title opener, and is written
+        in lower case in at most ``max_lowercase_share`` of its uses elsewhere in the documents
+        (brands keep their capital; ordinary words do not).
+        """
+        firsts: Counter[str] = Counter()
+        lowercase: Counter[str] = Counter()
+        for document in documents:
+            title = document.split("\n", 1)[0]
             words = title.split(maxsplit=1)
             if words and words[0][:1].isupper() and words[0].isalpha() and len(words[0]) > 1:
-                counts[words[0]] += 1
-        learned = {w for w, c in counts.items() if c >= min_count and w.lower() not in self.product_types}
+                firsts[words[0]] += 1
+            lowercase.update(_LOWER_WORD.findall(document))
+        common = ENGLISH_STOP_WORDS | _TITLE_WORDS | self.product_types
+        learned = {
+            word
+            for word, count in firsts.items()
+            if count >= min_count
+            and word.lower() not in common
+            and lowercase[word.lower()] <= max_lowercase_share * (count + lowercase[word.lower()])
+        }
         self.brands |= learned
         self._brand_re = self._compile_brands()
         return self
@@ -87,6 +132,13 @@ class AttributeMiner:
         found: list[MinedSpan] = []
         for kind, pattern in _PATTERNS.items():
             for match in pattern.finditer(text):
+                token = match.group()
+                if kind == "model_number" and (
+                    _NOT_MODEL_NUMBER.fullmatch(token) or _WORD_PART.search(token)
+                ):
+                    continue
+                if kind == "attribute_value" and len(match.group(2).split()) > _MAX_VALUE_WORDS:
+                    continue
                 group = 2 if kind == "attribute_value" else 0  # mask the value, keep the key as context
                 start, end = match.span(group)
                 if end > start and not text[start:end].isspace():

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rexbert_common.errors import UserError
 from training.recipe import SourceConfig
 
 _TEXT_SUFFIXES = (".txt", ".raw", ".txt.gz", ".raw.gz")
@@ -30,8 +31,34 @@ _MISSING = {"none", "nan", "null"}  # product dumps write missing fields as thes
 TEXT_BLOCK_CHARS = 4000
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """A data source cannot be used (the message names the source, the path and why)."""
+
+
+def _json_problem(path: str) -> str:
+    """Where a JSON Lines (or JSON) file stops parsing -- ``datasets`` only says "an error occurred while
+    generating the dataset". Streams the file: only runs after a failed load."""
+    import json
+
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8", errors="replace") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                json.loads(line)
+                continue
+            except json.JSONDecodeError as error:
+                problem = (number, error.msg)
+            if number == 1 and line.lstrip()[:1] in "[{":  # maybe one JSON document over many lines
+                handle.seek(0)
+                try:
+                    json.load(handle)
+                    return "unreadable JSON"
+                except json.JSONDecodeError as error:
+                    problem = (error.lineno, error.msg)
+            return f"line {problem[0]} is not valid JSON ({problem[1]})"
+    return "unreadable JSON"
 
 
 @dataclass
@@ -152,7 +179,12 @@ def _records(src: SourceConfig, path: str) -> Iterator[str | None]:
         elif kind in ("parquet", "json"):
             import datasets
 
-            dataset = datasets.load_dataset(kind, data_files=path, split="train")
+            try:
+                dataset = datasets.load_dataset(kind, data_files=path, split="train")
+            except datasets.exceptions.DatasetGenerationError:
+                if kind != "json":
+                    raise
+                raise DataError(f"source {src.name!r}: {path}: {_json_problem(path)}") from None
             missing = [f for f in src.text_fields[:1] if f not in dataset.column_names]
             if missing:
                 raise DataError(

@@ -207,6 +207,23 @@ class SpanMasker:
             return 0.0
         return min(1.0, self.config.guided_fraction * n_rows / n_rows_with_spans)
 
+    def mask_row(
+        self,
+        ids: np.ndarray,
+        doc_ids: np.ndarray | None,
+        valid: np.ndarray,
+        rng: np.random.Generator,
+        spans: Sequence[tuple[int, int]],
+        guided_probability: float,
+        stats: MaskingStats,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Select and corrupt one row; it is guided (mined spans first) with ``guided_probability`` when
+        it has spans. Returns (input_ids, labels), both shaped like ``ids``."""
+        is_guided = bool(len(spans)) and guided_probability > 0 and rng.random() < guided_probability
+        stats.guided_sequences += int(is_guided)
+        selected = self.select_row(ids, doc_ids, valid, rng, spans if is_guided else (), stats)
+        return self.corrupt_row(ids, selected, rng)
+
     def mask_batch(
         self,
         input_ids: np.ndarray,
@@ -222,16 +239,13 @@ class SpanMasker:
         n_with = sum(1 for s in guided_spans or () if s)
         p_guided = self.guided_row_probability(input_ids.shape[0], n_with)
         for b, rng in enumerate(rngs):
-            spans = guided_spans[b] if guided_spans else ()
-            is_guided = bool(spans) and p_guided > 0 and rng.random() < p_guided
-            stats.guided_sequences += int(is_guided)
-            selected = self.select_row(
+            out[b], labels[b] = self.mask_row(
                 input_ids[b],
                 None if document_ids is None else document_ids[b],
                 attention_mask[b] > 0,
                 rng,
-                spans if is_guided else (),
+                guided_spans[b] if guided_spans else (),
+                p_guided,
                 stats,
             )
-            out[b], labels[b] = self.corrupt_row(input_ids[b], selected, rng)
         return out, labels, stats

@@ -17,7 +17,7 @@ import os
 import shutil
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -30,10 +30,8 @@ from training.data import LoadedSource, source_files
 from training.mixture import MixtureSampler, cumulative_domain_share, domain_share
 from training.packing import PackedRow, TokenizedDoc, best_fit_pack
 from training.recipe import DataConfig, PhaseConfig
-from training.schedules import BatchSizeWarmup
 
 logger = logging.getLogger(__name__)
-ROW_ID_STRIDE = 1_000_000_000  # row ids are unique across phases: phase_index * stride + row
 # Bump when the generation or the on-disk layout changes: it is part of the build fingerprint.
 FORMAT_VERSION = 1
 BUILD_INFO = "build.json"  # written last inside the temp folder: its presence marks a complete build
@@ -419,113 +417,17 @@ def build_phase_rows(
     return found
 
 
-# -- batch plan ------------------------------------------------------------------------------------
-
-
-class BatchPlan(Sequence):
-    """Micro-batches of consecutive row indices, stored per optimizer step (not per row).
-
-    Step ``s`` covers rows ``[starts[s], starts[s] + sizes[s] · per_step)`` as ``per_step`` micro-batches
-    of ``sizes[s]`` rows. Indexing gives a micro-batch as a list of row indices.
-    """
-
-    def __init__(self, starts: np.ndarray, sizes: np.ndarray, per_step: int) -> None:
-        self.starts = np.asarray(starts, dtype=np.int64)  # (steps,)
-        self.sizes = np.asarray(sizes, dtype=np.int64)  # (steps,)
-        self.per_step = per_step
-        self.max_size = int(self.sizes.max()) if self.sizes.size else 0
-
-    def __len__(self) -> int:
-        return int(self.sizes.size) * self.per_step
-
-    def __getitem__(self, k):
-        if isinstance(k, slice):
-            return [self[i] for i in range(*k.indices(len(self)))]
-        if k < 0:
-            k += len(self)
-        if not 0 <= k < len(self):
-            raise IndexError(k)
-        step, j = divmod(k, self.per_step)
-        m = int(self.sizes[step])
-        start = int(self.starts[step]) + j * m
-        return list(range(start, start + m))
-
-    def __iter__(self):
-        for start, m in zip(self.starts.tolist(), self.sizes.tolist()):
-            for j in range(self.per_step):
-                yield list(range(start + j * m, start + (j + 1) * m))
-
-
-def _length_reader(rows) -> tuple[int, Callable[[int, int], int]]:
-    """(number of rows, tokens in rows [a, b)) for a list of rows, an array of lengths or an Arrow column."""
-    if isinstance(rows, list) and rows and isinstance(rows[0], PackedRow):
-        lengths = np.fromiter((len(r.input_ids) for r in rows), dtype=np.int64, count=len(rows))
-    else:
-        lengths = rows
-    if hasattr(lengths, "slice"):  # Arrow (chunked) array: read only the slice asked for
-        return len(lengths), lambda a, b: int(np.asarray(lengths.slice(a, b - a).to_numpy(), np.int64).sum())
-    lengths = np.asarray(lengths, dtype=np.int64)
-    return len(lengths), lambda a, b: int(lengths[a:b].sum())
-
-
-def plan_batches(rows, phase: PhaseConfig, world_size: int) -> tuple[BatchPlan, int]:
-    """Micro-batches (lists of row indices) in the order processes consume them, and the step count.
-
-    ``rows``: the packed rows, or just their lengths (numpy array or Arrow column, e.g.
-    ``PhaseRows.lengths``). One optimizer step = ``grad_accum × world_size`` micro-batches of equal
-    size ``m``; ``m`` grows from 1 to ``micro_batch_size`` over ``batch_warmup_tokens`` tokens seen
-    (batch-size warmup), so the global batch grows from ``grad_accum × world_size`` rows to
-    ``batch_size`` rows. Only the warmup's rows are read: after it every step has the full size.
-    """
-    per_pass = phase.micro_batch_size * world_size
-    if phase.batch_size % per_pass:
-        raise ValueError(
-            f"batch_size ({phase.batch_size}) must be a multiple of micro_batch_size × "
-            "processes "
-            f"({phase.micro_batch_size} × {world_size})"
-        )
-    grad_accum = phase.batch_size // per_pass
-    per_step = grad_accum * world_size
-    n_rows, tokens_in = _length_reader(rows)
-    warmup = BatchSizeWarmup(full_batch=phase.micro_batch_size, warmup_tokens=phase.batch_warmup_tokens)
-    starts: list[int] = []
-    sizes: list[int] = []
-    tokens_seen, index = 0, 0
-    while True:
-        m = warmup(tokens_seen)
-        if m == phase.micro_batch_size:  # warmup over: the rest are full steps
-            full_steps = (n_rows - index) // (m * per_step)
-            starts.extend(range(index, index + full_steps * m * per_step, m * per_step))
-            sizes.extend([m] * full_steps)
-            break
-        need = m * per_step
-        if index + need > n_rows:
-            break
-        starts.append(index)
-        sizes.append(m)
-        tokens_seen += tokens_in(index, index + need)
-        index += need
-    steps = len(sizes)
-    if steps == 0:
-        raise ValueError(
-            f"the phase produced {n_rows} rows, fewer than one batch ({phase.batch_size}): "
-            "raise tokens or lower batch_size"
-        )
-    return BatchPlan(np.array(starts, dtype=np.int64), np.array(sizes, dtype=np.int64), per_step), steps
-
-
 # -- training-time access --------------------------------------------------------------------------
 
 
 class PackedDataset(torch.utils.data.Dataset):
-    """Rows as dicts: ``row_id`` (seeds the row's mask), ``input_ids``, ``doc_lengths``, ``spans``.
+    """Rows as dicts: ``row_id`` (the row's index: seeds its mask), ``input_ids``, ``doc_lengths``, ``spans``.
 
     ``rows``: a list of ``PackedRow`` or a memory-mapped ``datasets.Dataset`` (``PhaseRows.dataset``).
     """
 
-    def __init__(self, rows, phase_index: int) -> None:
+    def __init__(self, rows) -> None:
         self.rows = rows
-        self.offset = phase_index * ROW_ID_STRIDE
         self.on_disk = not isinstance(rows, list)
 
     def __len__(self) -> int:
@@ -539,7 +441,7 @@ class PackedDataset(torch.utils.data.Dataset):
             cols = self.rows[list(indices)]
             return [
                 {
-                    "row_id": self.offset + int(i),
+                    "row_id": int(i),
                     "input_ids": cols["input_ids"][k],
                     "doc_lengths": cols["doc_lengths"][k],
                     "spans": [tuple(s) for s in cols["spans"][k]],
@@ -548,25 +450,10 @@ class PackedDataset(torch.utils.data.Dataset):
             ]
         return [
             {
-                "row_id": self.offset + int(i),
+                "row_id": int(i),
                 "input_ids": self.rows[i].input_ids,
                 "doc_lengths": self.rows[i].doc_lengths,
                 "spans": self.rows[i].spans,
             }
             for i in indices
         ]
-
-
-class PlannedBatchSampler(torch.utils.data.Sampler):
-    """Yields the precomputed micro-batches in order (resume skips whole batches via Accelerate)."""
-
-    def __init__(self, plan: Sequence[list[int]]) -> None:
-        self.plan = plan
-        # Accelerate reads this attribute when sharding
-        self.batch_size = plan.max_size if isinstance(plan, BatchPlan) else max(len(b) for b in plan)
-
-    def __iter__(self):
-        yield from self.plan
-
-    def __len__(self) -> int:
-        return len(self.plan)

@@ -7,9 +7,20 @@ import torch
 
 from modeling_rexbert import RexBertConfig
 
-TINY = dict(vocab_size=97, hidden_size=32, intermediate_size=48, num_hidden_layers=4, num_attention_heads=2,
-            max_position_embeddings=1024, pad_token_id=0, bos_token_id=1, eos_token_id=2, cls_token_id=1,
-            sep_token_id=2, mask_token_id=3)
+TINY = dict(
+    vocab_size=97,
+    hidden_size=32,
+    intermediate_size=48,
+    num_hidden_layers=4,
+    num_attention_heads=2,
+    max_position_embeddings=1024,
+    pad_token_id=0,
+    bos_token_id=1,
+    eos_token_id=2,
+    cls_token_id=1,
+    sep_token_id=2,
+    mask_token_id=3,
+)
 
 
 def tiny_config(**overrides) -> RexBertConfig:

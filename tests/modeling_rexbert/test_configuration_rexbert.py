@@ -34,9 +34,18 @@ def test_large_preset_parameter_count():
 def test_presets_match_table2_and_modernbert_special_ids():
     cfg = RexBertConfig.for_size("base")
     assert (cfg.num_hidden_layers, cfg.hidden_size, cfg.intermediate_size, cfg.num_attention_heads) == (
-        22, 768, 1152, 12)
+        22,
+        768,
+        1152,
+        12,
+    )
     assert (cfg.vocab_size, cfg.cls_token_id, cfg.sep_token_id, cfg.pad_token_id, cfg.mask_token_id) == (
-        50368, 50281, 50282, 50283, 50284)
+        50368,
+        50281,
+        50282,
+        50283,
+        50284,
+    )
     assert cfg.head_dim == 64 and cfg.tie_word_embeddings is True and cfg.sparse_prediction is True
     assert RexBertConfig.for_size("micro", max_position_embeddings=8192).max_position_embeddings == 8192
 
@@ -68,8 +77,13 @@ def test_unknown_size():
 
 
 def test_layer_types_and_ntk_scaling():
-    cfg = RexBertConfig(num_hidden_layers=5, global_attn_every_n_layers=2, hidden_size=128,
-                        num_attention_heads=2, global_rope_scaling={"rope_type": "ntk", "factor": 4.0})
+    cfg = RexBertConfig(
+        num_hidden_layers=5,
+        global_attn_every_n_layers=2,
+        hidden_size=128,
+        num_attention_heads=2,
+        global_rope_scaling={"rope_type": "ntk", "factor": 4.0},
+    )
     assert cfg.layer_types == ["full_attention", "sliding_attention"] * 2 + ["full_attention"]
     d = cfg.head_dim
     assert cfg.rope_theta_for("full_attention") == pytest.approx(160_000.0 * 4.0 ** (d / (d - 2)))
@@ -77,22 +91,39 @@ def test_layer_types_and_ntk_scaling():
 
 
 def test_json_round_trip(tmp_path):
-    cfg = RexBertConfig.for_size("micro", local_rope_scaling={"rope_type": "ntk", "factor": 2.0},
-                                 attn_implementation="eager")
+    cfg = RexBertConfig.for_size(
+        "micro", local_rope_scaling={"rope_type": "ntk", "factor": 2.0}, attn_implementation="eager"
+    )
     cfg.save_pretrained(tmp_path)
     back = RexBertConfig.from_pretrained(tmp_path)
     assert back.to_dict() == cfg.to_dict()
 
 
 def test_modernbert_dicts_both_styles_convert():
-    v5 = {"model_type": "modernbert", "num_hidden_layers": 6, "hidden_size": 64, "num_attention_heads": 2,
-          "intermediate_size": 96, "layer_types": ["full_attention", "sliding_attention"] * 3,
-          "rope_parameters": {"full_attention": {"rope_type": "default", "rope_theta": 80_000.0},
-                              "sliding_attention": {"rope_type": "default", "rope_theta": 5_000.0}},
-          "architectures": ["ModernBertForMaskedLM"]}
-    old = {"model_type": "modernbert", "num_hidden_layers": 6, "hidden_size": 64, "num_attention_heads": 2,
-           "intermediate_size": 96, "global_attn_every_n_layers": 2, "global_rope_theta": 80_000.0,
-           "local_rope_theta": 5_000.0, "reference_compile": None}
+    v5 = {
+        "model_type": "modernbert",
+        "num_hidden_layers": 6,
+        "hidden_size": 64,
+        "num_attention_heads": 2,
+        "intermediate_size": 96,
+        "layer_types": ["full_attention", "sliding_attention"] * 3,
+        "rope_parameters": {
+            "full_attention": {"rope_type": "default", "rope_theta": 80_000.0},
+            "sliding_attention": {"rope_type": "default", "rope_theta": 5_000.0},
+        },
+        "architectures": ["ModernBertForMaskedLM"],
+    }
+    old = {
+        "model_type": "modernbert",
+        "num_hidden_layers": 6,
+        "hidden_size": 64,
+        "num_attention_heads": 2,
+        "intermediate_size": 96,
+        "global_attn_every_n_layers": 2,
+        "global_rope_theta": 80_000.0,
+        "local_rope_theta": 5_000.0,
+        "reference_compile": None,
+    }
     for d in (v5, old):
         cfg = RexBertConfig.from_dict(d)
         got = (cfg.global_attn_every_n_layers, cfg.global_rope_theta, cfg.local_rope_theta)

@@ -24,10 +24,23 @@ CASES = [
 
 
 def _modernbert(window: int, every: int, layers: int = 4, legacy: bool = False) -> ModernBertForMaskedLM:
-    kw = dict(vocab_size=97, hidden_size=32, intermediate_size=48, num_hidden_layers=layers,
-              num_attention_heads=2, local_attention=window, global_attn_every_n_layers=every,
-              max_position_embeddings=1024, pad_token_id=0, bos_token_id=1, eos_token_id=2, cls_token_id=1,
-              sep_token_id=2, global_rope_theta=160_000.0, local_rope_theta=10_000.0)
+    kw = dict(
+        vocab_size=97,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        local_attention=window,
+        global_attn_every_n_layers=every,
+        max_position_embeddings=1024,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        cls_token_id=1,
+        sep_token_id=2,
+        global_rope_theta=160_000.0,
+        local_rope_theta=10_000.0,
+    )
     model = ModernBertForMaskedLM(ModernBertConfig(**kw, attn_implementation="sdpa")).eval()
     # Non-trivial norms / bias so a mis-mapped weight cannot hide behind init constants.
     with torch.no_grad():
@@ -63,8 +76,12 @@ def test_legacy_448_modernbert_config_converts(tmp_path):
     cfg = json.loads((tmp_path / "config.json").read_text())
     cfg.pop("layer_types")
     cfg.pop("rope_parameters")
-    cfg.update(global_rope_theta=160_000.0, local_rope_theta=10_000.0, global_attn_every_n_layers=2,
-               reference_compile=None)
+    cfg.update(
+        global_rope_theta=160_000.0,
+        local_rope_theta=10_000.0,
+        global_attn_every_n_layers=2,
+        reference_compile=None,
+    )
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     ours = RexBertForMaskedLM.from_pretrained(tmp_path).eval()
     assert ours.config.global_attn_every_n_layers == 2 and ours.config.global_rope_theta == 160_000.0
@@ -77,8 +94,12 @@ def test_legacy_448_modernbert_config_converts(tmp_path):
 
 @pytest.mark.parametrize("window,every", [(16, 3), (8, 2)])
 def test_export_to_modernbert_matches(tmp_path, window, every):
-    cfg = tiny_config(local_attention=window, global_attn_every_n_layers=every, num_hidden_layers=5,
-                      global_rope_scaling={"rope_type": "ntk", "factor": 2.0})
+    cfg = tiny_config(
+        local_attention=window,
+        global_attn_every_n_layers=every,
+        num_hidden_layers=5,
+        global_rope_scaling={"rope_type": "ntk", "factor": 2.0},
+    )
     ours = RexBertForMaskedLM(cfg).eval()
     export_to_modernbert(ours, tmp_path)
     ref = ModernBertForMaskedLM.from_pretrained(tmp_path, attn_implementation="sdpa").eval()

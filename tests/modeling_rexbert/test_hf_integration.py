@@ -50,10 +50,22 @@ def tokenizer():
 
 def _config(tok, **overrides) -> RexBertConfig:
     return RexBertConfig.for_size(
-        "micro", vocab_size=len(tok), pad_token_id=tok.pad_token_id, cls_token_id=tok.cls_token_id,
-        sep_token_id=tok.sep_token_id, mask_token_id=tok.mask_token_id, bos_token_id=tok.cls_token_id,
-        eos_token_id=tok.sep_token_id, num_hidden_layers=3, hidden_size=64, intermediate_size=96,
-        num_attention_heads=2, max_position_embeddings=512, local_attention=16, **overrides)
+        "micro",
+        vocab_size=len(tok),
+        pad_token_id=tok.pad_token_id,
+        cls_token_id=tok.cls_token_id,
+        sep_token_id=tok.sep_token_id,
+        mask_token_id=tok.mask_token_id,
+        bos_token_id=tok.cls_token_id,
+        eos_token_id=tok.sep_token_id,
+        num_hidden_layers=3,
+        hidden_size=64,
+        intermediate_size=96,
+        num_attention_heads=2,
+        max_position_embeddings=512,
+        local_attention=16,
+        **overrides,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -66,13 +78,27 @@ def saved_mlm(tokenizer, tmp_path_factory) -> Path:
 
 
 def test_import_registers_all_auto_classes():
-    cfg = AutoConfig.for_model("rexbert", vocab_size=128, hidden_size=32, intermediate_size=48,
-                               num_hidden_layers=2, num_attention_heads=2, pad_token_id=0, bos_token_id=1,
-                               eos_token_id=2, cls_token_id=1, sep_token_id=2, mask_token_id=3)
+    cfg = AutoConfig.for_model(
+        "rexbert",
+        vocab_size=128,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        cls_token_id=1,
+        sep_token_id=2,
+        mask_token_id=3,
+    )
     assert isinstance(cfg, RexBertConfig)
-    for auto, cls in [(AutoModel, RexBertModel), (AutoModelForMaskedLM, RexBertForMaskedLM),
-                      (AutoModelForSequenceClassification, RexBertForSequenceClassification),
-                      (AutoModelForTokenClassification, RexBertForTokenClassification)]:
+    for auto, cls in [
+        (AutoModel, RexBertModel),
+        (AutoModelForMaskedLM, RexBertForMaskedLM),
+        (AutoModelForSequenceClassification, RexBertForSequenceClassification),
+        (AutoModelForTokenClassification, RexBertForTokenClassification),
+    ]:
         assert type(auto.from_config(cfg)) is cls
     assert set(modeling_rexbert.__all__) >= {"RexBertConfig", "export_to_modernbert", "SIZE_PRESETS"}
 
@@ -88,7 +114,13 @@ def test_saved_folder_has_full_auto_map_code_and_safetensors_only(saved_mlm):
     }
     assert cfg["tie_word_embeddings"] is True and cfg["model_type"] == "rexbert"
     names = {p.name for p in saved_mlm.iterdir()}
-    assert {"configuration_rexbert.py", "modeling_rexbert.py", "model.safetensors"} <= names
+    assert {
+        "configuration_rexbert.py",
+        "modeling_rexbert.py",
+        "packing_rexbert.py",
+        "attention_rexbert.py",
+        "model.safetensors",
+    } <= names
     assert not any(n.endswith((".bin", ".pt")) for n in names)
 
 
@@ -118,8 +150,9 @@ def test_remote_code_loads_in_clean_process_without_the_package(saved_mlm, tmp_p
     """)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONSTARTUP")}
     env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
-    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     remote = json.loads(proc.stdout.strip().splitlines()[-1])
     local = RexBertForMaskedLM.from_pretrained(saved_mlm).eval()
@@ -158,9 +191,20 @@ def test_sentence_transformers_mean_pooled_embeddings(saved_mlm, tokenizer):
 def _train(model, dataset, collator, tmp_path, steps: int) -> list[float]:
     from transformers import Trainer, TrainingArguments
 
-    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, max_steps=steps, learning_rate=3e-3,
-                             per_device_train_batch_size=8, logging_steps=1, report_to=[], save_strategy="no",
-                             warmup_steps=0, weight_decay=0.0, seed=0, disable_tqdm=True)
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        max_steps=steps,
+        learning_rate=3e-3,
+        per_device_train_batch_size=8,
+        logging_steps=1,
+        report_to=[],
+        save_strategy="no",
+        warmup_steps=0,
+        weight_decay=0.0,
+        seed=0,
+        disable_tqdm=True,
+    )
     trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator)
     trainer.train()
     return [h["loss"] for h in trainer.state.log_history if "loss" in h]
@@ -170,8 +214,9 @@ def test_trainer_trains_mlm_head(tokenizer, tmp_path):
     from datasets import Dataset
     from transformers import DataCollatorForLanguageModeling
 
-    ds = Dataset.from_dict({"text": SENTENCES}).map(lambda b: tokenizer(b["text"]), batched=True,
-                                                      remove_columns=["text"])
+    ds = Dataset.from_dict({"text": SENTENCES}).map(
+        lambda b: tokenizer(b["text"]), batched=True, remove_columns=["text"]
+    )
     collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.3, seed=0)
     model = RexBertForMaskedLM(_config(tokenizer))
     losses = _train(model, ds, collator, tmp_path, steps=12)
@@ -185,7 +230,8 @@ def test_trainer_trains_classification_head(tokenizer, tmp_path):
 
     labels = [0, 1, 2, 0, 1, 2, 0, 1]
     ds = Dataset.from_dict({"text": SENTENCES, "label": labels}).map(
-        lambda b: tokenizer(b["text"]), batched=True, remove_columns=["text"])
+        lambda b: tokenizer(b["text"]), batched=True, remove_columns=["text"]
+    )
     model = RexBertForSequenceClassification(_config(tokenizer, num_labels=3))
     losses = _train(model, ds, DataCollatorWithPadding(tokenizer), tmp_path, steps=12)
     assert losses[-1] < losses[0] * 0.5, losses

@@ -14,7 +14,6 @@ from modeling_rexbert import (
     RexBertModel,
 )
 from modeling_rexbert.conversion import rexbert_config_to_modernbert
-from modeling_rexbert.modeling_rexbert import BlockedGroup, build_varlen_batch, sdpa_varlen_attention
 
 from .conftest import right_padded, tiny_config
 
@@ -25,56 +24,81 @@ def _encoder(**overrides) -> RexBertModel:
     return RexBertModel(tiny_config(**overrides)).eval()
 
 
-# ---------------------------------------------------------------- packing
-def _packed_case(model: RexBertModel, doc_lengths: list[list[int]]):
-    """Rows packing several documents + right padding; returns inputs and per-document references."""
-    S = max(sum(row) for row in doc_lengths) + 3
-    ids = torch.zeros(len(doc_lengths), S, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    doc_ids = torch.zeros_like(ids)
-    pos = torch.zeros_like(ids)
-    refs = []
-    for r, row in enumerate(doc_lengths):
-        o = 0
-        for j, n in enumerate(row):
-            doc = torch.randint(4, 97, (n,))
-            ids[r, o:o + n], mask[r, o:o + n], doc_ids[r, o:o + n] = doc, 1, j + 1
-            pos[r, o:o + n] = torch.arange(n)
-            with torch.no_grad():
-                refs.append((r, o, n, model(input_ids=doc[None]).last_hidden_state[0]))
-            o += n
-    return ids, mask, doc_ids, pos, refs
+# ---------------------------------------------------------------- packing contract
+def _packed(doc_lengths: list[int], labelled: float = 0.0):
+    """Packed (1, N) batch as the collator builds it on the host, plus the documents."""
+    docs = [torch.randint(4, 97, (n,)) for n in doc_lengths]
+    cu = torch.tensor([0, *torch.tensor(doc_lengths).cumsum(0).tolist()], dtype=torch.int32)
+    ids = torch.cat(docs)[None]
+    labels = torch.where(torch.rand(ids.shape) < labelled, ids, torch.full_like(ids, -100))
+    batch = {
+        "input_ids": ids,
+        "position_ids": torch.cat([torch.arange(n) for n in doc_lengths])[None],
+        "cu_seqlens": cu,
+        "max_seqlen": max(doc_lengths),
+    }
+    if labelled:
+        batch |= {"labels": labels, "label_positions": (labels[0] != -100).nonzero().squeeze(1)}
+    return batch, docs
 
 
-@pytest.mark.parametrize("signal", ["document_ids", "position_ids"])
-def test_packed_documents_equal_running_each_alone(signal):
+@pytest.mark.parametrize("with_positions", [True, False])
+def test_packed_documents_equal_running_each_alone(with_positions):
     model = _encoder(local_attention=8)  # documents longer and shorter than the window
-    ids, mask, doc_ids, pos, refs = _packed_case(model, [[30, 3, 12], [1, 25], [40]])
-    kwargs = {"document_ids": doc_ids} if signal == "document_ids" else {"position_ids": pos}
+    batch, docs = _packed([30, 3, 12, 1, 25, 40])
+    if not with_positions:  # derived from cu_seqlens on the device
+        del batch["position_ids"]
     with torch.no_grad():
-        out = model(input_ids=ids, attention_mask=mask, **kwargs).last_hidden_state
-    for r, o, n, ref in refs:
-        torch.testing.assert_close(out[r, o:o + n], ref, atol=ATOL, rtol=0)
-    assert out[mask == 0].abs().max() == 0  # padding rows are zeros
+        out = model(**batch).last_hidden_state[0]
+        s = 0
+        for doc in docs:
+            torch.testing.assert_close(
+                out[s : s + len(doc)], model(input_ids=doc[None]).last_hidden_state[0], atol=ATOL, rtol=0
+            )
+            s += len(doc)
 
 
-def test_cu_seqlens_flattened_input_equals_documents_alone():
-    model = _encoder(local_attention=8)
-    docs = [torch.randint(4, 97, (n,)) for n in (17, 2, 33)]
-    flat = torch.cat(docs)[None]
-    cu = torch.tensor([0, 17, 19, 52], dtype=torch.int32)
-    with torch.no_grad():
-        out = model(input_ids=flat, cu_seqlens=cu, max_seqlen=33).last_hidden_state[0]
-        for doc, s in zip(docs, (0, 17, 19)):
-            ref = model(input_ids=doc[None]).last_hidden_state[0]
-            torch.testing.assert_close(out[s:s + len(doc)], ref, atol=ATOL, rtol=0)
+def test_packed_mlm_equals_padded_mlm_loss_logits_and_gradients():
+    torch.manual_seed(0)
+    model = RexBertForMaskedLM(tiny_config(local_attention=8)).train()
+    batch, docs = _packed([30, 3, 12, 25], labelled=0.3)
+    lengths = [len(d) for d in docs]
+    ids, mask = right_padded(lengths)
+    for i, d in enumerate(docs):
+        ids[i, : len(d)] = d
+    labels = torch.full_like(ids, -100)
+    labels[mask.bool()] = batch["labels"][0]
+    packed = model(**batch)
+    packed.loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    padded = model(input_ids=ids, attention_mask=mask, labels=labels)
+    padded.loss.backward()
+    torch.testing.assert_close(packed.logits, padded.logits, atol=ATOL, rtol=0)
+    torch.testing.assert_close(packed.loss, padded.loss, atol=ATOL, rtol=0)
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(grads[n], p.grad, atol=1e-6, rtol=1e-5, msg=n)
 
 
-def test_document_ids_must_be_contiguous():
+def test_packed_input_rejects_padding_mask_and_batched_rows():
     model = _encoder()
-    ids = torch.randint(4, 97, (1, 6))
-    with pytest.raises(ValueError, match="contiguous"):
-        model(input_ids=ids, document_ids=torch.tensor([[1, 1, 2, 2, 1, 1]]))
+    batch, _ = _packed([5, 6])
+    with pytest.raises(ValueError, match="cu_seqlens is for packed input"):
+        model(**batch, attention_mask=torch.ones_like(batch["input_ids"]))
+    with pytest.raises(ValueError, match="cu_seqlens is for packed input"):
+        model(**{**batch, "input_ids": batch["input_ids"].expand(2, -1), "position_ids": None})
+    with pytest.raises(ValueError, match="document_ids is no longer accepted"):  # never silently ignored
+        model(input_ids=batch["input_ids"], document_ids=torch.zeros_like(batch["input_ids"]))
+    with pytest.raises(ValueError, match="label_positions"):
+        RexBertForMaskedLM(tiny_config())(input_ids=batch["input_ids"], label_positions=torch.tensor([0]))
+
+
+def test_validate_inputs_flag_checks_packed_batches():
+    model = RexBertForMaskedLM(tiny_config(validate_inputs=True))
+    batch, _ = _packed([5, 6], labelled=0.5)
+    model(**batch)  # a correct batch passes
+    with pytest.raises(ValueError, match="position_ids"):
+        model(**{**batch, "position_ids": torch.arange(11)[None]})
 
 
 def test_left_padding_equals_right_padding():
@@ -82,54 +106,14 @@ def test_left_padding_equals_right_padding():
     ids, mask = right_padded([20, 9])
     left_ids, left_mask = torch.zeros_like(ids), torch.zeros_like(mask)
     for i, n in enumerate([20, 9]):
-        left_ids[i, 20 - n:], left_mask[i, 20 - n:] = ids[i, :n], 1
+        left_ids[i, 20 - n :], left_mask[i, 20 - n :] = ids[i, :n], 1
     with torch.no_grad():
         right = model(input_ids=ids, attention_mask=mask).last_hidden_state
         left = model(input_ids=left_ids, attention_mask=left_mask).last_hidden_state
     torch.testing.assert_close(left[1, 11:], right[1, :9], atol=ATOL, rtol=0)
 
 
-# ---------------------------------------------------------------- backends
-def _dense_reference(qkv: torch.Tensor, half: int | None) -> torch.Tensor:
-    """One document, explicit S x S band mask: the O(S^2) definition the blocked kernel must match."""
-    q, k, v = (t.transpose(0, 1)[None] for t in qkv.unbind(1))  # (1, heads, S, d)
-    i = torch.arange(qkv.shape[0])
-    mask = None if half is None else (i[:, None] - i[None, :]).abs() <= half
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)[0].transpose(0, 1)
-
-
-@pytest.mark.parametrize("window,lengths", [(16, [700]), (8, [5, 130, 9, 64, 257]), (64, [33, 1000])])
-def test_blocked_local_attention_equals_dense_masked_reference(window, lengths):
-    qkv = torch.randn(sum(lengths), 3, 2, 16)
-    cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32)
-    batch = build_varlen_batch(1, sum(lengths), qkv.device, cu_seqlens=cu)
-    got, _ = sdpa_varlen_attention(*qkv.unbind(1), batch, window, 0.0, 16**-0.5)
-    plan = batch.plan(window)
-    blocked = [plan.blocked]
-    assert isinstance(plan.blocked, BlockedGroup), "long documents must take the blocked path"
-    # Memory is linear: the mask holds block * 3 * block entries per block of queries, never S^2.
-    assert blocked[0].mask.numel() <= (blocked[0].ntokens + window) * 3 * (window // 2)
-    s = 0
-    for n in lengths:
-        ref = _dense_reference(qkv[s:s + n], window // 2)
-        torch.testing.assert_close(got[s:s + n], ref, atol=ATOL, rtol=0)
-        s += n
-
-
-def test_length_buckets_equal_per_document_attention():
-    lengths = [300, 7, 250, 251, 40, 33, 1, 120]  # several buckets, some padded, one equal-length pair
-    qkv = torch.randn(sum(lengths), 3, 2, 16)
-    cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32)
-    batch = build_varlen_batch(1, sum(lengths), qkv.device, cu_seqlens=cu)
-    got, _ = sdpa_varlen_attention(*qkv.unbind(1), batch, None, 0.0, 16**-0.5)
-    plan = batch.plan(None)
-    assert 1 < len(plan.dense.buckets) < len(lengths)
-    s = 0
-    for n in lengths:
-        torch.testing.assert_close(got[s:s + n], _dense_reference(qkv[s:s + n], None), atol=ATOL, rtol=0)
-        s += n
-
-
+# ---------------------------------------------------------------- backends through the model
 def test_eager_equals_sdpa_and_returns_attention_weights():
     model = _encoder(local_attention=8)
     ids, mask = right_padded([30, 12, 5])
@@ -148,27 +132,13 @@ def test_eager_equals_sdpa_and_returns_attention_weights():
     assert out.attentions[0][1, :, 12:].abs().max() == 0  # padding neither attends nor is attended
 
 
-def test_output_attentions_with_sdpa_falls_back_to_eager_with_warning():
+def test_output_attentions_uses_eager_whatever_the_backend():
     model = _encoder()
     ids, mask = right_padded([10, 4])
-    with pytest.warns(UserWarning, match="eager"):
-        out = model(input_ids=ids, attention_mask=mask, output_attentions=True)
+    assert model.attention_backend(ids.device, torch.float32, output_attentions=True) == "eager"
+    out = model(input_ids=ids, attention_mask=mask, output_attentions=True)
     assert out.attentions[0].shape == (2, 2, 10, 10)
-
-
-def test_flash_attention_backend_needs_flash_attn():
-    pytest.importorskip("transformers")
-    try:
-        import flash_attn  # noqa: F401
-    except ImportError:
-        pass
-    else:  # pragma: no cover - GPU machines only
-        pytest.skip("flash-attn installed: this test covers the CPU-only error path")
-    from modeling_rexbert.modeling_rexbert import flash_varlen_attention
-
-    batch = build_varlen_batch(1, 4, torch.device("cpu"))
-    with pytest.raises(ImportError, match="flash-attn"):
-        flash_varlen_attention(*torch.randn(4, 3, 2, 16).unbind(1), batch, None, 0.0, 0.25)
+    torch.testing.assert_close(out.attentions[0].sum(-1)[1, :, :4], torch.ones(2, 4))
 
 
 def test_8192_tokens_run_without_quadratic_memory():
@@ -267,19 +237,30 @@ def test_all_zero_attention_mask_row_gives_zero_states_not_nan():
     assert all_empty.abs().max() == 0
 
 
-def test_too_long_input_raises():
+def test_too_long_document_warns_once_and_runs(caplog):
+    from transformers.utils import logging as hf_logging
+
     model = _encoder(max_position_embeddings=16)
-    with pytest.raises(ValueError, match="max_position_embeddings=16"):
-        model(input_ids=torch.randint(4, 97, (1, 17)))
-    # Packed documents are judged by their own length, not the row's.
-    model(input_ids=torch.randint(4, 97, (1, 20)), document_ids=torch.tensor([[0] * 10 + [1] * 10]))
+    hf_logging.enable_propagation()
+    try:
+        with caplog.at_level("WARNING"):
+            out = model(input_ids=torch.randint(4, 97, (1, 17))).last_hidden_state
+    finally:
+        hf_logging.disable_propagation()
+    assert torch.isfinite(out).all()
+    assert "17 tokens exceeds max_position_embeddings=16" in caplog.text
+    caplog.clear()
+    batch, _ = _packed([10, 10])  # packed documents are judged by their own length, not the row's
+    with caplog.at_level("WARNING"):
+        model(**batch)
+    assert "exceeds" not in caplog.text
 
 
-def test_out_of_vocab_ids_raise():
-    model = _encoder()
+def test_out_of_vocab_ids_raise_with_validate_inputs():
+    model = _encoder(validate_inputs=True)
     with pytest.raises(ValueError, match="vocab_size=97"):
         model(input_ids=torch.tensor([[5, 97]]))
-    with pytest.raises(ValueError, match="outside"):
+    with pytest.raises(ValueError, match="min -1"):
         model(input_ids=torch.tensor([[5, -1]]))
 
 
@@ -289,6 +270,7 @@ def test_mismatched_shapes_and_labels_on_padding_raise():
     with pytest.raises(ValueError, match="attention_mask must have shape"):
         model(input_ids=ids, attention_mask=mask[:, :4])
     labels = ids.clone()
+    model.config.validate_inputs = True
     with pytest.raises(ValueError, match="attention_mask == 0"):
         model(input_ids=ids, attention_mask=mask, labels=labels)
 
@@ -330,7 +312,7 @@ def test_training_with_dropout_everywhere_is_finite_and_stochastic():
 
 
 def test_remote_code_files_import_only_torch_transformers_and_stdlib():
-    """The two files copied into Hub folders must not need this repository (or any other package)."""
+    """The files copied into Hub folders must not need this repository (or any other package)."""
     import ast
     import sys
     from pathlib import Path
@@ -338,14 +320,15 @@ def test_remote_code_files_import_only_torch_transformers_and_stdlib():
     import modeling_rexbert
 
     root = Path(modeling_rexbert.__file__).parent
-    for name in ("modeling_rexbert.py", "configuration_rexbert.py"):
+    siblings = {"configuration_rexbert", "packing_rexbert", "attention_rexbert"}
+    for name in ("modeling_rexbert.py", *(f"{m}.py" for m in siblings)):
         tree = ast.parse((root / name).read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
                 modules = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom):
-                if node.level:  # relative: only the sibling configuration file
-                    assert node.module == "configuration_rexbert", (name, node.module)
+                if node.level:  # relative: only the sibling files shipped with the remote code
+                    assert node.module in siblings, (name, node.module)
                     continue
                 modules = [node.module]
             else:
@@ -353,33 +336,33 @@ def test_remote_code_files_import_only_torch_transformers_and_stdlib():
             for module in modules:
                 top = module.split(".")[0]
                 assert top in {"torch", "transformers", "flash_attn"} or top in sys.stdlib_module_names, (
-                    name, module)
+                    name,
+                    module,
+                )
 
 
-@pytest.mark.parametrize("divisor", [None, 17])
-def test_fused_cross_entropy_matches_torch_loss_and_gradient(divisor):
-    from modeling_rexbert.modeling_rexbert import _cross_entropy
+@pytest.mark.parametrize("divisor", [None, 17, torch.tensor(17)])
+def test_masked_lm_loss_matches_torch_loss_and_gradient(divisor):
+    from modeling_rexbert.modeling_rexbert import masked_lm_loss
 
     logits = torch.randn(9, 50, dtype=torch.float64, requires_grad=True)
     labels = torch.randint(0, 50, (9,))
-    ours = _cross_entropy(logits, labels, -100, divisor)
+    labels[[2, 5]] = -100
+    ours = masked_lm_loss(logits, labels, -100, divisor)
     (g_ours,) = torch.autograd.grad(ours, logits)
-    ref = F.cross_entropy(logits, labels, reduction="sum") / (divisor or 9)
+    ref = F.cross_entropy(logits, labels, reduction="sum") / (7 if divisor is None else 17)
     (g_ref,) = torch.autograd.grad(ref, logits)
-    torch.testing.assert_close(ours, ref)
+    torch.testing.assert_close(ours.double(), ref)
     torch.testing.assert_close(g_ours, g_ref)
 
 
-def test_fused_cross_entropy_passes_gradcheck_and_backward_twice():
-    from modeling_rexbert.modeling_rexbert import _FusedCrossEntropy
+def test_masked_lm_loss_without_targets_is_zero_with_a_graph():
+    from modeling_rexbert.modeling_rexbert import masked_lm_loss
 
-    logits = torch.randn(4, 7, dtype=torch.float64, requires_grad=True)
-    labels = torch.tensor([0, 6, 3, 3])
-    assert torch.autograd.gradcheck(lambda x: _FusedCrossEntropy.apply(x, labels, 3), (logits,))
-    loss = _FusedCrossEntropy.apply(logits, labels, 4)
-    (g1,) = torch.autograd.grad(loss, logits, retain_graph=True)
-    (g2,) = torch.autograd.grad(loss, logits)  # the saved log-probabilities are not consumed in place
-    torch.testing.assert_close(g1, g2)
+    logits = torch.randn(0, 5, requires_grad=True)
+    loss = masked_lm_loss(logits, torch.zeros(0, dtype=torch.long), -100)
+    loss.backward()
+    assert loss.item() == 0.0
 
 
 # ---------------------------------------------------------------- RoPE custom autograd
@@ -399,7 +382,7 @@ def test_rope_function_matches_transformers_forward_and_gradient():
     pos = torch.tensor([0, 1, 2, 3, 0, 1, 7])
     qkv = torch.randn(7, 3, 2, 8, dtype=torch.float64, requires_grad=True)
     qk = qkv.split([2, 1], dim=1)[0]  # strided view of the fused projection, as in RexBertAttention
-    cos, sin = rope_cos_sin(pos, 8, 160.0, torch.float64)
+    cos, sin = (t.double() for t in rope_cos_sin(pos, 8, 160.0))
     ours = apply_rope(qk, cos, sin)
     ref = _rope_reference(qkv[:, :2], cos, sin)
     torch.testing.assert_close(ours, ref)
@@ -414,26 +397,12 @@ def test_rope_function_passes_gradcheck_and_inference_path_is_identical():
     from modeling_rexbert.modeling_rexbert import _Rope, apply_rope, rope_cos_sin
 
     pos = torch.tensor([0, 1, 5, 2])
-    cos, sin = rope_cos_sin(pos, 6, 10_000.0, torch.float64)
+    cos, sin = (t.double() for t in rope_cos_sin(pos, 6, 10_000.0))
     qk = torch.randn(4, 2, 3, 6, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda x: _Rope.apply(x, cos, sin), (qk,))
     with torch.no_grad():
         plain = apply_rope(qk, cos, sin)
     torch.testing.assert_close(apply_rope(qk, cos, sin), plain, atol=0, rtol=0)
-
-
-@pytest.mark.parametrize("window,lengths", [(16, [700]), (8, [5, 130, 9, 64, 257])])
-def test_blocked_local_attention_gradients_equal_dense_reference(window, lengths):
-    qkv = torch.randn(sum(lengths), 3, 2, 16, dtype=torch.float64, requires_grad=True)
-    cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32)
-    batch = build_varlen_batch(1, sum(lengths), qkv.device, cu_seqlens=cu)
-    assert batch.plan(window, torch.float64).blocked is not None
-    got, _ = sdpa_varlen_attention(*qkv.unbind(1), batch, window, 0.0, 16**-0.5)
-    ref = torch.cat([_dense_reference(t, window // 2) for t in qkv.split(lengths)])
-    upstream = torch.randn_like(got)
-    (g_got,) = torch.autograd.grad(got, qkv, upstream)
-    (g_ref,) = torch.autograd.grad(ref, qkv, upstream)
-    torch.testing.assert_close(g_got, g_ref, atol=1e-8, rtol=0)
 
 
 # ---------------------------------------------------------------- sparse MLM: last layer on labelled rows
@@ -478,3 +447,84 @@ def test_sparse_mlm_same_with_hidden_states_and_checkpointing():
         torch.testing.assert_close(logits, runs[0][0], atol=1e-6, rtol=0)
         for n, g in grads.items():
             torch.testing.assert_close(g, runs[0][1][n], atol=1e-6, rtol=1e-5, msg=n)
+
+
+# ---------------------------------------------------------------- no host reads in the packed training step
+SYNC_OPS = {"aten::_local_scalar_dense", "aten::nonzero", "aten::item"}
+
+
+def _profiled_ops(model, batch) -> set[str]:
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        out = model(**batch, num_items_in_batch=torch.tensor(17))
+        out.loss.backward()
+    return {e.name for e in prof.events()}
+
+
+@pytest.mark.parametrize("backend", ["sdpa", "varlen"])
+def test_packed_forward_backward_records_no_device_to_host_read(backend, monkeypatch):
+    """The training step on a collator batch: no op that would make a GPU wait for the host."""
+    from modeling_rexbert import attention_rexbert
+
+    from .test_attention_rexbert import reference_varlen_attn
+
+    cfg = tiny_config(local_attention=8, attention_backend=backend)
+    model = RexBertForMaskedLM(cfg).train()
+    batch, _ = _packed([30, 3, 12, 25, 1], labelled=0.3)
+    if backend == "varlen":
+        monkeypatch.setattr(attention_rexbert, "_varlen_attn_fn", lambda: reference_varlen_attn([]))
+
+        def no_host_lengths(self):
+            raise AssertionError("the varlen path must not read document lengths on the host")
+
+        monkeypatch.setattr(attention_rexbert.PackedBatch, "host_seqlens", no_host_lengths)
+    names = _profiled_ops(model, batch)
+    assert "aten::mm" in names  # the profiler saw the step
+    assert not names & SYNC_OPS, names & SYNC_OPS
+    # The padded form may read the mask (inference); the check above is not vacuous:
+    ids, mask = right_padded([30, 12])
+    padded = {"input_ids": ids, "attention_mask": mask, "labels": ids.masked_fill(mask == 0, -100)}
+    assert _profiled_ops(model, padded) & SYNC_OPS
+
+
+# ---------------------------------------------------------------- numerics vs transformers
+def test_rope_in_bf16_is_the_fp32_rotation_cast_once():
+    from modeling_rexbert.modeling_rexbert import apply_rope, rope_cos_sin
+
+    cos, sin = rope_cos_sin(torch.arange(64), 32, 10_000.0)
+    qk = torch.randn(64, 2, 2, 32).bfloat16()
+    torch.testing.assert_close(
+        apply_rope(qk, cos, sin), apply_rope(qk.float(), cos, sin).bfloat16(), atol=0, rtol=0
+    )
+
+
+@pytest.mark.parametrize("layout", ["padded", "packed"])
+def test_bf16_autocast_logits_within_bf16_tolerance_of_modernbert(layout):
+    cfg = tiny_config(local_attention=8, sparse_prediction=False)
+    ours = RexBertForMaskedLM(cfg).eval()
+    ref = ModernBertForMaskedLM(rexbert_config_to_modernbert(cfg)).eval()
+    ref.config._attn_implementation = "sdpa"
+    ref.load_state_dict(ours.state_dict())
+    ids, mask = right_padded([40, 17, 29])
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = ref(input_ids=ids, attention_mask=mask).logits.float()[mask.bool()]  # (N, V)
+        if layout == "padded":
+            got = ours(input_ids=ids, attention_mask=mask).logits.float()[mask.bool()]
+        else:
+            cu = torch.tensor([0, 40, 57, 86], dtype=torch.int32)
+            got = ours(input_ids=ids[mask.bool()][None], cu_seqlens=cu, max_seqlen=40).logits.float()[0]
+    with torch.no_grad():
+        exact = ref(input_ids=ids, attention_mask=mask).logits[mask.bool()]  # fp32
+    scale = exact.abs().max()
+    # Both runs round to bf16 at every layer: each must be as close to the fp32 logits as the other.
+    ours_err, ref_err = (got - exact).abs().max() / scale, (expected - exact).abs().max() / scale
+    assert ours_err < 2 * ref_err + 1e-3, (ours_err, ref_err)
+    assert (got - expected).abs().max() / scale < 0.05
+
+
+def test_capability_flags_match_what_the_config_accepts():
+    from modeling_rexbert import RexBertPreTrainedModel
+    from modeling_rexbert.configuration_rexbert import ATTN_IMPLEMENTATIONS
+
+    assert RexBertPreTrainedModel._compatible_flash_implementations == ["flash_attention_2"]
+    assert set(RexBertPreTrainedModel._compatible_flash_implementations) <= set(ATTN_IMPLEMENTATIONS)
+    assert not RexBertPreTrainedModel._supports_flex_attn and "flex_attention" not in ATTN_IMPLEMENTATIONS

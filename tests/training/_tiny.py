@@ -16,16 +16,19 @@ TINY_OVERRIDES = [
     "measure_peak_flops=false",
     "data.max_doc_tokens=200",
 ]
-_PHASES = (("phase1", 3000, 64, 8), ("phase2", 1500, 128, 4), ("phase3", 4000, 128, 4))
-for _phase, _tokens, _seq, _batch in _PHASES:
+# batch-size warmup is on: the global batch grows by `step_rows` (two processes × micro_batch_size, so 1- and
+# 2-process runs train the same steps) up to `batch`, over the first third of each phase's tokens
+_PHASES = (("phase1", 3000, 64, 8, 2), ("phase2", 1500, 128, 4, 1), ("phase3", 4000, 128, 4, 1))
+for _phase, _tokens, _seq, _batch, _micro in _PHASES:
     TINY_OVERRIDES += [
         f"{_phase}.tokens={_tokens}",
         f"{_phase}.max_seq_len={_seq}",
         f"{_phase}.batch_size={_batch}",
-        f"{_phase}.micro_batch_size={_batch // 2}",
+        f"{_phase}.micro_batch_size={_micro}",
         f"{_phase}.logging_steps=1",
         f"{_phase}.save_steps=3",
-        f"{_phase}.batch_warmup_tokens=0",
+        f"{_phase}.batch_warmup_tokens={_tokens // 3}",
+        f"{_phase}.batch_warmup_step_rows={2 * _micro}",
     ]
 
 

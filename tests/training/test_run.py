@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from tests.training._tiny import args
+from training.checkpoints import ResumeError
 from training.run import main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -54,6 +55,25 @@ def test_three_phases_hand_off_and_hub_folders(full_run):
             "guided_sequences",
         ):
             assert key in entry, key
+    for phase in ("phase1", "phase2", "phase3"):
+        final = full_run / phase / "final"
+        # only what belongs on the Hub: no training_args.bin (a pickle) or other Trainer state
+        names = sorted(p.name for p in final.iterdir())
+        assert [n for n in names if not n.endswith(".py")] == [
+            "config.json", "model.safetensors", "phase_summary.json", "tokenizer.json",
+            "tokenizer_config.json",
+        ]  # fmt: skip
+        assert {"modeling_rexbert.py", "configuration_rexbert.py"} <= set(names)  # the remote code
+        tokenizer_config = json.loads((final / "tokenizer_config.json").read_text())
+        assert tokenizer_config["model_max_length"] == configs[phase]["max_position_embeddings"]
+        assert "local_files_only" not in tokenizer_config and configs[phase]["sparse_prediction"] is True
+    # phases 2 and 3 continue from the optimizer moments the previous phase ended with
+    for phase, previous in (("phase2", "phase1"), ("phase3", "phase2")):
+        summary = json.loads((full_run / phase / "final" / "phase_summary.json").read_text())
+        assert summary["optimizer_state"].startswith(f"carried from {full_run / previous}/checkpoint-")
+    assert json.loads((full_run / "phase1" / "final" / "phase_summary.json").read_text())[
+        "optimizer_state"
+    ] == ("fresh")
     assert configs["phase1"]["global_rope_theta"] == 10_000
     assert configs["phase2"]["global_rope_theta"] == 160_000
     assert "AutoModelForMaskedLM" in configs["phase3"]["auto_map"]
@@ -118,7 +138,13 @@ def test_phase_two_starts_from_phase_one(full_run, tmp_path):
     # (and the phase's own NTK RoPE scaling lands in its config)
     scaling = "phase2.global_rope_scaling={rope_type: ntk, factor: 2.0}"
     extra = ["--set", "phase2.lr=1e-12", "--set", "phase2.weight_decay=0", "--set", scaling]
-    assert main(args(full_run, "--phase", "2", *extra)) == 0
+    # phase 2 already ran in this folder: rerunning it silently would discard that run
+    with pytest.raises(
+        ResumeError, match=r"phase2 already holds a run \(checkpoint-\d+.*--resume.*--overwrite"
+    ):
+        main(args(full_run, "--phase", "2", *extra))
+    assert (full_run / "phase2" / "final" / "config.json").exists()
+    assert main(args(full_run, "--phase", "2", "--overwrite", *extra)) == 0
     config = json.loads((full_run / "phase2" / "final" / "config.json").read_text())
     assert config["global_rope_scaling"] == {"rope_type": "ntk", "factor": 2.0}
     before = load_file(full_run / "phase1" / "final" / "model.safetensors")
@@ -141,6 +167,102 @@ def test_resume_reproduces_the_uninterrupted_losses(full_run, tmp_path):
     assert [s for s, _ in resumed] == [s for s, _ in reference]
     for (step, a), (_, b) in zip(reference, resumed):
         assert a == pytest.approx(b, rel=1e-5, abs=1e-6), step
+    # the reported train loss covers the whole phase, not only the steps after the resume
+    assert _train_loss(out / "phase1" / "final") == pytest.approx(
+        _train_loss(full_run / "phase1" / "final"), rel=1e-6
+    )
+
+
+def _train_loss(final_dir):
+    return json.loads((Path(final_dir) / "phase_summary.json").read_text())["train"]["train_loss"]
+
+
+def test_resume_falls_back_from_a_damaged_latest_checkpoint(full_run, tmp_path, capsys):
+    reference = _losses(full_run / "phase1" / "final")
+    out = tmp_path / "damaged"
+    extra = ["--phase", "1", "--set", "phase1.save_steps=2"]
+    assert main(args(out, *extra, "--stop-after-steps", "4")) == 0
+    latest = out / "phase1" / "checkpoint-4" / "model.safetensors"
+    latest.write_bytes(latest.read_bytes()[:1000])  # killed while writing the checkpoint
+    capsys.readouterr()
+    assert main(args(out, *extra, "--resume")) == 0
+    printed = capsys.readouterr().out
+    assert f"checkpoint {latest.parent} is damaged (model.safetensors is truncated" in printed
+    summary = json.loads((out / "phase1" / "final" / "phase_summary.json").read_text())
+    assert summary["resumed_from"] == str(out / "phase1" / "checkpoint-2")
+    for (step, a), (_, b) in zip(reference, _losses(out / "phase1" / "final")):
+        assert a == pytest.approx(b, rel=1e-5, abs=1e-6), step
+
+
+def test_missing_optimizer_state_is_an_error_unless_allowed(tmp_path, data_dir):
+    decaying = ["--phase", "1", "--set", "phase1.decay_fraction=0.9"]  # an LR that changes every step
+    out, reference = tmp_path / "no_optimizer", tmp_path / "reference"
+    assert main(args(reference, *decaying)) == 0
+    assert main(args(out, *decaying, "--stop-after-steps", "3")) == 0
+    (out / "phase1" / "checkpoint-3" / "optimizer.pt").unlink()
+    with pytest.raises(ResumeError, match="checkpoint-3 has no optimizer.pt.*--allow-fresh-optimizer"):
+        main(args(out, *decaying, "--resume"))
+    assert not (out / "phase1" / "final").exists()
+    assert main(args(out, *decaying, "--resume", "--allow-fresh-optimizer")) == 0
+
+    # fresh moments, but the LR schedule continues where it stopped (the scheduler state is restored)
+    def rates(folder):
+        summary = json.loads((folder / "phase1" / "final" / "phase_summary.json").read_text())
+        return [(e["step"], e["learning_rate"]) for e in summary["log_history"]]
+
+    assert len({rate for _, rate in rates(reference)}) >= 4
+    assert rates(out) == rates(reference)
+
+
+def test_malformed_jsonl_source_names_source_path_and_line_and_leaves_nothing(tmp_path, data_dir, capsys):
+    from training.run import script_main
+
+    source = tmp_path / "web.jsonl"
+    source.write_text('{"text": "a first page"}\n{"text": "a second page"}\n{"text": broken\n')
+    out = tmp_path / "out"
+    code = script_main(args(out, "--set", f"data.general.2.path={source}"))
+    error = capsys.readouterr().err.strip().splitlines()[-1]  # after the datasets progress bar
+    assert (
+        code == 2 and error == f"error: source 'web_cc': {source}: line 3 is not valid JSON (Expecting value)"
+    )
+    assert not out.exists()
+
+
+def test_phase3_alone_anneals_from_a_modernbert_checkpoint(full_run, tmp_path):
+    """The paper's path: phase 3 alone, from an (8k) ModernBERT checkpoint stored in bf16."""
+    from modeling_rexbert import RexBertForMaskedLM
+    from modeling_rexbert.conversion import export_to_modernbert
+    from training.tokenizer import load_tokenizer
+
+    source = full_run / "phase1" / "final"  # global RoPE θ 10k: phase 3's 160k changes it
+    modernbert = tmp_path / "modernbert"
+    model = RexBertForMaskedLM.from_pretrained(source).to(torch.bfloat16)
+    export_to_modernbert(model, modernbert, tokenizer=load_tokenizer(str(source)))
+    assert json.loads((modernbert / "config.json").read_text())["model_type"] == "modernbert"
+    out = tmp_path / "anneal"
+    extra = [
+        "--phase",
+        "3",
+        "--set",
+        f"phase3.init_from={modernbert}",
+        "--set",
+        f"tokenizer.name_or_path={modernbert}",
+        "--set",
+        "phase3.warmup_fraction=0.2",
+        "--set",
+        "phase3.decay_fraction=0.8",
+    ]
+    with pytest.warns(
+        UserWarning, match=r"changes .*modernbert's RoPE θ \(global_rope_theta 10000.0 → 160000.0\)"
+    ):
+        assert main(args(out, *extra)) == 0
+    final = out / "phase3" / "final"
+    summary = json.loads((final / "phase_summary.json").read_text())
+    assert summary["optimizer_state"] == "fresh" and summary["steps"] > 0
+    config = json.loads((final / "config.json").read_text())
+    assert config["model_type"] == "rexbert" and config["sparse_prediction"] is True
+    assert {t.dtype for t in load_file(final / "model.safetensors").values()} == {torch.float32}
+    assert not (out / "phase1").exists() and not (out / "phase2").exists()
 
 
 def test_cli_registers_train():
@@ -159,7 +281,25 @@ def test_recipe_typo_fails_before_any_work(tmp_path):
     assert not (tmp_path / "typo").exists()
 
 
-def test_two_processes_with_accelerate(tmp_path, data_dir):
+def _assert_every_planned_row_trained_once(summary):
+    planned = summary["planned_rows"]
+    assert summary["trained_rows"] == planned
+    assert summary["trained_row_id_sum"] == planned * (planned - 1) // 2  # rows 0 .. planned-1
+
+
+def test_batch_warmup_plan_in_the_single_process_run(full_run):
+    summary = json.loads((full_run / "phase1" / "final" / "phase_summary.json").read_text())
+    rows_per_step = [e["batch_rows"] for e in summary["log_history"]]
+    assert rows_per_step[0] == 4 and rows_per_step[-1] == 8  # warmup: 2 → 4 micro-batches of 2 rows
+    assert [e["micro_batches_per_step"] for e in summary["log_history"]] == [r / 2 for r in rows_per_step]
+    assert len(summary["log_history"]) == summary["steps"] == summary["global_step"]  # logged every step
+    _assert_every_planned_row_trained_once(summary)
+
+
+@pytest.mark.slow
+def test_two_processes_with_batch_warmup_match_one_process(full_run, tmp_path):
+    """Acceptance: 2 CPU processes with batch-size warmup on reach exactly the planned steps, train every
+    planned row once, and log the 1-process run's losses (tolerance: float reduction order only)."""
     accelerate = Path(sys.executable).with_name("accelerate")
     env = {**os.environ, "ACCELERATE_USE_CPU": "true", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     cmd = [
@@ -180,8 +320,42 @@ def test_two_processes_with_accelerate(tmp_path, data_dir):
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     summary = json.loads((tmp_path / "phase1" / "final" / "phase_summary.json").read_text())
-    assert summary["train"]["train_loss"] > 0 and summary["log_history"]
-    assert summary["num_processes"] == 2 and summary["steps"] > 0
+    single = json.loads((full_run / "phase1" / "final" / "phase_summary.json").read_text())
+    assert summary["num_processes"] == 2 and summary["steps"] == single["steps"]
+    assert summary["global_step"] == summary["steps"]
+    _assert_every_planned_row_trained_once(summary)
+    assert summary["planned_rows"] == single["planned_rows"]
+    two = [(e["step"], e["batch_rows"], e["loss"]) for e in summary["log_history"]]
+    one = [(e["step"], e["batch_rows"], e["loss"]) for e in single["log_history"]]
+    assert [s[:2] for s in two] == [s[:2] for s in one]  # same steps, same warmup batch sizes
+    for (step, _, a), (_, _, b) in zip(two, one):
+        assert a == pytest.approx(b, rel=1e-4), step
     # only rank 0 builds the phase's rows (the other process waits, then memory-maps the same file)
     assert done.stdout.count("phase1: building") == 1, done.stdout[-3000:]
-    assert (tmp_path / "phase1" / "rows" / "build.json").exists()
+
+
+def test_world_size_is_checked_before_anything_is_built(tmp_path):
+    from training.batch_plan import WorldSizeError, check_world_size
+    from training.recipe import PhaseConfig
+
+    check_world_size(PhaseConfig(batch_size=8, micro_batch_size=2), 4)
+    with pytest.raises(WorldSizeError, match=r"phase2.batch_size \(8\) must be a multiple .* \(2 × 3\)"):
+        check_world_size(PhaseConfig(batch_size=8, micro_batch_size=2), 3, "phase2")
+    with pytest.raises(WorldSizeError, match="batch_warmup_step_rows"):
+        check_world_size(PhaseConfig(batch_size=8, micro_batch_size=2, batch_warmup_step_rows=2), 2)
+    # run_curriculum checks before reading a source: a process count that does not fit writes nothing
+    from unittest import mock
+
+    from tests.training._tiny import RECIPE
+    from training import curriculum
+    from training.recipe import load_recipe
+
+    recipe = load_recipe(
+        RECIPE, ["phase1.batch_size=6", "phase1.micro_batch_size=3", "phase1.batch_warmup_step_rows=0"]
+    )
+    recipe.output_dir = str(tmp_path / "never")
+    state = mock.Mock(num_processes=4, is_main_process=True)
+    patched = mock.patch.object(curriculum, "process_state", return_value=state)
+    with patched, pytest.raises(WorldSizeError, match="phase1.batch_size"):
+        curriculum.run_curriculum(recipe, ["phase1"])
+    assert not (tmp_path / "never").exists()
