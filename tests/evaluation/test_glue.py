@@ -95,6 +95,7 @@ def test_fine_tuning_learns_a_learnable_task(tmp_path, tiny_bert_dir):
     )
 
 
+@pytest.mark.slow
 def test_learning_rate_sweep_picks_on_train_slice(tmp_path, tiny_bert_dir):
     data = _learnable_sst2(tmp_path)
     quick = {"epochs": 10, "batch_size": 8, "max_seq_length": 16, "warmup_ratio": 0.0}
