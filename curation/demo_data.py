@@ -1,14 +1,14 @@
-"""The offline FineFineWeb-style demo input, built from ``REXBERT_DATA_DIR`` (nothing is copied into the
-repo).
+"""The offline FineFineWeb-style demo input, built from ``REXBERT_DATA_DIR`` (default: the embedded sample).
 
 Commerce documents: Open Icecat product listings (4 products of one supplier per page) and ESCI product pages
-(title, bullets, description). Non-commerce: Project Gutenberg passages, WikiText sections and Common
-Crawl pages
-(Dolma fixtures). Domains: four "filter required" domains of Table 1 mixing both classes, two "directly
-selected"
-domains, and one unselected domain. Planted near-duplicates (few word substitutions, Jaccard >= 0.8 on 5-gram
-shingles) and a handful of bad records (invalid UTF-8, malformed JSON, missing/empty fields, an oversized
-document, a repeated id) exercise the error paths. ``is_commerce`` carries the source class for reporting.
+(title, bullets, description). Non-commerce: Project Gutenberg passages, WikiText sections and, when the full
+local data has them, Common Crawl pages (Dolma fixtures; not in the embedded sample, their rights belong to
+the pages' owners). Products kept for evaluation never enter the input: Icecat products selected by
+:func:`is_heldout_product` and ESCI products of the ``test`` split. Domains: four "filter required" domains
+of Table 1 mixing both classes, two "directly selected" domains, and one unselected domain. Planted
+near-duplicates (few word substitutions, Jaccard >= 0.8 on 5-gram shingles) and a handful of bad records
+(invalid UTF-8, malformed JSON, missing/empty fields, an oversized document, a repeated id) exercise the
+error paths. ``is_commerce`` carries the source class for reporting.
 """
 
 from __future__ import annotations
@@ -16,14 +16,15 @@ from __future__ import annotations
 import gzip
 import io
 import json
-import os
 import random
 import re
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
 from curation.io_utils import atomic_write, write_json_atomic
+from rexbert_common.data import data_dir
 
 FILTER_DOMAINS = ("hobby", "news", "automotive", "sports")
 DIRECT_DOMAINS = ("fashion", "beauty")
@@ -38,11 +39,16 @@ SIZES = {
 }
 
 
+HELDOUT_SHARE = 20  # 1 Icecat product in 20 is kept out of every demo input, for evaluation on unseen text
+
+
+def is_heldout_product(product_id: str) -> bool:
+    """Whether an Icecat product is kept for evaluation (a stable hash of its id: same split everywhere)."""
+    return zlib.crc32(str(product_id).encode("utf-8")) % HELDOUT_SHARE == 0
+
+
 def data_root() -> Path:
-    root = os.environ.get("REXBERT_DATA_DIR", "").strip()
-    if not root:
-        raise RuntimeError("input.demo needs REXBERT_DATA_DIR (the folder with icecat_products_chorus/, ...)")
-    path = Path(root)
+    path = data_dir()
     if not path.is_dir():
         raise FileNotFoundError(f"REXBERT_DATA_DIR={path} is not a directory")
     return path
@@ -52,7 +58,11 @@ def icecat_pages(root: Path, n_pages: int) -> list[str]:
     import pyarrow.parquet as pq
 
     rows = sorted(
-        pq.read_table(root / "icecat_products_chorus" / "icecat_text.parquet").to_pylist(),
+        (
+            row
+            for row in pq.read_table(root / "icecat_products_chorus" / "icecat_text.parquet").to_pylist()
+            if not is_heldout_product(row["id"])
+        ),
         key=lambda r: (r["supplier"] or "", r["id"]),
     )
     pages, page = [], []
@@ -76,8 +86,10 @@ def icecat_pages(root: Path, n_pages: int) -> list[str]:
 def esci_pages(root: Path, n: int) -> list[str]:
     import pyarrow.parquet as pq
 
-    seen, out = set(), []
-    for row in pq.read_table(root / "esci_union_with_text" / "esci_union_with_text.parquet").to_pylist():
+    rows = pq.read_table(root / "esci_union_with_text" / "esci_union_with_text.parquet").to_pylist()
+    seen = {row["product_id"] for row in rows if row["split"] == "test"}  # the evaluation's products
+    out = []
+    for row in rows:
         if row["product_id"] in seen or not row["product_title"]:
             continue
         seen.add(row["product_id"])
@@ -109,9 +121,12 @@ def gutenberg_passages(root: Path, n: int, min_words: int = 120) -> list[str]:
                     chunks.append("\n".join(current))
                     current = []
             per_book.append(chunks)
+    # spread over each book: every stride-th passage, the stride chosen so that n passages exist
+    total = sum(len(b) for b in per_book)
+    stride = max(1, min(7, total // max(n, 1)))
     out, k = [], 0
-    while len(out) < n and any(k < len(b) for b in per_book):
-        out += [b[k * 7] for b in per_book if k * 7 < len(b)]  # spread over each book
+    while len(out) < n and any(k * stride < len(b) for b in per_book):
+        out += [b[k * stride] for b in per_book if k * stride < len(b)]
         k += 1
     return out[:n]
 
@@ -128,8 +143,11 @@ def wikitext_sections(root: Path, n: int, min_words: int = 80) -> list[str]:
 
 
 def dolma_pages(root: Path) -> list[tuple[str, str]]:
-    out = []
+    """(text, url) of the Dolma Common Crawl fixtures; none when the folder is absent (embedded sample)."""
+    out: list[tuple[str, str]] = []
     folder = root / "web_samples_dolma"
+    if not folder.is_dir():
+        return out
     for name in (
         "multiple_files_cc_en_head-0091.jsonl.gz",
         "multiple_files_cc_en_head-0174.jsonl.gz",

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from model_cards.hub_folder import count_parameters
+from rexbert_common.errors import UserError
 
 TEMPLATE_PATH = Path(__file__).with_name("templates") / "rexbert_card.md.jinja"
 SIZE_NAMES = ("micro", "mini", "base", "large")
@@ -20,13 +21,18 @@ SIZE_NAMES = ("micro", "mini", "base", "large")
 _DATASETS = {
     ("mlm_recovery", "mlm_title"): ("tasksource/esci", "ESCI product titles (masked-token recovery)"),
     ("mlm_recovery", "mlm_description"): (
-        "tasksource/esci", "ESCI product descriptions (masked-token recovery)"),
+        "tasksource/esci",
+        "ESCI product descriptions (masked-token recovery)",
+    ),
     ("esci_similarity", "esci"): ("tasksource/esci", "Amazon ESCI (query-product similarity)"),
     ("esci_similarity", "stsb"): ("nyu-mll/glue", "GLUE STS-B"),
     ("glue", None): ("nyu-mll/glue", "GLUE"),
 }
 _TASK_TYPES = {
-    "mlm_recovery": "fill-mask", "esci_similarity": "sentence-similarity", "glue": "text-classification"}
+    "mlm_recovery": "fill-mask",
+    "esci_similarity": "sentence-similarity",
+    "glue": "text-classification",
+}
 
 
 @dataclass
@@ -38,7 +44,9 @@ class CardInputs:
         repo_id: the Hub repository the card documents (``org/RexBERT-micro``).
         size: one of micro / mini / base / large (inferred from the repo id when None).
         results_files: ``rexbert eval`` JSON files whose records describe this model.
-        result_model_name: keep only records whose ``model.name`` equals this (None: all records).
+        result_model_name: keep only records whose ``model.name`` equals this (None: the records whose
+            ``model.path`` is ``model_dir``, else those of the only model in the files; several models and
+            none of them ``model_dir`` is an error).
         training_phases: rows for the training table (see :func:`phases_from_recipe`).
         license: SPDX id written to the card metadata.
     """
@@ -55,8 +63,8 @@ class CardInputs:
         self.model_dir = Path(self.model_dir)
         if self.size is None:
             self.size = next((s for s in SIZE_NAMES if s in self.repo_id.lower()), "custom")
-        if "/" not in self.repo_id:
-            raise ValueError(f"repo_id={self.repo_id!r}: expected 'owner/name'")
+        if self.repo_id.count("/") != 1 or not all(self.repo_id.split("/")):
+            raise UserError(f"repo_id={self.repo_id!r}: expected 'owner/name'")
 
 
 def phases_from_recipe(recipe_path: str | Path) -> list[dict]:
@@ -67,22 +75,77 @@ def phases_from_recipe(recipe_path: str | Path) -> list[dict]:
     rows = []
     for name in ("phase1", "phase2", "phase3"):
         phase = recipe.phase(name)
-        rows.append({"name": name, "max_seq_len": phase.max_seq_len, "tokens": f"{phase.tokens:,}",
-                     "lr": phase.lr, "weight_decay": phase.weight_decay,
-                     "mask_ratio": phase.masking.mlm_probability})
+        rows.append(
+            {
+                "name": name,
+                "max_seq_len": phase.max_seq_len,
+                "tokens": f"{phase.tokens:,}",
+                "lr": phase.lr,
+                "weight_decay": phase.weight_decay,
+                "mask_ratio": phase.masking.mlm_probability,
+            }
+        )
     return rows
 
 
-def _load_records(inputs: CardInputs) -> list[dict]:
-    from evaluation.reports import read_results
+def _read_results_file(path: Path) -> list[dict]:
+    from evaluation.reports import validate
 
-    records = read_results(inputs.results_files)
-    if inputs.result_model_name is not None:
-        records = [r for r in records if r["model"]["name"] == inputs.result_model_name]
-        if inputs.results_files and not records:
-            raise ValueError(f"no result records for model {inputs.result_model_name!r} in "
-                             f"{', '.join(map(str, inputs.results_files))}")
-    return records
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise UserError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(document, dict):
+        raise UserError(
+            f"{path}: expected a `rexbert eval` results object, got a JSON {type(document).__name__}"
+        )
+    try:
+        return validate(document)["records"]
+    except (ValueError, TypeError, AttributeError) as error:
+        raise UserError(f"{path}: not a `rexbert eval` results file ({error})") from None
+
+
+def _same_folder(a: str | None, b: Path) -> bool:
+    return bool(a) and Path(a).expanduser().resolve() == b.expanduser().resolve()
+
+
+def select_records(records: list[dict], model_dir: Path, model_name: str | None, source: str) -> list[dict]:
+    """The records that describe the carded model (see :class:`CardInputs`); refuses when unclear."""
+    if model_name is not None:
+        own = [r for r in records if model_name in (r["model"]["name"], r["model"].get("path"))]
+        if not own:
+            raise UserError(f"no result records for model {model_name!r} in {source}")
+        return own
+    own = [
+        r
+        for r in records
+        if _same_folder(r["model"].get("path"), model_dir) or _same_folder(r["model"]["name"], model_dir)
+    ]
+    names = sorted({r["model"]["name"] for r in records})
+    if own or len(names) <= 1:
+        return own or records
+    raise UserError(
+        f"{source} hold results of {len(names)} models ({', '.join(names)}) and none is "
+        f"{model_dir}: pass --result-model-name to choose the carded model's"
+    )
+
+
+def _load_records(inputs: CardInputs) -> list[dict]:
+    records = [r for path in inputs.results_files for r in _read_results_file(Path(path))]
+    source = ", ".join(map(str, inputs.results_files))
+    own = select_records(records, inputs.model_dir, inputs.result_model_name, source)
+    seen, duplicates = set(), set()
+    for record in own:
+        for row in record["results"]:
+            key = (record["kind"], row["task"], row["setting"], row["metric"])
+            (duplicates if key in seen else seen).add(key)
+    if duplicates:
+        listing = "; ".join(" ".join(k[1:]) for k in sorted(duplicates))
+        raise UserError(
+            f"{source}: the carded model has several results for {listing} (one per metric "
+            "belongs on a card: pass only the results files of one evaluation run)"
+        )
+    return own
 
 
 def eval_results_metadata(records: list[dict], model_name: str):
@@ -93,16 +156,20 @@ def eval_results_metadata(records: list[dict], model_name: str):
     for record in records:
         kind = record["kind"]
         for row in record["results"]:
-            dataset_type, dataset_name = _DATASETS.get((kind, row["task"]), _DATASETS.get((kind, None)))
-            entries.append(EvalResult(
-                task_type=_TASK_TYPES[kind],
-                dataset_type=dataset_type,
-                dataset_name=dataset_name,
-                dataset_config=row["task"],
-                metric_type=row["metric"],
-                metric_name=f"{row['task']} {row['setting']} {row['metric']}",
-                metric_value=round(float(row["value"]), 6),
-            ))
+            dataset_type, dataset_name = _DATASETS.get(
+                (kind, row["task"]), _DATASETS.get((kind, None), (row["task"], row["task"]))
+            )
+            entries.append(
+                EvalResult(
+                    task_type=_TASK_TYPES[kind],
+                    dataset_type=dataset_type,
+                    dataset_name=dataset_name,
+                    dataset_config=row["task"],
+                    metric_type=row["metric"],
+                    metric_name=f"{row['task']} {row['setting']} {row['metric']}",
+                    metric_value=round(float(row["value"]), 6),
+                )
+            )
     return entries
 
 
@@ -146,10 +213,21 @@ def build_model_card(inputs: CardInputs):
         mask_token=mask_token if isinstance(mask_token, str) else mask_token.get("content", "[MASK]"),
         training_phases=inputs.training_phases,
         results_table=markdown_report(records) if records else "",
-        **{key: config.get(key, "–") for key in (
-            "num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads", "vocab_size",
-            "max_position_embeddings", "global_attn_every_n_layers", "global_rope_theta", "local_attention",
-            "local_rope_theta")},
+        **{
+            key: config.get(key, "–")
+            for key in (
+                "num_hidden_layers",
+                "hidden_size",
+                "intermediate_size",
+                "num_attention_heads",
+                "vocab_size",
+                "max_position_embeddings",
+                "global_attn_every_n_layers",
+                "global_rope_theta",
+                "local_attention",
+                "local_rope_theta",
+            )
+        },
     )
 
 

@@ -10,8 +10,11 @@ def _card(args: argparse.Namespace) -> int:
     from model_cards.card import CardInputs, phases_from_recipe, write_model_card
 
     inputs = CardInputs(
-        model_dir=args.model_dir, repo_id=args.repo_id, size=args.size,
-        results_files=[Path(p) for p in args.results], result_model_name=args.result_model_name,
+        model_dir=args.model_dir,
+        repo_id=args.repo_id,
+        size=args.size,
+        results_files=[Path(p) for p in args.results],
+        result_model_name=args.result_model_name,
         training_phases=phases_from_recipe(args.recipe) if args.recipe else [],
     )
     print(f"wrote {write_model_card(inputs)}")
@@ -20,16 +23,22 @@ def _card(args: argparse.Namespace) -> int:
 
 def _push(args: argparse.Namespace) -> int:
     from model_cards.push import PushPlan, plan_all_sizes, push
+    from rexbert_common.errors import UserError
 
     if args.all_sizes:
-        plans = plan_all_sizes(args.folder, owner=args.owner, prefix=args.prefix, private=args.private)
+        plans = plan_all_sizes(
+            args.folder, owner=args.owner, prefix=args.prefix, private=args.private, revision=args.revision
+        )
     else:
         if not args.repo_id:
-            raise SystemExit("rexbert push: --repo-id is required unless --all-sizes is given")
-        plans = [PushPlan(folder=Path(args.folder), repo_id=args.repo_id, private=args.private,
-                          revision=args.revision)]
+            raise UserError("--repo-id is required unless --all-sizes is given")
+        plans = [
+            PushPlan(
+                folder=Path(args.folder), repo_id=args.repo_id, private=args.private, revision=args.revision
+            )
+        ]
     for line in push(plans, token=args.token, dry_run=args.dry_run):
-        print(("would push " if args.dry_run else "pushed ") + line)
+        print(("would upload " if args.dry_run else "pushed ") + line)
     return 0
 
 
@@ -47,10 +56,10 @@ def register(subparsers) -> None:
     push.add_argument("folder", help="a model folder (--all-sizes: a folder of micro/ mini/ base/ large/)")
     push.add_argument("--repo-id", help="destination owner/name (single folder)")
     push.add_argument("--all-sizes", action="store_true", help="push <folder>/{micro,mini,base,large}")
-    push.add_argument("--owner", default="thebajajra", help="owner for --all-sizes")
+    push.add_argument("--owner", default=None, help="Hub user or organisation (required with --all-sizes)")
     push.add_argument("--prefix", default="RexBERT", help="repository name prefix for --all-sizes")
     push.add_argument("--private", action="store_true")
-    push.add_argument("--revision", default="main")
+    push.add_argument("--revision", default="main", help="branch to upload to (created when missing)")
     push.add_argument("--token", default=None, help="Hub token (default: the cached login / HF_TOKEN)")
     push.add_argument("--dry-run", action="store_true", help="check the folders, upload nothing")
     push.set_defaults(func=_push)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from rexbert_common.errors import UserError
 
 # Auto classes a RexBERT config must map to its remote code (transformers writes auto_map per saved class
 # only, so a folder saved from one head class can silently lack the others).
@@ -18,6 +21,37 @@ REQUIRED_AUTO_CLASSES = (
 REMOTE_CODE_FILES = ("configuration_rexbert.py", "modeling_rexbert.py")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 FORBIDDEN_WEIGHT_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+# Files that never belong in a published model repository (training state, scratch): the upload skips
+# them, so the check ignores them too -- a folder the training pipeline wrote is judged on what is uploaded.
+IGNORE_PATTERNS = (
+    "optimizer.pt",
+    "scheduler.pt",
+    "rng_state*.pth",
+    "trainer_state.json",
+    "training_args.bin",
+    "phase_summary.json",
+    "checkpoint-*/**",
+    "*.tmp",
+    ".*",
+)
+
+
+class HubFolderError(UserError, ValueError):
+    """A folder is not ready to be published; the message lists every problem."""
+
+
+def files_to_upload(folder: str | Path) -> list[str]:
+    """Relative paths (POSIX) the upload sends: every file except those matching :data:`IGNORE_PATTERNS`."""
+    folder = Path(folder)
+    files = []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        relative = path.relative_to(folder).as_posix()
+        if not any(
+            fnmatch.fnmatch(relative, pattern) or fnmatch.fnmatch(path.name, pattern)
+            for pattern in IGNORE_PATTERNS
+        ):
+            files.append(relative)
+    return files
 
 
 @dataclass
@@ -40,8 +74,8 @@ class FolderReport:
 
     def raise_if_invalid(self) -> None:
         if self.problems:
-            listing = "\n  - ".join(self.problems)
-            raise ValueError(f"{self.folder} is not a Hub-ready model folder:\n  - {listing}")
+            listing = "; ".join(self.problems)
+            raise HubFolderError(f"{self.folder} is not a Hub-ready model folder: {listing}")
 
 
 def check_hub_folder(folder: str | Path, require_card: bool = True) -> FolderReport:
@@ -73,12 +107,15 @@ def check_hub_folder(folder: str | Path, require_card: bool = True) -> FolderRep
                 report.problems.append(f"{code_file} is missing (needed for trust_remote_code)")
     elif config and report.model_type != "modernbert":
         report.problems.append(
-            f"config.json model_type is {report.model_type!r}, expected 'rexbert' or 'modernbert'")
+            f"config.json model_type is {report.model_type!r}, expected 'rexbert' or 'modernbert'"
+        )
 
     weights = sorted(folder.glob("*.safetensors"))
     if not weights:
         report.problems.append("no *.safetensors weights")
-    unsafe = sorted(p.name for p in folder.iterdir() if p.suffix in FORBIDDEN_WEIGHT_SUFFIXES)
+    unsafe = sorted(
+        name for name in files_to_upload(folder) if Path(name).suffix in FORBIDDEN_WEIGHT_SUFFIXES
+    )
     if unsafe:
         report.problems.append(f"pickle-based weight files must not be published: {', '.join(unsafe)}")
 

@@ -2,15 +2,35 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from model_cards.card import SIZE_NAMES
-from model_cards.hub_folder import check_hub_folder
+from model_cards.hub_folder import IGNORE_PATTERNS, check_hub_folder, files_to_upload
+from rexbert_common.errors import UserError
 
-# Files that never belong in a published model repository (training state, scratch).
-IGNORE_PATTERNS = ("optimizer.pt", "scheduler.pt", "rng_state*.pth", "trainer_state.json",
-                   "training_args.bin", "checkpoint-*/**", "*.tmp", ".*")
+# git's ref-name rules, the part a user can get wrong on the command line
+_BAD_REVISION = re.compile(r"(^[-/.])|(\.\.)|([\s~^:?*\[\\])|(/$)|(\.lock$)|(@\{)")
+
+
+def check_repo_id(repo_id: str) -> str:
+    """``owner/name`` as the Hub accepts it (huggingface_hub's own validator), else a one-line UserError."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if repo_id.count("/") != 1:
+        raise UserError(f"repo id {repo_id!r}: expected 'owner/name'")
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as error:
+        raise UserError(f"repo id {repo_id!r}: {' '.join(str(error).split())}") from None
+    return repo_id
+
+
+def check_revision(revision: str) -> str:
+    if not revision or _BAD_REVISION.search(revision):
+        raise UserError(f"revision {revision!r} is not a valid branch name")
+    return revision
 
 
 @dataclass
@@ -31,31 +51,46 @@ class PushPlan:
     revision: str = "main"
     commit_message: str = "Upload RexBERT checkpoint"
 
+    def __post_init__(self) -> None:
+        self.folder = Path(self.folder)
+        check_repo_id(self.repo_id)
+        check_revision(self.revision)
 
-def plan_all_sizes(root: str | Path, owner: str, prefix: str = "RexBERT", sizes=SIZE_NAMES,
-                   private: bool = False) -> list[PushPlan]:
+
+def plan_all_sizes(
+    root: str | Path,
+    owner: str,
+    prefix: str = "RexBERT",
+    sizes=SIZE_NAMES,
+    private: bool = False,
+    revision: str = "main",
+) -> list[PushPlan]:
     """One plan per size: ``<root>/<size>`` → ``<owner>/<prefix>-<size>``. Missing sizes are an error."""
+    if not owner:
+        raise UserError("--all-sizes needs --owner (your Hub user or organisation)")
     root = Path(root)
-    plans, missing = [], []
-    for size in sizes:
-        folder = root / size
-        if not folder.is_dir():
-            missing.append(str(folder))
-        plans.append(PushPlan(folder=folder, repo_id=f"{owner}/{prefix}-{size}", private=private))
+    missing = [str(root / size) for size in sizes if not (root / size).is_dir()]
     if missing:
         raise FileNotFoundError(f"no model folder for: {', '.join(missing)}")
-    return plans
+    return [
+        PushPlan(folder=root / size, repo_id=f"{owner}/{prefix}-{size}", private=private, revision=revision)
+        for size in sizes
+    ]
 
 
 def push(plans: list[PushPlan], token: str | None = None, dry_run: bool = False, api=None) -> list[str]:
     """Check every folder first (nothing is uploaded unless all are Hub-ready), then upload each.
 
-    Returns the commit URLs (or, with ``dry_run``, the repository ids that would be written).
+    Returns the commit URLs, or with ``dry_run`` one line per plan: the destination and the files it
+    would upload.
     """
     for plan in plans:
         check_hub_folder(plan.folder).raise_if_invalid()
     if dry_run:
-        return [plan.repo_id for plan in plans]
+        return [
+            f"{plan.folder} -> {plan.repo_id}@{plan.revision}: {', '.join(files_to_upload(plan.folder))}"
+            for plan in plans
+        ]
     if api is None:
         from huggingface_hub import HfApi
 
@@ -65,7 +100,12 @@ def push(plans: list[PushPlan], token: str | None = None, dry_run: bool = False,
         api.create_repo(plan.repo_id, private=plan.private, exist_ok=True, repo_type="model")
         if plan.revision != "main":
             api.create_branch(plan.repo_id, branch=plan.revision, exist_ok=True)
-        info = api.upload_folder(repo_id=plan.repo_id, folder_path=str(plan.folder), revision=plan.revision,
-                                 commit_message=plan.commit_message, ignore_patterns=list(IGNORE_PATTERNS))
+        info = api.upload_folder(
+            repo_id=plan.repo_id,
+            folder_path=str(plan.folder),
+            revision=plan.revision,
+            commit_message=plan.commit_message,
+            ignore_patterns=list(IGNORE_PATTERNS),
+        )
         urls.append(str(getattr(info, "commit_url", info)))
     return urls

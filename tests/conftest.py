@@ -1,8 +1,9 @@
 """Shared fixtures.
 
-Real data lives outside the repository (``../shared/data``); ``make test`` points
-``REXBERT_DATA_DIR`` at it. Tests that need it skip -- saying why -- only when the
-variable is unset, never when a file is missing (that is a failure).
+Real-data tests read ``REXBERT_DATA_DIR``. When it is unset (a fresh clone), it points at the embedded
+sample (``sample_data/``: the same folders and file names as the full local data, subset rows), so every
+real-data test runs everywhere; ``make test`` / CI point it at the full data (``../shared/data``) and then
+the ``full_data`` fixture turns on the larger variants.
 """
 
 from __future__ import annotations
@@ -12,20 +13,27 @@ from pathlib import Path
 
 import pytest
 
+from rexbert_common.data import DATA_ENV, is_sample
+from rexbert_common.data import data_dir as _resolved_data_dir
 
-def _data_root() -> Path | None:
-    value = os.environ.get("REXBERT_DATA_DIR", "").strip()
-    return Path(value) if value else None
+
+def pytest_configure(config):
+    # set before any test (and the subprocesses tests start) reads it
+    os.environ[DATA_ENV] = str(_resolved_data_dir())
 
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    root = _data_root()
-    if root is None:
-        pytest.skip("REXBERT_DATA_DIR is unset: real-data test skipped (make test sets it to ../shared/data)")
+    root = _resolved_data_dir()
     if not root.is_dir():
-        raise FileNotFoundError(f"REXBERT_DATA_DIR={root} is not a directory")
+        raise FileNotFoundError(f"{DATA_ENV}={root} is not a directory")
     return root
+
+
+@pytest.fixture(scope="session")
+def full_data(data_dir) -> bool:
+    """True when the tests run on the full local data rather than the embedded sample."""
+    return not is_sample(data_dir)
 
 
 @pytest.fixture(autouse=True)

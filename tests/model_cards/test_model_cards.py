@@ -10,6 +10,8 @@ import torch
 from model_cards.card import CardInputs, build_model_card, write_model_card
 from model_cards.hub_folder import check_hub_folder, count_parameters
 from model_cards.push import PushPlan, plan_all_sizes, push
+from rexbert_cli.main import main
+from rexbert_common.errors import UserError
 
 
 def _minilm_tokenizer_dir() -> Path:
@@ -23,10 +25,18 @@ def modernbert_folder(tmp_path_factory) -> tuple[Path, int]:
     from transformers import AutoTokenizer, ModernBertConfig, ModernBertForMaskedLM
 
     tokenizer = AutoTokenizer.from_pretrained(_minilm_tokenizer_dir())
-    config = ModernBertConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=48,
-                              num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=128,
-                              pad_token_id=tokenizer.pad_token_id, cls_token_id=tokenizer.cls_token_id,
-                              sep_token_id=tokenizer.sep_token_id, mask_token_id=tokenizer.mask_token_id)
+    config = ModernBertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=128,
+        pad_token_id=tokenizer.pad_token_id,
+        cls_token_id=tokenizer.cls_token_id,
+        sep_token_id=tokenizer.sep_token_id,
+        mask_token_id=tokenizer.mask_token_id,
+    )
     torch.manual_seed(0)
     model = ModernBertForMaskedLM(config)
     folder = tmp_path_factory.mktemp("modernbert-tiny")
@@ -40,8 +50,12 @@ def _results_file(path: Path, model_name: str) -> Path:
 
     row = result_row("esci", "cosent", "spearman", 0.4321, n=640, runs=[0.42, 0.4442], sd=0.017)
     record = make_record("esci_similarity", model_name, {"folds": 2}, [row])
-    other = make_record("esci_similarity", "someone-else", {"folds": 2},
-                        [result_row("esci", "cosent", "spearman", 0.1, n=640)])
+    other = make_record(
+        "esci_similarity",
+        "someone-else",
+        {"folds": 2},
+        [result_row("esci", "cosent", "spearman", 0.1, n=640)],
+    )
     return write_results(path, [record, other])
 
 
@@ -62,8 +76,13 @@ def test_check_hub_folder_names_each_problem(modernbert_folder, tmp_path):
     (broken / "config.json").write_text('{"model_type": "rexbert"}')
     (broken / "pytorch_model.bin").write_bytes(b"pickle")
     problems = "\n".join(check_hub_folder(broken).problems)
-    for expected in ("auto_map lacks AutoConfig", "modeling_rexbert.py is missing", "no *.safetensors",
-                     "pytorch_model.bin", "tokenizer.json is missing"):
+    for expected in (
+        "auto_map lacks AutoConfig",
+        "modeling_rexbert.py is missing",
+        "no *.safetensors",
+        "pytorch_model.bin",
+        "tokenizer.json is missing",
+    ):
         assert expected in problems
     with pytest.raises(ValueError, match="not a Hub-ready model folder"):
         check_hub_folder(broken).raise_if_invalid()
@@ -74,8 +93,12 @@ def test_card_renders_results_and_model_index(modernbert_folder, tmp_path):
 
     folder, _ = modernbert_folder
     results = _results_file(tmp_path / "results.json", "RexBERT-micro")
-    inputs = CardInputs(model_dir=folder, repo_id="acme/RexBERT-micro", results_files=[results],
-                        result_model_name="RexBERT-micro")
+    inputs = CardInputs(
+        model_dir=folder,
+        repo_id="acme/RexBERT-micro",
+        results_files=[results],
+        result_model_name="RexBERT-micro",
+    )
     assert inputs.size == "micro"
     card_path = write_model_card(inputs)
     text = card_path.read_text()
@@ -90,9 +113,15 @@ def test_card_renders_results_and_model_index(modernbert_folder, tmp_path):
 def test_card_rejects_results_without_the_model(modernbert_folder, tmp_path):
     folder, _ = modernbert_folder
     results = _results_file(tmp_path / "results.json", "RexBERT-micro")
-    with pytest.raises(ValueError, match="no result records for model 'RexBERT-base'"):
-        build_model_card(CardInputs(model_dir=folder, repo_id="acme/RexBERT-base", results_files=[results],
-                                    result_model_name="RexBERT-base"))
+    with pytest.raises(UserError, match="no result records for model 'RexBERT-base'"):
+        build_model_card(
+            CardInputs(
+                model_dir=folder,
+                repo_id="acme/RexBERT-base",
+                results_files=[results],
+                result_model_name="RexBERT-base",
+            )
+        )
 
 
 class RecordingHubApi:
@@ -116,8 +145,10 @@ def test_push_checks_every_folder_before_uploading_any(modernbert_folder, tmp_pa
     folder, _ = modernbert_folder
     write_model_card(CardInputs(model_dir=folder, repo_id="acme/RexBERT-micro"))
     api = RecordingHubApi()
-    plans = [PushPlan(folder=folder, repo_id="acme/RexBERT-micro"),
-             PushPlan(folder=tmp_path / "missing", repo_id="acme/RexBERT-mini")]
+    plans = [
+        PushPlan(folder=folder, repo_id="acme/RexBERT-micro"),
+        PushPlan(folder=tmp_path / "missing", repo_id="acme/RexBERT-mini"),
+    ]
     with pytest.raises(ValueError, match="folder does not exist"):
         push(plans, api=api)
     assert api.calls == []
@@ -125,8 +156,10 @@ def test_push_checks_every_folder_before_uploading_any(modernbert_folder, tmp_pa
     urls = push(plans[:1], api=api)
     assert urls == ["https://hub.example/acme/RexBERT-micro/commit/1"]
     (create, upload) = api.calls
-    assert create == ("create_repo", {"repo_id": "acme/RexBERT-micro", "private": False, "exist_ok": True,
-                                      "repo_type": "model"})
+    assert create == (
+        "create_repo",
+        {"repo_id": "acme/RexBERT-micro", "private": False, "exist_ok": True, "repo_type": "model"},
+    )
     assert upload[1]["folder_path"] == str(folder) and "optimizer.pt" in upload[1]["ignore_patterns"]
 
 
@@ -148,10 +181,17 @@ def test_rexbert_folder_is_hub_ready_and_its_card_loads(tmp_path):
     from modeling_rexbert import RexBertConfig, RexBertForMaskedLM
 
     tokenizer = AutoTokenizer.from_pretrained(_minilm_tokenizer_dir())
-    special_ids = {f"{name}_token_id": getattr(tokenizer, f"{name}_token_id")
-                   for name in ("pad", "cls", "sep", "mask")}
-    config = RexBertConfig.for_size("micro", vocab_size=len(tokenizer), num_hidden_layers=2,
-                                    bos_token_id=None, eos_token_id=None, **special_ids)
+    special_ids = {
+        f"{name}_token_id": getattr(tokenizer, f"{name}_token_id") for name in ("pad", "cls", "sep", "mask")
+    }
+    config = RexBertConfig.for_size(
+        "micro",
+        vocab_size=len(tokenizer),
+        num_hidden_layers=2,
+        bos_token_id=None,
+        eos_token_id=None,
+        **special_ids,
+    )
     model = RexBertForMaskedLM(config)
     model.save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
@@ -163,3 +203,152 @@ def test_rexbert_folder_is_hub_ready_and_its_card_loads(tmp_path):
     assert report.ok and report.model_type == "rexbert"
     text = ModelCard.load(tmp_path / "README.md").text
     assert "| layers | 2 |" in text and "window 128" in text and "[MASK]" in text
+
+
+# ------------------------------------------------------------------ our own outputs, and bad input
+def _pipeline_leftovers(folder: Path) -> None:
+    """What the training pipeline leaves beside a final model: none of it is uploaded."""
+    (folder / "training_args.bin").write_bytes(b"pickle")
+    (folder / "trainer_state.json").write_text("{}")
+    (folder / "phase_summary.json").write_text("{}")
+
+
+def test_pipeline_folder_passes_and_dry_run_lists_the_uploaded_files(modernbert_folder, tmp_path, capsys):
+    import shutil
+
+    folder = tmp_path / "final"
+    shutil.copytree(modernbert_folder[0], folder)
+    write_model_card(CardInputs(model_dir=folder, repo_id="acme/RexBERT-micro"))
+    _pipeline_leftovers(folder)
+    assert check_hub_folder(folder).ok
+    assert (
+        main(["push", str(folder), "--repo-id", "acme/RexBERT-micro", "--revision", "v1", "--dry-run"]) == 0
+    )
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(f"would upload {folder} -> acme/RexBERT-micro@v1: ")
+    listed = line.split(": ", 1)[1].split(", ")
+    assert "model.safetensors" in listed and "README.md" in listed and "config.json" in listed
+    assert not {"training_args.bin", "trainer_state.json", "phase_summary.json"} & set(listed)
+    (folder / "pytorch_model.bin").write_bytes(b"pickle")  # a pickle that *would* be uploaded
+    assert "pytorch_model.bin" in "".join(check_hub_folder(folder).problems)
+
+
+def test_all_sizes_needs_an_owner_and_honours_the_revision(tmp_path, capsys):
+    for size in ("micro", "mini", "base", "large"):
+        (tmp_path / size).mkdir()
+    assert main(["push", str(tmp_path), "--all-sizes", "--dry-run"]) == 2
+    assert (
+        capsys.readouterr().err.strip()
+        == "rexbert push: error: --all-sizes needs --owner (your Hub user or organisation)"
+    )
+    plans = plan_all_sizes(tmp_path, owner="acme", revision="v2")
+    assert {plan.revision for plan in plans} == {"v2"}
+    for plan in plans:
+        (plan.folder / "config.json").write_text('{"model_type": "modernbert"}')
+    api = RecordingHubApi()
+    with pytest.raises(UserError, match="not a Hub-ready model folder"):
+        push(plans, api=api)
+    assert api.calls == []
+
+
+def test_push_uploads_to_the_revision(modernbert_folder, tmp_path):
+    import shutil
+
+    folder = tmp_path / "final"
+    shutil.copytree(modernbert_folder[0], folder)
+    write_model_card(CardInputs(model_dir=folder, repo_id="acme/RexBERT-micro"))
+    api = RecordingHubApi()
+    push([PushPlan(folder=folder, repo_id="acme/RexBERT-micro", revision="v2")], api=api)
+    (_, branch, upload) = api.calls
+    assert branch == ("create_branch", {"repo_id": "acme/RexBERT-micro", "branch": "v2", "exist_ok": True})
+    assert upload[1]["revision"] == "v2"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--repo-id", "acme"], "repo id 'acme': expected 'owner/name'"),
+        (["--repo-id", "acme/bad name"], "repo id 'acme/bad name'"),
+        (["--repo-id", "acme/RexBERT", "--revision", "v1..2"], "revision 'v1..2' is not a valid branch name"),
+        ([], "--repo-id is required"),
+    ],
+)
+def test_push_bad_destination_is_one_line_exit_2(modernbert_folder, argv, message, capsys):
+    assert main(["push", str(modernbert_folder[0]), "--dry-run", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and "Traceback" not in err
+
+
+def _card_argv(folder: Path, *results: Path) -> list[str]:
+    return ["card", str(folder), "--repo-id", "acme/RexBERT-micro", "--results", *map(str, results)]
+
+
+def test_card_bad_results_files_are_named(modernbert_folder, tmp_path, capsys):
+    folder = modernbert_folder[0]
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"schema": "rexbert-eval/1", "records": [')
+    listed = tmp_path / "list.json"
+    listed.write_text("[]")
+    foreign = tmp_path / "foreign.json"
+    foreign.write_text('{"schema": "other/1"}')
+    for path, expected in (
+        (broken, "not valid JSON"),
+        (listed, "expected a `rexbert eval` results object, got a JSON list"),
+        (foreign, "not a `rexbert eval` results file"),
+    ):
+        assert main(_card_argv(folder, path)) == 2
+        err = capsys.readouterr().err
+        assert f"rexbert card: error: {path}: {expected}" in err and err.count("\n") == 1
+    assert not (folder / "README.md").exists() or "someone-else" not in (folder / "README.md").read_text()
+
+
+def test_card_refuses_results_of_several_models_unless_told(modernbert_folder, tmp_path, capsys):
+    folder = modernbert_folder[0]
+    results = _results_file(tmp_path / "results.json", "RexBERT-micro")
+    assert main(_card_argv(folder, results)) == 2
+    assert "hold results of 2 models (RexBERT-micro, someone-else)" in capsys.readouterr().err
+
+
+def test_card_takes_the_records_of_its_own_folder(modernbert_folder, tmp_path):
+    """Without --result-model-name the records whose model path is the carded folder are its own
+    (what `rexbert eval` writes when given the folder), and the model-index round-trips through the Hub's
+    parser with one entry per metric."""
+    from huggingface_hub import ModelCard
+    from huggingface_hub.repocard_data import model_index_to_eval_results
+
+    from evaluation.reports import make_record, result_row, write_results
+
+    folder = modernbert_folder[0]
+    own = make_record(
+        "mlm_recovery",
+        str(folder),
+        {},
+        [
+            result_row("mlm_title", "block128", "top1_accuracy", 0.41, n=900),
+            result_row("mlm_description", "block128", "top1_accuracy", 0.37, n=1200),
+        ],
+    )
+    baseline = make_record(
+        "mlm_recovery", "phase1", {}, [result_row("mlm_title", "block128", "top1_accuracy", 0.11, n=900)]
+    )
+    results = write_results(tmp_path / "mlm.json", [baseline, own])
+    card = build_model_card(
+        CardInputs(model_dir=folder, repo_id="acme/RexBERT-micro", results_files=[results])
+    )
+    values = sorted(r.metric_value for r in card.data.eval_results)
+    assert values == [0.37, 0.41]
+    metadata = ModelCard(str(card)).data.to_dict()
+    name, parsed = model_index_to_eval_results(metadata["model-index"])
+    assert name == "RexBERT-micro" and sorted(r.metric_value for r in parsed) == [0.37, 0.41]
+    assert len({r.metric_name for r in parsed}) == len(parsed)
+
+
+def test_card_refuses_duplicate_metrics(modernbert_folder, tmp_path, capsys):
+    from evaluation.reports import make_record, result_row, write_results
+
+    folder = modernbert_folder[0]
+    rows = [result_row("esci", "cosent", "spearman", 0.4, n=10)]
+    first = write_results(tmp_path / "a.json", [make_record("esci_similarity", str(folder), {}, rows)])
+    second = write_results(tmp_path / "b.json", [make_record("esci_similarity", str(folder), {}, rows)])
+    assert main(_card_argv(folder, first, second)) == 2
+    assert "several results for esci cosent spearman" in capsys.readouterr().err

@@ -132,3 +132,14 @@ def test_modernbert_dicts_both_styles_convert():
     irregular = dict(v5, layer_types=["full_attention", "full_attention", "sliding_attention"] * 2)
     with pytest.raises(ValueError, match="not a 'global every n layers' pattern"):
         RexBertConfig.from_dict(irregular)
+
+
+def test_config_of_another_architecture_names_its_model_type(tmp_path):
+    from transformers import BertConfig
+
+    bert = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2)
+    bert.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=r"config model_type='bert' is not a RexBERT or ModernBERT config"):
+        RexBertConfig.from_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=r"model_type='roberta'"):
+        RexBertConfig.from_dict({"model_type": "roberta", "vocab_size": 10})

@@ -220,10 +220,11 @@ def test_malformed_jsonl_source_names_source_path_and_line_and_leaves_nothing(tm
     source = tmp_path / "web.jsonl"
     source.write_text('{"text": "a first page"}\n{"text": "a second page"}\n{"text": broken\n')
     out = tmp_path / "out"
-    code = script_main(args(out, "--set", f"data.general.2.path={source}"))
+    code = script_main(args(out, "--set", f"data.general.1.path={source}"))
     error = capsys.readouterr().err.strip().splitlines()[-1]  # after the datasets progress bar
     assert (
-        code == 2 and error == f"error: source 'web_cc': {source}: line 3 is not valid JSON (Expecting value)"
+        code == 2
+        and error == f"error: source 'gutenberg': {source}: line 3 is not valid JSON (Expecting value)"
     )
     assert not out.exists()
 

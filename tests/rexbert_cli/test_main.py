@@ -1,0 +1,132 @@
+"""One error handler and one logging policy for every ``rexbert`` subcommand."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import pytest
+
+from rexbert_cli.logs import quiet_libraries
+from rexbert_cli.main import main
+from rexbert_common.data import DATA_ENV, SAMPLE_DIR
+
+
+def test_input_error_is_one_line_exit_2_and_debug_keeps_the_traceback(tmp_path, capsys):
+    missing = tmp_path / "no-model"
+    argv = ["card", str(missing), "--repo-id", "acme/RexBERT-micro"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert (
+        err == f"rexbert card: error: {missing}/config.json not found: is {missing} a saved model folder?\n"
+    )
+    for debug_argv in (["--debug", *argv], [*argv, "--debug"]):  # before or after the subcommand
+        with pytest.raises(FileNotFoundError):
+            main(debug_argv)
+
+
+def test_malformed_yaml_config_is_one_line(tmp_path, capsys):
+    config = tmp_path / "exp.yaml"
+    config.write_text("output_dir: [unclosed\n")
+    assert main(["experiment", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert str(config) in err and err.count("\n") == 1
+
+
+def test_data_dir_option_sets_the_environment(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv(DATA_ENV, str(SAMPLE_DIR))
+    assert main(["--data-dir", str(tmp_path / "nowhere"), "card", str(tmp_path), "--repo-id", "a/b"]) == 2
+    assert f"--data-dir={tmp_path / 'nowhere'} is not a directory" in capsys.readouterr().err
+    main(["--data-dir", str(tmp_path), "card", str(tmp_path), "--repo-id", "a/b"])
+    assert os.environ[DATA_ENV] == str(tmp_path.resolve())
+    monkeypatch.delenv(DATA_ENV)
+    main(["card", str(tmp_path), "--repo-id", "a/b"])
+    assert os.environ[DATA_ENV] == str(SAMPLE_DIR)  # unset: the embedded sample
+
+
+def test_verbose_turns_library_info_logs_on(tmp_path):
+    argv = ["card", str(tmp_path), "--repo-id", "a/b"]
+    main(argv)
+    assert logging.getLogger("sentence_transformers").getEffectiveLevel() == logging.WARNING
+    main(["--verbose", *argv])
+    assert logging.getLogger("sentence_transformers").getEffectiveLevel() == logging.INFO
+    assert logging.getLogger("transformers").getEffectiveLevel() == logging.INFO
+    quiet_libraries(verbose=False)
+
+
+def _saved_mlm(folder):
+    from transformers import ModernBertConfig, ModernBertForMaskedLM
+
+    config = ModernBertConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        max_position_embeddings=64,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        cls_token_id=1,
+        sep_token_id=2,
+    )
+    ModernBertForMaskedLM(config).save_pretrained(folder)
+    return config
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+    def take(self) -> str:
+        text, self.messages = "\n".join(self.messages), []
+        return text
+
+
+def test_dropped_head_report_is_hidden_but_missing_weights_are_reported(tmp_path):
+    """Loading an MLM checkpoint into a bare encoder drops the head on purpose: no LOAD REPORT (unless
+    --verbose). Loading a bare encoder into an MLM model leaves the head freshly initialised: reported."""
+    from transformers import ModernBertForMaskedLM, ModernBertModel
+
+    _saved_mlm(tmp_path / "mlm")
+    records = _Records()
+    library_logger = logging.getLogger("transformers")  # every transformers logger propagates to it
+    library_logger.addHandler(records)
+    try:
+        quiet_libraries(verbose=True)
+        ModernBertModel.from_pretrained(tmp_path / "mlm")
+        assert "head.dense.weight | UNEXPECTED" in records.take()
+        quiet_libraries(verbose=False)
+        encoder = ModernBertModel.from_pretrained(tmp_path / "mlm")
+        assert "LOAD REPORT" not in records.take()
+        encoder.save_pretrained(tmp_path / "bare")
+        ModernBertForMaskedLM.from_pretrained(tmp_path / "bare")
+        report = records.take()
+        assert "LOAD REPORT" in report and "head.dense.weight | MISSING" in report
+    finally:
+        library_logger.removeHandler(records)
+        quiet_libraries(verbose=False)
+
+
+def test_datatrove_info_logs_follow_verbose(capfd):
+    from loguru import logger
+
+    def log_from_datatrove(message: str) -> None:
+        exec("logger.info(message)", {"__name__": "datatrove.pipeline", "logger": logger, "message": message})
+
+    handler = logger.add(sys.stderr, level="INFO")
+    try:
+        quiet_libraries(verbose=False)
+        log_from_datatrove("hidden line")
+        quiet_libraries(verbose=True)
+        log_from_datatrove("shown line")
+    finally:
+        logger.remove(handler)
+        quiet_libraries(verbose=False)
+    err = capfd.readouterr().err
+    assert "shown line" in err and "hidden line" not in err

