@@ -47,14 +47,19 @@ class MlmFlops:
     """Training FLOPs (forward + backward = 3 × forward) of a ModernBERT-style MLM step.
 
     Args:
-        config: the encoder config (hidden_size, intermediate_size, num_hidden_layers,
-            global_attn_every_n_layers, vocab_size).
+        config: the encoder config (hidden_size, intermediate_size, num_hidden_layers, vocab_size, and
+            ``layer_types`` or, for older configs, ``global_attn_every_n_layers``).
     """
 
     def __init__(self, config) -> None:
         d, inter, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
-        every = getattr(config, "global_attn_every_n_layers", 1) or 1
-        self.n_global = sum(1 for i in range(layers) if i % every == 0)
+        # transformers-5 configs (ModernBertConfig, RexBertConfig) name each layer's attention in
+        # `layer_types` and do not keep `global_attn_every_n_layers` as an attribute.
+        layer_types = getattr(config, "layer_types", None)
+        if layer_types is None:
+            every = getattr(config, "global_attn_every_n_layers", 1) or 1
+            layer_types = ["full_attention" if i % every == 0 else "sliding_attention" for i in range(layers)]
+        self.n_global = sum(1 for t in layer_types if t == "full_attention")
         self.n_local = layers - self.n_global
         self.dense_per_token = 2 * layers * (4 * d * d + 3 * d * inter)  # Wqkv, Wo, Wi (2I), Wo (I)
         self.attn_per_pair = 4 * d  # QKᵀ and AV: 2·d each per (query, key) pair and layer
