@@ -1,22 +1,26 @@
-"""Training-path benchmark: RexBERT (packing + unpadding + sparse prediction) vs the usual HF path.
+"""Training-path benchmark: RexBERT (packing + unpadding + sparse prediction) vs a careful HF user's path.
 
-Same model size (micro, Table 2), same documents, same real-token budget, same tokenizer, on this CPU:
+Same model size (micro, Table 2, or ``--size tiny``), same documents, same real-token budget, same
+tokenizer, same 30% masking rate, on this machine:
 
 * **rexbert**: documents best-fit packed into 512-token rows → ``PackedMLMCollator`` (30% Poisson-span
   masking, document ids) → ``RexBertForMaskedLM`` (unpadded varlen attention, sparse MLM head) trained by
   ``RexBertTrainer`` (StableAdamW, WSD).
-* **hf**: one document per row (split at 512), padded to the longest row of each batch →
-  ``DataCollatorForLanguageModeling(mlm_probability=0.3)`` → ``transformers.ModernBertForMaskedLM``
-  (sdpa, dense S×S masks, dense head) trained by ``transformers.Trainer`` (AdamW). Its rows per step are
-  chosen so both paths see the same mean real tokens per step, and both run the same number of steps.
+* **hf**: one document per row (split at 512), batches of similar lengths
+  (``train_sampling_strategy="group_by_length"``, transformers 5's replacement for the removed
+  ``group_by_length=True``) padded to their longest row → ``DataCollatorForLanguageModeling(
+  mlm_probability=0.3)`` → ``transformers.ModernBertForMaskedLM(sparse_prediction=True)`` (sdpa; the
+  head runs on the labelled tokens only) trained by ``transformers.Trainer`` (AdamW). Its rows per step
+  are chosen so both paths see the same mean real tokens per step over the same token budget.
 
 Runs alternate (rexbert, hf, hf, rexbert, ...) and medians are reported, because the CPU is shared.
-Reported: real (non-pad) tokens/s, MFU (useful model FLOPs/s ÷ a measured matmul peak, the same FLOP
-count for both), and masked-token top-1 accuracy of both final models on the same held-out documents
+Reported for every run: real (non-pad) tokens/s, the share of real tokens in the slots computed,
+MFU (useful model FLOPs/s ÷ a measured matmul peak; ``MlmFlops`` with the same global/local layer types
+for both), and masked-token top-1 accuracy of both final models on the same held-out documents
 with identical uniformly-drawn 30% masks.
 
     REXBERT_DATA_DIR=../shared/data .venv/bin/python -m benchmarks.bench_training \\
-        [--tokens 65536] [--repeats 2]
+        [--tokens 65536] [--repeats 2] [--size micro|tiny]
 """
 
 from __future__ import annotations
@@ -38,6 +42,10 @@ if str(ROOT) not in sys.path:
 
 SEQ = 512
 LR = 3e-3
+MLM_PROBABILITY = 0.3
+LOCAL_WINDOW = 128  # total window of the local layers, both paths (ModernBERT's default)
+# hidden, layers, intermediate, heads: micro is the paper's Table 2 size; tiny is for the smoke test
+SIZES = {"micro": (256, 7, 384, 4), "tiny": (64, 4, 96, 2)}
 
 
 def _docs(data_dir: Path, n_wiki: int, n_products: int) -> list[str]:
@@ -63,15 +71,17 @@ def _pieces(tokenizer, texts: list[str]) -> list[list[int]]:
     return out
 
 
-def _model_kwargs(tokenizer) -> dict:
+def _model_kwargs(tokenizer, size: str) -> dict:
     from training.tokenizer import padded_vocab_size
 
+    hidden, layers, intermediate, heads = SIZES[size]
     return dict(
         vocab_size=padded_vocab_size(tokenizer),
-        hidden_size=256,
-        num_hidden_layers=7,
-        intermediate_size=384,
-        num_attention_heads=4,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        intermediate_size=intermediate,
+        num_attention_heads=heads,
+        local_attention=LOCAL_WINDOW,
         max_position_embeddings=SEQ,
         pad_token_id=tokenizer.pad_token_id,
         cls_token_id=tokenizer.cls_token_id,
@@ -102,7 +112,19 @@ def _args(out: Path, steps: int, rows: int, **extra):
     )
 
 
-def run_rexbert(tokenizer, pieces, steps: int, rows: int, out: Path):
+class SlotCounter:
+    """Wraps a collator and counts the token slots (real + padding) the model is given."""
+
+    def __init__(self, collator) -> None:
+        self.collator, self.slots = collator, 0
+
+    def __call__(self, examples):
+        batch = self.collator(examples)
+        self.slots += batch["input_ids"].numel()
+        return batch
+
+
+def run_rexbert(tokenizer, pieces, steps: int, rows: int, out: Path, size: str = "micro"):
     from modeling_rexbert import RexBertConfig, RexBertForMaskedLM
     from training.batch_plan import plan_batches
     from training.collator import PackedMLMCollator, StepCollator
@@ -123,7 +145,7 @@ def run_rexbert(tokenizer, pieces, steps: int, rows: int, out: Path):
         weight_decay=3e-4,
         warmup_fraction=0.1,
         decay_fraction=0.0,
-        masking=MaskingConfig(mlm_probability=0.3, span_lambda=3.0),
+        masking=MaskingConfig(mlm_probability=MLM_PROBABILITY, span_lambda=3.0),
     )
     special = [
         tokenizer.cls_token_id,
@@ -133,11 +155,13 @@ def run_rexbert(tokenizer, pieces, steps: int, rows: int, out: Path):
         tokenizer.unk_token_id,
     ]
     collator = PackedMLMCollator(
-        SpanMasker(phase.masking, tokenizer.mask_token_id, special, len(tokenizer)), seed=0, local_window=128
+        SpanMasker(phase.masking, tokenizer.mask_token_id, special, len(tokenizer)),
+        seed=0,
+        local_window=LOCAL_WINDOW,
     )
     torch.manual_seed(0)
     config = RexBertConfig(
-        **_model_kwargs(tokenizer), mask_token_id=tokenizer.mask_token_id, attn_implementation="sdpa"
+        **_model_kwargs(tokenizer, size), mask_token_id=tokenizer.mask_token_id, attn_implementation="sdpa"
     )
     model = RexBertForMaskedLM(config)
     plan = plan_batches([len(r.input_ids) for r in packed], phase, world_size=1)
@@ -153,27 +177,30 @@ def run_rexbert(tokenizer, pieces, steps: int, rows: int, out: Path):
     trainer.train()
     elapsed = time.perf_counter() - start
     lengths = np.array([n for r in packed for n in r.doc_lengths])
-    return model, elapsed, lengths, len(packed) * SEQ
+    return model, elapsed, lengths, len(packed) * SEQ  # rows of SEQ slots (the model then unpads)
 
 
-def run_hf(tokenizer, pieces, steps: int, rows: int, out: Path, budget: int):
+def hf_trainer(tokenizer, pieces, rows: int, out: Path, budget: int, size: str = "micro"):
+    """The careful user's setup on the shortest prefix of ``pieces`` holding ``budget`` real tokens."""
+    from datasets import Dataset
     from transformers import DataCollatorForLanguageModeling, ModernBertConfig, ModernBertForMaskedLM, Trainer
 
-    kwargs = _model_kwargs(tokenizer)
+    kwargs = _model_kwargs(tokenizer, size)
     rope_keys = ("global_rope_theta", "local_rope_theta")
     kwargs = {k: v for k, v in kwargs.items() if k not in rope_keys}
-    config = ModernBertConfig(**kwargs, attn_implementation="sdpa")
+    config = ModernBertConfig(**kwargs, sparse_prediction=True, attn_implementation="sdpa")
     config.rope_parameters = {
         "full_attention": {"rope_type": "default", "rope_theta": 10_000.0},
         "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
     }
     torch.manual_seed(0)
     model = ModernBertForMaskedLM(config)
-    # the shortest prefix of the documents holding the same real tokens as the rexbert run
     n_docs = int(np.searchsorted(np.cumsum([len(p) for p in pieces]), budget)) + 1
-    data = [{"input_ids": p} for p in pieces[:n_docs]]
+    chosen = pieces[:n_docs]
+    # a precomputed "length" column spares LengthGroupedSampler a pass over the data set
+    data = Dataset.from_dict({"input_ids": chosen, "length": [len(p) for p in chosen]})
     steps = -(-len(data) // rows)
-    collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.3)
+    collator = SlotCounter(DataCollatorForLanguageModeling(tokenizer, mlm_probability=MLM_PROBABILITY))
     args = _args(
         out,
         steps,
@@ -182,12 +209,18 @@ def run_hf(tokenizer, pieces, steps: int, rows: int, out: Path, budget: int):
         warmup_steps=max(1, steps // 10),
         lr_scheduler_type="constant_with_warmup",
         max_grad_norm=1.0,
+        train_sampling_strategy="group_by_length",
     )
-    trainer = Trainer(model=model, args=args, data_collator=collator, train_dataset=data)
+    return Trainer(model=model, args=args, data_collator=collator, train_dataset=data)
+
+
+def run_hf(tokenizer, pieces, rows: int, out: Path, budget: int, size: str = "micro"):
+    trainer = hf_trainer(tokenizer, pieces, rows, out, budget, size)
     start = time.perf_counter()
     trainer.train()
     elapsed = time.perf_counter() - start
-    return model, elapsed, np.array([len(d["input_ids"]) for d in data]), None
+    lengths = np.array(trainer.train_dataset["length"])
+    return trainer.model, elapsed, lengths, trainer.data_collator.slots
 
 
 def _eval_batches(tokenizer, pieces: list[list[int]], seed: int = 123):
@@ -232,67 +265,95 @@ def unigram_baseline(tokenizer, train_pieces: list[list[int]], pieces: list[list
     return hits / max(1, total)
 
 
+def attention_pairs(lengths: np.ndarray, window: int) -> tuple[float, float]:
+    """(query, key) pairs of global and of local layers for documents of ``lengths`` tokens:
+    attention within each document, and on local layers only ``|i - j| <= window // 2``."""
+    lengths = lengths.astype(np.float64)
+    w = np.minimum(window // 2, lengths - 1)
+    # a document of L tokens: L diagonal pairs + 2 · Σ_{k=1..w} (L - k) off-diagonal ones
+    local = lengths + 2.0 * (w * lengths - w * (w + 1) / 2.0)
+    return float((lengths**2).sum()), float(local.sum())
+
+
+def useful_flops(config, lengths: np.ndarray) -> float:
+    """The same useful-FLOP count for both paths: dense layers on real tokens, attention per document
+    with each layer's own type (global, or local window), the MLM head on the masked share only."""
+    from training.mfu import MlmFlops
+
+    real = int(lengths.sum())
+    return MlmFlops(config).step(real, int(MLM_PROBABILITY * real), *attention_pairs(lengths, LOCAL_WINDOW))
+
+
+def _machine() -> dict:
+    return {
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "transformers": __import__("transformers").__version__,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=65536, help="real-token budget per run")
     parser.add_argument("--rows", type=int, default=8, help="rexbert rows (×512) per step")
     parser.add_argument("--repeats", type=int, default=2, help="runs per path (alternating)")
+    parser.add_argument("--size", choices=sorted(SIZES), default="micro")
+    parser.add_argument(
+        "--docs", type=int, default=3700, help="documents (1 in 5 WikiText, 1 in 30 held out)"
+    )
     parser.add_argument("--vocab", type=int, default=16384)
     parser.add_argument("--out", default="outputs/bench_training")
     parser.add_argument("--json", default=None, help="write the results here")
     args = parser.parse_args(argv)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     data_dir = Path(os.environ.get("REXBERT_DATA_DIR", ROOT.parent / "shared" / "data"))
-    from training.mfu import MlmFlops, measure_peak_flops  # noqa: I001
+    from training.mfu import measure_peak_flops
+    from training.packing import TokenizedDoc, best_fit_pack
     from training.tokenizer import train_bpe_tokenizer
 
-    texts = _docs(data_dir, n_wiki=700, n_products=3000)
-    held_out, train_texts = texts[:120], texts[120:]
+    texts = _docs(data_dir, n_wiki=args.docs // 5, n_products=args.docs - args.docs // 5)
+    n_held = max(1, len(texts) // 30)
+    held_out, train_texts = texts[:n_held], texts[n_held:]
     tokenizer = train_bpe_tokenizer(train_texts, vocab_size=args.vocab)
     pieces = _pieces(tokenizer, train_texts)
     eval_pieces = _pieces(tokenizer, held_out)
     steps = max(2, args.tokens // (args.rows * SEQ))
     mean_len = float(np.mean([len(p) for p in pieces]))
     hf_rows = max(1, round(args.rows * SEQ * 0.99 / mean_len))  # ≈ same real tokens per step
-    peak = measure_peak_flops("cpu", torch.float32, seconds=1.0)
+    # the real tokens of the rexbert run (its rows are packed, so known up front): the hf budget
+    packed = best_fit_pack([TokenizedDoc(p) for p in pieces], SEQ)[: steps * args.rows]
+    budget = sum(len(p.input_ids) for p in packed)
     out = Path(args.out)
     results: dict[str, list[dict]] = {"rexbert": [], "hf": []}
     order = ["rexbert", "hf"]
-    budget = None  # real tokens of the rexbert run (its rows are packed, so known up front)
     for r in range(args.repeats):
         for name in order if r % 2 == 0 else reversed(order):
+            # the CPU is shared: the peak is re-measured next to each run
+            peak = measure_peak_flops("cpu", torch.float32, seconds=1.0)
+            load = os.getloadavg()[0]
             if name == "rexbert":
                 rows = args.rows
-                model, elapsed, lengths, slots = run_rexbert(tokenizer, pieces, steps, rows, out / name)
-                budget = int(lengths.sum())
+                model, elapsed, lengths, slots = run_rexbert(
+                    tokenizer, pieces, steps, rows, out / name, args.size
+                )
             else:
                 rows = hf_rows
-                if budget is None:
-                    from training.packing import TokenizedDoc, best_fit_pack
-
-                    packed = best_fit_pack([TokenizedDoc(p) for p in pieces], SEQ)[: steps * args.rows]
-                    budget = sum(len(p.input_ids) for p in packed)
-                model, elapsed, lengths, slots = run_hf(tokenizer, pieces, steps, rows, out / name, budget)
+                model, elapsed, lengths, slots = run_hf(
+                    tokenizer, pieces, rows, out / name, budget, args.size
+                )
             real = int(lengths.sum())
-            # the same useful-FLOP count for both paths: real tokens, attention within each document
-            # (window 128 on local layers), the MLM head on the 30% selected tokens only
-            lengths = lengths.astype(np.float64)
-            model_flops = MlmFlops(model.config).step(
-                real,
-                int(0.3 * real),
-                float((lengths**2).sum()),
-                float((lengths * np.minimum(lengths, 129)).sum()),
-            )
             entry = {
+                "run": r,
                 "seconds": elapsed,
                 "real_tokens": real,
                 "tokens_per_s": real / elapsed,
-                "mfu": model_flops / elapsed / peak,
+                "mfu": useful_flops(model.config, lengths) / elapsed / peak,
+                "peak_gflops": peak / 1e9,
+                "load_1min": load,
                 "rows_per_step": rows,
+                "real_share_of_slots": real / slots,
                 "masked_accuracy": masked_accuracy(model, tokenizer, eval_pieces),
             }
-            if slots:
-                entry["packing_efficiency"] = real / slots
             results[name].append(entry)
             print(
                 name,
@@ -300,15 +361,15 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
     summary = {
-        "peak_gflops": peak / 1e9,
-        "steps": steps,
+        **_machine(),
+        "size": args.size,
+        "steps_rexbert": steps,
         "mean_doc_piece_tokens": mean_len,
         "unigram_baseline_accuracy": unigram_baseline(tokenizer, pieces, eval_pieces),
         "vocab": len(tokenizer),
-        "threads": torch.get_num_threads(),
     }
     for name, entries in results.items():
-        for key in ("tokens_per_s", "mfu", "masked_accuracy", "seconds"):
+        for key in ("tokens_per_s", "mfu", "masked_accuracy", "seconds", "real_share_of_slots"):
             summary[f"{name}_{key}"] = statistics.median(e[key] for e in entries)
     summary["speedup_tokens_per_s"] = summary["rexbert_tokens_per_s"] / summary["hf_tokens_per_s"]
     summary["runs"] = results

@@ -1,0 +1,84 @@
+"""The training benchmark: its FLOP accounting, the HF baseline's setup, and a tiny end-to-end run."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from transformers import ModernBertConfig
+from transformers.trainer_pt_utils import LengthGroupedSampler
+
+from benchmarks import bench_training as bt
+from modeling_rexbert import RexBertConfig
+from training.tokenizer import train_bpe_tokenizer
+
+
+@pytest.mark.parametrize("window", [4, 128])
+def test_attention_pairs_match_a_brute_force_count(window):
+    lengths = np.array([1, 3, 7, 64, 65, 200])
+    global_pairs, local_pairs = bt.attention_pairs(lengths, window)
+    brute_local = 0
+    for n in lengths:
+        i, j = np.meshgrid(np.arange(n), np.arange(n))
+        brute_local += int((np.abs(i - j) <= window // 2).sum())
+    assert global_pairs == float((lengths**2).sum())
+    assert local_pairs == brute_local
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    texts = [f"product {i} blue cotton shirt size {i % 7} fits well" for i in range(200)]
+    return train_bpe_tokenizer(texts, vocab_size=300)
+
+
+def test_both_paths_are_counted_with_the_same_layer_types(tokenizer):
+    kwargs = bt._model_kwargs(tokenizer, "micro")
+    rope = {k: kwargs.pop(k) for k in ("global_rope_theta", "local_rope_theta")}
+    hf = ModernBertConfig(**kwargs)
+    rex = RexBertConfig(**kwargs, **rope, mask_token_id=tokenizer.mask_token_id)
+    assert hf.layer_types == rex.layer_types and "sliding_attention" in hf.layer_types
+    lengths = np.array([30, 512, 300, 5])
+    assert bt.useful_flops(hf, lengths) == bt.useful_flops(rex, lengths)
+
+
+def _slots_per_epoch(trainer) -> tuple[int, int]:
+    real = slots = 0
+    for batch in trainer.get_train_dataloader():
+        real += int(batch["attention_mask"].sum())
+        slots += batch["input_ids"].numel()
+    return real, slots
+
+
+def test_hf_baseline_groups_by_length_with_a_sparse_head(tokenizer, tmp_path):
+    rng = np.random.default_rng(0)
+    pieces = [list(rng.integers(10, 250, size=n)) for n in rng.choice([8, 20, 60, 300, 512], size=96)]
+    budget = sum(map(len, pieces))
+    trainer = bt.hf_trainer(tokenizer, pieces, rows=8, out=tmp_path, budget=budget, size="tiny")
+    assert trainer.model.config.sparse_prediction
+    assert trainer.data_collator.collator.mlm_probability == bt.MLM_PROBABILITY
+    assert isinstance(trainer._get_train_sampler(), LengthGroupedSampler)
+    torch.manual_seed(0)
+    real, grouped_slots = _slots_per_epoch(trainer)
+    assert real == budget  # every document once, none cut
+    trainer.args.train_sampling_strategy = "random"
+    _, random_slots = _slots_per_epoch(trainer)
+    assert grouped_slots < 0.8 * random_slots  # grouping removes most of the padding
+
+
+@pytest.mark.slow
+def test_tiny_benchmark_trains_both_paths_on_the_same_budget(tmp_path):
+    if not os.environ.get("REXBERT_DATA_DIR"):
+        pytest.skip("needs REXBERT_DATA_DIR (WikiText-2 and Icecat)")
+    out = tmp_path / "result.json"
+    argv = ["--size", "tiny", "--docs", "300", "--vocab", "1024", "--tokens", "4096", "--rows", "2"]
+    assert bt.main([*argv, "--repeats", "1", "--out", str(tmp_path), "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    (rex,), (hf,) = result["runs"]["rexbert"], result["runs"]["hf"]
+    # the hf run takes whole documents up to the rexbert run's real tokens: at most one piece more
+    assert 0.95 * 4096 <= rex["real_tokens"] <= 4096
+    assert rex["real_tokens"] <= hf["real_tokens"] < rex["real_tokens"] + bt.SEQ
+    assert hf["real_share_of_slots"] < 1.0 and rex["real_share_of_slots"] == rex["real_tokens"] / 4096
+    assert set(result["runs"]) == {"rexbert", "hf"} and result["transformers"].startswith("5.")
