@@ -6,9 +6,10 @@ tokenizer, same 30% masking rate, on this machine:
 * **rexbert**: documents best-fit packed into 512-token rows → ``PackedMLMCollator`` (30% Poisson-span
   masking, document ids) → ``RexBertForMaskedLM`` (unpadded varlen attention, sparse MLM head) trained by
   ``RexBertTrainer`` (StableAdamW, WSD).
-* **hf**: one document per row (split at 512), batches of similar lengths
-  (``train_sampling_strategy="group_by_length"``, transformers 5's replacement for the removed
-  ``group_by_length=True``) padded to their longest row → ``DataCollatorForLanguageModeling(
+* **hf**: one document per row (split at 512), batches of similar lengths (transformers'
+  ``LengthGroupedSampler``, which ``train_sampling_strategy="group_by_length"`` -- transformers 5's
+  replacement for the removed ``group_by_length=True`` -- uses; see ``grouped_batches``) padded to their
+  longest row → ``DataCollatorForLanguageModeling(
   mlm_probability=0.3)`` → ``transformers.ModernBertForMaskedLM(sparse_prediction=True)`` (sdpa; the
   head runs on the labelled tokens only) trained by ``transformers.Trainer`` (AdamW). Its rows per step
   are chosen so both paths see the same mean real tokens per step over the same token budget.
@@ -180,8 +181,30 @@ def run_rexbert(tokenizer, pieces, steps: int, rows: int, out: Path, size: str =
     return model, elapsed, lengths, len(packed) * SEQ  # rows of SEQ slots (the model then unpads)
 
 
+def grouped_batches(lengths: list[int], rows: int, budget: int, seed: int = 0) -> list[int]:
+    """Indices of whole batches drawn at random from one epoch of transformers' ``LengthGroupedSampler``
+    over all pieces, until they hold ``budget`` real tokens.
+
+    Why not run ``train_sampling_strategy="group_by_length"`` on the budget's own documents: the sampler
+    groups within ``min(n // (4 · rows), 50)`` batches, which is one batch (no grouping at all) for a
+    budget of a few steps; a user's full-corpus run groups within 50. Replaying a random sample of the
+    batches a full-corpus epoch would make keeps both the padding and the data mix of that run.
+    """
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    order = list(LengthGroupedSampler(rows, lengths=lengths, generator=torch.Generator().manual_seed(seed)))
+    batches = [order[i : i + rows] for i in range(0, len(order) - rows + 1, rows)]  # full batches only
+    chosen, total = [], 0
+    for b in np.random.default_rng(seed).permutation(len(batches)):
+        chosen += batches[b]
+        total += sum(lengths[i] for i in batches[b])
+        if total >= budget:
+            break
+    return chosen
+
+
 def hf_trainer(tokenizer, pieces, rows: int, out: Path, budget: int, size: str = "micro"):
-    """The careful user's setup on the shortest prefix of ``pieces`` holding ``budget`` real tokens."""
+    """The careful user's setup on length-grouped batches holding ≥ ``budget`` real tokens."""
     from datasets import Dataset
     from transformers import DataCollatorForLanguageModeling, ModernBertConfig, ModernBertForMaskedLM, Trainer
 
@@ -195,9 +218,7 @@ def hf_trainer(tokenizer, pieces, rows: int, out: Path, budget: int, size: str =
     }
     torch.manual_seed(0)
     model = ModernBertForMaskedLM(config)
-    n_docs = int(np.searchsorted(np.cumsum([len(p) for p in pieces]), budget)) + 1
-    chosen = pieces[:n_docs]
-    # a precomputed "length" column spares LengthGroupedSampler a pass over the data set
+    chosen = [pieces[i] for i in grouped_batches([len(p) for p in pieces], rows, budget)]
     data = Dataset.from_dict({"input_ids": chosen, "length": [len(p) for p in chosen]})
     steps = -(-len(data) // rows)
     collator = SlotCounter(DataCollatorForLanguageModeling(tokenizer, mlm_probability=MLM_PROBABILITY))
@@ -209,7 +230,7 @@ def hf_trainer(tokenizer, pieces, rows: int, out: Path, budget: int, size: str =
         warmup_steps=max(1, steps // 10),
         lr_scheduler_type="constant_with_warmup",
         max_grad_norm=1.0,
-        train_sampling_strategy="group_by_length",
+        train_sampling_strategy="sequential",  # the grouped batches, in the drawn order
     )
     return Trainer(model=model, args=args, data_collator=collator, train_dataset=data)
 

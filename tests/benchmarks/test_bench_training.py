@@ -55,17 +55,29 @@ def _slots_per_epoch(trainer) -> tuple[int, int]:
 def test_hf_baseline_groups_by_length_with_a_sparse_head(tokenizer, tmp_path):
     rng = np.random.default_rng(0)
     pieces = [list(rng.integers(10, 250, size=n)) for n in rng.choice([8, 20, 60, 300, 512], size=96)]
-    budget = sum(map(len, pieces))
+    budget = sum(map(len, pieces)) // 2
     trainer = bt.hf_trainer(tokenizer, pieces, rows=8, out=tmp_path, budget=budget, size="tiny")
     assert trainer.model.config.sparse_prediction
     assert trainer.data_collator.collator.mlm_probability == bt.MLM_PROBABILITY
-    assert isinstance(trainer._get_train_sampler(), LengthGroupedSampler)
-    torch.manual_seed(0)
     real, grouped_slots = _slots_per_epoch(trainer)
-    assert real == budget  # every document once, none cut
+    assert budget <= real < budget + 8 * bt.SEQ  # whole batches up to the budget, documents uncut
+    torch.manual_seed(0)
     trainer.args.train_sampling_strategy = "random"
     _, random_slots = _slots_per_epoch(trainer)
     assert grouped_slots < 0.8 * random_slots  # grouping removes most of the padding
+
+
+def test_grouped_batches_are_whole_batches_of_transformers_length_grouped_sampler():
+    lengths = list(np.random.default_rng(1).integers(1, 512, size=400))
+    chosen = bt.grouped_batches(lengths, rows=4, budget=10_000)
+    epoch = list(LengthGroupedSampler(4, lengths=lengths, generator=torch.Generator().manual_seed(0)))
+    epoch_batches = {tuple(epoch[i : i + 4]) for i in range(0, 400, 4)}
+    batches = [tuple(chosen[i : i + 4]) for i in range(0, len(chosen), 4)]
+    assert set(batches) <= epoch_batches and len(set(chosen)) == len(chosen)
+    total = sum(lengths[i] for i in chosen)
+    assert total >= 10_000 > total - sum(lengths[i] for i in batches[-1])
+    # drawn across the epoch, not its first (longest-first) batches
+    assert sorted(epoch.index(b[0]) // 4 for b in batches) != list(range(len(batches)))
 
 
 @pytest.mark.slow
@@ -77,8 +89,8 @@ def test_tiny_benchmark_trains_both_paths_on_the_same_budget(tmp_path):
     assert bt.main([*argv, "--repeats", "1", "--out", str(tmp_path), "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     (rex,), (hf,) = result["runs"]["rexbert"], result["runs"]["hf"]
-    # the hf run takes whole documents up to the rexbert run's real tokens: at most one piece more
+    # the hf run takes whole batches up to the rexbert run's real tokens: at most one batch more
     assert 0.95 * 4096 <= rex["real_tokens"] <= 4096
-    assert rex["real_tokens"] <= hf["real_tokens"] < rex["real_tokens"] + bt.SEQ
+    assert rex["real_tokens"] <= hf["real_tokens"] < rex["real_tokens"] + hf["rows_per_step"] * bt.SEQ
     assert hf["real_share_of_slots"] < 1.0 and rex["real_share_of_slots"] == rex["real_tokens"] / 4096
     assert set(result["runs"]) == {"rexbert", "hf"} and result["transformers"].startswith("5.")
