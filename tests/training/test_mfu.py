@@ -6,21 +6,10 @@ from torch.utils.flop_counter import FlopCounterMode
 from transformers import ModernBertConfig, ModernBertForMaskedLM
 
 from modeling_rexbert import RexBertConfig
+from tests.modeling_rexbert.conftest import TINY
 from training.mfu import MlmFlops
 
-SIZES = dict(
-    vocab_size=320,
-    hidden_size=32,
-    intermediate_size=48,
-    num_hidden_layers=5,
-    num_attention_heads=2,
-    pad_token_id=0,
-    bos_token_id=1,
-    eos_token_id=2,
-    cls_token_id=1,
-    sep_token_id=2,
-    mask_token_id=3,
-)
+SIZES = {**TINY, "num_hidden_layers": 5}  # layers 0 and 3 global
 
 
 @pytest.mark.parametrize("labelled", [5, 40])
