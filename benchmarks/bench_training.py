@@ -178,7 +178,8 @@ def run_rexbert(tokenizer, pieces, steps: int, rows: int, out: Path, size: str =
     trainer.train()
     elapsed = time.perf_counter() - start
     lengths = np.array([n for r in packed for n in r.doc_lengths])
-    return model, elapsed, lengths, len(packed) * SEQ  # rows of SEQ slots (the model then unpads)
+    # rows of SEQ slots (the model then unpads)
+    return model, elapsed, lengths, len(packed) * SEQ, trainer.state.global_step
 
 
 def grouped_batches(lengths: list[int], rows: int, budget: int, seed: int = 0) -> list[int]:
@@ -241,7 +242,7 @@ def run_hf(tokenizer, pieces, rows: int, out: Path, budget: int, size: str = "mi
     trainer.train()
     elapsed = time.perf_counter() - start
     lengths = np.array(trainer.train_dataset["length"])
-    return trainer.model, elapsed, lengths, trainer.data_collator.slots
+    return trainer.model, elapsed, lengths, trainer.data_collator.slots, trainer.state.global_step
 
 
 def _eval_batches(tokenizer, pieces: list[list[int]], seed: int = 123):
@@ -354,12 +355,12 @@ def main(argv: list[str] | None = None) -> int:
             load = os.getloadavg()[0]
             if name == "rexbert":
                 rows = args.rows
-                model, elapsed, lengths, slots = run_rexbert(
+                model, elapsed, lengths, slots, optimizer_steps = run_rexbert(
                     tokenizer, pieces, steps, rows, out / name, args.size
                 )
             else:
                 rows = hf_rows
-                model, elapsed, lengths, slots = run_hf(
+                model, elapsed, lengths, slots, optimizer_steps = run_hf(
                     tokenizer, pieces, rows, out / name, budget, args.size
                 )
             real = int(lengths.sum())
@@ -372,6 +373,7 @@ def main(argv: list[str] | None = None) -> int:
                 "peak_gflops": peak / 1e9,
                 "load_1min": load,
                 "rows_per_step": rows,
+                "optimizer_steps": optimizer_steps,
                 "real_share_of_slots": real / slots,
                 "masked_accuracy": masked_accuracy(model, tokenizer, eval_pieces),
             }

@@ -91,6 +91,7 @@ def test_tiny_benchmark_trains_both_paths_on_the_same_budget(tmp_path):
     (rex,), (hf,) = result["runs"]["rexbert"], result["runs"]["hf"]
     # the hf run takes whole batches up to the rexbert run's real tokens: at most one batch more
     assert 0.95 * 4096 <= rex["real_tokens"] <= 4096
+    assert rex["optimizer_steps"] == 4096 // (2 * bt.SEQ)
     assert rex["real_tokens"] <= hf["real_tokens"] < rex["real_tokens"] + hf["rows_per_step"] * bt.SEQ
     assert hf["real_share_of_slots"] < 1.0 and rex["real_share_of_slots"] == rex["real_tokens"] / 4096
     assert set(result["runs"]) == {"rexbert", "hf"} and result["transformers"].startswith("5.")
