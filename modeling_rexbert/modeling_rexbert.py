@@ -321,19 +321,6 @@ class RexBertModel(RexBertPreTrainedModel):
                 "document_ids is no longer accepted: pass packed input as input_ids (1, N) with "
                 "cu_seqlens, max_seqlen and position_ids (see packing_rexbert.py)"
             )
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("pass exactly one of input_ids or inputs_embeds")
-        ref = input_ids if input_ids is not None else inputs_embeds
-        if ref.ndim != (2 if input_ids is not None else 3):
-            raise ValueError(
-                "input_ids must be (batch, seq_len) / inputs_embeds (batch, seq_len, hidden); "
-                f"got shape {tuple(ref.shape)}"
-            )
-        if 0 in ref.shape[:2]:
-            raise ValueError(
-                f"empty input of shape {tuple(ref.shape)}: nothing to encode (was the text empty or "
-                "truncated to zero tokens?)"
-            )
         if self.config.validate_inputs:
             check_inputs(
                 input_ids,
