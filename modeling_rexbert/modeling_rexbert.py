@@ -321,18 +321,13 @@ class RexBertModel(RexBertPreTrainedModel):
                 "document_ids is no longer accepted: pass packed input as input_ids (1, N) with "
                 "cu_seqlens, max_seqlen and position_ids (see packing_rexbert.py)"
             )
-        if self.config.validate_inputs:
-            check_inputs(
-                input_ids,
-                attention_mask,
-                position_ids,
-                cu_seqlens,
-                max_seqlen,
-                labels,
-                label_positions,
-                vocab_size=self.config.vocab_size,
-                ignore_index=self.config.sparse_pred_ignore_index,
-            )
+        if self.config.validate_inputs:  # value checks read the device: for debugging, not training
+            args = (input_ids, attention_mask, position_ids, cu_seqlens, max_seqlen, labels, label_positions)
+            limits = {
+                "vocab_size": self.config.vocab_size,
+                "ignore_index": self.config.sparse_pred_ignore_index,
+            }
+            check_inputs(*args, **limits)
         batch = pack_inputs(input_ids, inputs_embeds, attention_mask, position_ids, cu_seqlens, max_seqlen)
         if batch.max_seqlen > self.config.max_position_embeddings:
             logger.warning_once(
