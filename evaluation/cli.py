@@ -124,6 +124,13 @@ def register(subparsers) -> None:
     glue.add_argument("--epochs", type=float, default=None, help="override every task's epochs")
     glue.add_argument("--learning-rate", type=float, default=None, help="override every task's learning rate")
     glue.add_argument("--batch-size", type=int, default=None, help="override every task's batch size")
+    glue.add_argument("--size", default="base", help="model size whose per-task settings are used")
+    glue.add_argument(
+        "--sweep-learning-rates",
+        type=lambda t: tuple(float(v) for v in t.split(",") if v.strip()),
+        default=(),
+        help="comma-separated learning rates tried on a held-out slice of train (best one is used)",
+    )
     glue.add_argument("--max-train-examples", type=int, default=None)
     glue.add_argument("--max-eval-examples", type=int, default=None)
     glue.set_defaults(func=_friendly(_run_glue))
@@ -203,6 +210,8 @@ def _run_glue(args) -> int:
     cfg = GlueConfig(
         tasks=args.tasks,
         seeds=args.seeds,
+        size=args.size,
+        sweep_learning_rates=args.sweep_learning_rates,
         overrides=overrides,
         max_train_examples=args.max_train_examples,
         max_eval_examples=args.max_eval_examples,
