@@ -1,12 +1,12 @@
-"""Curation throughput vs datatrove on the same real documents, in one run (interleaved, medians).
+"""Curation benchmarks, one run, ratios (interleaved where two sides are compared):
 
-1. Cleaning chain (language ID -> Gopher -> C4 -> FineWeb quality -> fastText relevance scoring), one process:
-   ours (batched lid.176, one shared tokenisation for the heuristics, batched fastText) vs datatrove's
-   LanguageFilter / GopherQualityFilter / C4QualityFilter / FineWebQualityFilter / FastTextClassifierFilter
-   with identical thresholds, the same local lid.176.ftz and the same fastText model. Ours runs twice: with
-   the fast regex tokenizer, and with tokenizer=spacy (datatrove's word splitter: exactly datatrove's output).
-2. MinHash near-duplicate removal (5-grams, 20 bands x 5 rows): ours (datasketch signatures + LSH) vs
-   datatrove's four MinHash stages; kept sets compared, planted near-duplicate recall at Jaccard >= 0.8.
+1. docs/s per core of the prepare stage's filters (our datatrove steps: language ID -> Gopher/C4/FineWeb
+   quality) vs datatrove's own LanguageFilter / GopherQualityFilter / C4QualityFilter / FineWebQualityFilter
+   with the same thresholds and the same local lid.176, in one process.
+2. The prepare stage on LocalPipelineExecutor, 4 tasks, 1 vs 2 workers (goal >= 1.7x).
+3. Peak RSS of one prepare task (fresh process) at 1x and 10x input (goal <= 1.2x).
+4. The MinHash stages (signatures -> buckets -> clusters -> filter) on planted pairs: recall at Jaccard >= 0.8
+   and false-positive rate at Jaccard 0.45-0.55, FineWeb's 14 x 8 vs the former 20 x 5.
 
     REXBERT_DATA_DIR=../shared/data python -m benchmarks.bench_curation [--quick]
 """
@@ -14,275 +14,304 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import random
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # per-core numbers
 
 
-def _documents(root: Path, quick: bool):
+def _records(quick: bool) -> list[dict]:
+    from benchmarks._common import data_dir
     from curation.demo_data import build_records
 
     sizes = (
-        {"icecat_pages": 150, "esci": 120, "gutenberg": 200, "wikitext": 80, "unselected": 0, "planted": 40}
-        if quick
-        else None
+        {"icecat_pages": 150, "esci": 120, "gutenberg": 200, "wikitext": 80, "planted": 0} if quick else {}
     )
-    records, planted = build_records(root, seed=0, sizes=sizes)
-    return records, planted
+    records, _ = build_records(data_dir(), seed=0, sizes={**sizes, "unselected": 0})
+    return records
 
 
-def _fasttext_model(records, tmp: Path):
-    """One relevance model (trained by our trainer on the source class) that both sides use."""
-    from curation.classifier import DomainClassifier, train_domain_classifier
-    from curation.config import ClassifierConfig
+def _write_input(records: list[dict], folder: Path, files: int, copies: int = 1) -> Path:
+    """``files`` jsonl files (``copies`` times the records, so 10x input has 10x distinct documents)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [json.dumps(r) + "\n" for _ in range(copies) for r in records]
+    for k in range(files):
+        (folder / f"part-{k:03d}.jsonl").write_text("".join(rows[k::files]), encoding="utf-8")
+    return folder
 
-    sub = records[:600]
-    train_domain_classifier(
-        "bench",
-        [r["id"] for r in sub],
-        [r["text"] for r in sub],
-        [r["is_commerce"] for r in sub],
-        ClassifierConfig(kfold=2),
-        tmp,
+
+def _config(input_dir: Path, out: Path, tasks: int, workers: int):
+    from curation.config import config_from_dict
+
+    return config_from_dict(
+        {
+            "input": {"sources": [{"path": str(input_dir)}]},
+            "domains": {
+                "filter_required": ["hobby", "news", "automotive", "sports"],
+                "directly_selected": ["fashion", "beauty"],
+            },
+            # the URL blocklist's one-off load (~10 s per task here) would dominate a benchmark-sized task
+            "cleaning": {"adult": {"url_filter": False}},
+            "executor": {"kind": "local", "tasks": tasks, "workers": workers},
+            "output": {"dir": str(out)},
+        }
     )
-    return DomainClassifier.load(tmp, "bench"), tmp / "bench.bin"
 
 
-def our_chain(texts, ids, lid, quality, clf):
-    """LID -> quality (Gopher, C4 rewrite, FineWeb) -> fastText on the cleaned text; returns kept ids."""
-    kept_ids, kept_texts = [], []
-    for doc_id, text, (ok, _, _) in zip(ids, texts, lid.predict(texts)):
-        if not ok:
-            continue
-        reason, cleaned = quality.check(text)
-        if reason is None:
-            kept_ids.append(doc_id)
-            kept_texts.append(cleaned)
-    scores = clf.scores(kept_texts)
-    return {i for i, s in zip(kept_ids, scores) if s >= clf.threshold}
+def _prepare_executor(config):
+    from curation.pipeline import build_stages, make_executor
+
+    stage = next(s for s in build_stages(config) if s.name == "prepare")
+    return make_executor(stage, config)
 
 
-def datatrove_chain(records, lid_model, ft_model, threshold):
-    from datatrove.data import Document
+# ---------------------------------------------------------------------------------------- 1. throughput
+def ours_chain(docs, lid_path, quality_config):
+    from curation.config import LidConfig
+    from curation.filters import LanguageFilter, QualityFilter
+
+    stream = iter(docs)
+    for step in (LanguageFilter(LidConfig(), lid_path), QualityFilter(quality_config)):
+        stream = step.run(stream)
+    return {d.id for d in stream}
+
+
+def datatrove_chain(docs, lid_path):
     from datatrove.pipeline.filters import (
         C4QualityFilter,
-        FastTextClassifierFilter,
         FineWebQualityFilter,
         GopherQualityFilter,
         LanguageFilter,
     )
 
-    from curation.classifier import fasttext_text
+    from curation.cleaning.lid import LanguageId
 
     lang = LanguageFilter(languages=["en"], language_threshold=0.65)
-    lang.model._model = lid_model  # the local lid.176.ftz instead of a download
-    ft = FastTextClassifierFilter(
-        model_url="local", keep_labels=("1", threshold), save_labels_in_metadata=False
-    )
-    ft._model = ft_model
-
-    def same_preprocessing(docs):  # the classifier was trained on fasttext_text(); feed datatrove the same
-        for doc in docs:
-            doc.text = fasttext_text(doc.text)
-            yield doc
-
-    docs = (Document(text=r["text"], id=r["id"]) for r in records)
-    steps = [
+    lang.model._model = LanguageId(lid_path).model  # the same local lid.176.ftz instead of a download
+    stream = iter(docs)
+    for step in (
         lang,
         GopherQualityFilter(),
         C4QualityFilter(filter_no_terminal_punct=False),
         FineWebQualityFilter(),
-    ]
-    stream = docs
-    for step in steps:
+    ):
         stream = step.run(stream)
-    stream = ft.run(same_preprocessing(stream))
     return {d.id for d in stream}
 
 
-def our_dedup(texts, config):
-    from curation.cleaning.dedup import MinHasher, find_near_duplicates
+def bench_throughput(records, repeats: int) -> list[list]:
+    import copy
 
-    drop, roots = find_near_duplicates(MinHasher(config).signatures(texts), config)
-    return drop, roots
-
-
-def _patch_datatrove_xxhash() -> None:
-    """datatrove 0.10.1 passes ``str`` to xxhash, which xxhash 4.x rejects ("Strings must be encoded before
-    hashing"); encode as UTF-8 first (the same work our shingle hashing does) so its MinHash can run at
-    all."""
-    import datatrove.utils.hashes.xxhash as dt_xxhash
-    import xxhash
-
-    dt_xxhash.xxhash32 = lambda data: xxhash.xxh32_intdigest(data.encode() if isinstance(data, str) else data)
-    dt_xxhash.xxhash64 = lambda data: xxhash.xxh64_intdigest(data.encode() if isinstance(data, str) else data)
-
-
-def datatrove_dedup(records, config, work: Path):
     from datatrove.data import Document
-    from datatrove.pipeline.dedup.minhash import (
-        MinhashConfig,
-        MinhashDedupBuckets,
-        MinhashDedupCluster,
-        MinhashDedupFilter,
-        MinhashDedupSignature,
-    )
 
-    mh = MinhashConfig(
-        n_grams=config.n_grams, num_buckets=config.bands, hashes_per_bucket=config.rows, seed=config.seed
-    )
-    for sub in ("sigs", "buckets", "remove"):
-        (work / sub).mkdir(parents=True, exist_ok=True)
-    docs = [Document(text=r["text"], id=r["id"]) for r in records]
-    MinhashDedupSignature(output_folder=str(work / "sigs"), config=mh).run(iter(docs), rank=0, world_size=1)
-    for bucket in range(config.bands):
-        MinhashDedupBuckets(
-            input_folder=str(work / "sigs"), output_folder=str(work / "buckets"), config=mh
-        ).run(None, rank=bucket, world_size=config.bands)
-    MinhashDedupCluster(
-        input_folder=str(work / "buckets"), output_folder=str(work / "remove"), config=mh
-    ).run(None, 0, 1)
-    kept = {d.id for d in MinhashDedupFilter(input_folder=str(work / "remove")).run(iter(docs), 0, 1)}
-    return kept
+    from benchmarks._common import data_dir, interleaved_timings, median
+    from curation.config import QualityConfig
+
+    lid_path = str(data_dir() / "fasttext_lid176" / "lid.176.ftz")
+    docs = [Document(text=r["text"], id=r["id"], metadata={"domain": r["domain"]}) for r in records]
+    kept = {}
+    fns = {
+        "datatrove": lambda: kept.__setitem__("datatrove", datatrove_chain(copy.deepcopy(docs), lid_path)),
+        "ours (hybrid tokenizer)": lambda: kept.__setitem__(
+            "hybrid", ours_chain(copy.deepcopy(docs), lid_path, QualityConfig(tokenizer="hybrid"))
+        ),
+        "ours (spacy tokenizer)": lambda: kept.__setitem__(
+            "spacy", ours_chain(copy.deepcopy(docs), lid_path, QualityConfig(tokenizer="spacy"))
+        ),
+    }
+    times = interleaved_timings(fns, repeats=repeats, warmup=1)
+    rows = []
+    for name, key in (
+        ("datatrove", "datatrove"),
+        ("ours (hybrid tokenizer)", "hybrid"),
+        ("ours (spacy tokenizer)", "spacy"),
+    ):
+        same = len(kept[key] & kept["datatrove"]) / max(1, len(kept[key] | kept["datatrove"]))
+        rows.append(
+            [
+                name,
+                f"{len(docs) / median(times[name]):.0f}",
+                f"{median(times['datatrove']) / median(times[name]):.2f}x",
+                len(kept[key]),
+                f"{same:.3f}",
+            ]
+        )
+    return rows
+
+
+# ------------------------------------------------------------------------------------------- 2. workers
+def bench_workers(records, tmp: Path, repeats: int) -> list[list]:
+    import shutil
+
+    from benchmarks._common import interleaved_timings, median
+
+    source = _write_input(records, tmp / "input4", files=4)
+    runs = iter(range(10_000))
+
+    def run(workers: int):
+        out = tmp / f"w{workers}-{next(runs)}"
+        _prepare_executor(_config(source, out, tasks=4, workers=workers)).run()
+        shutil.rmtree(out)
+
+    times = interleaved_timings({"1 worker": lambda: run(1), "2 workers": lambda: run(2)}, repeats, warmup=0)
+    one, two = median(times["1 worker"]), median(times["2 workers"])
+    return [
+        ["1 worker", f"{one:.1f}", f"{len(records) / one:.0f}", "1.00x"],
+        ["2 workers", f"{two:.1f}", f"{len(records) / two:.0f}", f"{one / two:.2f}x"],
+    ]
+
+
+# ----------------------------------------------------------------------------------------------- 3. RSS
+def _one_task(input_dir: str, out: str) -> None:
+    """Child process: one prepare task; prints its peak RSS (MiB) and document count as JSON."""
+    import resource
+
+    start = time.perf_counter()
+    _prepare_executor(_config(Path(input_dir), Path(out), tasks=1, workers=1)).run()
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"peak_rss_mib": peak_mib, "seconds": time.perf_counter() - start}))
+
+
+def bench_rss(records, tmp: Path) -> list[list]:
+    from benchmarks._common import run_json_subprocess
+
+    rows = []
+    for copies in (1, 10):
+        source = _write_input(records, tmp / f"rss{copies}", files=1, copies=copies)
+        result = run_json_subprocess(
+            "benchmarks.bench_curation", ["--one-task", str(source), str(tmp / f"o{copies}")]
+        )
+        rows.append(
+            [f"{copies}x", len(records) * copies, f"{result['peak_rss_mib']:.0f}", f"{result['seconds']:.1f}"]
+        )
+    rows[1].append(f"{float(rows[1][2]) / float(rows[0][2]):.2f}x")
+    rows[0].append("1.00x")
+    return rows
+
+
+# -------------------------------------------------------------------------------------------- 4. MinHash
+def _mutate(text: str, rate: float, rng: random.Random, vocab: list[str]) -> str:
+    words = text.split()
+    return " ".join(rng.choice(vocab) if rng.random() < rate else w for w in words)
+
+
+def bench_minhash(records, tmp: Path) -> list[list]:
+    from datatrove.data import Document
+    from datatrove.executor import LocalPipelineExecutor
+    from datatrove.pipeline.dedup.minhash import MinhashDedupBuckets, MinhashDedupFilter
+
+    from curation.cleaning.dedup import jaccard
+    from curation.config import DedupConfig
+    from curation.minhash import KeyedMinhashCluster, KeyedMinhashSignature, minhash_config
+
+    rng = random.Random(0)
+    originals = [r["text"] for r in records if len(r["text"].split()) >= 150][:300]
+    vocab = sorted({w for t in originals[:30] for w in t.split() if w.isalpha()})
+    docs, pairs = [], []
+    for i, text in enumerate(originals):
+        copy = _mutate(text, rng.choice([0.02, 0.03, 0.04, 0.08, 0.10, 0.12]), rng, vocab)
+        docs += [Document(text=text, id=f"o{i}"), Document(text=copy, id=f"c{i}")]
+        pairs.append((f"o{i}", f"c{i}", jaccard(text, copy)))
+    rows = []
+    for label, dedup in (
+        ("14 x 8 (FineWeb; default)", DedupConfig()),
+        ("20 x 5 (before)", DedupConfig(buckets=20, hashes_per_bucket=5)),
+    ):
+        work = tmp / f"mh{dedup.buckets}"
+        kept = []
+        stages = [
+            (
+                1,
+                [
+                    lambda data, rank=0, world_size=1: iter(docs),
+                    KeyedMinhashSignature(str(work / "s"), dedup),
+                ],
+            ),
+            (
+                dedup.buckets,
+                [MinhashDedupBuckets(str(work / "s"), str(work / "d"), config=minhash_config(dedup))],
+            ),
+            (1, [KeyedMinhashCluster(str(work / "d"), str(work / "r"), str(work / "s" / "keys"), dedup)]),
+            (
+                1,
+                [
+                    lambda data, rank=0, world_size=1: iter(docs),
+                    MinhashDedupFilter(str(work / "r")),
+                    lambda data, rank=0, world_size=1, kept=kept: kept.extend(d.id for d in data),
+                ],
+            ),
+        ]
+        for k, (tasks, pipeline) in enumerate(stages):
+            LocalPipelineExecutor(pipeline, tasks=tasks, workers=1, logging_dir=str(work / f"logs{k}")).run()
+        survivors = set(kept)
+        flagged = [(j, not (a in survivors and b in survivors)) for a, b, j in pairs]
+        high = [f for j, f in flagged if j >= 0.8]
+        mid = [f for j, f in flagged if 0.45 <= j <= 0.55]
+        rows.append(
+            [
+                label,
+                len(high),
+                f"{sum(high) / max(1, len(high)):.3f}",
+                len(mid),
+                f"{sum(mid) / max(1, len(mid)):.3f}",
+            ]
+        )
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer documents and repeats (smoke test)")
     parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--one-task", nargs=2, metavar=("INPUT", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    repeats = args.repeats or (2 if args.quick else 3)
+    if args.one_task:
+        _one_task(*args.one_task)
+        return 0
+    import logging
 
-    from benchmarks._common import data_dir, interleaved_timings, markdown_table, median
-    from curation.cleaning.dedup import shingles
-    from curation.cleaning.lid import LanguageId
-    from curation.cleaning.quality import QualityFilter
-    from curation.config import DedupConfig, QualityConfig
-    from curation.report import planted_duplicate_recall
+    import torch
+    from loguru import logger
 
-    root = data_dir()
-    records, planted = _documents(root, args.quick)
-    texts, ids = [r["text"] for r in records], [r["id"] for r in records]
-    n = len(records)
+    from benchmarks._common import markdown_table
+
+    logger.remove()  # datatrove's per-task logs would drown the tables
+    logging.disable(logging.INFO)
+    repeats = args.repeats or (1 if args.quick else 3)
+    records = _records(args.quick)
     tmp = Path(tempfile.mkdtemp(prefix="bench_curation_"))
-    clf, _ = _fasttext_model(records, tmp / "clf")
-    lid = LanguageId(root / "fasttext_lid176" / "lid.176.ftz", ["en"], 0.65)
-    q_regex = QualityFilter(QualityConfig(tokenizer="regex"))
-    q_hybrid = QualityFilter(QualityConfig(tokenizer="hybrid"))
-    q_spacy = QualityFilter(QualityConfig(tokenizer="spacy"))
-
-    results = {}
-    fns = {
-        "ours (regex tokenizer)": lambda: results.__setitem__(
-            "regex", our_chain(texts, ids, lid, q_regex, clf)
-        ),
-        "ours (tokenizer=hybrid)": lambda: results.__setitem__(
-            "hybrid", our_chain(texts, ids, lid, q_hybrid, clf)
-        ),
-        "ours (tokenizer=spacy)": lambda: results.__setitem__(
-            "spacy", our_chain(texts, ids, lid, q_spacy, clf)
-        ),
-        "datatrove": lambda: results.__setitem__(
-            "dt", datatrove_chain(records, lid.model, clf.model, clf.threshold)
-        ),
-    }
-    t_clean = interleaved_timings(fns, repeats=repeats, warmup=1)
-    dt = results["dt"]
-    rows = []
-    for name, key in (
-        ("datatrove", "dt"),
-        ("ours (regex tokenizer)", "regex"),
-        ("ours (tokenizer=hybrid)", "hybrid"),
-        ("ours (tokenizer=spacy)", "spacy"),
-    ):
-        kept = results[key]
-        rows.append(
-            [
-                name,
-                f"{n / median(t_clean[name]):.0f}",
-                f"{median(t_clean['datatrove']) / median(t_clean[name]):.2f}x",
-                len(kept),
-                len(kept & dt) / max(1, len(kept | dt)),
-            ]
-        )
+    load = os.getloadavg()
     print(
-        f"## Cleaning chain: LID + Gopher + C4 + FineWeb + fastText ({n} real docs, 1 process, median of "
-        f"{repeats}, interleaved)\n"
+        f"{len(records)} documents; load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}; "
+        f"{os.cpu_count()} cores; torch CPU capability {torch.backends.cpu.get_cpu_capability()}\n"
     )
-    share = q_hybrid.fallbacks / max(1, q_hybrid.fallbacks + q_hybrid.fast_path)
-    print(f"hybrid: {share:.0%} of quality checks re-checked with spaCy\n")
     print(
-        markdown_table(
-            ["implementation", "docs/s/core", "speed vs datatrove", "kept", "kept-set Jaccard vs datatrove"],
-            rows,
-        )
-    )
-
-    config = DedupConfig(n_grams=5, bands=20, rows=5)
-    _patch_datatrove_xxhash()
-    dedup_out = {}
-    counter = iter(range(1_000_000))
-    fns = {
-        "ours (datasketch)": lambda: dedup_out.__setitem__("ours", our_dedup(texts, config)),
-        "datatrove MinHash": lambda: dedup_out.__setitem__(
-            "dt", datatrove_dedup(records, config, tmp / f"dt{next(counter)}")
-        ),
-    }
-    t_dedup = interleaved_timings(fns, repeats=repeats, warmup=1)
-    drop, roots = dedup_out["ours"]
-    ours_kept = {ids[i] for i in range(n) if not drop[i]}
-    dt_kept = dedup_out["dt"]
-    # planted pairs at true Jaccard >= 0.8 (5-gram shingles of the normalised text)
-    by_id = dict(zip(ids, texts))
-    eligible = []
-    for a, b in planted:
-        x, y = set(shingles(by_id[a], 5)), set(shingles(by_id[b], 5))
-        if len(x & y) / len(x | y) >= 0.8:
-            eligible.append([a, b])
-    ours_recall = planted_duplicate_recall(eligible, set(ids), {ids[i]: ids[r] for i, r in roots.items()})
-    dt_found = sum((a in dt_kept) != (b in dt_kept) for a, b in eligible)
-    rows = [
-        [
-            "datatrove MinHash (4 stages)",
-            f"{n / median(t_dedup['datatrove MinHash']):.0f}",
-            "1.00x",
-            n - len(dt_kept),
-            f"{dt_found}/{len(eligible)} = {dt_found / max(1, len(eligible)):.3f}",
-            1.0,
-        ],
-        [
-            "ours (datasketch + LSH)",
-            f"{n / median(t_dedup['ours (datasketch)']):.0f}",
-            f"{median(t_dedup['datatrove MinHash']) / median(t_dedup['ours (datasketch)']):.2f}x",
-            n - len(ours_kept),
-            f"{ours_recall['found']}/{len(eligible)} = {ours_recall['recall']:.3f}",
-            len(ours_kept & dt_kept) / len(ours_kept | dt_kept),
-        ],
-    ]
-    print(
-        f"\n## MinHash dedup: 5-grams, 20 bands x 5 rows ({n} docs, {len(eligible)} planted pairs at "
-        f"Jaccard >= 0.8)\n"
+        "### docs/s per core: language ID + quality filters, ours vs datatrove (1 process, interleaved, "
+        f"median of {repeats})\n"
     )
     print(
         markdown_table(
-            [
-                "implementation",
-                "docs/s/core",
-                "speed vs datatrove",
-                "removed",
-                "planted recall",
-                "kept-set Jaccard vs datatrove",
-            ],
-            rows,
+            ["implementation", "docs/s/core", "vs datatrove", "kept", "kept-set Jaccard vs datatrove"],
+            bench_throughput(records, repeats),
         )
     )
+    print(f"\n### prepare stage, 4 tasks: 1 vs 2 workers (interleaved, median of {repeats})\n")
+    print(markdown_table(["workers", "seconds", "docs/s", "speed-up"], bench_workers(records, tmp, repeats)))
+    print("\n### peak RSS of one prepare task (fresh process)\n")
+    print(markdown_table(["input", "docs", "peak RSS MiB", "seconds", "ratio"], bench_rss(records, tmp)))
+    print("\n### MinHash stages on planted pairs (5-gram shingles)\n")
     print(
-        f"\nmachine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end; "
-        f"python {sys.version.split()[0]}"
+        markdown_table(
+            ["buckets x hashes", "pairs J>=0.8", "recall", "pairs J 0.45-0.55", "flagged (FP rate)"],
+            bench_minhash(records, tmp),
+        )
     )
+    print(f"\nload average after: {' / '.join(f'{x:.1f}' for x in os.getloadavg())}")
     return 0
 
 

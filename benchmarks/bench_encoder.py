@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -107,7 +108,66 @@ def rexbert_available() -> str | None:
     return None
 
 
+def baseline_module(rev: str):
+    """``modeling_rexbert.modeling_rexbert`` as of git revision ``rev``, importable beside today's code
+    (its files extracted into a throw-away package), so before / after run in one process."""
+    import importlib
+    import subprocess
+
+    root = Path(__file__).parents[1]
+    name = "rexbert_at_" + "".join(c if c.isalnum() else "_" for c in rev)
+    if name not in sys.modules:
+        tmp = Path(tempfile.mkdtemp(prefix="rexbert-baseline-"))
+        (tmp / name).mkdir()
+        (tmp / name / "__init__.py").write_text("")
+        listing = subprocess.run(
+            ["git", "ls-tree", "--name-only", rev, "modeling_rexbert/"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        for path in listing:
+            if path.endswith(".py") and not path.endswith(("__init__.py", "conversion.py")):
+                code = subprocess.run(
+                    ["git", "show", f"{rev}:{path}"], cwd=root, capture_output=True, text=True, check=True
+                ).stdout
+                (tmp / name / Path(path).name).write_text(code)
+        sys.path.insert(0, str(tmp))
+    return importlib.import_module(f"{name}.modeling_rexbert")
+
+
+class OnnxRuntimeEncoder:
+    """The encoder exported by ``rexbert export onnx`` (ModernBERT graph, fp32) in an ONNX Runtime CPU
+    session with every graph optimisation on: what a careful CPU user serves today."""
+
+    def __init__(self, folder: Path):
+        from rexbert_cli.export import export_onnx, onnx_session
+
+        path = folder / "encoder.onnx"
+        if not path.exists():
+            export_onnx(folder, path)
+        self.session = onnx_session(path, threads=torch.get_num_threads())
+
+    def eval(self) -> OnnxRuntimeEncoder:
+        return self
+
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **_):
+        feeds = {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()}
+        (hidden,) = self.session.run(None, feeds)
+        return SimpleNamespace(last_hidden_state=torch.from_numpy(hidden))
+
+
 def load_model(impl: str, folder: Path, mlm: bool) -> torch.nn.Module:
+    if impl == "onnxruntime":
+        if mlm:
+            raise ValueError("onnxruntime is timed in the forward scenario only")
+        return OnnxRuntimeEncoder(folder)
+    if impl.startswith("rexbert@"):  # today's encoder at an earlier commit, for before / after ratios
+        module = baseline_module(impl.split("@", 1)[1])
+        cls = module.RexBertForMaskedLM if mlm else module.RexBertModel
+        kwargs = {"attn_implementation": "sdpa", "sparse_prediction": True} if mlm else {}
+        return cls.from_pretrained(folder, dtype=torch.float32, **kwargs).float()
     if impl == "modernbert":
         from transformers import ModernBertForMaskedLM, ModernBertModel
 
@@ -204,8 +264,28 @@ def forward_fn(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> Callab
     return run
 
 
+def packing_contract(batch: dict[str, torch.Tensor]) -> dict:
+    """A padded (B, S) MLM batch in the packing contract training uses: the real tokens of every row as
+    one document of a (1, N) stream, with cu_seqlens, max_seqlen, position_ids and label_positions."""
+    mask = batch["attention_mask"].bool()
+    lengths = mask.sum(1)
+    labels = batch["labels"][mask][None]
+    cu = torch.zeros(len(lengths) + 1, dtype=torch.int32)
+    cu[1:] = lengths.cumsum(0)
+    return {
+        "input_ids": batch["input_ids"][mask][None],
+        "position_ids": torch.cat([torch.arange(int(n)) for n in lengths])[None],
+        "cu_seqlens": cu,
+        "max_seqlen": int(lengths.max()),
+        "labels": labels,
+        "label_positions": (labels[0] != -100).nonzero().squeeze(1),
+    }
+
+
 def mlm_step_fn(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> Callable[[], torch.Tensor]:
     model.train()
+    if type(model).__module__.startswith("modeling_rexbert"):  # today's RexBERT trains on packed input
+        batch = packing_contract(batch)
 
     def run() -> torch.Tensor:
         model.zero_grad(set_to_none=True)
@@ -309,6 +389,7 @@ def memory_worker(impl: str, folder: Path, seq: int) -> dict:
 
 
 def bench_memory(size: str, folder: Path, cfg: Settings, impls: list[str]) -> list[list]:
+    order = list(impls)
     rows = []
     for seq in cfg.memory_seqs:
         res = {}
@@ -331,7 +412,7 @@ def bench_memory(size: str, folder: Path, cfg: Settings, impls: list[str]) -> li
             )
         impls = impls[::-1]
         print(f"  memory {size} seq={seq} done", file=sys.stderr, flush=True)
-    rows.sort(key=lambda r: (r[1], IMPLS.index(r[2])))
+    rows.sort(key=lambda r: (r[1], order.index(r[2])))
     return rows
 
 
@@ -395,7 +476,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice, = cores)")
     p.add_argument("--json", type=Path, help="also write all rows as JSON here")
     # internal: one memory measurement in this (fresh) process
-    p.add_argument("--worker-memory", choices=IMPLS, help=argparse.SUPPRESS)
+    p.add_argument("--onnx", action="store_true", help="also time ONNX Runtime in the forward scenario")
+    p.add_argument(
+        "--baseline", metavar="REV", help="also time RexBERT as of git revision REV (before/after)"
+    )
+    p.add_argument("--worker-memory", help=argparse.SUPPRESS)
     p.add_argument("--checkpoint", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--seq", type=int, help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -452,6 +537,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"note: modeling_rexbert not usable ({reason}); timing ModernBERT only", file=sys.stderr)
     else:
         impls = args.impls.split(",")
+    if args.baseline:
+        impls.append(f"rexbert@{args.baseline}")
     if "modernbert" not in impls:
         raise SystemExit("--impls must include modernbert (the reference every ratio is taken against)")
     mlm_sizes = args.mlm_sizes.split(",") if args.mlm_sizes else cfg.sizes
@@ -467,7 +554,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         for size in cfg.sizes:
             if "forward" in cfg.scenarios:
-                tables["forward"] += bench_forward(size, folders[size], tok, cfg, impls)
+                forward_impls = [*impls, "onnxruntime"] if args.onnx else impls
+                tables["forward"] += bench_forward(size, folders[size], tok, cfg, forward_impls)
                 print(f"  forward {size} done", file=sys.stderr, flush=True)
         for size in mlm_sizes:
             if "mlm" in cfg.scenarios:

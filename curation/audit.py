@@ -1,35 +1,15 @@
-"""Step 4, QA audit: a stronger labeler re-labels a stratified subset; agreement, Cohen's kappa, confusion.
-
-The loop (``run_audit_loop``) labels with prompt version k, audits it, and moves to version k+1 while
-agreement
-is below target and still improving; every round's record is kept.
+"""Step 4, QA audit metrics: a stronger labeler re-labels a fixed subset; agreement, Cohen's kappa
+(scikit-learn), confusion matrix and example disagreements per round. The loop is
+``curation.labelling.label_and_audit``.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from curation.relevance import LABEL_NAMES
-from curation.sampling import sample_key
-
-
-def stratified_subset(
-    domains: Sequence[str], labels: Sequence[int | None], ids: Sequence[str], per_stratum: int, seed: int
-) -> list[int]:
-    """Indices: up to ``per_stratum`` docs of every (domain, label) stratum, seeded, so rare labels are
-    audited."""
-    strata: dict[tuple[str, int], list[int]] = defaultdict(list)
-    for i, (domain, label) in enumerate(zip(domains, labels)):
-        if label is not None:
-            strata[(domain, label)].append(i)
-    chosen: list[int] = []
-    for key in sorted(strata):
-        members = sorted(strata[key], key=lambda i: sample_key(seed, ids[i]))
-        chosen.extend(members[:per_stratum])
-    return sorted(chosen)
 
 
 def agreement_metrics(primary: Sequence[int], auditor: Sequence[int]) -> dict[str, Any]:
@@ -96,27 +76,3 @@ def audit_round(
             if p != a
         ][:examples_per_domain]
     return AuditRound(version, overall, per_domain, disagreements)
-
-
-def run_audit_loop(
-    versions: Sequence[str],
-    run_round: Callable[[str], AuditRound],
-    target_agreement: float,
-    min_improvement: float,
-) -> tuple[list[AuditRound], str]:
-    """Try prompt versions in order until agreement >= target or stops improving; returns rounds + chosen
-    version.
-
-    The chosen version is the one with the best agreement (ties: the earlier, simpler definition).
-    """
-    rounds: list[AuditRound] = []
-    for version in versions:
-        current = run_round(version)
-        rounds.append(current)
-        agreement = current.overall["agreement"] or 0.0
-        if agreement >= target_agreement:
-            break
-        if len(rounds) >= 2 and agreement - (rounds[-2].overall["agreement"] or 0.0) < min_improvement:
-            break
-    best = max(rounds, key=lambda r: (r.overall["agreement"] or 0.0, -rounds.index(r)))
-    return rounds, best.prompt_version

@@ -1,5 +1,7 @@
-"""Step 5, per-domain fastText distillation of the LLM labels: held-out + k-fold validation, calibration,
-and a threshold chosen by a stated rule, saved next to the model (``<domain>.bin`` + ``<domain>.json``).
+"""Step 5, per-domain fastText distillation of the LLM labels, saved as ``<domain>.bin`` + ``<domain>.json``.
+
+The labelled sample is split once: a held-out part used only for the reported metrics, and a training part
+whose k-fold out-of-fold scores fit the calibrator (isotonic or Platt) and choose the threshold.
 """
 
 from __future__ import annotations
@@ -107,17 +109,56 @@ def choose_threshold(curve: list[dict[str, float]], rule: str, target_precision:
     ], "max_f1" if rule == "max_f1" else f"max_f1 (no threshold reached {target_precision})"
 
 
+class Calibrator:
+    """Maps raw fastText scores to calibrated probabilities: scikit-learn's isotonic regression or Platt
+    scaling (a logistic regression on the score), fitted on out-of-fold scores and saved as plain numbers."""
+
+    def __init__(self, kind: str, params: dict[str, Any]):
+        self.kind, self.params = kind, params
+
+    @classmethod
+    def fit(cls, kind: str, scores: np.ndarray, labels: np.ndarray) -> Calibrator:
+        if kind == "isotonic":
+            from sklearn.isotonic import IsotonicRegression
+
+            iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(scores, labels)
+            return cls(kind, {"x": iso.X_thresholds_.tolist(), "y": iso.y_thresholds_.tolist()})
+        from sklearn.linear_model import LogisticRegression
+
+        platt = LogisticRegression().fit(scores.reshape(-1, 1), labels)
+        return cls(kind, {"a": float(platt.coef_[0, 0]), "b": float(platt.intercept_[0])})
+
+    def __call__(self, scores: np.ndarray) -> np.ndarray:
+        scores = np.asarray(scores, dtype=float)
+        if self.kind == "isotonic":  # IsotonicRegression.predict is this piecewise-linear interpolation
+            return np.interp(scores, self.params["x"], self.params["y"])
+        return 1.0 / (1.0 + np.exp(-(self.params["a"] * scores + self.params["b"])))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, **self.params}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> Calibrator | None:
+        if not data:
+            return None
+        data = dict(data)
+        return cls(data.pop("kind"), data)
+
+
 @dataclass
 class DomainClassifier:
     domain: str
     threshold: float
     model: Any = None  # None: single-class labels; every doc gets constant_score
     constant_score: float = 0.0
+    calibrator: Calibrator | None = None
 
     def scores(self, texts: Sequence[str]) -> np.ndarray:
+        """(N,) calibrated P(relevant); the threshold applies to these."""
         if self.model is None:
             return np.full(len(texts), self.constant_score)
-        return relevant_scores(self.model, texts)
+        raw = relevant_scores(self.model, texts)
+        return self.calibrator(raw) if self.calibrator else raw
 
     @classmethod
     def load(cls, folder: str | Path, domain: str) -> DomainClassifier:
@@ -127,7 +168,13 @@ class DomainClassifier:
             import fasttext
 
             model = fasttext.load_model(str(Path(folder) / meta["model_file"]))
-        return cls(domain, float(meta["threshold"]), model, float(meta.get("constant_score", 0.0)))
+        return cls(
+            domain,
+            float(meta["threshold"]),
+            model,
+            float(meta.get("constant_score", 0.0)),
+            Calibrator.from_dict(meta.get("calibrator")),
+        )
 
 
 def _split(ids: Sequence[str], fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -176,25 +223,33 @@ def train_domain_classifier(
     train_idx, held_idx = _split(ids, config.heldout_fraction, config.seed)
     train_texts = [texts[i] for i in train_idx]
     y_train = y[train_idx]
-    # k-fold CV on the training part at 0.5: how stable the classifier is, independent of the threshold
-    # choice.
+    # Out-of-fold scores on the training part: each document scored by a model that never saw it. The
+    # calibrator and the threshold are fit on these; the held-out split is only ever used for the metrics.
     fold_of = np.array([sample_key(config.seed + 11, ids[i]) % config.kfold for i in train_idx])
+    oof = np.full(len(train_idx), np.nan)
     cv_f1 = []
     for k in range(config.kfold):
         fit, val = np.where(fold_of != k)[0], np.where(fold_of == k)[0]
         if len(val) == 0 or len(set(y_train[fit].tolist())) < 2:
             continue
         model = _train([train_texts[i] for i in fit], y_train[fit], config)
-        pred = (relevant_scores(model, [train_texts[i] for i in val]) >= 0.5).astype(int)
+        oof[val] = relevant_scores(model, [train_texts[i] for i in val])
         cv_f1.append(
-            float(precision_recall_fscore_support(y_train[val], pred, average="binary", zero_division=0)[2])
+            float(
+                precision_recall_fscore_support(
+                    y_train[val], (oof[val] >= 0.5).astype(int), average="binary", zero_division=0
+                )[2]
+            )
         )
+    scored = ~np.isnan(oof)
+    calibrator = Calibrator.fit(config.calibration, oof[scored], y_train[scored])
+    oof_calibrated = calibrator(oof[scored])
+    curve = prf_curve(y_train[scored], oof_calibrated, np.round(np.arange(0.05, 1.0, 0.05), 2))
+    threshold, reason = choose_threshold(curve, config.threshold_rule, config.target_precision)
     model = _train(train_texts, y_train, config)
     held_texts = [texts[i] for i in held_idx]
-    held_scores = relevant_scores(model, held_texts)
+    held_scores = calibrator(relevant_scores(model, held_texts))
     y_held = y[held_idx]
-    curve = prf_curve(y_held, held_scores, np.round(np.arange(0.05, 1.0, 0.05), 2))
-    threshold, reason = choose_threshold(curve, config.threshold_rule, config.target_precision)
     p, r, f, _ = precision_recall_fscore_support(
         y_held, (held_scores >= threshold).astype(int), average="binary", zero_division=0
     )
@@ -203,14 +258,16 @@ def train_domain_classifier(
         {
             "model_file": f"{domain}.bin",
             "threshold": threshold,
-            "threshold_reason": reason,
+            "threshold_reason": reason + " on out-of-fold calibrated scores",
             "n_train": len(train_idx),
             "n_heldout": len(held_idx),
+            "heldout_ids": sorted(ids[i] for i in held_idx),
             "heldout": {"precision": float(p), "recall": float(r), "f1": float(f)},
             "cv_f1_mean": float(np.mean(cv_f1)) if cv_f1 else None,
             "cv_f1_sd": float(np.std(cv_f1)) if cv_f1 else None,
             "cv_folds": len(cv_f1),
-            "calibration": curve,
+            "calibrator": calibrator.as_dict(),
+            "oof_curve": curve,
             "score_histogram": {"counts": hist.tolist(), "edges": edges.round(2).tolist()},
         }
     )

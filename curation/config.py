@@ -1,16 +1,24 @@
-"""The curation config: YAML validated into dataclasses (every field documented, unknown keys rejected).
+"""The curation config: YAML validated into documented dataclasses by the shared loader
+(:mod:`rexbert_common.config`), so a bad value fails at load time, before anything is written.
 
 Strings may use ``${REXBERT_DATA_DIR}``-style environment variables; they are expanded at load time.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from rexbert_common.config import ConfigError, checked, config_to_dict
+from rexbert_common.config import config_from_dict as _from_dict
+from rexbert_common.config import load_config as _load
+
+__all__ = ["ConfigError", "CurationConfig", "config_from_dict", "config_to_dict", "load_config"]
+
+DEFAULT_CONFIG = Path(__file__).parent / "configs" / "default.yaml"
+DEFAULT_PROMPTS = Path(__file__).parent / "prompts"
 
 # Paper Table 1: FineFineWeb domains that need filtering vs. domains taken (almost) whole.
 TABLE1_FILTER_REQUIRED = (
@@ -28,21 +36,46 @@ TABLE1_DIRECTLY_SELECTED = ("fashion", "beauty", "celebrity", "movie", "photo", 
 
 
 @dataclass
-class InputConfig:
-    """Args:
-    sources: files/folders (.jsonl[.gz], .parquet) or ``hf://<dataset id>`` streams with text + domain.
-    demo: build the offline FineFineWeb-style demo input from ``REXBERT_DATA_DIR`` into the work dir first.
-    text_field / domain_field: column names in the sources.
-    max_chars: longer documents are dropped (``dropped_too_long``) rather than choking later steps.
-    num_shards: documents are spread over this many shards (the unit of parallel work and of resumption).
+class SourceConfig:
+    """One input.
+
+    Args:
+    path: a file or folder (local, ``s3://...``, or ``hf://datasets/<id>`` through the Hub's filesystem; for
+        ``format: hf_dataset`` a dataset id or a local dataset folder for ``datasets.load_dataset``).
+    format: ``jsonl`` (``.jsonl``/``.json``, optionally ``.gz``), ``parquet`` or ``hf_dataset``.
+    domain_from: ``field`` (the record's ``domain_field``) or ``folder`` (the file's top-level folder under
+        ``path``, as in FineFineWeb's per-domain folders).
+    folders: read only these top-level folders (FineFineWeb: the selected domains); empty = every folder.
+    text_field / domain_field / id_field: column names in the records. The record id (when present) is
+        kept as ``source_id``; the document id is ``<file path>#<record index>``, unique per path.
+    split: the split for ``hf_dataset``.
     """
 
-    sources: list[str] = field(default_factory=list)
-    demo: bool = False
+    path: str = ""
+    format: str = checked("jsonl", choices=("jsonl", "parquet", "hf_dataset"))
+    domain_from: str = checked("field", choices=("field", "folder"))
+    folders: list[str] = field(default_factory=list)
     text_field: str = "text"
     domain_field: str = "domain"
-    max_chars: int = 1_000_000
-    num_shards: int = 8
+    id_field: str = "id"
+    split: str = "train"
+
+    def __post_init__(self):
+        if not self.path:
+            raise ValueError("every input.sources entry needs a path")
+
+
+@dataclass
+class InputConfig:
+    """Args:
+    sources: the inputs (see :class:`SourceConfig`).
+    demo: build the offline FineFineWeb-style demo input from ``REXBERT_DATA_DIR`` into the work dir first.
+    max_chars: longer documents are dropped (``dropped_too_long``) rather than choking later steps.
+    """
+
+    sources: list[SourceConfig] = field(default_factory=list)
+    demo: bool = False
+    max_chars: int = checked(1_000_000, ge=1)
 
 
 @dataclass
@@ -55,15 +88,21 @@ class DomainConfig:
     filter_required: list[str] = field(default_factory=lambda: list(TABLE1_FILTER_REQUIRED))
     directly_selected: list[str] = field(default_factory=lambda: list(TABLE1_DIRECTLY_SELECTED))
 
+    def __post_init__(self):
+        overlap = set(self.filter_required) & set(self.directly_selected)
+        if overlap:
+            raise ValueError(f"{sorted(overlap)} are both filter_required and directly_selected")
+
 
 @dataclass
 class SamplingConfig:
     """Args:
-    per_domain: documents drawn from each filter-required domain for LLM labelling (paper: ~100k's).
-    seed: the draw is a seeded hash of the document id, so it does not depend on input order or sharding.
+    per_domain: documents drawn from each filter-required domain for LLM labelling (paper: ~100k's). Each
+        task keeps its ``per_domain`` smallest keys per domain, so memory is bounded by this, not the input.
+    seed: the draw is a seeded hash of the document id: independent of input order and task count.
     """
 
-    per_domain: int = 200
+    per_domain: int = checked(200, ge=1)
     seed: int = 0
 
 
@@ -78,79 +117,88 @@ class LabelerConfig:
     max_retries / backoff_s / timeout_s: HTTP retry policy (exponential back-off: backoff_s * 2**attempt).
     max_chars: document prefix shown to the labeler.
     margin: zero-shot decision margin between relevant and not-relevant prototype similarity.
-    chunks: zero-shot only: the ``max_chars`` prefix is cut into this many pieces whose margins are averaged
-        (a "stronger" offline auditor reads more of each document than the encoder's 256-token window).
+    chunks: zero-shot only: the ``max_chars`` prefix is cut into this many pieces whose margins are averaged.
     max_new_tokens: generation budget for chat models (the answer is one short phrase).
     """
 
-    kind: str = "zero_shot"
+    kind: str = checked("zero_shot", choices=("zero_shot", "http", "transformers"))
     model: str = ""
     endpoint: str = ""
     api_key_env: str = "OPENAI_API_KEY"
-    batch_size: int = 32
-    max_retries: int = 4
-    backoff_s: float = 1.0
-    timeout_s: float = 60.0
-    max_chars: int = 2000
+    batch_size: int = checked(32, ge=1)
+    max_retries: int = checked(4, ge=0)
+    backoff_s: float = checked(1.0, ge=0)
+    timeout_s: float = checked(60.0, gt=0)
+    max_chars: int = checked(2000, ge=1)
     margin: float = 0.0
-    chunks: int = 1
-    max_new_tokens: int = 8
+    chunks: int = checked(1, ge=1)
+    max_new_tokens: int = checked(8, ge=1)
 
 
 @dataclass
 class AuditConfig:
     """Args:
-    labeler: the stronger model that re-labels the audit subset (paper: Llama-3-70B auditing Phi-4).
-    subset_per_class: audited documents per (domain, primary label) stratum.
-    prompt_versions: operational-definition versions tried in order (see curation/relevance.py).
-    target_agreement: stop when primary/auditor agreement reaches this.
-    min_improvement: or when a revised prompt improves agreement by less than this (it has stabilised).
+    labeler: the stronger model that re-labels the audit subset (paper: Llama-3-70B auditing Phi-4). It must
+        differ from the primary labeler: an audit by the same model measures nothing.
+    subset_per_class: audited documents per (domain, round-1 primary label) stratum; the same documents are
+        audited in every round, so rounds are comparable.
+    prompts_dir: folder of prompt files ``<version>.yaml`` (empty: the packaged ``curation/prompts``).
+    prompt_versions: operational-definition versions tried in order, one audit round each.
+    target_agreement: Cohen's kappa between primary and auditor that ends the loop successfully.
+    on_target_missed: ``stop`` (fail the stage with the per-round report) or ``continue`` (keep the best
+        round and record that the target was missed).
     """
 
     labeler: LabelerConfig = field(default_factory=lambda: LabelerConfig(max_chars=4000))
-    subset_per_class: int = 15
+    subset_per_class: int = checked(15, ge=1)
+    prompts_dir: str = ""
     prompt_versions: list[str] = field(default_factory=lambda: ["v1", "v2"])
-    target_agreement: float = 0.9
-    min_improvement: float = 0.01
+    target_agreement: float = checked(0.6, ge=-1, le=1)
+    on_target_missed: str = checked("stop", choices=("stop", "continue"))
+
+    def __post_init__(self):
+        if not self.prompt_versions:
+            raise ValueError("audit.prompt_versions is empty")
 
 
 @dataclass
 class ClassifierConfig:
     """Args:
-    epochs / lr / word_ngrams / dim / min_count: fastText supervised hyper-parameters.
-    bucket: hash buckets for word n-grams (fastText's default 2M allocates 2M x dim floats per model; a
-        per-domain relevance model on thousands of labels needs far fewer).
-    heldout_fraction: share of labelled docs kept out of training for validation and calibration.
-    kfold: cross-validation folds on the training part (reported as mean +- sd F1).
-    threshold_rule: ``target_precision`` (lowest threshold whose held-out precision >= target_precision; fall
-        back to max F1 when none reaches it) or ``max_f1``.
-    seed: fastText runs single-threaded so that training is exactly reproducible (resumption relies on it).
+    epochs / lr / word_ngrams / dim / min_count / bucket: fastText supervised hyper-parameters.
+    heldout_fraction: share of labelled docs never used for training, calibration or the threshold; the
+        reported metrics come from it.
+    kfold: out-of-fold scores on the training part: the calibrator and the threshold are fit on those.
+    calibration: ``isotonic`` or ``platt`` (scikit-learn) mapping of fastText scores to probabilities.
+    threshold_rule: ``target_precision`` (lowest threshold whose out-of-fold precision >= target_precision;
+        max F1 when none reaches it) or ``max_f1``.
+    seed: fastText runs single-threaded so that training is exactly reproducible.
     """
 
-    epochs: int = 25
-    lr: float = 0.5
-    word_ngrams: int = 2
-    dim: int = 50
-    min_count: int = 1
-    bucket: int = 200_000
-    heldout_fraction: float = 0.2
-    kfold: int = 5
-    threshold_rule: str = "target_precision"
-    target_precision: float = 0.9
+    epochs: int = checked(25, ge=1)
+    lr: float = checked(0.5, gt=0)
+    word_ngrams: int = checked(2, ge=1)
+    dim: int = checked(50, ge=1)
+    min_count: int = checked(1, ge=1)
+    bucket: int = checked(200_000, ge=1)
+    heldout_fraction: float = checked(0.2, gt=0, lt=1)
+    kfold: int = checked(5, ge=2)
+    calibration: str = checked("isotonic", choices=("isotonic", "platt"))
+    threshold_rule: str = checked("target_precision", choices=("target_precision", "max_f1"))
+    target_precision: float = checked(0.9, gt=0, le=1)
     seed: int = 0
 
 
 @dataclass
 class LidConfig:
     """Args:
-    model_path: fastText lid.176 model (.ftz/.bin). Empty:
-    ``${REXBERT_DATA_DIR}/fasttext_lid176/lid.176.ftz``.
+    model_path: fastText lid.176 model (.ftz/.bin).
+        Empty: ``${REXBERT_DATA_DIR}/fasttext_lid176/lid.176.ftz``.
     languages: languages to keep; threshold: minimum probability (datatrove's default 0.65).
     """
 
     model_path: str = ""
     languages: list[str] = field(default_factory=lambda: ["en"])
-    threshold: float = 0.65
+    threshold: float = checked(0.65, ge=0, le=1)
 
 
 @dataclass
@@ -159,13 +207,11 @@ class QualityConfig:
 
     Product pages are short and list-like, so a commerce run may relax ``min_doc_words`` and the line ratios.
     Set a field to null to disable that rule. ``tokenizer``: ``regex`` (a compiled emulation of spaCy's
-    English tokenizer, fast, ~1-3% of decisions differ from datatrove's), ``spacy`` (datatrove's word
-    splitter:
-    identical decisions, slow) or ``hybrid`` (regex, re-checked with spaCy whenever a token statistic is near
-    its threshold or the text has constructs where the two tokenizers diverge: datatrove's decisions, faster).
+    English tokenizer), ``spacy`` (datatrove's word splitter: identical decisions, slow) or ``hybrid``
+    (regex, re-checked with spaCy whenever a statistic is near its threshold: datatrove's decisions, faster).
     """
 
-    tokenizer: str = "hybrid"
+    tokenizer: str = checked("hybrid", choices=("regex", "spacy", "hybrid"))
     gopher: bool = True
     min_doc_words: int | None = 50
     max_doc_words: int | None = 100_000
@@ -188,35 +234,51 @@ class QualityConfig:
 
 
 @dataclass
-class AdultConfig:
-    """Args:
-    word_list: path to extra words (one per line) added to the built-in adult/profanity list.
-    max_word_ratio: drop a document when blocked words exceed this share of its words.
-    min_word_hits: ... and at least this many occurrences (a single incidental word is not enough).
-    url_blocklist: domains (and their subdomains) whose pages are dropped; extends the built-in list.
+class BoilerplateConfig:
+    """Line-level removal of navigation, cookie/consent, newsletter, share and advertising lines.
+
+    Args:
+    enabled: on by default (paper §3: boilerplate and ads removed before relevance filtering).
+    extra_patterns: more regular expressions; a line matching any pattern (case-insensitive) is removed.
+    max_line_words: only lines up to this many words are candidates (boilerplate is short).
     """
 
+    enabled: bool = True
+    extra_patterns: list[str] = field(default_factory=list)
+    max_line_words: int = checked(25, ge=1)
+
+
+@dataclass
+class AdultConfig:
+    """Args:
+    url_filter: datatrove's URLFilter with its shipped blocklists (UT1 adult domains, banned URL words).
+    extra_domains: more blocked domains for the URL filter.
+    word_list: path to extra words (one per line) added to the built-in explicit-term list.
+    max_word_ratio: drop a document when explicit words exceed this share of its words...
+    min_word_hits: ... and occur at least this many times (a single incidental word is not enough).
+    """
+
+    url_filter: bool = True
+    extra_domains: list[str] = field(default_factory=list)
     word_list: str = ""
-    max_word_ratio: float = 0.005
-    min_word_hits: int = 3
-    url_blocklist: list[str] = field(default_factory=list)
+    max_word_ratio: float = checked(0.005, ge=0)
+    min_word_hits: int = checked(3, ge=1)
 
 
 @dataclass
 class DedupConfig:
-    """MinHash-LSH near-duplicate removal (datasketch).
+    """Global MinHash near-duplicate removal with datatrove's bucketed stages.
 
     Args:
-    n_grams: word shingle size (datatrove uses 5).
-    bands / rows: LSH bands x rows per band = number of permutations. 20 x 5 finds a pair at Jaccard 0.8 with
-        probability 1-(1-0.8**5)**20 = 0.9997 (datatrove's 14 x 8 gives 0.92).
-    seed: permutation seed; identical on every worker.
+    n_grams: word shingle size. buckets x hashes_per_bucket: LSH bands x rows. FineWeb's 14 x 8 finds a pair
+        at Jaccard 0.8 with probability 1-(1-0.8**8)**14 = 0.92 and one at 0.5 with 0.05.
+    seed: permutation seed; identical on every task.
     """
 
     enabled: bool = True
-    n_grams: int = 5
-    bands: int = 20
-    rows: int = 5
+    n_grams: int = checked(5, ge=1)
+    buckets: int = checked(14, ge=1)
+    hashes_per_bucket: int = checked(8, ge=1)
     seed: int = 1
 
 
@@ -224,6 +286,7 @@ class DedupConfig:
 class CleaningConfig:
     lid: LidConfig = field(default_factory=LidConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
+    boilerplate: BoilerplateConfig = field(default_factory=BoilerplateConfig)
     adult: AdultConfig = field(default_factory=AdultConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)
 
@@ -231,30 +294,36 @@ class CleaningConfig:
 @dataclass
 class ExecutorConfig:
     """Args:
-    kind: ``local`` (datatrove LocalPipelineExecutor), ``slurm`` or ``ray`` (datatrove's executors).
-    workers: parallel tasks; -1 = one per CPU core.
+    kind: ``local``, ``ray`` or ``slurm`` (datatrove's executors; the pipeline is the same for all three).
+    tasks: units of work of the sharded stages (each task reads ``1/tasks`` of the input files). The output
+        does not depend on it; changing it recomputes the sharded stages.
+    workers: tasks running at once; -1 = one per CPU core (local) / as many as the cluster allows.
     slurm: extra SlurmPipelineExecutor arguments (partition, time, cpus_per_task, mem_per_cpu_gb, ...).
-    ray: extra RayPipelineExecutor arguments.
+    ray: extra RayPipelineExecutor arguments (cpus_per_task, mem_per_cpu_gb, ...).
     """
 
-    kind: str = "local"
-    workers: int = -1
+    kind: str = checked("local", choices=("local", "ray", "slurm"))
+    tasks: int = checked(4, ge=1)
+    workers: int = checked(-1, ge=-1)
     slurm: dict[str, Any] = field(default_factory=dict)
     ray: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.workers == 0:
+            raise ValueError("executor.workers must be >= 1 or -1 (all cores)")
 
 
 @dataclass
 class OutputConfig:
     """Args:
-    dir: everything goes here: ``work/`` (resumable intermediates), ``dataset/`` (HF parquet shards + card),
-        ``report/`` (stats, metrics, plot).
-    docs_per_shard: rows per output parquet shard.
-    dataset_name: name used in the dataset card.
+    dir: everything goes here: ``work/`` (resumable stage outputs), ``dataset/`` (HF parquet + card),
+        ``report/``. On Slurm / Ray it must be on a filesystem every node sees.
+    dataset_name / license: shown in the dataset card.
     """
 
     dir: str = "outputs/curation"
-    docs_per_shard: int = 50_000
     dataset_name: str = "ecom-niverse"
+    license: str = "odc-by"
 
 
 @dataclass
@@ -269,108 +338,32 @@ class CurationConfig:
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
-    def validate(self) -> CurationConfig:
-        overlap = set(self.domains.filter_required) & set(self.domains.directly_selected)
-        _check(not overlap, "domains", f"{sorted(overlap)} are both filter_required and directly_selected")
-        for name in ("labeler", "audit.labeler"):
-            kind = self.labeler.kind if name == "labeler" else self.audit.labeler.kind
-            _check(
-                kind in ("zero_shot", "http", "transformers"),
-                f"{name}.kind",
-                f"{kind!r} is not one of zero_shot, http, transformers",
+    def __post_init__(self):
+        if not self.input.sources and not self.input.demo:
+            raise ValueError("input.sources is empty and input.demo is false: nothing to curate")
+        if config_to_dict(self.labeler) == config_to_dict(self.audit.labeler):
+            raise ValueError(
+                "audit.labeler is the primary labeler: an audit by the same model measures nothing"
             )
-        _check(
-            self.classifier.threshold_rule in ("target_precision", "max_f1"),
-            "classifier.threshold_rule",
-            repr(self.classifier.threshold_rule),
-        )
-        _check(
-            0 < self.classifier.heldout_fraction < 1,
-            "classifier.heldout_fraction",
-            str(self.classifier.heldout_fraction),
-        )
-        _check(self.classifier.kfold >= 2, "classifier.kfold", str(self.classifier.kfold))
-        _check(self.executor.kind in ("local", "slurm", "ray"), "executor.kind", repr(self.executor.kind))
-        _check(self.input.num_shards >= 1, "input.num_shards", str(self.input.num_shards))
-        _check(
-            self.cleaning.dedup.bands >= 1 and self.cleaning.dedup.rows >= 1,
-            "cleaning.dedup",
-            "bands and rows must be >= 1",
-        )
-        _check(bool(self.input.sources) or self.input.demo, "input.sources", "no sources and demo is false")
-        _check(bool(self.audit.prompt_versions), "audit.prompt_versions", "empty")
-        return self
 
     def resolved_lid_path(self) -> Path:
         if self.cleaning.lid.model_path:
             return Path(self.cleaning.lid.model_path)
         root = os.environ.get("REXBERT_DATA_DIR", "")
         if not root:
-            raise ValueError(
+            raise ConfigError(
                 "cleaning.lid.model_path is empty and REXBERT_DATA_DIR is unset: cannot find lid.176"
             )
         return Path(root) / "fasttext_lid176" / "lid.176.ftz"
 
-
-class ConfigError(ValueError):
-    pass
-
-
-def _check(ok: bool, where: str, what: str) -> None:
-    if not ok:
-        raise ConfigError(f"curation config field {where}: {what}")
+    def prompts_dir(self) -> Path:
+        return Path(self.audit.prompts_dir) if self.audit.prompts_dir else DEFAULT_PROMPTS
 
 
-def _build(cls: type, data: Any, where: str) -> Any:
-    if not isinstance(data, dict):
-        raise ConfigError(f"curation config field {where or '<root>'}: expected a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(data) - names
-    if unknown:
-        raise ConfigError(f"curation config field {where or '<root>'}: unknown key(s) {sorted(unknown)}")
-    kwargs = {}
-    for key, value in data.items():
-        hint = hints[key]
-        sub = f"{where}.{key}" if where else key
-        if dataclasses.is_dataclass(hint):
-            kwargs[key] = _build(hint, value, sub)
-        else:
-            kwargs[key] = _expand(value)
-    return cls(**kwargs)
+def config_from_dict(data: dict[str, Any], source: str = "<dict>") -> CurationConfig:
+    return _from_dict(CurationConfig, data, source)
 
 
-def _expand(value: Any) -> Any:
-    if isinstance(value, str):
-        return os.path.expandvars(value)
-    if isinstance(value, list):
-        return [_expand(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _expand(v) for k, v in value.items()}
-    return value
-
-
-def config_from_dict(data: dict[str, Any]) -> CurationConfig:
-    return _build(CurationConfig, data, "").validate()
-
-
-def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> CurationConfig:
-    """Load a YAML config (default: the embedded ``configs/default.yaml``), apply dotted-key overrides."""
-    import yaml
-
-    path = Path(path) if path else Path(__file__).parent / "configs" / "default.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(f"curation config {path} not found")
-    with open(path, encoding="utf-8") as handle:
-        data = yaml.safe_load(handle) or {}
-    for dotted, value in (overrides or {}).items():
-        node = data
-        *parents, leaf = dotted.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return config_from_dict(data)
-
-
-def config_to_dict(config: CurationConfig) -> dict[str, Any]:
-    return dataclasses.asdict(config)
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> CurationConfig:
+    """Load a YAML config (default: the packaged ``configs/default.yaml``) with ``key=value`` overrides."""
+    return _load(path or DEFAULT_CONFIG, CurationConfig, overrides)

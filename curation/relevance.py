@@ -1,18 +1,21 @@
 """The written, versioned operational definition of commerce relevance, and strict answer parsing.
 
-A prompt version is data: the definition shown to chat labelers, and the prototype sentences the offline
-zero-shot labeler embeds. Revising the definition means adding a version, never editing an old one, so every
-cached label and audit round stays attributable to the exact wording that produced it.
+A prompt version is a file (``curation/prompts/<version>.yaml``): the definition shown to chat labelers, and
+the prototype sentences the offline zero-shot labeler embeds. Labels are cached under a hash of the wording,
+so editing a file invalidates its cached labels; a revision should still get a new version name so every
+audit round stays attributable to the exact wording that produced it.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 RELEVANT = 1
 NOT_RELEVANT = 0
 LABEL_NAMES = {RELEVANT: "Relevant", NOT_RELEVANT: "Not relevant"}
+PROMPTS_DIR = Path(__file__).parent / "prompts"
 
 
 @dataclass(frozen=True)
@@ -21,6 +24,16 @@ class PromptVersion:
     definition: str
     relevant_prototypes: tuple[str, ...]
     not_relevant_prototypes: tuple[str, ...]
+
+    @property
+    def cache_key(self) -> str:
+        """The version plus a hash of its wording: an edited prompt file never reuses stale labels."""
+        import hashlib
+
+        wording = "\x00".join(
+            (self.definition, *self.relevant_prototypes, "\x01", *self.not_relevant_prototypes)
+        )
+        return f"{self.version}:{hashlib.sha256(wording.encode()).hexdigest()[:12]}"
 
     def messages(self, text: str) -> list[dict[str, str]]:
         """Chat messages for one document (system = the definition; user = the document)."""
@@ -34,63 +47,34 @@ class PromptVersion:
         ]
 
 
-_V1 = PromptVersion(
-    version="v1",
-    definition=(
-        "You label web documents for an e-commerce corpus. A document is Relevant when its main "
-        "content helps "
-        "someone find, compare, buy or use products: product pages, catalogue listings, specifications, "
-        "prices, reviews of products, shopping guides. Otherwise it is Not relevant. "
-        "Answer with exactly one of: Relevant, Not relevant."
-    ),
-    relevant_prototypes=(
-        "Product page with title, brand, price and technical specifications.",
-        "Online shop listing: buy now, add to cart, in stock, free shipping.",
-        "Customer review of a product with pros and cons.",
-    ),
-    not_relevant_prototypes=(
-        "A chapter of a novel or a poem.",
-        "An encyclopedia article about history, science or a person.",
-        "A news report about politics or events.",
-    ),
-)
+def load_prompt(folder: str | Path, version: str) -> PromptVersion:
+    """Read ``<folder>/<version>.yaml`` (keys: definition, relevant_prototypes, not_relevant_prototypes).
 
-_V2 = PromptVersion(
-    version="v2",
-    definition=(
-        "You label web documents for an e-commerce corpus (operational definition v2). Relevant: the "
-        "document's "
-        "main purpose is commercial information about concrete products or services: product titles and "
-        "descriptions, model numbers, attribute lists (size, colour, capacity, compatibility), "
-        "prices, offers, "
-        "retailer or catalogue pages, product comparisons, buying guides and product reviews. Not relevant: "
-        "fiction, poetry, religious or historical text, encyclopedic articles, personal or academic "
-        "pages, news "
-        "or opinion that only mentions products in passing, and boilerplate without product content. "
-        "When a page "
-        "mixes both, judge the majority of its text. Answer with exactly one of: Relevant, Not relevant."
-    ),
-    relevant_prototypes=_V1.relevant_prototypes
-    + (
-        "Specifications: model number, dimensions, weight, capacity, colour, compatible devices.",
-        "Replacement part or accessory compatible with the following models.",
-        "Toner cartridge, notebook, cable, adapter, printer, monitor product description.",
-    ),
-    not_relevant_prototypes=_V1.not_relevant_prototypes
-    + (
-        "Scripture verses and religious text.",
-        "Personal homepage of a researcher with publications and teaching.",
-        "Dialogue between characters in a story or play.",
-    ),
-)
+    The version string is part of every cache key, so a revised definition must get a new file name.
+    """
+    import yaml
 
-PROMPT_VERSIONS: dict[str, PromptVersion] = {p.version: p for p in (_V1, _V2)}
+    from rexbert_common.errors import UserError
+
+    path = Path(folder) / f"{version}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in Path(folder).glob("*.yaml"))
+        raise UserError(f"relevance prompt {path} not found (versions in {folder}: {known})")
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    missing = [k for k in ("definition", "relevant_prototypes", "not_relevant_prototypes") if not data.get(k)]
+    if missing:
+        raise UserError(f"relevance prompt {path}: missing {missing}")
+    return PromptVersion(
+        version=version,
+        definition=" ".join(str(data["definition"]).split()),
+        relevant_prototypes=tuple(data["relevant_prototypes"]),
+        not_relevant_prototypes=tuple(data["not_relevant_prototypes"]),
+    )
 
 
 def get_prompt(version: str) -> PromptVersion:
-    if version not in PROMPT_VERSIONS:
-        raise KeyError(f"unknown relevance prompt version {version!r}; known: {sorted(PROMPT_VERSIONS)}")
-    return PROMPT_VERSIONS[version]
+    """A packaged prompt version (``curation/prompts/<version>.yaml``)."""
+    return load_prompt(PROMPTS_DIR, version)
 
 
 _ANSWER = re.compile(r"^\W*(not\s+relevant|irrelevant|relevant)\W*$", re.IGNORECASE)

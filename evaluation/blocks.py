@@ -2,7 +2,13 @@
 
 ``packing="block"`` concatenates the texts (a separator token between texts) and cuts the stream into
 blocks, so a bigger block gives more context -- how Table 3's scores can grow with block size for short
-product titles. ``packing="truncate"`` keeps one text per block, cut to ``block_size`` tokens.
+product titles. ``packing="truncate"`` keeps one text per block, cut to ``block_size`` tokens (the paper's
+wording: "texts truncated to 128/256/512 tokens").
+
+Texts are shuffled with the evaluation seed before packing (:func:`ordered_texts`): ESCI files are grouped
+by query, so in file order a title's neighbours in the same block are near-copies of it (same product
+line, same brand) and the model can copy the masked words instead of predicting them.
+:func:`neighbour_copy_rate` measures that leak.
 
 Token blocks (same-tokenizer protocols) carry the fast tokenizer's pre-tokenizer word index of every token
 so spans cover whole words. Word blocks (cross-tokenizer protocol) are *texts* made of whole
@@ -11,11 +17,43 @@ whitespace-separated words that fit in ``block_size`` tokens under every tokeniz
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 PACKINGS = ("block", "truncate")
 TEXT_SEPARATOR = "\n"  # joins texts inside a word block; whitespace for every tokenizer
+
+
+def ordered_texts(texts: Sequence[str], seed: int, shuffle: bool = True) -> list[str]:
+    """The packing order: a seeded permutation of ``texts`` (or file order when ``shuffle`` is False)."""
+    texts = list(texts)
+    if not shuffle:
+        return texts
+    order = np.random.default_rng(seed).permutation(len(texts))
+    return [texts[i] for i in order]
+
+
+_WORD = re.compile(r"\w+")
+
+
+def neighbour_copy_rate(texts: Sequence[str], window: int = 5) -> float:
+    """Share of the words of each text that also occur in one of its ``window`` neighbours on either side.
+
+    Words are lower-cased ``\\w+`` runs, counted once per text. A high rate means that masked words of a
+    text can be copied from the texts packed next to it.
+    """
+    vocab = [set(_WORD.findall(t.lower())) for t in texts]
+    copied = total = 0
+    for i, words in enumerate(vocab):
+        neighbours = set().union(*vocab[max(0, i - window) : i], *vocab[i + 1 : i + 1 + window])
+        copied += len(words & neighbours)
+        total += len(words)
+    if total == 0:
+        raise ValueError("neighbour_copy_rate: the texts contain no words")
+    return copied / total
 
 
 @dataclass

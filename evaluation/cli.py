@@ -30,12 +30,11 @@ def _friendly(run):
     """Data / model problems the user can fix print one line (exit 2) instead of a traceback."""
 
     def wrapped(args) -> int:
-        from evaluation.data import DataError
-        from evaluation.mlm_scoring import NoMLMHeadError
+        from rexbert_common import UserError
 
         try:
             return run(args)
-        except (DataError, NoMLMHeadError, FileNotFoundError) as error:
+        except (UserError, FileNotFoundError) as error:
             print(f"rexbert eval: error: {error}", file=sys.stderr)
             return 2
 
@@ -55,6 +54,19 @@ def register(subparsers) -> None:
     mlm.add_argument("--fields", type=_strs, default=("title", "description"))
     mlm.add_argument("--block-sizes", type=_ints, default=(128, 256, 512))
     mlm.add_argument("--packing", default="block", choices=["block", "truncate"])
+    mlm.add_argument(
+        "--no-shuffle",
+        dest="shuffle",
+        action="store_false",
+        help="pack texts in file order (leaks; old runs)",
+    )
+    mlm.add_argument("--block-tokenizer", default=None, help="word protocol: tokenizer that cuts the blocks")
+    mlm.add_argument(
+        "--tokenizer-mismatch",
+        default="refuse",
+        choices=["refuse", "word"],
+        help="span/collator with differing tokenizers: refuse, or switch to the word protocol",
+    )
     mlm.add_argument("--mask-probability", type=float, default=0.15)
     mlm.add_argument("--top-k", type=_ints, default=(1, 3, 5))
     mlm.add_argument("--seed", type=int, default=0)
@@ -63,22 +75,43 @@ def register(subparsers) -> None:
     mlm.add_argument("--head", default="auto", choices=["auto", "labels", "gather", "full"])
     mlm.set_defaults(func=_friendly(_run_mlm))
 
-    esci = sub.add_parser("esci", help="CoSENT similarity on ESCI query-product pairs or STS-B (Figure 4)")
-    _common(esci)
-    esci.add_argument("--task", default="esci", choices=["esci", "stsb"])
-    esci.add_argument(
+    similarity = sub.add_parser(
+        "similarity",
+        aliases=["esci"],
+        help="CoSENT similarity on ESCI, STS-B or any pair file (Figure 4); 'esci' is the ESCI name",
+    )
+    _common(similarity)
+    similarity.add_argument("--task", default="esci", help="esci | stsb | PATH of a pair file")
+    similarity.add_argument(
+        "--protocol",
+        default="cv",
+        choices=["cv", "official"],
+        help="cv: grouped folds in the test data; official: train split -> test split",
+    )
+    similarity.add_argument("--split", default="dev", choices=["dev", "test"], help="STS-B split evaluated")
+    similarity.add_argument(
         "--data", default=None, help="ESCI parquet file/folder or Hub id (default: local union)"
     )
-    esci.add_argument("--data-dir", default=None, help="folder with glue_stsb/ (default: $REXBERT_DATA_DIR)")
-    esci.add_argument("--hub", action="store_true", help="STS-B from nyu-mll/glue on the Hub")
-    esci.add_argument("--folds", type=int, default=5)
-    esci.add_argument("--epochs", type=float, default=1.0, help="0 = zero-shot (no fine-tuning)")
-    esci.add_argument("--learning-rate", type=float, default=2e-5)
-    esci.add_argument("--batch-size", type=int, default=16)
-    esci.add_argument("--max-seq-length", type=int, default=None)
-    esci.add_argument("--max-pairs", type=int, default=None)
-    esci.add_argument("--seed", type=int, default=0)
-    esci.set_defaults(func=_friendly(_run_esci))
+    similarity.add_argument(
+        "--data-dir", default=None, help="folder with glue_stsb/ (default: $REXBERT_DATA_DIR)"
+    )
+    similarity.add_argument("--hub", action="store_true", help="STS-B from the Hub")
+    similarity.add_argument("--folds", type=int, default=5)
+    similarity.add_argument(
+        "--seeds", type=_ints, default=None, help="comma-separated seeds (default: --seed)"
+    )
+    similarity.add_argument("--epochs", type=float, default=1.0, help="0 = zero-shot (no fine-tuning)")
+    similarity.add_argument("--learning-rate", type=float, default=2e-5)
+    similarity.add_argument("--batch-size", type=int, default=16)
+    similarity.add_argument("--max-seq-length", type=int, default=None, help="default: the model's own")
+    similarity.add_argument("--query-prompt", default=None, help="text prepended to queries / first texts")
+    similarity.add_argument("--document-prompt", default=None, help="text prepended to documents")
+    similarity.add_argument("--max-pairs", type=int, default=None)
+    similarity.add_argument("--seed", type=int, default=0)
+    similarity.add_argument(
+        "--save-model", default=None, help="folder to save the fine-tuned sentence-transformers models to"
+    )
+    similarity.set_defaults(func=_friendly(_run_similarity))
 
     glue = sub.add_parser("glue", help="GLUE fine-tuning, mean ± sd over seeds (Table 4)")
     _common(glue)
@@ -91,6 +124,13 @@ def register(subparsers) -> None:
     glue.add_argument("--epochs", type=float, default=None, help="override every task's epochs")
     glue.add_argument("--learning-rate", type=float, default=None, help="override every task's learning rate")
     glue.add_argument("--batch-size", type=int, default=None, help="override every task's batch size")
+    glue.add_argument("--size", default="base", help="model size whose per-task settings are used")
+    glue.add_argument(
+        "--sweep-learning-rates",
+        type=lambda t: tuple(float(v) for v in t.split(",") if v.strip()),
+        default=(),
+        help="comma-separated learning rates tried on a held-out slice of train (best one is used)",
+    )
     glue.add_argument("--max-train-examples", type=int, default=None)
     glue.add_argument("--max-eval-examples", type=int, default=None)
     glue.set_defaults(func=_friendly(_run_glue))
@@ -109,7 +149,7 @@ def _write(args, kind: str, records: list[dict], chart: bool = False) -> int:
     md_path = reports.write_text(stem.with_suffix(".md"), reports.markdown_report(records))
     print(f"wrote {json_path}\nwrote {md_path}")
     if chart:
-        print("wrote " + str(reports.similarity_bar_chart(records, stem.with_suffix(".png"), task=args.task)))
+        print("wrote " + str(reports.similarity_bar_chart(records, stem.with_suffix(".png"), task=kind)))
     print(reports.markdown_report(records))
     return 0
 
@@ -138,7 +178,7 @@ def _run_mlm(args) -> int:
     return _write(args, "mlm", records)
 
 
-def _run_esci(args) -> int:
+def _run_similarity(args) -> int:
     from evaluation.esci_similarity import SimilarityConfig, run_similarity
 
     cfg = _config_from_args(SimilarityConfig, args)
@@ -152,7 +192,7 @@ def _run_esci(args) -> int:
         args.device,
         not args.no_progress,
     )
-    return _write(args, args.task, records, chart=True)
+    return _write(args, cfg.task_name, records, chart=True)
 
 
 def _run_glue(args) -> int:
@@ -170,6 +210,8 @@ def _run_glue(args) -> int:
     cfg = GlueConfig(
         tasks=args.tasks,
         seeds=args.seeds,
+        size=args.size,
+        sweep_learning_rates=args.sweep_learning_rates,
         overrides=overrides,
         max_train_examples=args.max_train_examples,
         max_eval_examples=args.max_eval_examples,
@@ -187,5 +229,6 @@ def _run_report(args) -> int:
     out = reports.write_text(args.out, reports.markdown_report(records))
     print(f"wrote {out}")
     if any(r["kind"] == "esci_similarity" for r in records):
-        print(f"wrote {reports.similarity_bar_chart(records, Path(args.out).with_suffix('.png'))}")
+        chart = reports.similarity_bar_chart(records, Path(args.out).with_suffix(".png"), task=None)
+        print(f"wrote {chart}")
     return 0

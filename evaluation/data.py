@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from rexbert_common import UserError
+
 ESCI_SCORES = {"E": 1.0, "S": 0.66, "C": 0.33, "I": 0.0}  # paper §6: Exact/Substitute/Complement/Irrelevant
 _LABEL_KEYS = {
     "e": "E",
@@ -29,7 +31,7 @@ ESCI_HUB = "tasksource/esci"
 PRODUCT_FIELDS = {"title": "product_title", "description": "product_description"}
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """Missing column, empty split, unknown label, missing file: always names the source."""
 
 
@@ -250,3 +252,45 @@ def load_glue(task: str, split: str, data_dir: str | None = None, hub: bool = Fa
         raise DataError(f"{source}: unlabelled rows (label -1); GLUE test splits have no labels")
     frame.attrs["source"] = source
     return frame.reset_index(drop=True)
+
+
+STSB_ORIGINAL_HUB = "sentence-transformers/stsb"
+
+
+def load_stsb_original(split: str, data_dir: str | None = None, hub: bool = False) -> pd.DataFrame:
+    """STS Benchmark with labels for every split (GLUE hides test labels): ``sentence1, sentence2, label``.
+
+    Local: ``glue_stsb/original/sts-<split>.tsv`` (genre, file, year, id, score, s1, s2 [, licence fields];
+    some rows carry extra fields, so the file is read as raw TSV). Hub: ``sentence-transformers/stsb``
+    (scores in [0, 1], rescaled to 0-5).
+    """
+    if split not in ("train", "dev", "test"):
+        raise DataError(f"STS-B original: unknown split {split!r}; expected train, dev or test")
+    if hub:
+        from datasets import load_dataset
+
+        frame = load_dataset(STSB_ORIGINAL_HUB, split="validation" if split == "dev" else split).to_pandas()
+        frame = frame.assign(label=frame["score"].astype(float) * 5.0)
+        source = f"{STSB_ORIGINAL_HUB}:{split}"
+    else:
+        folder = Path(data_dir) if data_dir else data_root()
+        folder = folder if folder.name == "glue_stsb" else folder / "glue_stsb"
+        path = folder / "original" / f"sts-{split}.tsv"
+        if not path.is_file():
+            raise DataError(f"STS-B {split}: {path} not found (the original STS benchmark files)")
+        with path.open(encoding="utf-8", newline="") as stream:
+            rows = list(csv.reader(stream, delimiter="\t", quoting=csv.QUOTE_NONE))
+        short = next((i for i, r in enumerate(rows) if len(r) < 7), None)
+        if short is not None:
+            raise DataError(f"{path}: line {short + 1}: {len(rows[short])} fields, expected at least 7")
+        try:
+            labels = [float(r[4]) for r in rows]
+        except ValueError as error:
+            raise DataError(f"{path}: a score (field 5) is not a number ({error})") from error
+        frame = pd.DataFrame(
+            {"sentence1": [r[5] for r in rows], "sentence2": [r[6] for r in rows], "label": labels}
+        )
+        source = str(path)
+    require_rows(frame, source)
+    frame.attrs["source"] = source
+    return frame[["sentence1", "sentence2", "label"]].reset_index(drop=True)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from evaluation.data import GlueTask, glue_task, load_glue
+from evaluation.data import GLUE_HUB, DataError, GlueTask, glue_task, load_glue
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +31,7 @@ class GlueHParams:
         batch_size: per-device train batch size.
         max_seq_length: tokens per (pair of) sentence(s), longer inputs are truncated.
         warmup_ratio: share of steps with linear warm-up.
+        source: where the numbers come from (kept in the results record).
     """
 
     learning_rate: float
@@ -39,16 +40,38 @@ class GlueHParams:
     batch_size: int = 32
     max_seq_length: int = 128
     warmup_ratio: float = 0.1
+    source: str = ""
 
 
-# ModernBERT-base's per-task GLUE settings (ModernBERT paper appendix), a starting point for every size.
-DEFAULT_HPARAMS = {
-    "sst2": GlueHParams(8e-5, 1e-5, 2),
-    "qnli": GlueHParams(8e-5, 5e-6, 2, max_seq_length=256),
-    "qqp": GlueHParams(5e-5, 5e-6, 10),
-    "mnli": GlueHParams(5e-5, 5e-6, 1),
-    "stsb": GlueHParams(8e-5, 5e-6, 10),
+_MODERNBERT_BASE = (
+    "ModernBERT paper (Warner et al. 2024, arXiv:2412.13663), appendix GLUE table, ModernBERT-base; "
+    "not re-checked against the paper in this repository (see docs/evaluation.md)"
+)
+# Per size, per task. Only sizes with a published source are listed; other sizes fall back to "base"
+# with the fallback written into ``source`` (see :func:`default_hparams`).
+HPARAMS_BY_SIZE = {
+    "base": {
+        "sst2": GlueHParams(8e-5, 1e-5, 2, source=_MODERNBERT_BASE),
+        "qnli": GlueHParams(8e-5, 5e-6, 2, max_seq_length=256, source=_MODERNBERT_BASE),
+        "qqp": GlueHParams(5e-5, 5e-6, 10, source=_MODERNBERT_BASE),
+        "mnli": GlueHParams(5e-5, 5e-6, 1, source=_MODERNBERT_BASE),
+        "stsb": GlueHParams(8e-5, 5e-6, 10, source=_MODERNBERT_BASE),
+    },
 }
+DEFAULT_HPARAMS = HPARAMS_BY_SIZE["base"]
+
+
+def default_hparams(size: str) -> dict[str, GlueHParams]:
+    """The per-task settings of one model size; unknown sizes reuse ``base`` and say so in ``source``."""
+    if size in HPARAMS_BY_SIZE:
+        return dict(HPARAMS_BY_SIZE[size])
+    logger.warning("no published GLUE settings for size %r: using the base settings", size)
+    return {
+        task: replace(
+            hp, source=f"size {size!r} has no published settings; base settings reused ({hp.source})"
+        )
+        for task, hp in HPARAMS_BY_SIZE["base"].items()
+    }
 
 
 @dataclass
@@ -56,33 +79,51 @@ class GlueConfig:
     """Args:
     tasks: any subset of sst2, qnli, qqp, mnli, stsb.
     seeds: one fine-tuning run per seed; mean ± sd reported.
-    hparams: per-task settings (defaults: DEFAULT_HPARAMS); ``overrides`` replaces fields for every task,
-        e.g. ``{"epochs": 1, "learning_rate": 3e-5}``.
+    size: model size whose per-task settings are used (``HPARAMS_BY_SIZE``; others fall back to base).
+    hparams: per-task settings (default: ``default_hparams(size)``); ``overrides`` replaces fields for every
+        task, e.g. ``{"epochs": 1, "learning_rate": 3e-5}``.
+    sweep_learning_rates: optional small sweep: each learning rate is fine-tuned once (first seed) on the
+        training split minus a ``sweep_fraction`` slice and scored on that slice -- never on the reported
+        split -- and the best one is used for every seed.
     max_train_examples / max_eval_examples: first N rows (quick runs); None = all.
     eval_split: the split reported (GLUE test labels are hidden, so ``validation``).
     """
 
     tasks: tuple[str, ...] = ("sst2", "qnli", "qqp", "mnli", "stsb")
     seeds: tuple[int, ...] = (0, 1, 2)
-    hparams: dict = field(default_factory=lambda: dict(DEFAULT_HPARAMS))
+    size: str = "base"
+    hparams: dict | None = None
     overrides: dict = field(default_factory=dict)
+    sweep_learning_rates: tuple[float, ...] = ()
+    sweep_fraction: float = 0.1
     max_train_examples: int | None = None
     max_eval_examples: int | None = None
     eval_split: str = "validation"
 
     def __post_init__(self) -> None:
         self.tasks = tuple(glue_task(t).name for t in self.tasks)
+        if self.hparams is None:
+            self.hparams = default_hparams(self.size)
         if not self.seeds:
-            raise ValueError("seeds: at least one seed is needed")
+            raise DataError("seeds: at least one seed is needed")
         known = set(GlueHParams.__dataclass_fields__)
         unknown = set(self.overrides) - known
         if unknown:
-            raise ValueError(
+            raise DataError(
                 f"overrides: unknown field(s) {sorted(unknown)}; expected some of {sorted(known)}"
             )
+        if any(lr < 0 for lr in self.sweep_learning_rates):
+            raise DataError(f"sweep_learning_rates={self.sweep_learning_rates}: expected values >= 0")
+        if not 0.0 < self.sweep_fraction < 1.0:
+            raise DataError(f"sweep_fraction={self.sweep_fraction}: expected 0 < f < 1")
 
     def task_hparams(self, task: str) -> GlueHParams:
         return replace(self.hparams[task], **self.overrides)
+
+
+def eval_split_name(task: GlueTask, cfg: GlueConfig) -> str:
+    """The nyu-mll/glue split reported (MNLI's validation is ``validation_matched``)."""
+    return "validation_matched" if task.name == "mnli" and cfg.eval_split == "validation" else cfg.eval_split
 
 
 def glue_metrics(task: GlueTask, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
@@ -158,8 +199,50 @@ def finetune_once(
             model=model, args=args, train_dataset=train_set, data_collator=DataCollatorWithPadding(tokenizer)
         )
         trainer.train()
-        output = trainer.predict(dev_set)
+        # transformers >= 5 also length-groups the *eval* sampler under group_by_length, which reorders the
+        # predictions against the labels: predict in dataset order.
+        predictor = Trainer(
+            model=model,
+            args=replace(args, train_sampling_strategy="random"),
+            data_collator=DataCollatorWithPadding(tokenizer),
+        )
+        output = predictor.predict(dev_set)
     return glue_metrics(task, output.predictions, np.asarray(dev["label"]))
+
+
+def sweep_learning_rate(
+    model_name: str,
+    task: GlueTask,
+    train,
+    hp: GlueHParams,
+    cfg: GlueConfig,
+    trust_remote_code: bool = False,
+    device: str = "cpu",
+) -> tuple[GlueHParams, dict[str, float]]:
+    """Best learning rate of ``cfg.sweep_learning_rates`` on a held-out slice of the *training* split.
+
+    Returns:
+        the settings with the chosen learning rate, and ``{str(lr): score}`` (first metric of the task).
+    """
+    from sklearn.model_selection import train_test_split
+
+    fit, held = train_test_split(train, test_size=cfg.sweep_fraction, random_state=cfg.seeds[0])
+    fit, held = fit.reset_index(drop=True), held.reset_index(drop=True)
+    scores = {}
+    for lr in cfg.sweep_learning_rates:
+        metrics = finetune_once(
+            model_name,
+            task,
+            fit,
+            held,
+            replace(hp, learning_rate=lr),
+            cfg.seeds[0],
+            trust_remote_code,
+            device,
+        )
+        scores[str(lr)] = next(iter(metrics.values()))
+    best = max(cfg.sweep_learning_rates, key=lambda lr: np.nan_to_num(scores[str(lr)], nan=-np.inf))
+    return replace(hp, learning_rate=best), scores
 
 
 def run_glue(
@@ -175,7 +258,7 @@ def run_glue(
     from tqdm.auto import tqdm
 
     from evaluation.metrics import mean_sd
-    from evaluation.reports import make_record, result_row
+    from evaluation.reports import dataset_fields, make_record, result_row
 
     data = {}
     for name in cfg.tasks:  # load everything first: a missing split fails before hours of training
@@ -190,6 +273,9 @@ def run_glue(
         rows = []
         for name, (task, train, dev) in data.items():
             hp = cfg.task_hparams(name)
+            sweep = {}
+            if cfg.sweep_learning_rates:
+                hp, sweep = sweep_learning_rate(model_name, task, train, hp, cfg, trust_remote_code, device)
             runs = [
                 finetune_once(model_name, task, train, dev, hp, seed, trust_remote_code, device, progress)
                 for seed in tqdm(cfg.seeds, desc=f"glue {name} seeds ({model_name})", disable=not progress)
@@ -197,10 +283,16 @@ def run_glue(
             for metric in runs[0]:
                 values = [r[metric] for r in runs]
                 mean, sd = mean_sd(values)
+                row = result_row(
+                    name, "finetune", metric, mean, len(dev), values, sd if len(values) > 1 else None
+                )
                 rows.append(
-                    result_row(
-                        name, "finetune", metric, mean, len(dev), values, sd if len(values) > 1 else None
-                    )
+                    {
+                        **row,
+                        **dataset_fields(GLUE_HUB, task.hub_config, eval_split_name(task, cfg)),
+                        "learning_rate": hp.learning_rate,
+                        **({"sweep": sweep} if sweep else {}),
+                    }
                 )
         records.append(make_record("glue", model_name, cfg, rows))
     return records

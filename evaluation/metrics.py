@@ -26,22 +26,41 @@ def accuracy(predictions: Sequence[int], references: Sequence[int]) -> float:
     return float(accuracy_score(references, predictions))
 
 
+def topk_hits(ranks: np.ndarray, k: int) -> np.ndarray:
+    """(N, 2) ``[above, tied]`` -> (N,) probability that the target is in the top k.
+
+    Under a uniformly random order of the ``tied + 1`` equal entries, the target takes each of the
+    positions ``above .. above + tied`` with equal probability, so it is in the top k with probability
+    ``clip((k - above) / (tied + 1), 0, 1)``: 1 or 0 without ties, k/V for constant logits.
+    """
+    ranks = np.asarray(ranks, dtype=np.float64).reshape(-1, 2)
+    above, tied = ranks[:, 0], ranks[:, 1]
+    return np.clip((k - above) / (tied + 1.0), 0.0, 1.0)
+
+
 def topk_accuracy(ranks: np.ndarray, ks: Sequence[int]) -> dict[int, float]:
-    """Fraction of targets whose rank (entries strictly above them) is below k, for each k."""
-    ranks = np.asarray(ranks)
-    if ranks.size == 0:
+    """Expected top-k accuracy (tie-aware, see :func:`topk_hits`) of (N, 2) ``[above, tied]`` ranks."""
+    ranks = np.asarray(ranks).reshape(-1, 2)
+    if ranks.shape[0] == 0:
         raise ValueError("top-k accuracy of zero masked targets is undefined")
-    return {k: float((ranks < k).mean()) for k in ks}
+    return {k: float(topk_hits(ranks, k).mean()) for k in ks}
 
 
-def group_ranks(ranks: np.ndarray, groups: Sequence[int]) -> np.ndarray:
-    """Rank of a unit (word) = max rank of its tokens: the word is correct at k iff all tokens are."""
-    ranks, groups = np.asarray(ranks), np.asarray(groups)
-    if ranks.size == 0:
-        return ranks
+def group_topk_accuracy(ranks: np.ndarray, groups: Sequence[int], ks: Sequence[int]) -> dict[int, float]:
+    """Top-k accuracy of units (words): a unit is recovered at k iff every one of its tokens is.
+
+    Ties are broken independently at each position, so a unit's hit probability is the product of its
+    tokens' (:func:`topk_hits`).
+    """
+    groups = np.asarray(groups)
+    if groups.size == 0:
+        raise ValueError("top-k accuracy of zero masked words is undefined")
     _, inverse = np.unique(groups, return_inverse=True)
-    out = np.zeros(inverse.max() + 1, dtype=ranks.dtype)
-    np.maximum.at(out, inverse, ranks)
+    out = {}
+    for k in ks:
+        hits = np.ones(inverse.max() + 1)
+        np.multiply.at(hits, inverse, topk_hits(ranks, k))
+        out[k] = float(hits.mean())
     return out
 
 
@@ -49,3 +68,48 @@ def mean_sd(values: Sequence[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (ddof=1; 0.0 for a single value)."""
     values = np.asarray(values, dtype=float)
     return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
+
+
+# ESCI's graded gains for ranking metrics (Reddy et al. 2022, the KDD Cup task 1 nDCG).
+ESCI_GAINS = {"E": 1.0, "S": 0.1, "C": 0.01, "I": 0.0}
+
+
+def ranking_metrics(
+    query_ids: Sequence, scores: Sequence[float], gains: Sequence[float], k: int = 10
+) -> dict[str, float]:
+    """Per-query retrieval metrics, averaged over queries.
+
+    Args:
+        query_ids: (N,) query of each (query, document) pair.
+        scores: (N,) model score of each pair (higher = ranked first).
+        gains: (N,) graded relevance (ESCI: :data:`ESCI_GAINS`); a document is *relevant* for MAP / MRR when
+            its gain is the maximum, 1.0 (an Exact match).
+
+    Returns:
+        ``ndcg@k`` (scikit-learn's ``ndcg_score`` with the gains as relevance, ties averaged), ``map``
+        (``average_precision_score``), ``mrr`` (1 / rank of the first relevant document; documents scored
+        strictly higher than it come first), and the number of queries behind each: nDCG skips queries
+        with a single document or no positive gain, MAP / MRR queries with no relevant document.
+    """
+    from sklearn.metrics import average_precision_score, ndcg_score
+
+    frame_ids, scores, gains = np.asarray(query_ids), np.asarray(scores, float), np.asarray(gains, float)
+    ndcg, ap, rr = [], [], []
+    for query in dict.fromkeys(frame_ids.tolist()):
+        rows = frame_ids == query
+        s, g = scores[rows], gains[rows]
+        if len(s) > 1 and g.max() > 0:
+            ndcg.append(ndcg_score(g[None, :], s[None, :], k=k))
+        relevant = g >= 1.0
+        if relevant.any():
+            ap.append(average_precision_score(relevant, s) if not relevant.all() else 1.0)
+            rr.append(1.0 / (1 + int((s > s[relevant].max()).sum())))
+    if not ndcg and not ap:
+        raise ValueError("ranking metrics need a query with a positive gain")
+    return {
+        f"ndcg@{k}": float(np.mean(ndcg)) if ndcg else float("nan"),
+        "map": float(np.mean(ap)) if ap else float("nan"),
+        "mrr": float(np.mean(rr)) if rr else float("nan"),
+        "ndcg_queries": len(ndcg),
+        "map_queries": len(ap),
+    }

@@ -10,9 +10,10 @@ projection only at masked positions (15% of the tokens):
   gather the masked hidden states (N_masked, H) and apply the head to them only;
 * ``full``: anything else -- (B, S, V) logits, then gathered.
 
-The rank of the target is the number of vocabulary entries with a *strictly* larger logit, so a target
-is "correct at k" iff ``rank < k``: ties are resolved in the target's favour and the result does not
-depend on ``torch.topk``'s tie order.
+Each target gets two counts: vocabulary entries with a *strictly* larger logit (``above``) and the other
+entries with the *same* logit (``tied``). Top-k accuracy then counts the expected hit under a uniformly
+random tie order (see :func:`evaluation.metrics.topk_hits`), so a model with constant logits scores k/V and
+not 100%, and the result does not depend on ``torch.topk``'s tie order. A row with any NaN logit is a miss.
 """
 
 from __future__ import annotations
@@ -23,25 +24,41 @@ import numpy as np
 import torch
 
 from evaluation.masking import MaskedExample
+from evaluation.models import load_error, model_source
+from rexbert_common import UserError
 
 HEAD_MODES = ("auto", "labels", "gather", "full")
 
 
-class NoMLMHeadError(ValueError):
+class NoMLMHeadError(UserError, ValueError):
     """The checkpoint has no trained masked-LM head (e.g. a sentence-embedding folder)."""
+
+
+def load_mlm_tokenizer(name_or_path: str, trust_remote_code: bool = False):
+    """The tokenizer of a checked model source (:func:`evaluation.models.model_source`)."""
+    from transformers import AutoTokenizer
+
+    source = model_source(name_or_path)
+    try:
+        return AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as error:
+        raise load_error(name_or_path, error) from error
 
 
 def load_mlm(name_or_path: str, trust_remote_code: bool = False, device: str = "cpu"):
     """Load (model, tokenizer) and refuse checkpoints whose MLM head would be randomly initialised."""
-    from transformers import AutoModelForMaskedLM, AutoTokenizer
+    from transformers import AutoModelForMaskedLM
 
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    tokenizer = load_mlm_tokenizer(name_or_path, trust_remote_code)
+    source = model_source(name_or_path)
     try:
         model, info = AutoModelForMaskedLM.from_pretrained(
-            name_or_path, trust_remote_code=trust_remote_code, output_loading_info=True
+            source, trust_remote_code=trust_remote_code, output_loading_info=True
         )
     except ValueError as error:  # config class without a masked-LM mapping
         raise NoMLMHeadError(f"{name_or_path}: no masked-LM model class for this config ({error})") from error
+    except OSError as error:
+        raise load_error(name_or_path, error) from error
     prefix = model.base_model_prefix
     missing_head = [k for k in info.get("missing_keys", []) if not k.startswith(prefix + ".")]
     if missing_head:
@@ -110,9 +127,18 @@ def length_buckets(
 
 
 def target_ranks(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """(N, V) logits, (N,) targets -> (N,) count of entries strictly above the target's logit."""
-    target_logit = logits.gather(1, targets[:, None])
-    return (logits > target_logit).sum(dim=1)
+    """(N, V) logits, (N,) targets -> (N, 2) int64 ``[above, tied]`` per target.
+
+    ``above``: entries with a strictly larger logit; ``tied``: *other* entries with an equal logit. A row
+    holding any NaN is a miss: ``above = V`` (no k <= V reaches it), ``tied = 0``.
+    """
+    target_logit = logits.gather(1, targets[:, None])  # (N, 1)
+    above = (logits > target_logit).sum(dim=1)  # (N,)
+    tied = (logits == target_logit).sum(dim=1) - 1  # (N,) the target equals itself
+    broken = torch.isnan(logits).any(dim=1)  # (N,)
+    above = torch.where(broken, torch.full_like(above, logits.shape[1]), above)
+    tied = torch.where(broken, torch.zeros_like(tied), tied)
+    return torch.stack([above, tied], dim=1)
 
 
 class MaskedTokenRanker:
@@ -139,10 +165,10 @@ class MaskedTokenRanker:
 
     @torch.inference_mode()
     def ranks(self, examples: Sequence[MaskedExample], progress: bool = False) -> list[np.ndarray]:
-        """One (n_positions,) int array of ranks per example, in the example's position order."""
+        """One (n_positions, 2) ``[above, tied]`` array per example, in the example's position order."""
         from tqdm.auto import tqdm
 
-        results: list[np.ndarray] = [np.zeros(0, dtype=np.int64)] * len(examples)
+        results: list[np.ndarray] = [np.zeros((0, 2), dtype=np.int64)] * len(examples)
         batches = length_buckets([len(e.input_ids) for e in examples], self.max_tokens)
         for batch in tqdm(batches, desc="mlm batches", disable=not progress, leave=False):
             batch = [i for i in batch if examples[i].positions]

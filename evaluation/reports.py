@@ -14,7 +14,11 @@ Schema ``rexbert-eval/1`` (a results file is one JSON object)::
            "value": float,                         # mean over runs (seeds / folds) in [0, 1] (not %)
            "sd": float | null,                     # sample sd over runs (null for a single deterministic run)
            "n": int,                               # scored units (masked tokens / words / held-out pairs)
-           "runs": [float, ...]}],                 # per-seed or per-fold values ([] when not applicable)
+           "runs": [float, ...],                   # per-seed or per-fold values ([] when not applicable)
+           # optional keys (added later; readers must not require them):
+           "dataset_id": str, "dataset_config": str,  # a real Hub dataset + config (card metadata)
+           "dataset_split": str,                   # the split the value was measured on
+           "protocol": str, "packing": str, "block_size": int, ...}],  # evaluator-specific keys
         "created_utc": "YYYY-MM-DDTHH:MM:SSZ",
         "versions": {"torch": str, "transformers": str, "sentence_transformers": str | null}}]}
 
@@ -53,6 +57,11 @@ def result_row(
         "n": int(n),
         "runs": [float(r) for r in runs],
     }
+
+
+def dataset_fields(dataset_id: str, config: str, split: str) -> dict:
+    """The optional row keys naming the public dataset behind a value (model-card ``model-index``)."""
+    return {"dataset_id": dataset_id, "dataset_config": config, "dataset_split": split}
 
 
 def _versions() -> dict:
@@ -170,18 +179,31 @@ def _models(records: list[dict], kind: str) -> list[str]:
     return list(dict.fromkeys(r["model"]["name"] for r in records if r["kind"] == kind))
 
 
+def _block_size(row: dict) -> int:
+    """Block size of an MLM row (a field since protocol-keyed settings; digits of ``block128`` before)."""
+    if "block_size" in row:
+        return int(row["block_size"])
+    digits = "".join(filter(str.isdigit, row["setting"].split("@")[0].rsplit("-", 1)[-1]))
+    return int(digits or 0)
+
+
 def mlm_table(records: list[dict], metric_prefix: str = "top") -> str:
-    """Table 3 layout: rows = model x top-k, columns = (title | description) x block size, in %."""
+    """Table 3 layout: rows = model x top-k, columns = (title | description) x setting, in %.
+
+    A setting names protocol, packing and block size (``span-block-128``), so runs made with different
+    protocols stay in separate columns.
+    """
     table = _lookup(records, "mlm_recovery")
     columns = sorted(
-        {(t, s) for (_, t, s, _) in table},
-        key=lambda c: (c[0] != "mlm_title", c[0], int("".join(filter(str.isdigit, c[1])) or 0)),
+        {(t, s): row for (_, t, s, _), row in table.items()}.items(),
+        key=lambda item: (item[0][0] != "mlm_title", item[0][0], _block_size(item[1]), item[0][1]),
     )
+    columns = [key for key, _ in columns]
     metrics = sorted(
         {m for (*_, m) in table if m.startswith(metric_prefix)},
-        key=lambda m: (m.split("_", 1)[1], int("".join(filter(str.isdigit, m.split("_")[0])))),
+        key=lambda m: (m.split("_", 1)[1], int("".join(filter(str.isdigit, m.split("_")[0])) or 0)),
     )
-    header = ["model", "metric"] + [f"{t.removeprefix('mlm_')} {s.removeprefix('block')}" for t, s in columns]
+    header = ["model", "metric"] + [f"{t.removeprefix('mlm_')} {s}" for t, s in columns]
     rows = [
         [model, metric] + [_cell(table.get((model, t, s, metric)), True) for t, s in columns]
         for model in _models(records, "mlm_recovery")
@@ -224,11 +246,15 @@ def markdown_report(records: list[dict]) -> str:
 def similarity_bar_chart(
     records: list[dict],
     path: str | Path,
-    task: str = "esci",
+    task: str | None = "esci",
     metric: str = "spearman",
     setting: str | None = None,
 ) -> Path:
-    """Figure 4: one bar per model (mean Spearman, sd as error bar), PNG written atomically."""
+    """Figure 4: one bar per model (mean Spearman, sd as error bar), PNG written atomically.
+
+    ``task=None`` draws every similarity task present (labels name the task), so a report of STS-B-only
+    results still gets its chart.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -239,13 +265,18 @@ def similarity_bar_chart(
         for r in records
         if r["kind"] == "esci_similarity"
         for row in r["results"]
-        if row["task"] == task and row["metric"] == metric and (setting is None or row["setting"] == setting)
+        if (task is None or row["task"] == task)
+        and row["metric"] == metric
+        and (setting is None or row["setting"] == setting)
     ]
     if not bars:
         raise ValueError(
             f"no esci_similarity results with task={task!r} metric={metric!r} setting={setting!r}"
         )
-    labels = [f"{name}\n({row['setting']})" if setting is None else name for name, row in bars]
+    labels = [
+        f"{name}\n({row['task'] + ' ' if task is None else ''}{row['setting']})" if setting is None else name
+        for name, row in bars
+    ]
     figure, axis = plt.subplots(figsize=(max(4.0, 1.2 * len(bars)), 3.5))
     axis.bar(
         range(len(bars)),
@@ -256,7 +287,7 @@ def similarity_bar_chart(
     )
     axis.set_xticks(range(len(bars)), labels, rotation=30, ha="right", fontsize=8)
     axis.set_ylabel(f"{metric.capitalize()} correlation")
-    axis.set_title(f"{task.upper()} semantic similarity")
+    axis.set_title(f"{task.upper() if task else 'Semantic'} similarity")
     figure.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

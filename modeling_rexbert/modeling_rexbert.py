@@ -1,18 +1,11 @@
 """RexBERT: a ModernBERT-architecture encoder that runs on real tokens only, on every attention backend.
 
-Remote code: this file and its siblings ``configuration_rexbert.py``, ``packing_rexbert.py`` and
-``attention_rexbert.py`` are copied into Hub repositories and loaded with ``trust_remote_code=True``;
-they import only torch, transformers and the standard library.
-
-One forward pass::
-
-    packed (1, N) ids + cu_seqlens + max_seqlen   or   padded (B, S) ids + attention_mask
-      -> PackedBatch: N real tokens, document boundaries, restarting RoPE positions
-      -> embeddings, every Linear / MLP / LayerNorm on (N, H)
-      -> attention per document through one backend registry (varlen | flash_attention_2 | sdpa | eager)
-      -> padded input: re-padded to (B, S, H) once at the end (zeros at padding)
-
-With packed input the forward and backward read nothing back from the device. State-dict names equal
+Remote code (torch, transformers and the standard library only), shipped with its siblings
+``configuration_rexbert.py``, ``packing_rexbert.py`` (input layout) and ``attention_rexbert.py`` (backends).
+Packed (1, N) input with ``cu_seqlens`` / ``max_seqlen`` or padded (B, S) input with ``attention_mask``
+becomes a :class:`PackedBatch`; every Linear / MLP / LayerNorm then runs on the N real tokens, attention
+runs per document through one backend registry, and padded input is re-padded once at the end. With
+packed input, forward and backward read nothing back from the device. State-dict names equal
 transformers' ``ModernBertForMaskedLM``, so weights move both ways.
 """
 
@@ -56,46 +49,18 @@ def rope_cos_sin(position_ids: torch.Tensor, head_dim: int, theta: float):
     return freqs.cos(), freqs.sin()
 
 
-def _rotate(qk: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """NeoX rotation of (N, 2, heads, d) by fp32 (N, 1, 1, d/2) tables, computed in (at least) fp32 and
-    cast back once, as transformers does."""
-    out = torch.empty(qk.shape, dtype=torch.promote_types(qk.dtype, torch.float32), device=qk.device)
-    x1, x2 = qk.chunk(2, dim=-1)
-    o1, o2 = out.chunk(2, dim=-1)
-    torch.mul(x1, cos, out=o1).addcmul_(x2, sin, value=-1.0)  # x1 cos - x2 sin
-    torch.mul(x2, cos, out=o2).addcmul_(x1, sin)  # x2 cos + x1 sin
-    return out.to(qk.dtype)
-
-
-class _Rope(torch.autograd.Function):
-    """RoPE whose backward is the rotation by -theta (R(theta)^T = R(-theta)): 2 fused ops per pass where
-    autograd through the elementwise form runs ~8 and keeps both halves."""
-
-    @staticmethod
-    def forward(ctx, qk: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(cos, sin)
-        return _rotate(qk, cos, sin)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        cos, sin = ctx.saved_tensors
-        return _rotate(grad, cos, -sin), None, None
-
-
 def apply_rope(qk: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate ``qk`` (N, 2, heads, d) NeoX style (pairs i, i + d/2); returns a new tensor of its dtype."""
-    if torch.is_grad_enabled() and qk.requires_grad:
-        return _Rope.apply(qk, cos, sin)
-    return _rotate(qk, cos, sin)
+    """Rotate ``qk`` (N, 2, heads, d) NeoX style (pairs i, i + d/2) by fp32 (N, 1, 1, d/2) tables: computed
+    in (at least) fp32 and cast back once, as transformers does."""
+    x1, x2 = qk.to(torch.promote_types(qk.dtype, torch.float32)).chunk(2, dim=-1)
+    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1).to(qk.dtype)
 
 
 # ====================================================================== embeddings
 class RexBertEmbeddings(nn.Module):
     def __init__(self, config: RexBertConfig):
         super().__init__()
-        self.tok_embeddings = nn.Embedding(
-            config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id
-        )
+        self.tok_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, config.pad_token_id)
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.norm_eps, bias=config.norm_bias)
         self.drop = nn.Dropout(config.embedding_dropout)
 
@@ -115,7 +80,12 @@ class RexBertAttention(nn.Module):
         self.head_dim = config.head_dim
         is_local = config.layer_types[layer_idx] == _LOCAL
         # FlashAttention's (left, right): query i sees keys i - left .. i + right, i.e. |i - j| <= window/2.
-        self.window_size = (config.sliding_window, config.sliding_window) if is_local else GLOBAL_WINDOW
+        window_size = (config.sliding_window, config.sliding_window) if is_local else GLOBAL_WINDOW
+        self.kernel_args = {
+            "window_size": window_size,
+            "scale": self.head_dim**-0.5,
+            "deterministic": config.deterministic_flash_attn,
+        }
         self.Wqkv = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=config.attention_bias)
         self.Wo = nn.Linear(config.hidden_size, config.hidden_size, bias=config.attention_bias)
         self.out_drop = nn.Dropout(config.attention_dropout)
@@ -133,15 +103,9 @@ class RexBertAttention(nn.Module):
         qkv = self.Wqkv(x).view(N, 3, self.num_heads, self.head_dim)  # (N, 3, heads, d)
         qk, v = qkv.split([2, 1], dim=1)
         q, k = apply_rope(qk, *rope).unbind(1)  # (N, heads, d) views
+        dropout = self.config.attention_dropout if self.training else 0.0
         out, weights = ATTENTION_BACKENDS[backend](
-            q,
-            k,
-            v.squeeze(1),
-            batch,
-            window_size=self.window_size,
-            dropout=self.config.attention_dropout if self.training else 0.0,
-            scale=self.head_dim**-0.5,
-            deterministic=self.config.deterministic_flash_attn,
+            q, k, v.squeeze(1), batch, dropout=dropout, **self.kernel_args
         )
         out = out.reshape(N, self.num_heads * self.head_dim)
         if rows is not None:
@@ -269,7 +233,6 @@ AUTO_MAP = {
 @dataclass
 class _Encoded:
     hidden: torch.Tensor  # (N, H) after final_norm, or (M, H) for ``rows``
-    batch: PackedBatch
     all_hidden: tuple | None  # (N, H) per layer
     attentions: tuple | None
 
@@ -318,13 +281,9 @@ class RexBertModel(RexBertPreTrainedModel):
             hidden = self.embeddings(input_ids=batch.unpad(input_ids))  # (N, H)
         else:
             hidden = self.embeddings(inputs_embeds=batch.unpad(inputs_embeds))
-        backend = self.attention_backend(
-            hidden.device,
-            torch.get_autocast_dtype(hidden.device.type)
-            if torch.is_autocast_enabled(hidden.device.type)
-            else hidden.dtype,
-            output_attentions,
-        )
+        autocast = torch.is_autocast_enabled(hidden.device.type)
+        dtype = torch.get_autocast_dtype(hidden.device.type) if autocast else hidden.dtype
+        backend = self.attention_backend(hidden.device, dtype, output_attentions)
         ropes = {
             t: rope_cos_sin(batch.position_ids, self.config.head_dim, self.config.rope_theta_for(t))
             for t in set(self.config.layer_types)
@@ -342,7 +301,7 @@ class RexBertModel(RexBertPreTrainedModel):
                 attentions.append(weights)
         if rows is not None and (all_hidden is not None or not self.layers):
             hidden = hidden.index_select(0, rows)
-        return _Encoded(self.final_norm(hidden), batch, _maybe_tuple(all_hidden), _maybe_tuple(attentions))
+        return _Encoded(self.final_norm(hidden), _maybe_tuple(all_hidden), _maybe_tuple(attentions))
 
     def _prepare(
         self,
@@ -387,9 +346,7 @@ class RexBertModel(RexBertPreTrainedModel):
                 vocab_size=self.config.vocab_size,
                 ignore_index=self.config.sparse_pred_ignore_index,
             )
-        batch = pack_inputs(
-            tuple(ref.shape[:2]), ref.device, attention_mask, position_ids, cu_seqlens, max_seqlen
-        )
+        batch = pack_inputs(input_ids, inputs_embeds, attention_mask, position_ids, cu_seqlens, max_seqlen)
         if batch.max_seqlen > self.config.max_position_embeddings:
             logger.warning_once(
                 f"A document of {batch.max_seqlen} tokens exceeds max_position_embeddings="
@@ -459,18 +416,43 @@ def masked_lm_loss(
     targets: torch.Tensor,
     ignore_index: int,
     num_items_in_batch: int | torch.Tensor | None = None,
+    all_valid: bool = False,
 ) -> torch.Tensor:
     """sum(CE) over targets != ignore_index, divided by ``num_items_in_batch`` when given (transformers'
     gradient-accumulation convention) or by this batch's target count; 0 (with a graph) when empty.
-    Reads nothing back from the device."""
-    total = F.cross_entropy(logits.float(), targets, ignore_index=ignore_index, reduction="sum")
+    ``all_valid``: no target is ignored (the sparse head). Reads nothing back from the device."""
     if num_items_in_batch is None:
-        divisor = (targets != ignore_index).sum().clamp(min=1)
+        divisor = targets.numel() if all_valid else (targets != ignore_index).sum().clamp(min=1)
     elif torch.is_tensor(num_items_in_batch):
-        divisor = num_items_in_batch.to(total.device)
+        divisor = num_items_in_batch.to(logits.device)
     else:
         divisor = num_items_in_batch
+    if all_valid:
+        return _SparseCrossEntropy.apply(
+            logits, targets, max(divisor, 1) if isinstance(divisor, int) else divisor
+        )
+    total = F.cross_entropy(logits.float(), targets, ignore_index=ignore_index, reduction="sum")
     return total / divisor
+
+
+class _SparseCrossEntropy(torch.autograd.Function):
+    """sum(CE) / divisor for (M, V) logits whose M targets are all valid. Keeps only the fp32
+    log-probabilities and writes softmax - onehot into one new buffer in backward, where F.cross_entropy
+    keeps more (M, V) temporaries: the packed 8x512 micro MLM step ran ~18% faster with it."""
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, targets: torch.Tensor, divisor):
+        log_probs = torch.log_softmax(logits, dim=-1, dtype=torch.promote_types(logits.dtype, torch.float32))
+        ctx.save_for_backward(log_probs, targets)
+        ctx.divisor, ctx.dtype = divisor, logits.dtype
+        return -log_probs.gather(1, targets[:, None]).sum() / divisor
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        log_probs, targets = ctx.saved_tensors
+        grad = log_probs.exp()  # a new buffer: backward may run twice
+        grad[torch.arange(targets.numel(), device=grad.device), targets] -= 1.0
+        return grad.mul_(grad_out / ctx.divisor).to(ctx.dtype), None, None
 
 
 class RexBertForMaskedLM(RexBertPreTrainedModel):
@@ -543,7 +525,9 @@ class RexBertForMaskedLM(RexBertPreTrainedModel):
             batch, input_ids, inputs_embeds, bool(output_attentions), bool(output_hidden_states), rows=rows
         )
         logits = self.decoder(self.head(enc.hidden))  # (N or M, V)
-        loss = masked_lm_loss(logits, targets, ignore, num_items_in_batch) if targets is not None else None
+        loss = None
+        if targets is not None:
+            loss = masked_lm_loss(logits, targets, ignore, num_items_in_batch, all_valid=rows is not None)
         if rows is None:
             logits = batch.repad(logits)
         out = MaskedLMOutput(

@@ -128,8 +128,8 @@ def pack_padded(
 
 
 def pack_inputs(
-    input_shape: tuple[int, int],
-    device: torch.device,
+    input_ids: torch.Tensor | None,
+    inputs_embeds: torch.Tensor | None = None,
     attention_mask: torch.Tensor | None = None,
     position_ids: torch.Tensor | None = None,
     cu_seqlens: torch.Tensor | None = None,
@@ -137,7 +137,15 @@ def pack_inputs(
 ) -> PackedBatch:
     """Layout of a forward's input: packed (``cu_seqlens`` given, input (1, N)) or padded (B, S).
     Checks shapes only (no values: that would read the device)."""
-    B, S = input_shape
+    if (input_ids is None) == (inputs_embeds is None):
+        raise ValueError("pass exactly one of input_ids or inputs_embeds")
+    ref = input_ids if input_ids is not None else inputs_embeds
+    if ref.ndim != (2 if input_ids is not None else 3):
+        raise ValueError(
+            "input_ids must be (batch, seq_len) / inputs_embeds (batch, seq_len, hidden); "
+            f"got shape {tuple(ref.shape)}"
+        )
+    (B, S), device = ref.shape[:2], ref.device
     if position_ids is not None and position_ids.shape[0] == 1 and B > 1:
         position_ids = position_ids.expand(B, -1)  # transformers-style shared (1, S) positions
     for name, t in (("attention_mask", attention_mask), ("position_ids", position_ids)):

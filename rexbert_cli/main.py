@@ -27,6 +27,7 @@ STAGE_MODULES = (
     "evaluation.cli",
     "model_cards.cli",
     "rexbert_cli.experiment",
+    "rexbert_cli.export",
 )
 USAGE_ERROR = 2
 

@@ -1,32 +1,28 @@
 """YAML training recipes validated into documented dataclasses.
 
-A recipe is the whole curriculum as data: model size, tokenizer, data sources, and three phases
-(``phase1`` general pre-training, ``phase2`` context extension, ``phase3`` annealing toward the domain).
-Unknown or invalid fields fail early with the file, the dotted field path and the closest valid name.
-Strings may reference environment variables (``${REXBERT_DATA_DIR}``). Command-line overrides use the
-same dotted paths: ``--set phase1.lr=1e-3 --set data.general.0.weight=2``.
+A recipe is the whole curriculum as data: model size, tokenizer, data sources, trainer settings and three
+phases (``phase1`` general pre-training, ``phase2`` context extension, ``phase3`` annealing toward the
+domain). Recipes load through the shared loader (:mod:`rexbert_common.config`), so every mistake -- an
+unknown field, a value out of range, a batch that is not a multiple of the micro-batch, an override with a
+bad list index -- fails at load, before anything is built or written, with one line naming the file, the
+dotted field path and the value. Strings may reference environment variables (``${REXBERT_DATA_DIR}``).
+Command-line overrides use the same dotted paths: ``--set phase1.lr=1e-3 --set data.general.0.weight=2``.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
 import os
-import re
-import types
-import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import yaml
-
+from rexbert_common.config import ConfigError, checked, config_from_dict, config_to_dict, load_config
+from rexbert_common.config import apply_overrides as apply_overrides  # re-exported for callers
 from training.masking import MaskingConfig
 
 PHASES = ("phase1", "phase2", "phase3")
 
 
-class RecipeError(ValueError):
+class RecipeError(ConfigError):
     """A recipe field is unknown or invalid (the message names file, field and value)."""
 
 
@@ -41,7 +37,8 @@ class SourceConfig:
         text_fields: columns joined (by newline) into the document text; the first must exist.
         split: split to read (Hub datasets / HF loaders).
         subset: Hub dataset configuration name.
-        streaming: read lazily (large Hub corpora); local files are read eagerly.
+        streaming: read lazily, file by file (large local corpora such as the curation output, Hub
+            corpora), reshuffled each epoch through a ``data.shuffle_buffer_docs`` buffer; else in memory.
         max_docs: read at most this many documents (None = all).
         mine_attributes: extract Guided-MLM spans from this source's documents (product text).
         doc_per_line: for txt files, one document per non-empty line (True) or per blank-line block (False).
@@ -49,12 +46,12 @@ class SourceConfig:
 
     name: str
     path: str
-    weight: float = 1.0
+    weight: float = checked(1.0, gt=0)
     text_fields: list[str] = field(default_factory=lambda: ["text"])
     split: str = "train"
     subset: str | None = None
     streaming: bool = False
-    max_docs: int | None = None
+    max_docs: int | None = checked(None, ge=1)
     mine_attributes: bool = False
     doc_per_line: bool = False
 
@@ -71,14 +68,24 @@ class DataConfig:
         max_doc_tokens: documents longer than this are truncated (None = keep whole; packing splits
             them into rows anyway). Small phases need it so one long web page cannot fill the phase.
         seed: seed of the mixture sampler.
+        shuffle_buffer_docs: documents in the per-epoch shuffle buffer of each streaming source.
+        miner_sample_docs: documents read from each ``mine_attributes`` source to fit the Guided-MLM
+            attribute miner's brand lexicon (a bounded sample: works on streams).
+        shard_buffers: packing buffers per on-disk shard (a shard is the unit of parallel work and
+            of restart; 64 × 2048 documents ≈ 50-150 MB of rows).
+        workers: processes that tokenize, mine and pack shards in parallel (rows do not depend on it).
     """
 
     general: list[SourceConfig] = field(default_factory=list)
     domain: list[SourceConfig] = field(default_factory=list)
-    temperature: float = 1.0
-    buffer_docs: int = 2048
-    max_doc_tokens: int | None = None
+    temperature: float = checked(1.0, gt=0)
+    buffer_docs: int = checked(2048, ge=1)
+    max_doc_tokens: int | None = checked(None, ge=1)
     seed: int = 0
+    shuffle_buffer_docs: int = checked(10_000, ge=1)
+    miner_sample_docs: int = checked(20_000, ge=1)
+    shard_buffers: int = checked(64, ge=1)
+    workers: int = checked(1, ge=1)
 
 
 @dataclass
@@ -93,8 +100,8 @@ class TokenizerConfig:
     """
 
     name_or_path: str | None = None
-    vocab_size: int = 32768
-    train_docs: int = 20000
+    vocab_size: int = checked(32768, ge=256)  # the byte-level alphabet alone has 256 symbols
+    train_docs: int = checked(20000, ge=1)
 
 
 @dataclass
@@ -105,13 +112,53 @@ class ModelConfig:
         size: micro | mini | base | large (Table 2), passed to ``RexBertConfig.for_size``.
         overrides: any other RexBertConfig field (e.g. num_hidden_layers for a tiny test model).
         attn_implementation: sdpa | eager | flash_attention_2.
-        init_from: start phase 1 from this checkpoint (folder or Hub id) instead of random init.
+        init_from: start phase 1 from this checkpoint (folder or Hub id) instead of random init; the same
+            as ``phase1.init_from`` (kept for older recipes; set one of the two).
     """
 
-    size: str = "micro"
+    size: str = checked("micro", choices=("micro", "mini", "base", "large"))
     overrides: dict[str, Any] = field(default_factory=dict)
-    attn_implementation: str = "sdpa"
+    attn_implementation: str = checked("sdpa", choices=("sdpa", "eager", "flash_attention_2"))
     init_from: str | None = None
+
+
+@dataclass
+class TrainerSettings:
+    """How the phases run: logging, data-loader workers, distributed and compile settings.
+
+    These are merged into transformers' ``TrainingArguments`` (the fields RexBERT owns -- steps, batch
+    sizes, LR, checkpoint cadence -- come from the phase). Every phase uses the same settings.
+
+    Args:
+        report_to: experiment trackers (``wandb``, ``tensorboard``, ``mlflow`` ...; [] = none). A multi-week
+            run should report somewhere.
+        run_name: the run's name in those trackers (None = ``<recipe name>-<phase>``).
+        mixed_precision: ``auto`` (bf16 where the device supports it fast: CUDA with bf16; fp32 on CPU),
+            ``bf16`` or ``fp32``. Master weights and optimizer state are always fp32.
+        dataloader_num_workers: DataLoader worker processes collating (masking) micro-batches off the
+            training thread (0 = on the training thread).
+        dataloader_pin_memory: page-locked host batches (faster host→GPU copies).
+        dataloader_persistent_workers: keep workers alive between epochs (needs workers > 0).
+        dataloader_prefetch_factor: batches each worker prepares ahead (None = torch's default; needs
+            workers > 0).
+        ddp_timeout: seconds a collective may wait (rank 0 building data while others wait needs headroom).
+        torch_compile: compile the model with ``torch.compile`` (GPU; no gain on CPU).
+        activation_checkpointing: recompute activations in backward (memory for compute; formerly
+            gradient_checkpointing).
+        extra: any other ``TrainingArguments`` field, e.g. ``{logging_dir: runs/, save_safetensors: true}``.
+    """
+
+    report_to: list[str] = field(default_factory=list)
+    run_name: str | None = None
+    mixed_precision: str = checked("auto", choices=("auto", "bf16", "fp32"))
+    dataloader_num_workers: int = checked(0, ge=0)
+    dataloader_pin_memory: bool = True
+    dataloader_persistent_workers: bool = False
+    dataloader_prefetch_factor: int | None = checked(None, ge=1)
+    ddp_timeout: int = checked(7200, ge=1)
+    torch_compile: bool = False
+    activation_checkpointing: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -124,9 +171,9 @@ class MixtureConfig:
         schedule: linear | cosine | step (step = jump to domain_end at the midpoint).
     """
 
-    domain_start: float = 0.0
-    domain_end: float = 0.0
-    schedule: str = "linear"
+    domain_start: float = checked(0.0, ge=0, le=1)
+    domain_end: float = checked(0.0, ge=0, le=1)
+    schedule: str = checked("linear", choices=("linear", "cosine", "step"))
 
 
 @dataclass
@@ -152,36 +199,45 @@ class PhaseConfig:
         global_rope_theta / local_rope_theta: RoPE bases (phase 2: global 160k).
         global_rope_scaling / local_rope_scaling: NTK-aware RoPE scaling for the phase, e.g.
             ``{rope_type: ntk, factor: 4.0}`` (None = none); RexBertConfig validates the mapping.
-        max_position_embeddings: the model's context (>= max_seq_len).
+        max_position_embeddings: the model's context (>= max_seq_len); also the saved tokenizer's
+            ``model_max_length``.
+        init_from: start this phase from a checkpoint (folder or Hub id: RexBERT, ModernBERT, Ettin)
+            instead of the previous phase's final weights -- e.g. the paper's phase 3 alone, annealing from
+            an 8k checkpoint. Such a start has no optimizer state: give it an LR warmup.
+        carry_optimizer: start from the optimizer state (moments) the previous phase ended with, taken from
+            its last checkpoint, with this phase's LR / weight decay / betas (ModernBERT's and Ettin's phase
+            restarts). False = fresh moments (then warm the LR up: a fresh Adam's first steps are sign-like).
         masking: span masking / Guided MLM settings.
         mixture: domain share over the phase.
         logging_steps / save_steps / save_total_limit: Trainer cadence.
     """
 
-    tokens: int = 1_000_000
-    max_seq_len: int = 512
-    batch_size: int = 32
-    micro_batch_size: int = 8
-    lr: float = 3e-3
-    weight_decay: float = 3e-4
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
-    eps: float = 1e-6
-    warmup_fraction: float = 0.05
-    decay_fraction: float = 0.1
-    decay_shape: str = "1-sqrt"
-    alpha_f: float = 0.0
-    batch_warmup_tokens: int = 0
-    batch_warmup_step_rows: int = 0
-    global_rope_theta: float = 160_000.0
-    local_rope_theta: float = 10_000.0
+    tokens: int = checked(1_000_000, gt=0)
+    max_seq_len: int = checked(512, ge=8)
+    batch_size: int = checked(32, ge=1)
+    micro_batch_size: int = checked(8, ge=1)
+    lr: float = checked(3e-3, gt=0)
+    weight_decay: float = checked(3e-4, ge=0)
+    betas: list[float] = checked(default_factory=lambda: [0.9, 0.98], gt=0, lt=1)
+    eps: float = checked(1e-6, gt=0)
+    warmup_fraction: float = checked(0.05, ge=0, le=1)
+    decay_fraction: float = checked(0.1, ge=0, le=1)
+    decay_shape: str = checked("1-sqrt", choices=("1-sqrt", "linear"))
+    alpha_f: float = checked(0.0, ge=0, le=1)
+    batch_warmup_tokens: int = checked(0, ge=0)
+    batch_warmup_step_rows: int = checked(0, ge=0)
+    global_rope_theta: float = checked(160_000.0, gt=0)
+    local_rope_theta: float = checked(10_000.0, gt=0)
     global_rope_scaling: dict[str, Any] | None = None
     local_rope_scaling: dict[str, Any] | None = None
-    max_position_embeddings: int = 8192
+    max_position_embeddings: int = checked(8192, ge=8)
+    init_from: str | None = None
+    carry_optimizer: bool = True
     masking: MaskingConfig = field(default_factory=MaskingConfig)
     mixture: MixtureConfig = field(default_factory=MixtureConfig)
-    logging_steps: int = 10
-    save_steps: int = 500
-    save_total_limit: int = 2
+    logging_steps: int = checked(10, ge=1)
+    save_steps: int = checked(500, ge=1)
+    save_total_limit: int = checked(2, ge=1)
 
 
 @dataclass
@@ -192,7 +248,7 @@ class Recipe:
         name: recipe name (used in output folders and logs).
         output_dir: where phase folders go (``<output_dir>/phase1/final`` ...).
         seed: training seed (model init, masking).
-        model / tokenizer / data: see their classes.
+        model / tokenizer / data / trainer: see their classes.
         phase1 / phase2 / phase3: the curriculum.
         measure_peak_flops: run a short matmul probe to estimate peak FLOP/s for MFU.
     """
@@ -203,6 +259,7 @@ class Recipe:
     model: ModelConfig = field(default_factory=ModelConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    trainer: TrainerSettings = field(default_factory=TrainerSettings)
     phase1: PhaseConfig = field(default_factory=PhaseConfig)
     phase2: PhaseConfig = field(default_factory=PhaseConfig)
     phase3: PhaseConfig = field(default_factory=PhaseConfig)
@@ -211,179 +268,125 @@ class Recipe:
     def phase(self, name: str) -> PhaseConfig:
         return getattr(self, name)
 
-
-# -- validation -----------------------------------------------------------------------------------
-_CHOICES = {
-    "decay_shape": ("1-sqrt", "linear"),
-    "schedule": ("linear", "cosine", "step"),
-    "size": ("micro", "mini", "base", "large"),
-    "attn_implementation": ("sdpa", "eager", "flash_attention_2"),
-}
-_ENV = re.compile(r"\$\{(\w+)\}")
+    def init_source(self, name: str) -> str | None:
+        """The external checkpoint ``name`` starts from (None = random init / the previous phase)."""
+        phase = self.phase(name)
+        return phase.init_from or (self.model.init_from if name == PHASES[0] else None)
 
 
-def _expand(value: str, where: str, source: str) -> str:
-    def sub(match: re.Match) -> str:
-        name = match.group(1)
-        if name not in os.environ:
-            raise RecipeError(f"{source}: {where} references ${{{name}}}, an unset environment variable")
-        return os.environ[name]
+def _validate_phase(recipe: Recipe, name: str, source: str) -> None:
+    phase = recipe.phase(name)
 
-    return _ENV.sub(sub, value)
+    def fail(message: str) -> None:
+        raise RecipeError(f"{source}: {name}.{message}")
 
-
-def _coerce(value: Any, tp: Any, where: str, source: str) -> Any:
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None:
-            return None
-        return _coerce(value, args[0], where, source)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise RecipeError(f"{source}: {where} must be a mapping, got {value!r}")
-        return _build(tp, value, where, source)
-    if origin is list:
-        if not isinstance(value, list):
-            raise RecipeError(f"{source}: {where} must be a list, got {value!r}")
-        (item,) = typing.get_args(tp)
-        return [_coerce(v, item, f"{where}.{i}", source) for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise RecipeError(f"{source}: {where} must be a mapping, got {value!r}")
-        return dict(value)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise RecipeError(f"{source}: {where} must be true/false, got {value!r}")
-        return value
-    if tp in (int, float):
-        # YAML reads 1e-3 as a string (no dot in the mantissa); accept numeric strings explicitly
-        try:
-            number = float(value) if isinstance(value, str) else value
-            if isinstance(number, bool) or not isinstance(number, (int, float)):
-                raise TypeError
-            if tp is int:
-                if float(number) != int(number):
-                    raise TypeError
-                return int(number)
-            return float(number)
-        except (TypeError, ValueError):
-            raise RecipeError(f"{source}: {where} must be a {tp.__name__}, got {value!r}") from None
-    if tp is str:
-        if not isinstance(value, (str, int, float)):
-            raise RecipeError(f"{source}: {where} must be a string, got {value!r}")
-        value = _expand(str(value), where, source)
-        leaf = where.rsplit(".", 1)[-1]
-        if leaf in _CHOICES and value not in _CHOICES[leaf]:
-            raise RecipeError(f"{source}: {where} = {value!r} is not one of {_CHOICES[leaf]}")
-        return value
-    return value
-
-
-def _build(cls: type, data: dict, prefix: str, source: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    for key in data:
-        if key not in names:
-            close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
-            hint = f" -- did you mean {close[0]!r}?" if close else f" (valid: {', '.join(names)})"
-            raise RecipeError(f"{source}: unknown field {prefix + '.' if prefix else ''}{key}{hint}")
-    kwargs = {}
-    for f in dataclasses.fields(cls):
-        where = f"{prefix}.{f.name}" if prefix else f.name
-        if f.name in data:
-            kwargs[f.name] = _coerce(data[f.name], hints[f.name], where, source)
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise RecipeError(f"{source}: missing required field {where}")
-    try:
-        return cls(**kwargs)
-    except (ValueError, TypeError) as error:
-        raise RecipeError(f"{source}: invalid {prefix or cls.__name__}: {error}") from None
-
-
-def apply_overrides(data: dict, overrides: list[str], source: str = "command line") -> dict:
-    """Apply ``a.b.c=value`` overrides (value parsed as YAML) to a raw recipe mapping, in place."""
-    for item in overrides:
-        if "=" not in item:
-            raise RecipeError(f"{source}: override {item!r} must look like field.path=value")
-        path, raw = item.split("=", 1)
-        keys = path.strip().split(".")
-        node: Any = data
-        for i, key in enumerate(keys[:-1]):
-            if isinstance(node, list):
-                node = node[int(key)]
-            else:
-                node = node.setdefault(key, {})
-            if not isinstance(node, (dict, list)):
-                raise RecipeError(f"{source}: cannot set {path}: {'.'.join(keys[: i + 1])} is not a mapping")
-        value = yaml.safe_load(raw)
-        if isinstance(node, list):
-            node[int(keys[-1])] = value
-        else:
-            node[keys[-1]] = value
-    return data
+    if phase.max_seq_len > phase.max_position_embeddings:
+        fail(
+            f"max_seq_len ({phase.max_seq_len}) exceeds max_position_embeddings "
+            f"({phase.max_position_embeddings})"
+        )
+    if phase.batch_size % phase.micro_batch_size:
+        fail(
+            f"batch_size ({phase.batch_size}) must be a multiple of micro_batch_size "
+            f"({phase.micro_batch_size})"
+        )
+    step_rows = phase.batch_warmup_step_rows
+    if step_rows and (step_rows % phase.micro_batch_size or phase.batch_size % step_rows):
+        fail(
+            f"batch_warmup_step_rows ({step_rows}) must be a multiple of micro_batch_size "
+            f"({phase.micro_batch_size}) and divide batch_size ({phase.batch_size})"
+        )
+    if phase.warmup_fraction + phase.decay_fraction > 1:
+        fail(
+            f"warmup_fraction + decay_fraction = {phase.warmup_fraction + phase.decay_fraction:g} "
+            "must be <= 1"
+        )
+    if phase.tokens < phase.batch_size * phase.max_seq_len:
+        fail(
+            f"tokens = {phase.tokens} is less than one optimizer step of batch_size × max_seq_len = "
+            f"{phase.batch_size * phase.max_seq_len}"
+        )
+    model_init = recipe.model.init_from if name == PHASES[0] else None
+    if phase.init_from and model_init and phase.init_from != model_init:
+        fail(
+            f"init_from = {phase.init_from!r} and model.init_from = {recipe.model.init_from!r} disagree: "
+            "set one of them"
+        )
+    for key in ("domain_start", "domain_end"):
+        if getattr(phase.mixture, key) > 0 and not recipe.data.domain:
+            fail(f"mixture.{key} = {getattr(phase.mixture, key)} > 0 but data.domain has no sources")
+    if (phase.mixture.domain_start < 1 or phase.mixture.domain_end < 1) and not recipe.data.general:
+        fail("mixture samples general data (domain share < 1) but data.general has no sources")
 
 
 def _validate(recipe: Recipe, source: str) -> None:
+    """Checks across fields (single-field bounds are on the fields themselves)."""
     for name in PHASES:
-        phase = recipe.phase(name)
-        if phase.max_seq_len > phase.max_position_embeddings:
-            raise RecipeError(
-                f"{source}: {name}.max_seq_len ({phase.max_seq_len}) exceeds "
-                f"{name}.max_position_embeddings ({phase.max_position_embeddings})"
-            )
-        if phase.batch_size % phase.micro_batch_size:
-            raise RecipeError(
-                f"{source}: {name}.batch_size ({phase.batch_size}) must be a multiple of "
-                f"{name}.micro_batch_size ({phase.micro_batch_size})"
-            )
-        step_rows = phase.batch_warmup_step_rows
-        if step_rows and (step_rows % phase.micro_batch_size or phase.batch_size % step_rows):
-            raise RecipeError(
-                f"{source}: {name}.batch_warmup_step_rows ({step_rows}) must be a multiple of "
-                f"{name}.micro_batch_size ({phase.micro_batch_size}) and divide "
-                f"{name}.batch_size ({phase.batch_size})"
-            )
-        if phase.warmup_fraction + phase.decay_fraction > 1:
-            raise RecipeError(f"{source}: {name}.warmup_fraction + decay_fraction must be <= 1")
-        for key in ("domain_start", "domain_end"):
-            share = getattr(phase.mixture, key)
-            if not 0 <= share <= 1:
-                raise RecipeError(f"{source}: {name}.mixture.{key} must be in [0, 1], got {share}")
-            if share > 0 and not recipe.data.domain:
-                raise RecipeError(f"{source}: {name}.mixture.{key} > 0 but data.domain has no sources")
-        uses_general = phase.mixture.domain_start < 1 or phase.mixture.domain_end < 1
-        if uses_general and not recipe.data.general:
-            raise RecipeError(f"{source}: {name} samples general data but data.general has no sources")
-    for group in (recipe.data.general, recipe.data.domain):
-        for i, src in enumerate(group):
-            if src.weight <= 0:
-                raise RecipeError(f"{source}: source {src.name!r} (#{i}) needs weight > 0, got {src.weight}")
-    if recipe.data.temperature <= 0:
-        raise RecipeError(f"{source}: data.temperature must be > 0, got {recipe.data.temperature}")
+        _validate_phase(recipe, name, source)
+    seen = set()
+    for group in ("general", "domain"):
+        for i, src in enumerate(getattr(recipe.data, group)):
+            where = f"data.{group}.{i}"
+            if not src.text_fields or not all(f.strip() for f in src.text_fields):
+                raise RecipeError(
+                    f"{source}: {where}.text_fields = {src.text_fields!r} needs at least one "
+                    "non-empty column name"
+                )
+            if src.name in seen:
+                raise RecipeError(f"{source}: {where}.name = {src.name!r} is used by another source")
+            seen.add(src.name)
+    settings = recipe.trainer
+    if settings.dataloader_num_workers == 0 and (
+        settings.dataloader_persistent_workers or settings.dataloader_prefetch_factor is not None
+    ):
+        raise RecipeError(
+            f"{source}: trainer.dataloader_persistent_workers / dataloader_prefetch_factor "
+            "need trainer.dataloader_num_workers > 0"
+        )
+    from training.trainer_settings import check_extra_arguments
+
+    check_extra_arguments(settings.extra, source)
+
+
+def _as_recipe_error(error: ConfigError) -> RecipeError:
+    return error if isinstance(error, RecipeError) else RecipeError(str(error))
 
 
 def recipe_from_dict(data: dict, source: str = "<dict>") -> Recipe:
     """Validate a raw mapping into a :class:`Recipe`."""
-    if not isinstance(data, dict):
-        raise RecipeError(f"{source}: a recipe must be a YAML mapping")
-    recipe = _build(Recipe, data, "", source)
+    try:
+        recipe = config_from_dict(Recipe, data, source)
+    except ConfigError as error:
+        raise _as_recipe_error(error) from None
     _validate(recipe, source)
     return recipe
 
 
 def load_recipe(path: str | os.PathLike, overrides: list[str] | None = None) -> Recipe:
-    """Read, override and validate a YAML recipe."""
-    path = Path(path)
+    """Read a YAML (or JSON) recipe, apply ``--set`` overrides and validate it -- all before any work."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise RecipeError(f"cannot read recipe {path}: {error}") from None
-    except yaml.YAMLError as error:
-        raise RecipeError(f"{path}: invalid YAML: {error}") from None
-    data = apply_overrides(data or {}, overrides or [])
-    return recipe_from_dict(data, str(path))
+        return load_config(path, Recipe, overrides, validate=_validate)
+    except ConfigError as error:
+        raise _as_recipe_error(error) from None
 
 
 def recipe_to_dict(recipe: Recipe) -> dict:
-    return dataclasses.asdict(recipe)
+    return config_to_dict(recipe)
+
+
+__all__ = [
+    "PHASES",
+    "DataConfig",
+    "MixtureConfig",
+    "ModelConfig",
+    "PhaseConfig",
+    "Recipe",
+    "RecipeError",
+    "SourceConfig",
+    "TokenizerConfig",
+    "TrainerSettings",
+    "apply_overrides",
+    "load_recipe",
+    "recipe_from_dict",
+    "recipe_to_dict",
+]

@@ -1,5 +1,6 @@
 """Entry point: ``accelerate launch training/run.py --recipe training/recipes/tiny.yaml [--phase 1|2|3|all]
-[--output-dir DIR] [--resume] [--set field.path=value ...]`` (plain ``python training/run.py`` works too)."""
+[--output-dir DIR] [--resume | --overwrite] [--allow-fresh-optimizer] [--set field.path=value ...]``
+(plain ``python training/run.py`` works too)."""
 
 from __future__ import annotations
 
@@ -28,11 +29,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="skip finished phases and resume the current one from its last checkpoint",
     )
     parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start the selected phases again, deleting their checkpoints and final folders",
+    )
+    parser.add_argument(
+        "--allow-fresh-optimizer",
+        action="store_true",
+        help="resume (or hand a phase over) even when the optimizer state is missing: fresh moments",
+    )
+    parser.add_argument(
         "--stop-after-steps",
         type=int,
         default=None,
         metavar="N",
         help="stop each phase after N steps, checkpointed (simulates an interruption)",
+    )
+    parser.add_argument(
+        "--prepare-only",
+        action="store_true",
+        help="build the phases' packed rows (parallel with data.workers, restartable) and train nothing",
     )
     parser.add_argument(
         "--set",
@@ -46,6 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from rexbert_common.errors import UserError
     from training.curriculum import run_curriculum
     from training.recipe import load_recipe
 
@@ -54,7 +71,17 @@ def run(args: argparse.Namespace) -> int:
     if args.output_dir:
         recipe.output_dir = args.output_dir
     phases = list(PHASES) if args.phase == "all" else [PHASES[int(args.phase) - 1]]
-    run_curriculum(recipe, phases, resume=args.resume, stop_after_steps=args.stop_after_steps)
+    if args.resume and args.overwrite:
+        raise UserError("--resume and --overwrite exclude each other: continue the run, or start it again")
+    run_curriculum(
+        recipe,
+        phases,
+        resume=args.resume,
+        stop_after_steps=args.stop_after_steps,
+        prepare_only=args.prepare_only,
+        overwrite=args.overwrite,
+        allow_fresh_optimizer=args.allow_fresh_optimizer,
+    )
     return 0
 
 
@@ -69,5 +96,21 @@ def main(argv: list[str] | None = None) -> int:
     return run(args)
 
 
+def script_main(argv: list[str] | None = None) -> int:
+    """``python training/run.py`` / ``accelerate launch``: a user error is one line on stderr and exit
+    status 2 (``--debug`` keeps the traceback), like the ``rexbert`` CLI."""
+    from rexbert_common.errors import UserError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        return main([a for a in argv if a != "--debug"])
+    except UserError as error:
+        if debug:
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(script_main())

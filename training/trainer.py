@@ -14,16 +14,20 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import time
+from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
 from transformers import Trainer
 
+from rexbert_common.errors import UserError
 from training.batch_plan import BatchPlan, StepSampler
+from training.checkpoints import OPTIMIZER_FILE, SCHEDULER_FILE
 from training.collator import MICRO_BATCHES_KEY, STATS_KEY
 from training.mfu import MlmFlops
-from training.optim import StableAdamW, param_groups
+from training.optim import StableAdamW, carry_moments, param_groups
 from training.recipe import PhaseConfig
 from training.schedules import WSDSchedule, wsd_scheduler
 
@@ -50,6 +54,8 @@ class RexBertTrainer(Trainer):
             share of each (the training arguments' gradient_accumulation_steps must be 1).
         peak_flops: measured peak FLOP/s of one device (None = no MFU log).
         phase_packing_efficiency: real tokens / slots of the phase's packed rows (logged).
+        optimizer_state_from: a checkpoint of the previous phase whose optimizer moments this phase continues
+            from (its LR / weight decay / betas are this phase's); None = fresh moments.
     """
 
     def __init__(
@@ -59,17 +65,27 @@ class RexBertTrainer(Trainer):
         batch_plan: BatchPlan,
         peak_flops: float | None = None,
         phase_packing_efficiency: float | None = None,
+        optimizer_state_from: str | os.PathLike | None = None,
         **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
+        if self.is_fsdp_enabled:
+            # StableAdamW's per-tensor update RMS would be computed per shard under FSDP, and the
+            # name-based no-decay groups need unflattened parameters: refuse rather than train wrongly.
+            raise UserError(
+                "FSDP is not supported by RexBERT's StableAdamW (per-shard update RMS); use DDP "
+                "(accelerate launch without --use_fsdp), which fits every RexBERT size"
+            )
         self.phase = phase
+        self.optimizer_state_from = optimizer_state_from
         self.batch_plan = batch_plan
         self.peak_flops = peak_flops
         self.phase_packing_efficiency = phase_packing_efficiency
         self.flop_counter = MlmFlops(self.model.config)
         # We normalise the loss by the labelled tokens of the whole optimizer step ourselves.
         self.model_accepts_loss_kwargs = True
-        self.totals = {k: 0 for k in ("rows", "row_id_sum", "steps")}  # this train() call, this process
+        # this train() call, this process: what was trained (row coverage, realised Guided MLM)
+        self.totals = {k: 0 for k in ("rows", "row_id_sum", "steps", "guided_sequences", "guided_spans")}
         self._reset_counters()
         if self.args.gradient_accumulation_steps != 1:
             raise ValueError(
@@ -88,7 +104,21 @@ class RexBertTrainer(Trainer):
                 eps=self.phase.eps,
                 weight_decay=self.phase.weight_decay,
             )
+            if self.optimizer_state_from is not None:
+                path = Path(self.optimizer_state_from) / OPTIMIZER_FILE
+                carry_moments(
+                    self.optimizer, torch.load(path, map_location="cpu", weights_only=True), str(path)
+                )
         return self.optimizer
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        super()._load_optimizer_and_scheduler(checkpoint)
+        # transformers loads the scheduler only together with optimizer.pt; resuming with fresh moments
+        # (--allow-fresh-optimizer) must still continue the LR schedule where it stopped
+        if checkpoint and not os.path.isfile(os.path.join(checkpoint, OPTIMIZER_FILE)):
+            scheduler = os.path.join(checkpoint, SCHEDULER_FILE)
+            if os.path.isfile(scheduler):
+                self.lr_scheduler.load_state_dict(torch.load(scheduler, weights_only=True))
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         if self.lr_scheduler is None:
@@ -161,7 +191,7 @@ class RexBertTrainer(Trainer):
         if stats is not None and model.training:
             for key in _STAT_COUNTERS:
                 self._counters[key] += stats[key]
-            for key in ("rows", "row_id_sum"):
+            for key in ("rows", "row_id_sum", "guided_sequences", "guided_spans"):
                 self.totals[key] += stats[key]
             self._counters["flops"] += self.flop_counter.step(
                 stats["real_tokens"],

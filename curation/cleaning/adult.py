@@ -1,17 +1,16 @@
-"""Adult / profanity filtering: a word list (counted hits vs. document length) and a URL domain blocklist.
+"""Adult filtering, the text half: explicit terms counted against document length.
 
-The built-in lists are deliberately short and explicit (unambiguous adult terms and well-known adult hosts);
-production runs extend them via ``cleaning.adult.word_list`` / ``url_blocklist`` (e.g. the LDNOOBW list and
-the UT1 "adult" blocklist that FineWeb and C4 use).
+The URL half is datatrove's ``URLFilter`` with its shipped UT1 blocklist (see ``curation.filters``).
+Production runs may extend the word list via ``cleaning.adult.word_list``.
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from curation.config import AdultConfig
+from rexbert_common.errors import UserError
 
 BUILTIN_WORDS = frozenset(
     {
@@ -20,7 +19,6 @@ BUILTIN_WORDS = frozenset(
         "pornography",
         "pornographic",
         "xxx",
-        "hardcore",
         "blowjob",
         "handjob",
         "cumshot",
@@ -33,78 +31,40 @@ BUILTIN_WORDS = frozenset(
         "fucking",
         "fucked",
         "motherfucker",
-        "shit",
-        "bullshit",
         "cunt",
         "pussy",
-        "dick",
-        "cock",
         "slut",
         "whore",
-        "bitch",
-        "bastard",
         "asshole",
         "dildo",
         "orgasm",
-        "nude",
-        "nudes",
-        "naked",
-        "escort",
-        "escorts",
-        "stripper",
-        "erotic",
         "sexcam",
         "gangbang",
-        "anal",
-    }
-)
-BUILTIN_URL_BLOCKLIST = frozenset(
-    {
-        "pornhub.com",
-        "xvideos.com",
-        "xnxx.com",
-        "xhamster.com",
-        "redtube.com",
-        "youporn.com",
-        "onlyfans.com",
-        "chaturbate.com",
-        "livejasmin.com",
-        "brazzers.com",
-        "spankbang.com",
-        "tube8.com",
     }
 )
 _WORD = re.compile(r"[a-z]+")
 
 
-class AdultFilter:
-    """``check(text, url) -> reason | None`` with reasons ``adult_url`` / ``adult_words``."""
+class AdultWords:
+    """``check(text) -> "adult_words" | None``: explicit terms counted against document length.
+
+    The built-in list holds only terms with no product sense: "naked" (an eyeshadow palette), "escort" (a
+    Ford), "stripper" (a wire tool), "nude" (a colour) or "cock" (a valve) would drop commerce pages; adult
+    sites are caught by datatrove's URL blocklist instead.
+    """
 
     def __init__(self, config: AdultConfig):
         words = set(BUILTIN_WORDS)
         if config.word_list:
             path = Path(config.word_list)
             if not path.is_file():
-                raise FileNotFoundError(f"cleaning.adult.word_list {path} not found")
+                raise UserError(f"cleaning.adult.word_list {path} not found")
             words |= {w.strip().lower() for w in path.read_text(encoding="utf-8").splitlines() if w.strip()}
         self.words = frozenset(words)
-        self.blocked_hosts = frozenset(
-            h.lower().lstrip(".") for h in BUILTIN_URL_BLOCKLIST | set(config.url_blocklist)
-        )
         self.max_ratio = config.max_word_ratio
         self.min_hits = config.min_word_hits
 
-    def url_blocked(self, url: str) -> bool:
-        if not url:
-            return False
-        host = (urlsplit(url if "//" in url else f"//{url}").hostname or "").lower()
-        parts = host.split(".")
-        # example.com blocks www.example.com and a.b.example.com
-        return any(".".join(parts[i:]) in self.blocked_hosts for i in range(len(parts)))
-
-    def check(self, text: str, url: str = "") -> str | None:
-        if self.url_blocked(url):
-            return "adult_url"
+    def check(self, text: str) -> str | None:
         tokens = _WORD.findall(text.lower())
         if not tokens:
             return None

@@ -84,7 +84,7 @@ def label_documents(
     from tqdm.auto import tqdm
 
     stats = StepStats(f"label[{labeler.identity}/{prompt.version}]")
-    keys = [LabelCache.key(labeler.identity, prompt.version, t) for t in texts]
+    keys = [LabelCache.key(labeler.identity, prompt.cache_key, t) for t in texts]
     cached = cache.get_many(keys) if cache else {}
     results: list[LabelResult | None] = [cached.get(k) for k in keys]
     stats.add("cache_hits", sum(r is not None for r in results))

@@ -2,7 +2,8 @@
 
 Concurrency = ``batch_size`` requests in flight; each request is retried with exponential back-off on
 connection errors, timeouts, 429 and 5xx. A request that still fails yields status ``error`` (not cached, so a
-later run retries it); an answer outside the two labels yields ``malformed`` (cached and counted).
+later run retries it); an answer outside the two labels yields ``malformed`` (cached and counted). A non-JSON
+body (an HTML error page) is an endpoint failure: retried, then ``error``.
 """
 
 from __future__ import annotations
@@ -64,8 +65,9 @@ class HttpChatLabeler(Labeler):
             except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as error:
                 last_error = f"{type(error).__name__}: {error}"
             except (json.JSONDecodeError, UnicodeDecodeError):
-                # The server answered, but not with JSON: a garbage reply, not a transport failure.
-                return LabelResult(None, "malformed", "non-JSON response body")
+                # An HTML error page from a proxy or load balancer (often with status 200) is the endpoint
+                # failing, not the model answering: retried, and never cached as an answer.
+                last_error = "non-JSON response body (an HTML error page?)"
             else:
                 try:
                     answer = body["choices"][0]["message"]["content"]

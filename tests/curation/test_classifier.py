@@ -42,7 +42,7 @@ def test_train_validate_save_reload(real_texts, tmp_path):
     clf = DomainClassifier.load(tmp_path, "hobby")
     assert clf.threshold == record["threshold"]
     again = train_domain_classifier("hobby", ids, texts, labels, ClassifierConfig(kfold=3), tmp_path / "b")
-    assert again["calibration"] == record["calibration"]  # single-threaded training is reproducible
+    assert again["oof_curve"] == record["oof_curve"]  # single-threaded training is reproducible
     scores = clf.scores(["HP LaserJet toner cartridge, black, 2,000 pages, model CE285A", "And God said"])
     assert scores[0] > scores[1]
 
@@ -88,3 +88,52 @@ def test_training_does_not_depend_on_process_history(real_texts, tmp_path):
     fresh = json.loads((tmp_path / "fresh" / "hobby.json").read_text())
     assert here == fresh
     assert (tmp_path / "here" / "hobby.bin").read_bytes() == (tmp_path / "fresh" / "hobby.bin").read_bytes()
+
+
+@pytest.mark.parametrize("kind", ["isotonic", "platt"])
+def test_calibrator_matches_scikit_learn(kind):
+    from sklearn.isotonic import IsotonicRegression
+    from sklearn.linear_model import LogisticRegression
+
+    from curation.classifier import Calibrator
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400)
+    raw = np.clip(0.3 * y + 0.7 * rng.random(400), 0, 1)
+    grid = np.linspace(0, 1, 37)
+    calibrated = Calibrator.from_dict(Calibrator.fit(kind, raw, y).as_dict())(grid)  # through its saved form
+    if kind == "isotonic":
+        expected = IsotonicRegression(y_min=0, y_max=1, out_of_bounds="clip").fit(raw, y).predict(grid)
+    else:
+        expected = LogisticRegression().fit(raw.reshape(-1, 1), y).predict_proba(grid.reshape(-1, 1))[:, 1]
+    assert calibrated == pytest.approx(expected, abs=1e-9)
+
+
+def test_threshold_and_calibration_never_see_the_heldout_split(real_texts, tmp_path, monkeypatch):
+    """The threshold is chosen on a curve of out-of-fold scores of the training part; flipping every held-out
+    label changes the reported metrics but neither the threshold nor the calibrator."""
+    import curation.classifier
+
+    curve_sizes = []
+    original = curation.classifier.prf_curve
+
+    def spy(y_true, scores, thresholds):
+        curve_sizes.append(len(y_true))
+        return original(y_true, scores, thresholds)
+
+    monkeypatch.setattr(curation.classifier, "prf_curve", spy)
+    commerce, other = real_texts
+    texts = commerce[:60] + other[:60]
+    labels = [1] * 60 + [0] * 60
+    ids = [f"doc{i}" for i in range(len(texts))]
+    config = ClassifierConfig(kfold=3, epochs=10)
+    record = train_domain_classifier("hobby", ids, texts, labels, config, tmp_path / "a")
+    held = set(record["heldout_ids"])
+    assert len(held) == record["n_heldout"] == 24
+    # the one precision/recall curve (the threshold's) covers the training part's out-of-fold scores
+    assert curve_sizes == [record["n_train"]] == [96]
+    flipped = [1 - y if i in held else y for i, y in zip(ids, labels)]
+    other_record = train_domain_classifier("hobby", ids, texts, flipped, config, tmp_path / "b")
+    assert other_record["threshold"] == record["threshold"]
+    assert other_record["calibrator"] == record["calibrator"]
+    assert other_record["heldout"]["f1"] < 0.3 < record["heldout"]["f1"]

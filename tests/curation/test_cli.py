@@ -19,7 +19,23 @@ def test_register_adds_curate_with_overrides():
         ]
     )
     assert args.command == "curate" and callable(args.func)
-    assert dict(args.overrides) == {"sampling.per_domain": 5, "cleaning.lid.languages": ["en", "de"]}
+    assert args.overrides == ["sampling.per_domain=5", "cleaning.lid.languages=[en, de]"]
+
+
+def test_executor_flags_override_the_config(monkeypatch, tmp_path):
+    import curation.pipeline
+
+    seen = {}
+    monkeypatch.setattr(
+        curation.pipeline, "run_pipeline", lambda config, stop_after=None: seen.update(c=config)
+    )
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(
+        ["curate", "--executor", "ray", "--tasks", "16", "--workers", "3", "--output-dir", str(tmp_path)]
+    )
+    args.func(args)
+    assert (seen["c"].executor.kind, seen["c"].executor.tasks, seen["c"].executor.workers) == ("ray", 16, 3)
 
 
 def test_rexbert_help_lists_curate(capsys):

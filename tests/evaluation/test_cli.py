@@ -1,4 +1,7 @@
 import json
+import re
+
+import pytest
 
 from rexbert_cli.main import build_parser, main
 
@@ -31,7 +34,7 @@ def test_eval_mlm_end_to_end(data_dir, tiny_bert_dir, tmp_path, capsys):
     assert code == 0
     document = json.loads((tmp_path / "mlm.json").read_text())
     assert document["records"][0]["config"]["block_sizes"] == [64]
-    assert "title 64" in (tmp_path / "mlm.md").read_text()
+    assert "title span-block-64" in (tmp_path / "mlm.md").read_text()
     report = tmp_path / "report.md"
     assert main(["eval", "report", str(tmp_path / "mlm.json"), "--out", str(report)]) == 0
     assert "Masked-token recovery" in report.read_text()
@@ -66,3 +69,58 @@ def test_model_without_mlm_head_exits_2_with_one_line(data_dir, minilm_dir, tmp_
     assert code == 2
     assert "has no trained MLM head" in capsys.readouterr().err
     assert not (tmp_path / "mlm.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("make_model", "extra", "message"),
+    [
+        (lambda tmp: tmp / "missing", [], "missing: no such folder"),
+        (lambda tmp: tmp, [], r"not a model folder \(no config.json"),
+        (None, ["--block-sizes", "1024"], r"\[1024\] exceed the context of"),
+        (None, ["--block-sizes", ""], r"block_sizes=\(\): expected one or more sizes"),
+    ],
+    ids=["missing-path", "not-a-model", "block-over-context", "no-block-sizes"],
+)
+def test_eval_mlm_bad_input_is_one_line_exit_2(
+    data_dir, tiny_bert_dir, tmp_path, capsys, make_model, extra, message
+):
+    model = make_model(tmp_path) if make_model else tiny_bert_dir
+    out = tmp_path / "out"
+    code = main(["eval", "mlm", str(model), "--max-texts", "5", "--out", str(out), "--no-progress", *extra])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and re.search(message, err), err
+    assert "Repo id" not in err and "sentencepiece" not in err
+    assert not out.exists(), "nothing written on bad input"
+
+
+def test_eval_esci_without_query_column_names_file_and_column(data_dir, tmp_path, capsys):
+    import pandas as pd
+
+    path = tmp_path / "no_query.parquet"
+    pd.read_parquet(data_dir / "esci_union_with_text" / "esci_union_with_text.parquet").drop(
+        columns="query"
+    ).to_parquet(path)
+    code = main(
+        [
+            "eval",
+            "esci",
+            "all-MiniLM-L6-v2",
+            "--data",
+            str(path),
+            "--epochs",
+            "0",
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "no_query.parquet" in err and "missing column(s) ['query']" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_eval_similarity_is_the_general_name(data_dir):
+    args = build_parser().parse_args(
+        ["eval", "similarity", "m", "--task", "stsb", "--split", "test", "--seeds", "0,1"]
+    )
+    assert (args.task, args.split, args.seeds) == ("stsb", "test", (0, 1))

@@ -4,7 +4,7 @@ from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score
 
 from evaluation.data import DataError, glue_task
-from evaluation.glue import DEFAULT_HPARAMS, GlueConfig, glue_metrics, run_glue
+from evaluation.glue import DEFAULT_HPARAMS, GlueConfig, default_hparams, glue_metrics, run_glue
 
 QUICK = {"epochs": 1, "batch_size": 16, "max_seq_length": 32}
 
@@ -55,3 +55,61 @@ def test_config_validation():
         GlueConfig(overrides={"lr": 1e-5})
     with pytest.raises(DataError, match="unknown GLUE task"):
         GlueConfig(tasks=("wnli",))
+
+
+def _learnable_sst2(folder, n_train=160, n_dev=80, seed=0):
+    """An SST-2-format task a tiny model can learn: the label is which of two word sets a sentence uses."""
+    rng = np.random.default_rng(seed)
+    positive, negative = ["good", "great", "lovely", "superb"], ["bad", "awful", "poor", "dreadful"]
+    filler = ["the", "film", "was", "really", "quite", "plot", "acting", "story"]
+
+    def rows(n):
+        out = []
+        for _ in range(n):
+            label = int(rng.integers(0, 2))
+            words = list(rng.choice(filler, 4)) + [rng.choice(positive if label else negative)]
+            rng.shuffle(words)
+            out.append(f"{' '.join(words)}\t{label}")
+        return "sentence\tlabel\n" + "\n".join(out) + "\n"
+
+    task = folder / "glue_sst2"
+    task.mkdir()
+    (task / "train.tsv").write_text(rows(n_train))
+    (task / "dev.tsv").write_text(rows(n_dev))
+    return folder
+
+
+def test_fine_tuning_learns_a_learnable_task(tmp_path, tiny_bert_dir):
+    data = _learnable_sst2(tmp_path)
+    quick = {"epochs": 10, "batch_size": 8, "max_seq_length": 16, "warmup_ratio": 0.0}
+    cfg = GlueConfig(tasks=("sst2",), seeds=(0,), overrides={**quick, "learning_rate": 3e-3})
+    tuned = run_glue([str(tiny_bert_dir)], cfg, data_dir=str(data), progress=False)[0]["results"][0]
+    frozen = GlueConfig(tasks=("sst2",), seeds=(0,), overrides={**quick, "learning_rate": 0.0})
+    untrained = run_glue([str(tiny_bert_dir)], frozen, data_dir=str(data), progress=False)[0]["results"][0]
+    assert tuned["value"] >= 0.9, tuned
+    assert untrained["value"] <= 0.7, "without updates the random head stays near chance"
+    assert (tuned["dataset_id"], tuned["dataset_config"], tuned["dataset_split"]) == (
+        "nyu-mll/glue",
+        "sst2",
+        "validation",
+    )
+
+
+@pytest.mark.slow
+def test_learning_rate_sweep_picks_on_train_slice(tmp_path, tiny_bert_dir):
+    data = _learnable_sst2(tmp_path)
+    quick = {"epochs": 10, "batch_size": 8, "max_seq_length": 16, "warmup_ratio": 0.0}
+    cfg = GlueConfig(
+        tasks=("sst2",), seeds=(0,), overrides=quick, sweep_learning_rates=(0.0, 3e-3), sweep_fraction=0.25
+    )
+    row = run_glue([str(tiny_bert_dir)], cfg, data_dir=str(data), progress=False)[0]["results"][0]
+    assert row["learning_rate"] == 3e-3 and set(row["sweep"]) == {"0.0", "0.003"}
+    assert row["sweep"]["0.003"] > row["sweep"]["0.0"]
+
+
+def test_hparams_per_size_with_sources():
+    base = default_hparams("base")
+    assert all(hp.source.startswith("ModernBERT paper") for hp in base.values())
+    mini = default_hparams("mini")
+    assert mini["sst2"].learning_rate == base["sst2"].learning_rate
+    assert "size 'mini' has no published settings" in mini["sst2"].source

@@ -3,7 +3,16 @@ import pytest
 import torch
 from scipy.stats import rankdata
 
-from evaluation.metrics import accuracy, correlations, group_ranks, mean_sd, topk_accuracy
+from evaluation.metrics import (
+    ESCI_GAINS,
+    accuracy,
+    correlations,
+    group_topk_accuracy,
+    mean_sd,
+    ranking_metrics,
+    topk_accuracy,
+    topk_hits,
+)
 
 
 def test_correlations_against_definitions():
@@ -23,17 +32,53 @@ def test_accuracy_and_mean_sd():
     assert mean_sd([0.3]) == (0.3, 0.0)
 
 
+def _no_ties(above):
+    return np.stack([np.asarray(above), np.zeros(len(above), dtype=int)], axis=1)
+
+
 def test_topk_accuracy_against_torch_topk():
     torch.manual_seed(0)
     logits, targets = torch.randn(300, 40), torch.randint(0, 40, (300,))
-    ranks = (logits > logits.gather(1, targets[:, None])).sum(1).numpy()
-    got = topk_accuracy(ranks, (1, 3, 5))
+    above = (logits > logits.gather(1, targets[:, None])).sum(1).numpy()
+    got = topk_accuracy(_no_ties(above), (1, 3, 5))
     for k in (1, 3, 5):
         expected = (logits.topk(k, 1).indices == targets[:, None]).any(1).float().mean().item()
         assert got[k] == pytest.approx(expected)
     with pytest.raises(ValueError):
-        topk_accuracy(np.zeros(0), (1,))
+        topk_accuracy(np.zeros((0, 2)), (1,))
 
 
-def test_group_ranks_is_worst_token():
-    assert group_ranks(np.array([0, 4, 2, 0]), [7, 7, 9, 3]).tolist() == [0, 4, 2]  # groups 3, 7, 9
+def test_tied_target_counts_its_expected_position():
+    # 2 entries above, tied with 3 others: positions 2..5 equally likely
+    ranks = np.array([[2, 3]])
+    assert [float(topk_hits(ranks, k)[0]) for k in (1, 2, 3, 4, 5, 6, 7)] == [0, 0, 0.25, 0.5, 0.75, 1, 1]
+
+
+def test_word_recovered_only_if_every_token_is():
+    # word 7: tokens at rank 0 and 4; word 9: rank 2; word 3: rank 0
+    ranks = _no_ties([0, 4, 2, 0])
+    assert group_topk_accuracy(ranks, [7, 7, 9, 3], (1, 3, 5)) == {1: 1 / 3, 3: 2 / 3, 5: 1.0}
+    tied = np.array([[0, 1], [0, 1]])  # two positions, each a coin flip at k=1
+    assert group_topk_accuracy(tied, [0, 0], (1,))[1] == pytest.approx(0.25)
+
+
+def test_ranking_metrics_hand_computed_and_against_sklearn():
+    from sklearn.metrics import ndcg_score
+
+    # query a: ranked E (0.9), I (0.8), S (0.7), E (0.1); query b: ranked C (0.5), E (0.4); query c: only I
+    queries = ["a", "a", "a", "a", "b", "b", "c", "c"]
+    scores = [0.9, 0.8, 0.7, 0.1, 0.5, 0.4, 0.3, 0.2]
+    labels = ["E", "I", "S", "E", "C", "E", "I", "I"]
+    gains = [ESCI_GAINS[x] for x in labels]
+    got = ranking_metrics(queries, scores, gains, k=10)
+    log2 = np.log2
+    dcg_a = 1 / log2(2) + 0 + 0.1 / log2(4) + 1 / log2(5)
+    idcg_a = 1 / log2(2) + 1 / log2(3) + 0.1 / log2(4)
+    dcg_b, idcg_b = 0.01 / log2(2) + 1 / log2(3), 1 / log2(2) + 0.01 / log2(3)
+    assert got["ndcg@10"] == pytest.approx((dcg_a / idcg_a + dcg_b / idcg_b) / 2)
+    assert got["ndcg@10"] == pytest.approx(
+        (ndcg_score([gains[:4]], [scores[:4]]) + ndcg_score([gains[4:6]], [scores[4:6]])) / 2
+    )
+    assert got["map"] == pytest.approx(((1 + 2 / 4) / 2 + 1 / 2) / 2)  # a: E at ranks 1 and 4; b: E at 2
+    assert got["mrr"] == pytest.approx((1 + 1 / 2) / 2)
+    assert (got["ndcg_queries"], got["map_queries"]) == (2, 2), "query c has no positive gain"

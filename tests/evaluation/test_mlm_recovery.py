@@ -1,9 +1,19 @@
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
+import torch
 
 from evaluation import reports
-from evaluation.blocks import word_blocks
-from evaluation.mlm_recovery import MLMRecoveryConfig, build_examples, run_mlm, score_examples
+from evaluation.blocks import neighbour_copy_rate, ordered_texts, token_blocks, word_blocks
+from evaluation.mlm_recovery import (
+    MLMConfigError,
+    MLMRecoveryConfig,
+    build_examples,
+    check_models,
+    run_mlm,
+    score_examples,
+)
 from evaluation.mlm_scoring import MaskedTokenRanker, load_mlm
 
 
@@ -27,7 +37,15 @@ def test_run_mlm_real_esci_paired_and_deterministic(data_dir, tiny_bert_dir, tin
     for row in rows[0].values():
         assert 0.0 <= row["value"] <= 1.0
     table = reports.mlm_table(first)
-    assert "title 64" in table and "description 128" in table and str(tiny_bert_dir) in table
+    assert "title span-block-64" in table and "description span-block-128" in table
+    assert str(tiny_bert_dir) in table
+    row = rows[0][("mlm_title", "span-block-64", "top1_accuracy")]
+    assert (row["protocol"], row["packing"], row["block_size"], row["shuffled"]) == (
+        "span",
+        "block",
+        64,
+        True,
+    )
 
 
 def test_topk_accuracy_monotone_and_matches_ranks(tiny_bert_dir, titles):
@@ -35,9 +53,10 @@ def test_topk_accuracy_monotone_and_matches_ranks(tiny_bert_dir, titles):
     cfg = MLMRecoveryConfig(top_k=(1, 5, 50, 1000))
     examples = build_examples(titles * 4, tokenizer, 64, cfg)
     ranks = MaskedTokenRanker(model, tokenizer.pad_token_id).ranks(examples)
-    rows = {r["metric"]: r["value"] for r in score_examples(examples, ranks, cfg, "mlm_title", "block64")}
+    rows = {r["metric"]: r["value"] for r in score_examples(examples, ranks, cfg, "mlm_title", 64)}
     flat = np.concatenate(ranks)
-    assert rows["top1000_accuracy"] == pytest.approx((flat < 1000).mean())
+    assert (flat[:, 1] == 0).all(), "random fp32 logits: no ties"
+    assert rows["top1000_accuracy"] == pytest.approx((flat[:, 0] < 1000).mean())
     assert (
         rows["top1_accuracy"] <= rows["top5_accuracy"] <= rows["top50_accuracy"] <= rows["top1000_accuracy"]
     )
@@ -52,11 +71,11 @@ def test_word_protocol_scores_same_words_across_tokenizers(tiny_bert_dir, bpe_to
     b = build_examples(texts, bpe_tokenizer, 48, cfg, shared)
     assert [sorted(set(x.groups)) for x in a] == [sorted(set(x.groups)) for x in b]
     # A word counts only if all its sub-tokens are recovered: word ranks are the max over its tokens.
-    ranks = [np.arange(len(x.positions)) for x in a]
+    ranks = [np.stack([np.arange(len(x.positions)), np.zeros(len(x.positions), int)], 1) for x in a]
     rows = {
         r["metric"]: r
         for r in score_examples(
-            a, ranks, MLMRecoveryConfig(protocol="word", top_k=(1,)), "mlm_title", "block48"
+            a, ranks, MLMRecoveryConfig(protocol="word", top_k=(1,)), "mlm_title", 48, "b"
         )
     }
     n_words = sum(len(set(x.groups)) for x in a)
@@ -82,3 +101,148 @@ def test_config_validation():
         MLMRecoveryConfig(protocol="bert")
     with pytest.raises(ValueError, match="mask_probability"):
         MLMRecoveryConfig(mask_probability=1.5)
+    with pytest.raises(MLMConfigError, match=r"block_sizes=\(\)"):
+        MLMRecoveryConfig(block_sizes=())
+
+
+# ------------------------------------------------------------------- scores of models with known outputs
+class StubMLM(torch.nn.Module):
+    """Logits = the same vector at every position: ``scores[v]`` for vocabulary entry v."""
+
+    base_model_prefix = "none"  # no known head attribute: the ranker runs the full forward
+
+    def __init__(self, scores: torch.Tensor):
+        super().__init__()
+        self.scores = torch.nn.Parameter(scores.float(), requires_grad=False)
+        self.config = SimpleNamespace(max_position_embeddings=512)
+
+    def forward(self, input_ids, attention_mask=None, **_):
+        return SimpleNamespace(logits=self.scores.expand(*input_ids.shape, -1))  # (B, S, V)
+
+
+def _stub_scores(scores, tokenizer, titles, cfg):
+    examples = build_examples(titles * 5, tokenizer, 64, cfg)
+    ranks = MaskedTokenRanker(StubMLM(scores), tokenizer.pad_token_id, max_tokens=512).ranks(examples)
+    rows = score_examples(examples, ranks, cfg, "mlm_title", 64)
+    targets = np.concatenate([e.targets for e in examples])
+    return {r["metric"]: r["value"] for r in rows}, targets
+
+
+@pytest.mark.parametrize("protocol", ["span", "collator"])
+def test_stub_with_known_ranks_gives_exact_topk(bert_tokenizer, titles, protocol):
+    vocab = len(bert_tokenizer)
+    order = torch.randperm(vocab, generator=torch.Generator().manual_seed(0))  # order[r] = id at rank r
+    scores = torch.empty(vocab)
+    scores[order] = -torch.arange(vocab, dtype=torch.float)
+    cfg = MLMRecoveryConfig(protocol=protocol, top_k=(1, 3, 5, 2000))
+    got, targets = _stub_scores(scores, bert_tokenizer, titles, cfg)
+    rank_of = torch.empty(vocab, dtype=torch.long)
+    rank_of[order] = torch.arange(vocab)
+    rank = rank_of[torch.as_tensor(targets)].numpy()
+    for k in cfg.top_k:
+        assert got[f"top{k}_accuracy"] == (rank < k).mean()
+    assert got["top2000_accuracy"] > 0
+
+
+def test_constant_logits_score_k_over_vocab_and_nan_scores_zero(bert_tokenizer, titles):
+    vocab = len(bert_tokenizer)
+    cfg = MLMRecoveryConfig(top_k=(1, 5))
+    got, _ = _stub_scores(torch.zeros(vocab), bert_tokenizer, titles, cfg)
+    assert got == {"top1_accuracy": pytest.approx(1 / vocab), "top5_accuracy": pytest.approx(5 / vocab)}
+    nan = torch.zeros(vocab)
+    nan[7] = float("nan")
+    got, _ = _stub_scores(nan, bert_tokenizer, titles, cfg)
+    assert got == {"top1_accuracy": 0.0, "top5_accuracy": 0.0}
+
+
+@pytest.mark.parametrize("protocol", ["span", "collator", "word"])
+def test_unknown_token_targets_are_not_scored(bert_tokenizer, titles, protocol):
+    texts = [f"{t} ☃☃ ✪ ⚘" for t in titles] * 3
+    unk = bert_tokenizer.unk_token_id
+    assert unk in bert_tokenizer(texts[0])["input_ids"], "the test needs [UNK] tokens"
+    examples = build_examples(
+        texts, bert_tokenizer, 48, MLMRecoveryConfig(protocol=protocol, mask_probability=0.5)
+    )
+    targets = [t for e in examples for t in e.targets]
+    assert targets and unk not in targets
+
+
+# --------------------------------------------------------------------------- packing order and the leak
+def test_neighbour_copy_rate_by_hand():
+    # text0 {a,b} shares a with text1; text1 {a,c} shares a; text2 {d} shares nothing (window 1)
+    assert neighbour_copy_rate(["a b", "A c", "d"], window=1) == pytest.approx(2 / 5)
+
+
+def test_default_blocks_are_packed_in_shuffled_order(bert_tokenizer, titles):
+    texts = [f"{t} variant {i}" for i, t in enumerate(titles * 4)]
+    cfg = MLMRecoveryConfig()
+    shuffled = ordered_texts(texts, cfg.seed)
+    assert shuffled != texts and sorted(shuffled) == sorted(texts)
+    examples = build_examples(texts, bert_tokenizer, 64, cfg)
+    blocks = token_blocks(shuffled, bert_tokenizer, 64, "block")
+    assert [len(e.input_ids) for e in examples] == [len(b.input_ids) for b in blocks]
+    unmasked = [
+        np.where(np.isin(np.arange(len(b.input_ids)), e.positions), -1, b.input_ids)
+        for e, b in zip(examples, blocks)
+    ]
+    assert all((u == np.where(u == -1, -1, e.input_ids)).all() for u, e in zip(unmasked, examples))
+
+
+def test_shuffling_cuts_the_neighbour_copy_rate_of_esci_titles(data_dir):
+    from evaluation.data import load_esci, product_field_texts
+
+    titles = product_field_texts(load_esci(None, "test"), "title")
+    assert len(titles) >= 100
+    cfg = MLMRecoveryConfig()
+    file_order = neighbour_copy_rate(ordered_texts(titles, cfg.seed, shuffle=False))
+    default = neighbour_copy_rate(ordered_texts(titles, cfg.seed, cfg.shuffle))
+    assert file_order > 1.4 * default, (file_order, default)
+
+
+# ----------------------------------------------------------------------------- models that can't be paired
+@pytest.fixture(scope="module")
+def tiny_bpe_dir(tmp_path_factory, bpe_tokenizer):
+    from transformers import BertConfig, BertForMaskedLM
+
+    t = bpe_tokenizer
+    config = BertConfig(
+        vocab_size=len(t),
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=512,
+        pad_token_id=t.pad_token_id,
+    )
+    path = tmp_path_factory.mktemp("tiny_bpe")
+    BertForMaskedLM(config).save_pretrained(path)
+    t.save_pretrained(path)
+    return path
+
+
+def test_differing_tokenizers_are_refused_or_switched_to_word(tiny_bert_dir, tiny_bpe_dir, titles, caplog):
+    models = [str(tiny_bert_dir), str(tiny_bpe_dir)]
+    with pytest.raises(MLMConfigError, match="tokenize differently.*--protocol word"):
+        check_models(models, MLMRecoveryConfig(block_sizes=(64,)), titles)
+    cfg, _ = check_models(models, MLMRecoveryConfig(block_sizes=(64,), tokenizer_mismatch="word"), titles)
+    assert cfg.protocol == "word" and "switching" in caplog.text
+    same, _ = check_models(
+        [str(tiny_bert_dir), str(tiny_bert_dir)], MLMRecoveryConfig(block_sizes=(64,)), titles
+    )
+    assert same.protocol == "span"
+
+
+def test_block_larger_than_a_models_context_is_refused(tiny_bert_dir, tiny_bpe_dir, titles):
+    models = [str(tiny_bpe_dir), str(tiny_bert_dir)]
+    with pytest.raises(MLMConfigError, match=r"\[1024\] exceed the context of .*tiny_bpe.* \(512\)"):
+        check_models(models, MLMRecoveryConfig(protocol="word", block_sizes=(64, 1024)), titles)
+
+
+def test_word_blocks_do_not_depend_on_the_other_models(
+    data_dir, tiny_bert_dir, tiny_bpe_dir, tiny_modernbert_dir
+):
+    cfg = MLMRecoveryConfig(protocol="word", fields=("title",), block_sizes=(64,), max_texts=40)
+    alone = run_mlm([str(tiny_bert_dir)], cfg, progress=False)[0]
+    paired = run_mlm([str(tiny_bert_dir), str(tiny_bpe_dir)], cfg, progress=False)[0]
+    assert alone["results"] == paired["results"]
+    assert alone["results"][0]["blocks_from"] == str(tiny_bert_dir)

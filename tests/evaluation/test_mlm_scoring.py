@@ -53,14 +53,15 @@ def test_ranks_agree_with_torch_topk():
     logits = torch.randn(50, 100)
     targets = torch.randint(0, 100, (50,))
     ranks = target_ranks(logits, targets)
+    assert (ranks[:, 1] == 0).all(), "no ties in continuous random logits"
     for k in (1, 3, 5):
         in_topk = (logits.topk(k, dim=1).indices == targets[:, None]).any(1)
-        assert torch.equal(ranks < k, in_topk)  # no ties in continuous random logits
+        assert torch.equal(ranks[:, 0] < k, in_topk)
 
 
-def test_ties_resolve_in_favour_of_target():
-    logits = torch.tensor([[1.0, 1.0, 0.0], [2.0, 1.0, 1.0]])
-    assert target_ranks(logits, torch.tensor([1, 2])).tolist() == [0, 1]
+def test_ties_are_counted_not_resolved_in_the_targets_favour():
+    logits = torch.tensor([[1.0, 1.0, 0.0], [2.0, 1.0, 1.0], [0.5, float("nan"), 0.1]])
+    assert target_ranks(logits, torch.tensor([1, 2, 0])).tolist() == [[0, 1], [1, 1], [3, 0]]
 
 
 def test_length_buckets_cover_and_respect_budget():

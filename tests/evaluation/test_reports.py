@@ -52,7 +52,9 @@ def test_tables_and_chart(tmp_path):
     ]
     table = reports.mlm_table(records)
     lines = table.splitlines()
-    assert lines[0] == "| model | metric | title 128 | title 512 | description 128 | description 512 |"
+    assert lines[0] == (
+        "| model | metric | title block128 | title block512 | description block128 | description block512 |"
+    ), "old results files (setting = block<N>) still read"
     assert "| rex | top1_accuracy | 70.00 | 70.00 | 70.00 | 70.00 |" in lines
     glue = [
         _record(
@@ -73,3 +75,43 @@ def test_tables_and_chart(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = reports.markdown_report(records + glue + sim)
     assert report.count("## ") == 3
+
+
+def _stsb_only_record():
+    row = {
+        **reports.result_row("stsb", "zero_shot-test", "spearman", 0.82, 1379),
+        **reports.dataset_fields("sentence-transformers/stsb", "default", "test"),
+    }
+    return reports.make_record("esci_similarity", "minilm", {}, [row])
+
+
+def test_report_of_stsb_only_results_does_not_crash(tmp_path, capsys):
+    from rexbert_cli.main import main
+
+    path = reports.write_results(tmp_path / "stsb.json", [_stsb_only_record()])
+    assert main(["eval", "report", str(path), "--out", str(tmp_path / "report.md")]) == 0
+    assert "0.8200" in (tmp_path / "report.md").read_text()
+    assert (tmp_path / "report.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_row_dataset_fields_round_trip_through_huggingface_hub_card_metadata():
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+    row = _stsb_only_record()["results"][0]
+    result = EvalResult(
+        task_type="sentence-similarity",
+        dataset_type=row["dataset_id"],
+        dataset_name="STS Benchmark",
+        dataset_config=row["dataset_config"],
+        dataset_split=row["dataset_split"],
+        metric_type="spearman",
+        metric_value=row["value"],
+    )
+    card = ModelCard(f"---\n{ModelCardData(model_name='m', eval_results=[result]).to_yaml()}\n---\n# m\n")
+    back = ModelCard(str(card)).data.eval_results[0]
+    assert (back.dataset_type, back.dataset_config, back.dataset_split, back.metric_value) == (
+        "sentence-transformers/stsb",
+        "default",
+        "test",
+        0.82,
+    )

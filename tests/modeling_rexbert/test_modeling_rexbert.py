@@ -348,28 +348,44 @@ def test_remote_code_files_import_only_torch_transformers_and_stdlib():
                 )
 
 
+@pytest.mark.parametrize("all_valid", [False, True])
 @pytest.mark.parametrize("divisor", [None, 17, torch.tensor(17)])
-def test_masked_lm_loss_matches_torch_loss_and_gradient(divisor):
+def test_masked_lm_loss_matches_torch_loss_and_gradient(divisor, all_valid):
     from modeling_rexbert.modeling_rexbert import masked_lm_loss
 
     logits = torch.randn(9, 50, dtype=torch.float64, requires_grad=True)
     labels = torch.randint(0, 50, (9,))
-    labels[[2, 5]] = -100
-    ours = masked_lm_loss(logits, labels, -100, divisor)
+    if not all_valid:
+        labels[[2, 5]] = -100
+    ours = masked_lm_loss(logits, labels, -100, divisor, all_valid=all_valid)
     (g_ours,) = torch.autograd.grad(ours, logits)
-    ref = F.cross_entropy(logits, labels, reduction="sum") / (7 if divisor is None else 17)
+    count = 9 if all_valid else 7
+    ref = F.cross_entropy(logits, labels, reduction="sum") / (count if divisor is None else 17)
     (g_ref,) = torch.autograd.grad(ref, logits)
     torch.testing.assert_close(ours.double(), ref)
-    torch.testing.assert_close(g_ours, g_ref)
+    torch.testing.assert_close(g_ours.double(), g_ref)
 
 
-def test_masked_lm_loss_without_targets_is_zero_with_a_graph():
+@pytest.mark.parametrize("all_valid", [False, True])
+def test_masked_lm_loss_without_targets_is_zero_with_a_graph(all_valid):
     from modeling_rexbert.modeling_rexbert import masked_lm_loss
 
     logits = torch.randn(0, 5, requires_grad=True)
-    loss = masked_lm_loss(logits, torch.zeros(0, dtype=torch.long), -100)
+    loss = masked_lm_loss(logits, torch.zeros(0, dtype=torch.long), -100, all_valid=all_valid)
     loss.backward()
-    assert loss.item() == 0.0
+    assert loss.item() == 0.0 and logits.grad.shape == (0, 5)
+
+
+def test_sparse_cross_entropy_passes_gradcheck_and_backward_twice():
+    from modeling_rexbert.modeling_rexbert import _SparseCrossEntropy
+
+    logits = torch.randn(4, 7, dtype=torch.float64, requires_grad=True)
+    labels = torch.tensor([0, 6, 3, 3])
+    assert torch.autograd.gradcheck(lambda x: _SparseCrossEntropy.apply(x, labels, 3), (logits,))
+    loss = _SparseCrossEntropy.apply(logits, labels, 4)
+    (g1,) = torch.autograd.grad(loss, logits, retain_graph=True)
+    (g2,) = torch.autograd.grad(loss, logits)  # the saved log-probabilities are not consumed in place
+    torch.testing.assert_close(g1, g2)
 
 
 # ---------------------------------------------------------------- RoPE custom autograd
@@ -398,18 +414,6 @@ def test_rope_function_matches_transformers_forward_and_gradient():
     (g_ref,) = torch.autograd.grad(ref, qkv, upstream)
     torch.testing.assert_close(g_ours, g_ref)
     assert bool((g_ours[:, 2] == 0).all()), "v receives no gradient from RoPE"
-
-
-def test_rope_function_passes_gradcheck_and_inference_path_is_identical():
-    from modeling_rexbert.modeling_rexbert import _Rope, apply_rope, rope_cos_sin
-
-    pos = torch.tensor([0, 1, 5, 2])
-    cos, sin = (t.double() for t in rope_cos_sin(pos, 6, 10_000.0))
-    qk = torch.randn(4, 2, 3, 6, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda x: _Rope.apply(x, cos, sin), (qk,))
-    with torch.no_grad():
-        plain = apply_rope(qk, cos, sin)
-    torch.testing.assert_close(apply_rope(qk, cos, sin), plain, atol=0, rtol=0)
 
 
 # ---------------------------------------------------------------- sparse MLM: last layer on labelled rows

@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from tests.training._tiny import args
+from training.checkpoints import ResumeError
 from training.run import main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -54,6 +55,25 @@ def test_three_phases_hand_off_and_hub_folders(full_run):
             "guided_sequences",
         ):
             assert key in entry, key
+    for phase in ("phase1", "phase2", "phase3"):
+        final = full_run / phase / "final"
+        # only what belongs on the Hub: no training_args.bin (a pickle) or other Trainer state
+        names = sorted(p.name for p in final.iterdir())
+        assert [n for n in names if not n.endswith(".py")] == [
+            "config.json", "model.safetensors", "phase_summary.json", "tokenizer.json",
+            "tokenizer_config.json",
+        ]  # fmt: skip
+        assert {"modeling_rexbert.py", "configuration_rexbert.py"} <= set(names)  # the remote code
+        tokenizer_config = json.loads((final / "tokenizer_config.json").read_text())
+        assert tokenizer_config["model_max_length"] == configs[phase]["max_position_embeddings"]
+        assert "local_files_only" not in tokenizer_config and configs[phase]["sparse_prediction"] is True
+    # phases 2 and 3 continue from the optimizer moments the previous phase ended with
+    for phase, previous in (("phase2", "phase1"), ("phase3", "phase2")):
+        summary = json.loads((full_run / phase / "final" / "phase_summary.json").read_text())
+        assert summary["optimizer_state"].startswith(f"carried from {full_run / previous}/checkpoint-")
+    assert json.loads((full_run / "phase1" / "final" / "phase_summary.json").read_text())[
+        "optimizer_state"
+    ] == ("fresh")
     assert configs["phase1"]["global_rope_theta"] == 10_000
     assert configs["phase2"]["global_rope_theta"] == 160_000
     assert "AutoModelForMaskedLM" in configs["phase3"]["auto_map"]
@@ -64,27 +84,25 @@ def test_three_phases_hand_off_and_hub_folders(full_run):
 
 
 def test_tiny_recipe_rows_are_memory_mapped_and_equal_the_in_memory_rows(full_run):
-    from datasets.table import MemoryMappedTable
-
     from training.curriculum import _load_sources, _miner
-    from training.phase_data import build_phase_data, build_phase_rows
+    from training.phase_build import build_phase_rows
+    from training.phase_data import build_phase_data
     from training.recipe import load_recipe
     from training.tokenizer import load_tokenizer
 
     recipe = load_recipe(str(full_run / "recipe.json"), [])
     general, domain = _load_sources(recipe)
-    tokenizer, miner = load_tokenizer(str(full_run / "tokenizer")), _miner(general, domain)
+    tokenizer, miner = load_tokenizer(str(full_run / "tokenizer")), _miner(recipe, general, domain)
     for index, phase_name in ((0, "phase1"), (2, "phase3")):
         phase, folder = recipe.phase(phase_name), full_run / phase_name / "rows"
         seed = recipe.data.seed * 1000 + index
         built_at = (folder / "build.json").stat().st_mtime_ns
         disk = build_phase_rows(general, domain, recipe.data, phase, tokenizer, miner, seed, folder)
         assert (folder / "build.json").stat().st_mtime_ns == built_at  # the run's build, reused
-        assert isinstance(disk.dataset.data, MemoryMappedTable)
         memory = build_phase_data(general, domain, recipe.data, phase, tokenizer, miner, seed)
-        assert disk.dataset["input_ids"] == [r.input_ids for r in memory.rows]
-        assert disk.dataset["doc_lengths"] == [r.doc_lengths for r in memory.rows]
-        assert disk.dataset["spans"] == [[list(p) for p in r.spans] for r in memory.rows]
+        assert disk.table["input_ids"].to_pylist() == [r.input_ids for r in memory.rows]
+        assert disk.table["doc_lengths"].to_pylist() == [r.doc_lengths for r in memory.rows]
+        assert disk.table["spans"].to_pylist() == [[list(p) for p in r.spans] for r in memory.rows]
         assert disk.summary() == memory.summary()
 
 
@@ -118,7 +136,13 @@ def test_phase_two_starts_from_phase_one(full_run, tmp_path):
     # (and the phase's own NTK RoPE scaling lands in its config)
     scaling = "phase2.global_rope_scaling={rope_type: ntk, factor: 2.0}"
     extra = ["--set", "phase2.lr=1e-12", "--set", "phase2.weight_decay=0", "--set", scaling]
-    assert main(args(full_run, "--phase", "2", *extra)) == 0
+    # phase 2 already ran in this folder: rerunning it silently would discard that run
+    with pytest.raises(
+        ResumeError, match=r"phase2 already holds a run \(checkpoint-\d+.*--resume.*--overwrite"
+    ):
+        main(args(full_run, "--phase", "2", *extra))
+    assert (full_run / "phase2" / "final" / "config.json").exists()
+    assert main(args(full_run, "--phase", "2", "--overwrite", *extra)) == 0
     config = json.loads((full_run / "phase2" / "final" / "config.json").read_text())
     assert config["global_rope_scaling"] == {"rope_type": "ntk", "factor": 2.0}
     before = load_file(full_run / "phase1" / "final" / "model.safetensors")
@@ -141,6 +165,120 @@ def test_resume_reproduces_the_uninterrupted_losses(full_run, tmp_path):
     assert [s for s, _ in resumed] == [s for s, _ in reference]
     for (step, a), (_, b) in zip(reference, resumed):
         assert a == pytest.approx(b, rel=1e-5, abs=1e-6), step
+    # the reported train loss covers the whole phase, not only the steps after the resume
+    assert _train_loss(out / "phase1" / "final") == pytest.approx(
+        _train_loss(full_run / "phase1" / "final"), rel=1e-6
+    )
+
+
+def _train_loss(final_dir):
+    return json.loads((Path(final_dir) / "phase_summary.json").read_text())["train"]["train_loss"]
+
+
+def test_resume_falls_back_from_a_damaged_latest_checkpoint(full_run, tmp_path, capsys):
+    reference = _losses(full_run / "phase1" / "final")
+    out = tmp_path / "damaged"
+    extra = ["--phase", "1", "--set", "phase1.save_steps=2"]
+    assert main(args(out, *extra, "--stop-after-steps", "4")) == 0
+    latest = out / "phase1" / "checkpoint-4" / "model.safetensors"
+    latest.write_bytes(latest.read_bytes()[:1000])  # killed while writing the checkpoint
+    capsys.readouterr()
+    assert main(args(out, *extra, "--resume")) == 0
+    printed = capsys.readouterr().out
+    assert f"checkpoint {latest.parent} is damaged (model.safetensors is truncated" in printed
+    summary = json.loads((out / "phase1" / "final" / "phase_summary.json").read_text())
+    assert summary["resumed_from"] == str(out / "phase1" / "checkpoint-2")
+    for (step, a), (_, b) in zip(reference, _losses(out / "phase1" / "final")):
+        assert a == pytest.approx(b, rel=1e-5, abs=1e-6), step
+
+
+def test_missing_optimizer_state_is_an_error_unless_allowed(tmp_path, data_dir):
+    decaying = ["--phase", "1", "--set", "phase1.decay_fraction=0.9"]  # an LR that changes every step
+    out, reference = tmp_path / "no_optimizer", tmp_path / "reference"
+    assert main(args(reference, *decaying)) == 0
+    assert main(args(out, *decaying, "--stop-after-steps", "3")) == 0
+    (out / "phase1" / "checkpoint-3" / "optimizer.pt").unlink()
+    with pytest.raises(ResumeError, match="checkpoint-3 has no optimizer.pt.*--allow-fresh-optimizer"):
+        main(args(out, *decaying, "--resume"))
+    assert not (out / "phase1" / "final").exists()
+    assert main(args(out, *decaying, "--resume", "--allow-fresh-optimizer")) == 0
+
+    # fresh moments, but the LR schedule continues where it stopped (the scheduler state is restored)
+    def rates(folder):
+        summary = json.loads((folder / "phase1" / "final" / "phase_summary.json").read_text())
+        return [(e["step"], e["learning_rate"]) for e in summary["log_history"]]
+
+    assert len({rate for _, rate in rates(reference)}) >= 4
+    assert rates(out) == rates(reference)
+
+
+def test_malformed_jsonl_source_names_source_path_and_line_and_leaves_nothing(tmp_path, data_dir, capsys):
+    from training.run import script_main
+
+    source = tmp_path / "web.jsonl"
+    source.write_text('{"text": "a first page"}\n{"text": "a second page"}\n{"text": broken\n')
+    out = tmp_path / "out"
+    code = script_main(args(out, "--set", f"data.general.1.path={source}"))
+    error = capsys.readouterr().err.strip().splitlines()[-1]  # after the datasets progress bar
+    assert (
+        code == 2
+        and error == f"error: source 'gutenberg': {source}: line 3 is not valid JSON (Expecting value)"
+    )
+    assert not out.exists()
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")  # a zero-length input
+    assert script_main(args(out, "--set", f"data.general.1.path={empty}")) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert (
+        error
+        == f"error: source 'gutenberg': no usable document in {empty} (0 whitespace-only, 0 without text)"
+    )
+    assert not out.exists()
+
+
+def test_phase3_alone_anneals_from_a_modernbert_checkpoint(full_run, tmp_path):
+    """The paper's path: phase 3 alone, from an (8k) ModernBERT checkpoint stored in bf16."""
+    from modeling_rexbert import RexBertForMaskedLM
+    from modeling_rexbert.conversion import export_to_modernbert
+    from training.tokenizer import load_tokenizer
+
+    source = full_run / "phase1" / "final"  # global RoPE θ 10k: phase 3's 160k changes it
+    modernbert = tmp_path / "modernbert"
+    model = RexBertForMaskedLM.from_pretrained(source).to(torch.bfloat16)
+    export_to_modernbert(model, modernbert, tokenizer=load_tokenizer(str(source)))
+    assert json.loads((modernbert / "config.json").read_text())["model_type"] == "modernbert"
+    out = tmp_path / "anneal"
+    extra = [
+        "--phase",
+        "3",
+        "--set",
+        f"phase3.init_from={modernbert}",
+        "--set",
+        f"tokenizer.name_or_path={modernbert}",
+        "--set",
+        "phase3.warmup_fraction=0.2",
+        "--set",
+        "phase3.decay_fraction=0.8",
+    ]
+    with pytest.warns(
+        UserWarning, match=r"changes .*modernbert's RoPE θ \(global_rope_theta 10000.0 → 160000.0\)"
+    ):
+        assert main(args(out, *extra)) == 0
+    final = out / "phase3" / "final"
+    summary = json.loads((final / "phase_summary.json").read_text())
+    assert summary["optimizer_state"] == "fresh" and summary["steps"] > 0
+    config = json.loads((final / "config.json").read_text())
+    assert config["model_type"] == "rexbert" and config["sparse_prediction"] is True
+    assert {t.dtype for t in load_file(final / "model.safetensors").values()} == {torch.float32}
+    assert not (out / "phase1").exists() and not (out / "phase2").exists()
+
+
+def test_resume_and_overwrite_exclude_each_other(tmp_path):
+    from rexbert_common.errors import UserError
+
+    with pytest.raises(UserError, match="--resume and --overwrite exclude each other"):
+        main(args(tmp_path / "out", "--resume", "--overwrite"))
+    assert not (tmp_path / "out").exists()
 
 
 def test_cli_registers_train():
@@ -149,6 +287,8 @@ def test_cli_registers_train():
     argv = ["train", "--recipe", "x.yaml", "--phase", "2", "--set", "phase2.lr=1"]
     parsed = build_parser().parse_args(argv)
     assert parsed.phase == "2" and parsed.overrides == ["phase2.lr=1"] and callable(parsed.func)
+    flags = build_parser().parse_args([*argv, "--overwrite", "--allow-fresh-optimizer"])
+    assert flags.overwrite and flags.allow_fresh_optimizer and not flags.resume
 
 
 def test_recipe_typo_fails_before_any_work(tmp_path):
@@ -237,3 +377,118 @@ def test_world_size_is_checked_before_anything_is_built(tmp_path):
     with patched, pytest.raises(WorldSizeError, match="phase1.batch_size"):
         curriculum.run_curriculum(recipe, ["phase1"])
     assert not (tmp_path / "never").exists()
+
+
+@pytest.mark.slow
+def test_sigkill_during_training_then_resume_gives_the_uninterrupted_losses(tmp_path, data_dir):
+    """Acceptance: the training process is SIGKILLed mid-phase (whenever its second checkpoint appears --
+    possibly while it is still being written), then resumed: same steps, same losses as a run that was
+    never interrupted, and every planned row trained once."""
+    import signal
+    import time
+
+    longer = ["--phase", "1", "--set", "phase1.tokens=12000", "--set", "phase1.save_steps=4"]
+    reference = tmp_path / "reference"
+    assert main(args(reference, *longer)) == 0
+    out = tmp_path / "killed"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    child = subprocess.Popen(
+        [sys.executable, str(REPO / "training" / "run.py"), *args(out, *longer)],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 600
+    while not (out / "phase1" / "checkpoint-8").exists() and child.poll() is None:
+        assert time.monotonic() < deadline, "no checkpoint within 10 minutes"
+        time.sleep(0.02)
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    assert child.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (out / "phase1" / "final").exists()
+    assert main(args(out, *longer, "--resume")) == 0
+    expected, resumed = _losses(reference / "phase1" / "final"), _losses(out / "phase1" / "final")
+    assert [s for s, _ in resumed] == [s for s, _ in expected]
+    for (step, a), (_, b) in zip(expected, resumed):
+        assert a == pytest.approx(b, rel=1e-5, abs=1e-6), step
+    summary = json.loads((out / "phase1" / "final" / "phase_summary.json").read_text())
+    assert summary["resumed_from"] is not None
+    assert _train_loss(out / "phase1" / "final") == pytest.approx(_train_loss(reference / "phase1" / "final"))
+
+
+def test_guided_mlm_without_a_mined_source_is_an_error(tmp_path):
+    from rexbert_common import UserError
+
+    overrides = [
+        "--set",
+        "data.domain.0.mine_attributes=false",
+        "--set",
+        "data.domain.1.mine_attributes=false",
+    ]
+    with pytest.raises(UserError, match="phase3.masking.guided_fraction is 0.05 but no data source sets"):
+        main(args(tmp_path / "never", *overrides))
+    assert not (tmp_path / "never").exists()
+
+
+@pytest.mark.slow
+def test_streaming_phase3_guides_five_percent_of_sequences(full_run, tmp_path):
+    """Acceptance: with every source streaming, the miner is fitted on a bounded sample of the streams and
+    phase 3 (guided_fraction 0.05) masks 5% ± 1% of its ~3,000 trained sequences on mined spans."""
+    import shutil
+
+    out = tmp_path / "stream"
+    shutil.copytree(full_run / "tokenizer", out / "tokenizer")
+    shutil.copytree(full_run / "phase2" / "final", out / "phase2" / "final")
+    streaming = [f"data.{g}.{i}.streaming=true" for g in ("general", "domain") for i in range(2)]
+    streaming += ["data.miner_sample_docs=300"]
+    phase3 = ["tokens=100000", "max_seq_len=32", "batch_size=64", "micro_batch_size=32", "logging_steps=50"]
+    phase3 += [
+        "batch_warmup_step_rows=0",
+        "save_steps=1000",
+        "carry_optimizer=false",
+        "warmup_fraction=0.1",
+        "decay_fraction=0.9",
+    ]
+    sets = [x for o in streaming + [f"phase3.{p}" for p in phase3] for x in ("--set", o)]
+    assert main(args(out, "--phase", "3", *sets)) == 0
+    summary = json.loads((out / "phase3" / "final" / "phase_summary.json").read_text())
+    assert (
+        summary["planned_rows"] > 2500 and summary["data"]["rows_with_spans"] > 0.3 * summary["data"]["rows"]
+    )
+    guided = summary["guided_mlm"]
+    assert guided["target_share"] == 0.05 and abs(guided["share"] - 0.05) <= 0.01, guided
+    assert guided["spans_per_guided_sequence"] >= 1.0, guided
+
+
+@pytest.mark.slow
+def test_prepare_only_builds_the_rows_that_training_then_reuses(tmp_path, capsys):
+    out = tmp_path / "prepared"
+    assert main(args(out, "--phase", "1", "--prepare-only")) == 0
+    printed = capsys.readouterr().out
+    # the epoch report comes before any build
+    assert printed.index("source epochs, phase1: wikitext2 ≈") < printed.index("phase1: building")
+    build = out / "phase1" / "rows" / "build.json"
+    assert build.exists() and not (out / "phase1" / "final").exists()
+    assert not list((out / "phase1").glob("checkpoint-*"))
+    built_at = build.stat().st_mtime_ns
+    assert main(args(out, "--phase", "1")) == 0
+    assert "phase1: building" not in capsys.readouterr().out
+    assert build.stat().st_mtime_ns == built_at and (out / "phase1" / "final" / "config.json").exists()
+
+
+def test_epoch_report_counts_drawn_over_available_tokens(tmp_path):
+    from training.data import load_source
+    from training.epochs import epoch_report
+    from training.recipe import MixtureConfig, PhaseConfig, SourceConfig
+
+    (tmp_path / "small.txt").write_text("\n".join(["abcd " * 20] * 10))  # 10 docs × 100 chars
+    (tmp_path / "big.txt").write_text("\n".join(["wxyz " * 20] * 40))  # 40 docs × 100 chars
+    small = load_source(SourceConfig(name="small", path=str(tmp_path / "small.txt"), doc_per_line=True))
+    big = load_source(SourceConfig(name="big", path=str(tmp_path / "big.txt"), doc_per_line=True))
+    phase = PhaseConfig(tokens=5000, mixture=MixtureConfig(domain_start=0.2, domain_end=0.2))
+    report = {r["source"]: r for r in epoch_report([big], [small], phase, 1.0, {False: 4.0, True: 4.0})}
+    # 25 tokens a document: small = 250 tokens, big = 1000; the domain (small) gets 20% of 5000 tokens
+    assert report["small"]["source_tokens"] == pytest.approx(250) and report["big"][
+        "source_tokens"
+    ] == pytest.approx(1000)
+    assert report["small"]["epochs"] == pytest.approx(1000 / 250) and report["big"][
+        "epochs"
+    ] == pytest.approx(4000 / 1000)

@@ -3,14 +3,17 @@
 import numpy as np
 import pytest
 import torch
+import transformers
 from transformers import TrainingArguments
 
 from modeling_rexbert import RexBertConfig, RexBertForMaskedLM
+from rexbert_common.errors import UserError
 from training.batch_plan import plan_batches
 from training.collator import MICRO_BATCHES_KEY, STATS_KEY, PackedMLMCollator, StepCollator
 from training.masking import MaskingConfig, SpanMasker
-from training.recipe import PhaseConfig
+from training.recipe import PhaseConfig, recipe_from_dict
 from training.trainer import RexBertTrainer
+from training.trainer_settings import training_arguments
 
 
 def _items(lengths, seed=0):
@@ -67,7 +70,11 @@ def test_step_loss_is_normalised_over_all_labelled_tokens_of_the_step(trainer):
     assert loss.item() == pytest.approx(reference.item(), rel=1e-5)
     for name, grad in expected.items():
         torch.testing.assert_close(accumulated[name], grad, rtol=1e-4, atol=1e-6, msg=name)
-    assert trainer.totals == {"rows": 4, "row_id_sum": 6, "steps": 1}
+    assert {k: trainer.totals[k] for k in ("rows", "row_id_sum", "steps")} == {
+        "rows": 4,
+        "row_id_sum": 6,
+        "steps": 1,
+    }
 
 
 def test_gradient_accumulation_must_be_left_to_the_plan(tmp_path, trainer):
@@ -76,3 +83,111 @@ def test_gradient_accumulation_must_be_left_to_the_plan(tmp_path, trainer):
     )
     with pytest.raises(ValueError, match="gradient_accumulation_steps=1"):
         RexBertTrainer(model=trainer.model, args=args, phase=trainer.phase, batch_plan=trainer.batch_plan)
+
+
+# -- the recipe's trainer settings, FSDP refusal, optimizer hand-off --------------------------------------
+
+
+def _tiny_model():
+    from modeling_rexbert import RexBertConfig, RexBertForMaskedLM
+
+    config = RexBertConfig.for_size(
+        "micro",
+        num_hidden_layers=1,
+        hidden_size=64,
+        intermediate_size=96,
+        num_attention_heads=1,
+        vocab_size=64,
+        pad_token_id=0,
+        cls_token_id=1,
+        sep_token_id=2,
+        mask_token_id=3,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
+    return RexBertForMaskedLM(config)
+
+
+def _settings_trainer(tmp_path, **settings):
+    recipe = recipe_from_dict(
+        {
+            "name": "t",
+            "data": {"general": [{"name": "g", "path": "/x.txt"}]},
+            "trainer": settings,
+            "phase1": {
+                "tokens": 512,
+                "max_seq_len": 64,
+                "batch_size": 2,
+                "micro_batch_size": 1,
+                "max_position_embeddings": 64,
+            },
+        }
+    )
+    args = training_arguments(recipe, "phase1", tmp_path, steps=2)
+    rows = [{"input_ids": [1, 5, 6, 2]} for _ in range(4)]
+    plan = plan_batches(np.full(4, 4), recipe.phase1, world_size=1)
+    return RexBertTrainer(
+        model=_tiny_model(),
+        args=args,
+        data_collator=lambda items: items,
+        train_dataset=rows,
+        phase=recipe.phase1,
+        batch_plan=plan,
+    )
+
+
+def test_dataloader_honours_the_recipes_worker_settings(tmp_path):
+    loader = _settings_trainer(
+        tmp_path, dataloader_num_workers=2, dataloader_persistent_workers=True, dataloader_prefetch_factor=3
+    ).get_train_dataloader()
+    assert (loader.num_workers, loader.persistent_workers, loader.prefetch_factor) == (2, True, 3)
+    default = _settings_trainer(tmp_path).get_train_dataloader()
+    assert (default.num_workers, default.persistent_workers) == (0, False)
+
+
+def test_fsdp_is_refused_with_a_clear_message(tmp_path, monkeypatch):
+    original = transformers.Trainer.create_accelerator_and_postprocess
+
+    def with_fsdp(self):
+        original(self)
+        self.is_fsdp_enabled = True  # what an `accelerate launch --use_fsdp` run sets
+
+    monkeypatch.setattr(transformers.Trainer, "create_accelerator_and_postprocess", with_fsdp)
+    with pytest.raises(UserError, match="FSDP is not supported .*per-shard update RMS.*use DDP"):
+        _settings_trainer(tmp_path)
+
+
+def test_a_phase_continues_from_the_previous_phases_optimizer_moments(tmp_path):
+    previous = _settings_trainer(tmp_path / "previous")
+    previous.create_optimizer()
+    for p in previous.model.parameters():  # a non-trivial state: one step on random gradients
+        p.grad = torch.randn_like(p)
+    previous.optimizer.step()
+    checkpoint = tmp_path / "phase1" / "checkpoint-2"
+    checkpoint.mkdir(parents=True)
+    torch.save(previous.optimizer.state_dict(), checkpoint / "optimizer.pt")
+
+    trainer = _settings_trainer(tmp_path / "next")
+    trainer.optimizer_state_from = checkpoint
+    optimizer = trainer.create_optimizer()
+    moments = [optimizer.state[p]["exp_avg"] for p in trainer.model.parameters()]
+    expected = [previous.optimizer.state[p]["exp_avg"] for p in previous.model.parameters()]
+    assert len(moments) == len(expected) > 0
+    for got, want in zip(moments, expected):
+        assert torch.equal(got, want)
+    assert optimizer.param_groups[0]["lr"] == trainer.phase.lr
+
+
+def test_training_step_never_syncs_the_device_with_the_host(trainer):
+    """The collator computes every packing tensor on the host; the step (forward, backward, loss
+    normalisation, accuracy counters) must not read a device value back (no .item()/nonzero())."""
+    from torch.profiler import ProfilerActivity, profile
+
+    masker = SpanMasker(MaskingConfig(mlm_probability=0.3), 3, [0, 1, 2, 3], 97)
+    step = StepCollator(PackedMLMCollator(masker, seed=0), micro_batch_size=2)(_items([60, 50, 6, 8]))
+    trainer.training_step(trainer.model, step)  # warm-up: lazy initialisation may sync once
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        trainer.training_step(trainer.model, step)
+    names = {event.name for event in prof.events()}
+    syncs = {"aten::_local_scalar_dense", "aten::item", "aten::nonzero", "aten::is_nonzero"} & names
+    assert not syncs, syncs

@@ -90,13 +90,23 @@ def test_retries_with_exponential_backoff(server):
     assert results[0].label == 1 and _Stub.calls == 2 and sleeps == [0.5]
 
 
-@pytest.mark.parametrize("mode", ["garbage", "html"])
-def test_garbage_answers_are_counted_malformed(server, tmp_path, mode):
-    _Stub.mode = mode
+def test_garbage_answers_are_counted_malformed(server, tmp_path):
+    _Stub.mode = "garbage"
     labeler, _ = _labeler(server)
     results, stats = label_documents(TEXTS, labeler, get_prompt("v1"), LabelCache(tmp_path / "c.sqlite"))
     assert all(r.label is None and r.status == "malformed" for r in results)
     assert stats.as_dict() == {"cache_hits": 0, "dropped_label_malformed": 4}
+
+
+def test_html_error_pages_are_endpoint_errors_retried_on_the_next_run(server, tmp_path):
+    _Stub.mode = "html"
+    labeler, sleeps = _labeler(server, max_retries=1)
+    cache = LabelCache(tmp_path / "c.sqlite")
+    results, stats = label_documents(TEXTS, labeler, get_prompt("v1"), cache)
+    assert [r.status for r in results] == ["error"] * 4 and sleeps == [0.5] * 4  # retried, then given up
+    _Stub.mode = "ok"  # the endpoint recovers: nothing was cached, every document is asked again
+    results, stats = label_documents(TEXTS, labeler, get_prompt("v1"), cache)
+    assert [r.label for r in results] == [1, 0, 1, 0] and stats.as_dict()["cache_hits"] == 0
 
 
 def test_endpoint_down_is_an_error_count_not_a_crash(tmp_path):
@@ -110,7 +120,7 @@ def test_endpoint_down_is_an_error_count_not_a_crash(tmp_path):
     assert stats.as_dict()["dropped_label_error"] == 2
     assert sorted(sleeps) == [0.5, 0.5, 1.0, 1.0]
     assert (
-        cache.get_many([LabelCache.key(labeler.identity, "v1", TEXTS[0])]) == {}
+        cache.get_many([LabelCache.key(labeler.identity, get_prompt("v1").cache_key, TEXTS[0])]) == {}
     )  # errors are retried later
 
 

@@ -1,0 +1,58 @@
+"""The same pipeline on Slurm: the generated sbatch submissions, checked without a cluster."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from curation.pipeline import STAGES, build_stages, run_pipeline
+from tests.curation.conftest import curation_config
+
+
+@pytest.fixture()
+def sbatch(monkeypatch):
+    """Records every sbatch script instead of submitting it; job ids 1001, 1002, ..."""
+    import datatrove.executor.slurm as slurm
+
+    submitted = []
+
+    def fake_launch(contents, job_id_retriever, *args):
+        submitted.append((contents, args))
+        return str(1000 + len(submitted))
+
+    monkeypatch.setattr(slurm, "launch_slurm_job", fake_launch)
+    return submitted
+
+
+def test_slurm_submits_every_stage_as_a_dependent_job_array(sbatch, small_corpus, tmp_path):
+    config = curation_config(
+        tmp_path,
+        [{"path": str(small_corpus)}],
+        **{
+            "executor.kind": "slurm",
+            "executor.tasks": 8,
+            "executor.slurm": {
+                "partition": "cpu-long",
+                "time": "12:00:00",
+                "cpus_per_task": 2,
+                "venv_path": "/opt/venv/bin/activate",
+            },
+        },
+    )
+    assert run_pipeline(config) is None  # submitted, not run
+    jobs = [(c, a) for c, a in sbatch if "launch_pickled_pipeline" in c]  # the rest merge each stage's stats
+    names = [re.search(r"#SBATCH --job-name=(\S+)", c).group(1) for c, _ in jobs]
+    assert names == [f"rexbert_{stage}" for stage in STAGES]
+    arrays = [re.search(r"#SBATCH --array=(\S+)", c).group(1) for c, _ in jobs]
+    stages = build_stages(config)
+    assert arrays == [f"0-{s.tasks - 1}%1" for s in stages]  # %1: executor.workers=1 tasks at once
+    assert arrays[0] == "0-7%1" and arrays[2] == "0-13%1"  # 8 tasks; one per MinHash bucket
+    for k, (contents, args) in enumerate(jobs):
+        assert "#SBATCH --partition=cpu-long" in contents and "#SBATCH --time=12:00:00" in contents
+        assert "#SBATCH --cpus-per-task=2" in contents and "source /opt/venv/bin/activate" in contents
+        assert str(stages[k].dir / "logs") in contents  # every job runs its own stage's pickled executor
+        if k:  # each stage waits for the previous one to succeed
+            previous_id = str(1001 + [i for i, (c, _) in enumerate(sbatch) if c == jobs[k - 1][0]][0])
+            assert f"afterok:{previous_id}" in contents + " ".join(args)
+    assert all((s.dir / "logs" / "executor.pik").exists() for s in stages)
