@@ -49,12 +49,10 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import json
-    import logging
 
     from curation.config import load_config
     from curation.pipeline import run_pipeline
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     overrides = list(args.overrides)
     for flag, key in (
         ("output_dir", "output.dir"),

@@ -42,19 +42,22 @@ def audited_subset(domains: list[str], ids: list[str], per_domain: int, seed: in
     return sorted(chosen)
 
 
-def measure_cleaning(config: CurationConfig, texts: list[str], domains: list[str], labels: list[int | None]):
-    """Boilerplate removal and adult drops on the labelled sample, per domain and label: the adult filter's
-    drops among documents the labeler judged Relevant are its false positives on commerce content."""
-    from curation.cleaning.adult import AdultWords
+def measure_cleaning(config: CurationConfig, texts, urls, domains, labels: list[int | None]):
+    """Boilerplate removal and adult drops on the labelled sample (the same steps as the prepare stage), per
+    domain and label: the adult filter's drops among documents the labeler judged Relevant are its false
+    positives on commerce content."""
+    from datatrove.data import Document
+
     from curation.cleaning.boilerplate import BoilerplateRemover
+    from curation.filters import AdultFilter
 
     remover = BoilerplateRemover(
         config.cleaning.boilerplate.extra_patterns, config.cleaning.boilerplate.max_line_words
     )
-    words = AdultWords(config.cleaning.adult)
+    adult = AdultFilter(config.cleaning.adult)
     stats: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     cleaned = []
-    for text, domain, label in zip(texts, domains, labels):
+    for text, url, domain, label in zip(texts, urls, domains, labels):
         new, removed = remover.clean(text) if config.cleaning.boilerplate.enabled else (text, 0)
         cleaned.append(new)
         row = stats[domain]
@@ -63,7 +66,8 @@ def measure_cleaning(config: CurationConfig, texts: list[str], domains: list[str
         row[f"{tag}_chars"] += len(text)
         row[f"{tag}_boilerplate_chars"] += len(text) - len(new)
         row[f"{tag}_docs_with_boilerplate"] += int(removed > 0)
-        row[f"{tag}_adult_dropped"] += int(words.check(new) is not None)
+        verdict = adult.judge(Document(text=new, id="", metadata={"url": url or "", "domain": domain}))
+        row[f"{tag}_adult_dropped"] += int(verdict is not True)
     report = {}
     for domain, row in sorted(stats.items()):
         rel = row.get("relevant_docs", 0)
@@ -184,7 +188,8 @@ class LabelAndTrain(PipelineStep):
                         f"(per round: {kappas}); see {out / 'audit.json'}, revise the prompt "
                         "(a new file in audit.prompts_dir) or set audit.on_target_missed"
                     )
-                cleaned, cleaning = measure_cleaning(config, texts, domains, labels)
+                urls = sample.column("url").to_pylist()
+                cleaned, cleaning = measure_cleaning(config, texts, urls, domains, labels)
                 summary |= {"labelling": labelling, "cleaning_on_sample": cleaning}
                 for domain in sorted(set(domains)):
                     rows = [i for i, d in enumerate(domains) if d == domain and labels[i] is not None]

@@ -50,6 +50,7 @@ def _candidate_schema():
             ("id", pa.string()),
             ("text", pa.string()),
             ("truth", pa.int8()),
+            ("url", pa.string()),
         ]
     )
 
@@ -141,18 +142,24 @@ class SampleCandidates(PipelineStep):
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        heaps: dict[str, list[tuple[int, str, str, int]]] = {}
+        heaps: dict[str, list[tuple[int, str, str, int, str]]] = {}
         for doc in data:
             if doc.metadata.get("route") == "filter":
-                entry = (-sample_key(self.seed, doc.id), doc.id, doc.text, doc.metadata.get("truth", -1))
+                entry = (
+                    -sample_key(self.seed, doc.id),
+                    doc.id,
+                    doc.text,
+                    doc.metadata.get("truth", -1),
+                    doc.metadata.get("url", ""),
+                )
                 heap = heaps.setdefault(doc.metadata["domain"], [])
                 if len(heap) < self.per_domain:
                     heapq.heappush(heap, entry)
                 elif entry > heap[0]:
                     heapq.heapreplace(heap, entry)
             yield doc
-        rows = [(d, -k, i, t, y) for d, heap in sorted(heaps.items()) for k, i, t, y in heap]
-        columns = list(zip(*rows)) if rows else [[]] * 5
+        rows = [(d, -k, i, t, y, u) for d, heap in sorted(heaps.items()) for k, i, t, y, u in heap]
+        columns = list(zip(*rows)) if rows else [[]] * 6
         table = pa.table(dict(zip(_candidate_schema().names, columns)), schema=_candidate_schema())
         self.stat_update("candidates", value=len(rows))
         with self.folder.open(f"{rank:05d}.parquet", "wb") as handle:

@@ -60,9 +60,7 @@ def apply_rope(qk: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.
 class RexBertEmbeddings(nn.Module):
     def __init__(self, config: RexBertConfig):
         super().__init__()
-        self.tok_embeddings = nn.Embedding(
-            config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id
-        )
+        self.tok_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, config.pad_token_id)
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.norm_eps, bias=config.norm_bias)
         self.drop = nn.Dropout(config.embedding_dropout)
 
@@ -82,7 +80,12 @@ class RexBertAttention(nn.Module):
         self.head_dim = config.head_dim
         is_local = config.layer_types[layer_idx] == _LOCAL
         # FlashAttention's (left, right): query i sees keys i - left .. i + right, i.e. |i - j| <= window/2.
-        self.window_size = (config.sliding_window, config.sliding_window) if is_local else GLOBAL_WINDOW
+        window_size = (config.sliding_window, config.sliding_window) if is_local else GLOBAL_WINDOW
+        self.kernel_args = {
+            "window_size": window_size,
+            "scale": self.head_dim**-0.5,
+            "deterministic": config.deterministic_flash_attn,
+        }
         self.Wqkv = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=config.attention_bias)
         self.Wo = nn.Linear(config.hidden_size, config.hidden_size, bias=config.attention_bias)
         self.out_drop = nn.Dropout(config.attention_dropout)
@@ -100,15 +103,9 @@ class RexBertAttention(nn.Module):
         qkv = self.Wqkv(x).view(N, 3, self.num_heads, self.head_dim)  # (N, 3, heads, d)
         qk, v = qkv.split([2, 1], dim=1)
         q, k = apply_rope(qk, *rope).unbind(1)  # (N, heads, d) views
+        dropout = self.config.attention_dropout if self.training else 0.0
         out, weights = ATTENTION_BACKENDS[backend](
-            q,
-            k,
-            v.squeeze(1),
-            batch,
-            window_size=self.window_size,
-            dropout=self.config.attention_dropout if self.training else 0.0,
-            scale=self.head_dim**-0.5,
-            deterministic=self.config.deterministic_flash_attn,
+            q, k, v.squeeze(1), batch, dropout=dropout, **self.kernel_args
         )
         out = out.reshape(N, self.num_heads * self.head_dim)
         if rows is not None:
@@ -284,13 +281,9 @@ class RexBertModel(RexBertPreTrainedModel):
             hidden = self.embeddings(input_ids=batch.unpad(input_ids))  # (N, H)
         else:
             hidden = self.embeddings(inputs_embeds=batch.unpad(inputs_embeds))
-        backend = self.attention_backend(
-            hidden.device,
-            torch.get_autocast_dtype(hidden.device.type)
-            if torch.is_autocast_enabled(hidden.device.type)
-            else hidden.dtype,
-            output_attentions,
-        )
+        autocast = torch.is_autocast_enabled(hidden.device.type)
+        dtype = torch.get_autocast_dtype(hidden.device.type) if autocast else hidden.dtype
+        backend = self.attention_backend(hidden.device, dtype, output_attentions)
         ropes = {
             t: rope_cos_sin(batch.position_ids, self.config.head_dim, self.config.rope_theta_for(t))
             for t in set(self.config.layer_types)

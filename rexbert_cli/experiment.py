@@ -147,11 +147,12 @@ def _recipe_path(recipe: str) -> Path:
     return path if path.is_absolute() or path.exists() else REPO_ROOT / path
 
 
-def _cli(argv: list[str]) -> None:
+def _cli(argv: list[str], flags: tuple[str, ...] = ()) -> None:
+    """Run one stage through the ``rexbert`` entry point; ``flags``: the caller's --verbose / --debug."""
     from rexbert_cli.main import main
 
     print(f"\n$ rexbert {shlex.join(argv)}", flush=True)
-    status = main(argv)
+    status = main([*flags, *argv])
     if status:
         raise UserError(
             f"stage `rexbert {argv[0]}` failed (exit status {status}); fix it and rerun to resume"
@@ -195,7 +196,7 @@ class _Stages:
         print(f"[{name}] done in {self.timings[name]:.0f} s", flush=True)
 
 
-def run_experiment(config: ExperimentConfig, force_eval: bool = False) -> Path:
+def run_experiment(config: ExperimentConfig, force_eval: bool = False, flags: tuple[str, ...] = ()) -> Path:
     from rexbert_cli import plots, product_check, summary
     from rexbert_cli.heldout import split_products
     from rexbert_common.data import data_dir
@@ -211,7 +212,7 @@ def run_experiment(config: ExperimentConfig, force_eval: bool = False) -> Path:
         curate += ["--config", config.curation.config]
     for key, value in config.curation.overrides.items():
         curate += ["--set", f"{key}={json.dumps(value)}"]
-    stages.run("curate", lambda: _cli(curate))
+    stages.run("curate", lambda: _cli(curate, flags))
 
     training_dir = out / "training"
     curated = str((curation_dir / "dataset").resolve() / "**" / "*.parquet")
@@ -235,7 +236,7 @@ def run_experiment(config: ExperimentConfig, force_eval: bool = False) -> Path:
             ]
             for item in config.training.overrides:
                 argv += ["--set", item]
-            _cli(argv)
+            _cli(argv, flags)
 
     stages.run("train", train)
     general_model = str(training_dir / "phase1" / "final")
@@ -302,7 +303,7 @@ def run_experiment(config: ExperimentConfig, force_eval: bool = False) -> Path:
         ]
         if mlm.max_texts:
             mlm_cmd += ["--max-texts", str(mlm.max_texts)]
-        stages.run("eval-mlm", lambda: _cli(mlm_cmd), done=eval_dir / "mlm.json")
+        stages.run("eval-mlm", lambda: _cli(mlm_cmd, flags), done=eval_dir / "mlm.json")
         results.append(eval_dir / "mlm.json")
 
     esci = config.evaluation.esci
@@ -325,7 +326,7 @@ def run_experiment(config: ExperimentConfig, force_eval: bool = False) -> Path:
         ]
         if esci.max_pairs:
             esci_cmd += ["--max-pairs", str(esci.max_pairs)]
-        stages.run("eval-esci", lambda: _cli(esci_cmd), done=eval_dir / "esci.json")
+        stages.run("eval-esci", lambda: _cli(esci_cmd, flags), done=eval_dir / "esci.json")
         results.append(eval_dir / "esci.json")
 
     card = [
@@ -340,11 +341,11 @@ def run_experiment(config: ExperimentConfig, force_eval: bool = False) -> Path:
     ]
     if results:
         card += ["--results", *map(str, results)]
-    stages.run("card", lambda: _cli(card))
+    stages.run("card", lambda: _cli(card, flags))
     plot_paths: dict[str, Path] = {}
     stages.run("plots", lambda: plot_paths.update(plots.experiment_plots(out, results)))
     push = ["push", annealed_model, "--repo-id", config.push_to or config.card.repo_id]
-    stages.run("push", lambda: _cli(push if config.push_to else [*push, "--dry-run"]))
+    stages.run("push", lambda: _cli(push if config.push_to else [*push, "--dry-run"], flags))
 
     summary_path = summary.write_summary(
         out, config, stages.timings, models, results, unseen_path, plot_paths
@@ -358,7 +359,8 @@ def _run(args: argparse.Namespace) -> int:
     config = load_experiment(args.config, args.overrides)
     if args.output_dir:
         config.output_dir = args.output_dir
-    run_experiment(config, force_eval=args.force)
+    flags = tuple(f"--{name}" for name in ("verbose", "debug") if getattr(args, name, False))
+    run_experiment(config, force_eval=args.force, flags=flags)
     return 0
 
 

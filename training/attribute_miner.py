@@ -19,8 +19,6 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
-
 _UNITS = (
     r"mm|cm|m|km|in|inch|inches|ft|\"|kg|g|mg|lb|lbs|oz|ml|l|L|TB|GB|MB|kB|GHz|MHz|Hz|W|kW|V|mAh|Wh"
     r"|pc\(s\)|pcs|pc|pack|ct|count|MP|dpi|ppm|rpm|°C|°F|%"
@@ -107,6 +105,8 @@ class AttributeMiner:
         in lower case in at most ``max_lowercase_share`` of its uses elsewhere in the documents
         (brands keep their capital; ordinary words do not).
         """
+        from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
         firsts: Counter[str] = Counter()
         lowercase: Counter[str] = Counter()
         for document in documents:

@@ -35,18 +35,31 @@ class PackedMLMCollator:
         masker: the phase's span masker.
         seed, phase_index: row ``r`` is masked with ``numpy.random.default_rng([seed, phase_index, r])``.
         local_window: the model's local attention window (for FLOP accounting only).
+        guided_probability: chance that a row with mined spans is masked on them first (Guided MLM);
+            the phase sets ``guided_fraction × rows / rows with spans`` so that ``guided_fraction`` of
+            all its rows are guided. None: the same ratio within each micro-batch.
     """
 
-    def __init__(self, masker: SpanMasker, seed: int, phase_index: int = 0, local_window: int = 128) -> None:
+    def __init__(
+        self,
+        masker: SpanMasker,
+        seed: int,
+        phase_index: int = 0,
+        local_window: int = 128,
+        guided_probability: float | None = None,
+    ) -> None:
         self.masker = masker
         self.seed = seed
         self.phase_index = phase_index
         self.local_window = local_window
+        self.guided_probability = guided_probability
 
     def __call__(self, items: list[dict]) -> dict:
         stats = MaskingStats()
-        n_with_spans = sum(1 for it in items if len(it["spans"]))
-        p_guided = self.masker.guided_row_probability(len(items), n_with_spans)
+        p_guided = self.guided_probability
+        if p_guided is None:
+            n_with_spans = sum(1 for it in items if len(it["spans"]))
+            p_guided = self.masker.guided_row_probability(len(items), n_with_spans)
         ids_parts, label_parts, doc_lengths = [], [], []
         for it in items:
             ids = np.asarray(it["input_ids"], dtype=np.int64)  # (n,)

@@ -37,8 +37,9 @@ def _log(message: str) -> None:
 def _load_sources(recipe: Recipe):
     from training.data import load_source
 
-    general = [load_source(s) for s in recipe.data.general]
-    domain = [load_source(s) for s in recipe.data.domain]
+    buffer = recipe.data.shuffle_buffer_docs
+    general = [load_source(s, buffer) for s in recipe.data.general]
+    domain = [load_source(s, buffer) for s in recipe.data.domain]
     for src in (*general, *domain):
         st = src.stats
         _log(
@@ -50,13 +51,37 @@ def _load_sources(recipe: Recipe):
     return general, domain
 
 
-def _miner(general, domain):
-    """The Guided-MLM attribute miner, fitted on the titles (first lines) of the in-memory sources with
-    ``mine_attributes`` (None when there is none)."""
+def _miner(recipe: Recipe, general, domain):
+    """The Guided-MLM attribute miner, its brand lexicon fitted on a bounded sample
+    (``data.miner_sample_docs`` documents) of each ``mine_attributes`` source, streaming or not;
+    None when no source is mined."""
+    import numpy as np
+
     from training.attribute_miner import AttributeMiner
 
-    mined = [s for s in (*general, *domain) if s.config.mine_attributes and s.texts is not None]
-    return AttributeMiner().fit(t.split("\n", 1)[0] for s in mined for t in s.texts) if mined else None
+    mined = [s for s in (*general, *domain) if s.config.mine_attributes]
+    if not mined:
+        return None
+    n = recipe.data.miner_sample_docs
+    sample = (
+        text for i, s in enumerate(mined) for text in s.sample(n, np.random.default_rng([recipe.seed, 11, i]))
+    )
+    miner = AttributeMiner().fit(sample)
+    names = ", ".join(s.config.name for s in mined)
+    _log(f"attribute miner: {len(miner.brands)} brands learned from ≤ {n} documents of each of {names}")
+    return miner
+
+
+def _check_guided_sources(recipe: Recipe, phases: list[str]) -> None:
+    """Guided MLM asked for with no source to mine is a recipe error (it would silently do nothing)."""
+    mined = [s.name for s in (*recipe.data.general, *recipe.data.domain) if s.mine_attributes]
+    for name in phases:
+        fraction = recipe.phase(name).masking.guided_fraction
+        if fraction > 0 and not mined:
+            raise UserError(
+                f"{name}.masking.guided_fraction is {fraction} but no data source sets mine_attributes: true "
+                "(set it on the product sources, or guided_fraction: 0)"
+            )
 
 
 def _tokenizer(recipe: Recipe, general, domain, out: Path):
@@ -219,6 +244,46 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def prepare_phase(recipe: Recipe, phase_name: str, tokenizer, general, domain, miner, out: Path):
+    """Build (or reuse) the phase's rows on disk and plan its steps; returns ``(PhaseRows, BatchPlan)``."""
+    from training.batch_plan import plan_batches
+    from training.phase_build import build_phase_rows
+
+    phase = recipe.phase(phase_name)
+    data = build_phase_rows(
+        general,
+        domain,
+        recipe.data,
+        phase,
+        tokenizer,
+        miner,
+        seed=recipe.data.seed * 1000 + PHASES.index(phase_name),
+        folder=out / phase_name / "rows",
+        on_build=lambda message: _log(f"{phase_name}: {message}"),
+    )
+    plan = plan_batches(data.lengths, phase, process_state().num_processes)
+    summary = data.summary()
+    _log(
+        f"{phase_name}: {summary['rows']} rows × {phase.max_seq_len}, {summary['tokens']} tokens, "
+        f"packing efficiency {summary['packing_efficiency']:.3f}, {plan.steps} steps training "
+        f"{plan.planned_rows} rows, "
+        f"domain share {summary['domain_share'][0][1]:.2f}→{summary['domain_share'][-1][1]:.2f} "
+        f"(realised per tenth: {summary['realised_domain_share']}), "
+        f"mined spans {summary['mined_spans']} in {summary['rows_with_spans']} rows"
+    )
+    return data, plan
+
+
+def _report_epochs(recipe: Recipe, phases: list[str], general, domain, tokenizer) -> None:
+    from training.epochs import epoch_report, format_report
+    from training.phase_data import chars_per_token
+
+    ratio = chars_per_token(general, domain, tokenizer, recipe.data.seed)
+    for name in phases:
+        report = epoch_report(general, domain, recipe.phase(name), recipe.data.temperature, ratio)
+        _log(f"source epochs, {format_report(name, report)}")
+
+
 def _phase_train_loss(log_history: list[dict], steps: int) -> float | None:
     """Mean training loss over the whole phase, also across resumes (the Trainer's own ``train_loss``
     covers only the steps since the last resume). Every checkpoint and the last step are logged (see
@@ -264,11 +329,10 @@ def run_phase(
     allow_fresh_optimizer: bool = False,
 ) -> Path | None:
     """Train one phase; returns its final folder (None when stopped early by ``stop_after_steps``)."""
-    from training.batch_plan import plan_batches
     from training.checkpoints import resume_checkpoint
     from training.collator import PackedMLMCollator, StepCollator
     from training.masking import SpanMasker
-    from training.phase_data import PackedDataset, build_phase_rows
+    from training.phase_data import PackedDataset
     from training.trainer import RexBertTrainer
     from training.trainer_settings import training_arguments, use_bf16
 
@@ -279,35 +343,22 @@ def run_phase(
     checkpoint = resume_checkpoint(phase_dir, allow_fresh_optimizer, _log) if resume else None
     carried = None if checkpoint else _optimizer_start(recipe, phase_name, out, allow_fresh_optimizer)
     model = _model_for_phase(recipe, phase_name, tokenizer, out)
-    data = build_phase_rows(
-        general,
-        domain,
-        recipe.data,
-        phase,
-        tokenizer,
-        miner,
-        seed=recipe.data.seed * 1000 + index,
-        folder=phase_dir / "rows",
-        on_build=lambda message: _log(f"{phase_name}: {message}"),
-    )
-    plan = plan_batches(data.lengths, phase, state.num_processes)
+    data, plan = prepare_phase(recipe, phase_name, tokenizer, general, domain, miner, out)
     steps = plan.steps
     summary = data.summary()
-    _log(
-        f"{phase_name}: {summary['rows']} rows × {phase.max_seq_len}, {summary['tokens']} tokens, "
-        f"packing efficiency {summary['packing_efficiency']:.3f}, {steps} steps training "
-        f"{plan.planned_rows} rows, "
-        f"domain share {summary['domain_share'][0][1]:.2f}→{summary['domain_share'][-1][1]:.2f} "
-        f"(realised per tenth: {summary['realised_domain_share']}), "
-        f"mined spans {summary['mined_spans']}"
-    )
     special = sorted(set(tokenizer.all_special_ids))  # never masked, never a random replacement
     masker = SpanMasker(phase.masking, tokenizer.mask_token_id, special, len(tokenizer))
+    if phase.masking.guided_fraction > 0 and data.stats.rows_with_spans == 0:
+        raise UserError(
+            f"{phase_name}.masking.guided_fraction is {phase.masking.guided_fraction} but the miner found "
+            "no span in the phase's rows: check the mine_attributes sources and the phase's mixture"
+        )
     collator = PackedMLMCollator(
         masker,
         seed=recipe.seed,
         phase_index=index,
         local_window=getattr(model.config, "local_attention", 128),
+        guided_probability=masker.guided_row_probability(data.stats.num_rows, data.stats.rows_with_spans),
     )
     args = training_arguments(recipe, phase_name, phase_dir, steps)
     dtype = torch.bfloat16 if use_bf16(recipe.trainer) else torch.float32
@@ -316,7 +367,7 @@ def run_phase(
         model=model,
         args=args,
         data_collator=StepCollator(collator, phase.micro_batch_size),
-        train_dataset=PackedDataset(data.dataset),
+        train_dataset=PackedDataset(data.table),
         processing_class=tokenizer,
         phase=phase,
         batch_plan=plan,
@@ -336,6 +387,15 @@ def run_phase(
         [float(v) for v in trainer.totals.values()], dtype=torch.float64, device=args.device
     )
     trained = dict(zip(trainer.totals, trainer.accelerator.reduce(totals, reduction="sum").tolist()))
+    guided = {
+        "target_share": phase.masking.guided_fraction,
+        "share": round(trained["guided_sequences"] / max(1.0, trained["rows"]), 4),
+        "spans_per_sequence": round(trained["guided_spans"] / max(1.0, trained["rows"]), 3),
+        "spans_per_guided_sequence": round(
+            trained["guided_spans"] / max(1.0, trained["guided_sequences"]), 3
+        ),
+    }
+    _log(f"{phase_name}: guided MLM realised {guided}")
     if stop_after_steps is not None and trainer.state.global_step < steps:
         _log(f"{phase_name}: stopped after step {trainer.state.global_step} of {steps} (--stop-after-steps)")
         trainer.accelerator.wait_for_everyone()
@@ -351,6 +411,7 @@ def run_phase(
         # planned row was trained once: compare with planned_rows, Σ range(planned_rows))
         "trained_rows": int(trained["rows"]),
         "trained_row_id_sum": int(trained["row_id_sum"]),
+        "guided_mlm": guided,
         "num_processes": state.num_processes,
         "data": summary,
         "train": metrics,
@@ -398,25 +459,29 @@ def run_curriculum(
     stop_after_steps: int | None = None,
     overwrite: bool = False,
     allow_fresh_optimizer: bool = False,
+    prepare_only: bool = False,
 ) -> dict[str, Path | None]:
     """Run ``phases`` (a subset of phase1..phase3, in order); returns their final folders.
 
-    Everything that can be checked is checked before anything is written: the sources, and -- without
-    ``resume`` -- that no phase folder already holds a run (``overwrite`` deletes it). If a user error
-    (bad data, bad settings) stops the run before any checkpoint exists, the folders this call created are
-    removed. ``stop_after_steps`` stops each phase after that many steps without writing its final folder
-    (used to test resume: run again with ``resume=True``)."""
+    Everything that can be checked is checked before anything is written: the world size against the
+    batch sizes, Guided MLM against the sources, the sources, and -- without ``resume`` -- that no phase
+    folder already holds a run (``overwrite`` deletes it). If a user error (bad data, bad settings) stops
+    the run before any checkpoint exists, the folders this call created are removed. ``stop_after_steps``
+    stops each phase after that many steps without writing its final folder (used to test resume: run
+    again with ``resume=True``). ``prepare_only`` builds the phases' rows (restartable, parallel with
+    ``data.workers``) and trains nothing: a later run reuses them."""
     from training.batch_plan import check_world_size
     from training.checkpoints import refuse_or_clear_previous_run
     from training.trainer_settings import check_report_to
 
     for name in phases:  # before any source is read or row built
         check_world_size(recipe.phase(name), process_state().num_processes, name)
+    _check_guided_sources(recipe, phases)
     check_report_to(recipe.trainer.report_to)
     out = Path(recipe.output_dir)
     state = process_state()
     general, domain = _load_sources(recipe)
-    if not resume:
+    if not resume and not prepare_only:
         for name in phases:
             refuse_or_clear_previous_run(out / name, overwrite, state.is_main_process)
         state.wait_for_everyone()
@@ -426,8 +491,13 @@ def run_curriculum(
         if state.is_main_process:
             _atomic_write(out / "recipe.json", json.dumps(recipe_to_dict(recipe), indent=1))
         tokenizer = _tokenizer(recipe, general, domain, out)
-        miner = _miner(general, domain)
+        miner = _miner(recipe, general, domain)
+        _report_epochs(recipe, phases, general, domain, tokenizer)
         finals = {}
+        if prepare_only:
+            for name in phases:
+                prepare_phase(recipe, name, tokenizer, general, domain, miner, out)
+            return finals
         for name in phases:
             final_dir = out / name / "final"
             if resume and (final_dir / "config.json").exists():

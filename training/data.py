@@ -1,10 +1,12 @@
 """Read data sources (local files or Hugging Face Hub datasets) into streams of document texts.
 
 Local formats: parquet, json / jsonl (optionally .gz), plain text (.txt / .raw, optionally .gz) and zip
-archives of text files; a path may be a folder or a glob. Anything else is treated as a Hub dataset id
-(``datasets.load_dataset``, optionally streaming). Problems fail early and name the source and path:
-missing/unreadable files, a missing text field, no usable document. Whitespace-only documents are
-dropped and counted.
+archives of text files; a path may be a folder or a glob (e.g. the curation stage's parquet output).
+Anything else is treated as a Hub dataset id (``datasets.load_dataset``). A source is read into memory,
+or with ``streaming: true`` lazily, file by file and record batch by record batch (memory flat in corpus
+size): each epoch visits the files in a new order (seeded) and shuffles documents in a bounded buffer.
+Problems fail early and name the source and path: missing/unreadable files, a missing text field, no
+usable document. Whitespace-only documents are dropped and counted.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ from __future__ import annotations
 import glob
 import gzip
 import io
+import itertools
 import os
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,27 +75,54 @@ class SourceStats:
 
 @dataclass
 class LoadedSource:
-    """A source's documents, in memory (local files) or as a re-iterable stream (Hub streaming)."""
+    """A source's documents, in memory or as a re-iterable stream (``streaming: true``).
+
+    ``_stream_factory(rng)`` returns one epoch of documents in an order drawn from ``rng``.
+    """
 
     config: SourceConfig
     texts: list[str] | None
     stats: SourceStats = field(default_factory=SourceStats)
-    _stream_factory: object = None
+    _stream_factory: Callable[[np.random.Generator], Iterator[str]] | None = None
 
     def cycle(self, rng: np.random.Generator) -> Iterator[str]:
-        """Endless documents; in-memory sources are reshuffled every epoch with ``rng``."""
+        """Endless documents, reshuffled every epoch with ``rng`` (deterministic given its seed)."""
         while True:
             if self.texts is not None:
                 for i in rng.permutation(len(self.texts)):
                     yield self.texts[i]
             else:
                 produced = False
-                for text in self._stream_factory():
+                for text in self._stream_factory(rng):
                     produced = True
                     yield text
                 if not produced:
                     name, path = self.config.name, self.config.path
                     raise DataError(f"source {name!r}: stream {path} yielded no document")
+
+    def sample(self, n: int, rng: np.random.Generator) -> Iterator[str]:
+        """At most ``n`` documents of one epoch (no document twice): a bounded sample of the source."""
+        epoch = (
+            (self.texts[i] for i in rng.permutation(len(self.texts)))
+            if self.texts is not None
+            else self._stream_factory(rng)
+        )
+        return itertools.islice(epoch, n)
+
+
+def buffer_shuffle(items: Iterable[str], rng: np.random.Generator, size: int) -> Iterator[str]:
+    """Approximately shuffle a stream with a ``size``-item buffer (what ``datasets``' streaming shuffle
+    does; hand-written because plain-text and zip sources are not ``datasets`` streams)."""
+    buffer: list[str] = []
+    for item in items:
+        if len(buffer) < size:
+            buffer.append(item)
+            continue
+        k = int(rng.integers(size))
+        yield buffer[k]
+        buffer[k] = item
+    for k in rng.permutation(len(buffer)):
+        yield buffer[k]
 
 
 def _files(src: SourceConfig) -> list[str] | None:
@@ -179,21 +209,25 @@ def _records(src: SourceConfig, path: str) -> Iterator[str | None]:
         elif kind in ("parquet", "json"):
             import datasets
 
+            if os.path.getsize(path) == 0:  # no records (datasets' json builder fails on it obscurely)
+                return
+
+            # a lazy reader: parquet row groups / json lines as they are consumed, no Arrow cache copy
+            dataset = datasets.load_dataset(kind, data_files=path, split="train", streaming=True)
             try:
-                dataset = datasets.load_dataset(kind, data_files=path, split="train")
-            except datasets.exceptions.DatasetGenerationError:
+                for i, row in enumerate(dataset):
+                    if i == 0 and src.text_fields[0] not in row:
+                        raise DataError(
+                            f"source {src.name!r}: text field {src.text_fields[0]!r} not in {path} "
+                            f"(columns: {sorted(row)})"
+                        )
+                    yield _join_fields(row, src.text_fields)
+            except DataError:
+                raise
+            except (ValueError, datasets.exceptions.DatasetGenerationError):
                 if kind != "json":
                     raise
                 raise DataError(f"source {src.name!r}: {path}: {_json_problem(path)}") from None
-            missing = [f for f in src.text_fields[:1] if f not in dataset.column_names]
-            if missing:
-                raise DataError(
-                    f"source {src.name!r}: text field {missing[0]!r} not in {path} "
-                    f"(columns: {dataset.column_names})"
-                )
-            columns = [f for f in src.text_fields if f in dataset.column_names]
-            for row in dataset.select_columns(columns):
-                yield _join_fields(row, src.text_fields)
         else:
             raise DataError(f"source {src.name!r}: unsupported file type {path} (parquet, json[l], txt, zip)")
     except DataError:
@@ -215,7 +249,7 @@ def _clean(src: SourceConfig, raw: Iterator[str | None], stats: SourceStats) -> 
                 return
 
 
-def _hub_stream(src: SourceConfig):
+def _hub_stream(src: SourceConfig, shuffle_buffer: int):
     import datasets
 
     def rows(dataset) -> Iterator[str | None]:
@@ -227,20 +261,38 @@ def _hub_stream(src: SourceConfig):
                 )
             yield _join_fields(row, src.text_fields)
 
-    def factory() -> Iterator[str]:
+    def factory(rng: np.random.Generator) -> Iterator[str]:
         dataset = datasets.load_dataset(src.path, src.subset, split=src.split, streaming=True)
+        dataset = dataset.shuffle(seed=int(rng.integers(2**31)), buffer_size=shuffle_buffer)
         yield from _clean(src, rows(dataset), SourceStats())
 
     return factory
 
 
-def load_source(src: SourceConfig) -> LoadedSource:
-    """Read a source (local files eagerly, Hub datasets eagerly or as a stream)."""
+def _local_stream(src: SourceConfig, files: list[str], shuffle_buffer: int):
+    def factory(rng: np.random.Generator) -> Iterator[str]:
+        def documents() -> Iterator[str | None]:
+            for k in rng.permutation(len(files)):
+                yield from _records(src, files[k])
+
+        yield from buffer_shuffle(_clean(src, documents(), SourceStats()), rng, shuffle_buffer)
+
+    return factory
+
+
+def load_source(src: SourceConfig, shuffle_buffer: int = 10_000) -> LoadedSource:
+    """Read a source: into memory, or (``src.streaming``) as a lazy stream shuffled per epoch through a
+    ``shuffle_buffer``-document buffer. A local stream's first file is opened now, so a bad source fails
+    before any work."""
     files = _files(src)
     stats = SourceStats()
+    if src.streaming:
+        if files is None:
+            return LoadedSource(src, None, stats, _hub_stream(src, shuffle_buffer))
+        for _ in _clean(src, _records(src, files[0]), stats):  # unreadable file, missing field: fail now
+            break
+        return LoadedSource(src, None, stats, _local_stream(src, files, shuffle_buffer))
     if files is None:  # a Hub dataset id
-        if src.streaming:
-            return LoadedSource(src, None, stats, _hub_stream(src))
         import datasets
 
         try:

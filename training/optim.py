@@ -90,8 +90,9 @@ class StableAdamW(torch.optim.Optimizer):
         return loss
 
     def _step_tensors(self, group: dict, params: list[torch.Tensor]) -> None:
-        beta1, beta2 = group["betas"]
-        eps, lr, max_lr, wd = group["eps"], group["lr"], group["max_lr"], group["weight_decay"]
+        """One step for the tensors of one device, grouped by their step count (a tensor that got no
+        gradient at some step keeps its own bias correction)."""
+        by_step: dict[int, list[torch.Tensor]] = {}
         for p in params:
             state = self.state[p]
             if not state:
@@ -99,37 +100,47 @@ class StableAdamW(torch.optim.Optimizer):
                 state["exp_avg"] = torch.zeros_like(p, dtype=torch.float32)
                 state["exp_avg_sq"] = torch.zeros_like(p, dtype=torch.float32)
             state["step"] += 1
+            by_step.setdefault(state["step"], []).append(p)
+        for step, tensors in by_step.items():
+            self._step_tensors_at(group, tensors, step)
+
+    def _step_tensors_at(self, group: dict, params: list[torch.Tensor], step: int) -> None:
+        """Moments are kept debiased (optimi's "debiased betas": step t's EMA weight makes m_t equal m̂_t),
+        so no bias-correction temporaries are needed; the gradients serve as scratch space, as in optimi
+        (the caller zeroes them next)."""
+        beta1, beta2 = group["betas"]
+        eps, lr, max_lr, wd = group["eps"], group["lr"], group["max_lr"], group["weight_decay"]
         states = [self.state[p] for p in params]
-        grads = [p.grad.float() for p in params]
         exp_avgs = [s["exp_avg"] for s in states]
         exp_avg_sqs = [s["exp_avg_sq"] for s in states]
+        scratch = [p.grad if p.grad.dtype == torch.float32 else p.grad.float() for p in params]
         masters = [p if p.dtype == torch.float32 else p.float() for p in params]
-        bias1 = [1.0 - beta1 ** s["step"] for s in states]
-        bias2 = [1.0 - beta2 ** s["step"] for s in states]
+        weight1 = (1.0 - beta1) / (1.0 - beta1**step)  # = 1 - β̂1, β̂ = β(1-β^(t-1)) / (1-β^t)
+        weight2 = (1.0 - beta2) / (1.0 - beta2**step)
 
-        torch._foreach_lerp_(exp_avgs, grads, 1.0 - beta1)
-        torch._foreach_mul_(exp_avg_sqs, beta2)
-        torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1.0 - beta2)
-        v_hats = torch._foreach_div(exp_avg_sqs, bias2)
+        torch._foreach_lerp_(exp_avgs, scratch, weight1)
+        torch._foreach_mul_(exp_avg_sqs, 1.0 - weight2)
+        torch._foreach_addcmul_(exp_avg_sqs, scratch, scratch, value=weight2)
 
-        # rms_i = sqrt(mean(g² / max(v̂, eps²))) = ||g / sqrt(max(v̂, eps²))||₂ / sqrt(numel): one norm kernel
-        scaled = torch._foreach_maximum(v_hats, eps * eps)
-        torch._foreach_sqrt_(scaled)
-        torch._foreach_reciprocal_(scaled)
-        torch._foreach_mul_(scaled, grads)
-        norms = torch.stack(torch._foreach_norm(scaled))  # (n_tensors,)
-        del scaled
-        numels = torch.tensor([float(p.numel()) for p in params], device=norms.device)
-        lrs = lr / torch.clamp(norms / numels.sqrt(), min=1.0)  # (n_tensors,), stays on the device
+        # rms_i² = mean(g² / max(v̂, eps²)) = ||g² / max(v̂, eps²)||₁ / numel: one norm kernel per list
+        inverse = torch._foreach_maximum(exp_avg_sqs, eps * eps)
+        torch._foreach_reciprocal_(inverse)  # then multiply: division is several times slower on CPUs
+        torch._foreach_mul_(scratch, scratch)
+        torch._foreach_mul_(scratch, inverse)
+        del inverse
+        mean_squares = torch.stack(torch._foreach_norm(scratch, 1))  # (n_tensors,)
+        numels = torch.tensor([float(p.numel()) for p in params], device=mean_squares.device)
+        lrs = lr / torch.clamp((mean_squares / numels).sqrt(), min=1.0)  # (n_tensors,), stays on the device
 
         if wd:
             torch._foreach_mul_(masters, list((1.0 - lrs * (wd / max_lr)).unbind()))
-        torch._foreach_sqrt_(v_hats)
-        torch._foreach_add_(v_hats, eps)
-        updates = torch._foreach_div(exp_avgs, bias1)
-        torch._foreach_div_(updates, v_hats)
-        torch._foreach_mul_(updates, list((-lrs).unbind()))
-        torch._foreach_add_(masters, updates)
+        # p += m̂ / ((sqrt(v̂) + eps) / -lr_t): the per-tensor LR folded into the denominator stays a device
+        # tensor (addcdiv's own per-tensor scalars would have to be read back to the host)
+        torch._foreach_copy_(scratch, exp_avg_sqs)
+        torch._foreach_sqrt_(scratch)
+        torch._foreach_add_(scratch, eps)
+        torch._foreach_mul_(scratch, list((-1.0 / lrs).unbind()))
+        torch._foreach_addcdiv_(masters, exp_avgs, scratch)
         for p, master in zip(params, masters):
             if master is not p:
                 p.copy_(master)

@@ -1,46 +1,38 @@
-"""A phase's training rows: mixture sampling → tokenization (+ Guided-MLM spans) → best-fit packing,
-and the deterministic batch plan (batch-size warmup by tokens seen) the Trainer iterates in order.
+"""A phase's training rows: mixture sampling → shards of documents → tokenization (+ Guided-MLM spans) →
+best-fit packing.
 
-Rows are generated as a stream with memory bounded by the packing buffer (``data.buffer_docs``
-documents) and written to an on-disk Arrow dataset that training memory-maps (``build_phase_rows``),
-so the token budget only costs disk. The build is deterministic from the recipe seed and fingerprinted:
-a resumed run reuses the finished build, and with masks seeded by row id sees exactly the same batches.
-``build_phase_data`` returns the same rows as an in-memory list (small phases, tests).
+Sampling is cheap and sequential: the mixture controller picks each document's group so the *token*
+share of the domain group follows the phase's schedule, predicting a document's tokens from its
+characters (a chars-per-token ratio measured per group on a fixed sample). The document sequence is cut
+into shards of ``data.shard_buffers × data.buffer_docs`` documents. Tokenizing, mining and packing a
+shard depends only on the shard, so shards are processed in parallel (``phase_build``) and the rows are
+the same for any number of workers. Rows are taken shard by shard, in order, until ``phase.tokens`` real
+tokens are reached. ``build_phase_data`` returns the rows in memory (small phases, tests); training uses
+the sharded on-disk build of ``training.phase_build``, which yields the same rows.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import logging
-import os
-import shutil
-import time
+import math
 from collections import Counter
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 import numpy as np
-import torch
-from tqdm.auto import tqdm
 
 from training.attribute_miner import AttributeMiner, char_to_token_spans
-from training.data import LoadedSource, source_files
+from training.data import LoadedSource
 from training.mixture import MixtureSampler, cumulative_domain_share, domain_share
 from training.packing import PackedRow, TokenizedDoc, best_fit_pack
 from training.recipe import DataConfig, PhaseConfig
 
-logger = logging.getLogger(__name__)
-# Bump when the generation or the on-disk layout changes: it is part of the build fingerprint.
-FORMAT_VERSION = 1
-BUILD_INFO = "build.json"  # written last inside the temp folder: its presence marks a complete build
-ROWS_FILE = "rows.arrow"
+CALIBRATION_DOCS = 256  # documents per group tokenized to measure characters per token
+SHARDS_PER_PHASE = 8  # a phase has at least this many shards (its documents' predicted tokens)
 
 
 @dataclass
 class PhaseStats:
-    """What went into a phase's rows, accumulated while they are generated (no row kept)."""
+    """What went into a phase's (or a shard's) rows; shard stats add up with :meth:`add`."""
 
     max_seq_len: int
     num_rows: int = 0
@@ -48,13 +40,30 @@ class PhaseStats:
     docs_per_source: Counter = field(default_factory=Counter)
     tokens_per_source: Counter = field(default_factory=Counter)
     domain_share_log: list[tuple[float, float]] = field(default_factory=list)  # scheduled (progress, share)
-    realised_domain_share: list[float] = field(default_factory=list)  # domain share of tokens per tenth
+    decile_tokens: list[list[int]] = field(default_factory=lambda: [[0, 0] for _ in range(10)])
     mined_spans: int = 0
+    rows_with_spans: int = 0
 
     @property
     def packing_efficiency(self) -> float:
         """Real tokens / slots (rows · max_seq_len)."""
         return self.num_tokens / max(1, self.num_rows * self.max_seq_len)
+
+    @property
+    def realised_domain_share(self) -> list[float]:
+        """Domain share of the tokens in each tenth of the phase."""
+        return [round(d / max(1, n), 3) for d, n in self.decile_tokens]
+
+    def add(self, other: PhaseStats) -> None:
+        self.num_rows += other.num_rows
+        self.num_tokens += other.num_tokens
+        self.docs_per_source.update(other.docs_per_source)
+        self.tokens_per_source.update(other.tokens_per_source)
+        for mine, theirs in zip(self.decile_tokens, other.decile_tokens):
+            mine[0] += theirs[0]
+            mine[1] += theirs[1]
+        self.mined_spans += other.mined_spans
+        self.rows_with_spans += other.rows_with_spans
 
     def summary(self) -> dict:
         return {
@@ -64,12 +73,23 @@ class PhaseStats:
             "docs_per_source": dict(self.docs_per_source),
             "tokens_per_source": dict(self.tokens_per_source),
             "mined_spans": self.mined_spans,
+            "rows_with_spans": self.rows_with_spans,
             "domain_share": [(round(p, 3), round(s, 3)) for p, s in self.domain_share_log],
             "realised_domain_share": self.realised_domain_share,
         }
 
     def to_json(self) -> dict:
-        return {**self.summary(), "max_seq_len": self.max_seq_len, "domain_share": self.domain_share_log}
+        return {
+            "max_seq_len": self.max_seq_len,
+            "rows": self.num_rows,
+            "tokens": self.num_tokens,
+            "docs_per_source": dict(self.docs_per_source),
+            "tokens_per_source": dict(self.tokens_per_source),
+            "domain_share": self.domain_share_log,
+            "decile_tokens": self.decile_tokens,
+            "mined_spans": self.mined_spans,
+            "rows_with_spans": self.rows_with_spans,
+        }
 
     @classmethod
     def from_json(cls, obj: dict) -> PhaseStats:
@@ -80,8 +100,9 @@ class PhaseStats:
             docs_per_source=Counter(obj["docs_per_source"]),
             tokens_per_source=Counter(obj["tokens_per_source"]),
             domain_share_log=[tuple(x) for x in obj["domain_share"]],
-            realised_domain_share=obj["realised_domain_share"],
+            decile_tokens=obj["decile_tokens"],
             mined_spans=obj["mined_spans"],
+            rows_with_spans=obj["rows_with_spans"],
         )
 
 
@@ -92,96 +113,188 @@ class PhaseData(PhaseStats):
     rows: list[PackedRow] = field(default_factory=list)
 
 
-def generate_rows(
+# -- sampling --------------------------------------------------------------------------------------
+
+
+@dataclass
+class ShardDocs:
+    """The documents of one shard, in sampling order, with their source, group and phase progress."""
+
+    index: int
+    texts: list[str]
+    sources: list[str]
+    is_domain: list[bool]
+    progress: list[float]  # predicted share of the phase's tokens sampled before each document
+
+
+def chars_per_token(general, domain, tokenizer, seed: int) -> dict[bool, float]:
+    """Characters per token of each group, measured on ``CALIBRATION_DOCS`` documents drawn with a fixed
+    seed (the controller's token predictions; deterministic, so the document sequence is too)."""
+    ratio = {}
+    for is_domain, group in ((False, general), (True, domain)):
+        if not group:
+            continue
+        per_source = max(1, CALIBRATION_DOCS // len(group))
+        texts = [
+            t for i, s in enumerate(group) for t in s.sample(per_source, np.random.default_rng([seed, 5, i]))
+        ]
+        tokens = sum(
+            len(ids) for ids in tokenizer(texts, add_special_tokens=True, verbose=False)["input_ids"]
+        )
+        ratio[is_domain] = max(1e-3, sum(len(t) for t in texts) / max(1, tokens))
+    return ratio
+
+
+def sample_shards(
     general: list[LoadedSource],
     domain: list[LoadedSource],
     data: DataConfig,
     phase: PhaseConfig,
-    tokenizer,
-    miner: AttributeMiner | None,
     seed: int,
-    stats: PhaseStats,
-    chunk_docs: int = 64,
-) -> Iterator[PackedRow]:
-    """Sample, tokenize and pack documents until ``phase.tokens`` real tokens are produced.
+    ratio: dict[bool, float],
+) -> Iterator[ShardDocs]:
+    """Endless shards of documents; the consumer stops once enough tokens are packed.
 
-    Yields the rows in training order, one packing buffer (``data.buffer_docs`` documents) at a time,
-    so memory is bounded by the buffer whatever the budget. ``stats`` is filled in as rows are yielded
-    (complete once the generator is exhausted).
+    A document is domain when the domain's predicted tokens lag the integral of the schedule (a
+    cumulative controller; past the predicted end of the phase the schedule stays at its end value).
+    A shard holds ``shard_buffers × buffer_docs`` documents, or fewer once its predicted tokens reach
+    1/``SHARDS_PER_PHASE`` of the phase (small phases still split into several shards of parallel work).
     """
     sampler = MixtureSampler(general, domain, phase.mixture, data.temperature, seed)
-    mined_sources = {s.config.name for s in (*general, *domain) if s.config.mine_attributes}
-    shuffle_rng = np.random.default_rng([seed, 7])
+    per_shard = data.shard_buffers * data.buffer_docs
+    shard_tokens = phase.tokens / SHARDS_PER_PHASE
+    budget = float(phase.tokens)
+    limit = data.max_doc_tokens or math.inf
+    total, dom = 0.0, 0.0
+    end_share = domain_share(phase.mixture, 1.0)
+    for index in range(1 << 62):
+        shard = ShardDocs(index, [], [], [], [])
+        start = total
+        while len(shard.texts) < per_shard and total - start < shard_tokens:
+            if total == 0:
+                want = sampler.rng.random() < phase.mixture.domain_start
+            else:
+                due = budget * cumulative_domain_share(phase.mixture, total / budget)
+                due += max(0.0, total - budget) * end_share
+                want = dom < due
+            doc = sampler.sample_group(bool(want))
+            shard.texts.append(doc.text)
+            shard.sources.append(doc.source)
+            shard.is_domain.append(doc.is_domain)
+            shard.progress.append(total / budget)
+            predicted = min(limit, len(doc.text) / ratio[doc.is_domain])
+            total += predicted
+            dom += predicted * doc.is_domain
+        yield shard
+
+
+# -- one shard: tokenize, mine, pack -------------------------------------------------------------
+
+
+@dataclass
+class ShardResult:
+    """A shard's rows and what went into them: per packing buffer (rows made, stats of its documents)."""
+
+    rows: list[PackedRow]
+    buffers: list[tuple[int, PhaseStats]]
+
+    def marker(self) -> dict:
+        """The JSON-able summary the on-disk build keeps next to the shard's rows."""
+        return {
+            "lengths": [len(r.input_ids) for r in self.rows],
+            "span_counts": [len(r.spans) for r in self.rows],
+            "buffers": [{"rows": n, "stats": st.to_json()} for n, st in self.buffers],
+        }
+
+
+def process_shard(
+    shard: ShardDocs,
+    data: DataConfig,
+    phase: PhaseConfig,
+    tokenizer,
+    miner: AttributeMiner | None,
+    mined_sources: frozenset[str],
+    seed: int,
+    chunk_docs: int = 64,
+) -> ShardResult:
+    """The shard's packed rows (a pure function of its arguments) and their stats.
+
+    Packing buffers of ``data.buffer_docs`` documents keep the sampling order across buffers (it carries
+    the phase-3 annealing); rows are shuffled within a buffer (best-fit orders them by length).
+    """
+    result = ShardResult([], [])
     buffer: list[TokenizedDoc] = []
-    produced, dom_tokens, n_docs = 0, 0, 0
-    mean_len = {True: 64.0, False: 256.0}  # running mean tokens per document of each group
-    group_stats = {True: [0, 0], False: [0, 0]}  # tokens, documents
-    deciles = np.zeros((10, 2))  # (domain tokens, all tokens) per tenth of the phase
+    stats = PhaseStats(max_seq_len=phase.max_seq_len)
+    limit = data.max_doc_tokens
 
-    def flush() -> Iterator[PackedRow]:
-        # best-fit orders rows by piece length; shuffle inside the buffer, keep the order across buffers
-        # (that order carries the phase-3 annealing)
-        rows = best_fit_pack(buffer, phase.max_seq_len)
+    def flush() -> None:
+        nonlocal stats
+        packed = best_fit_pack(buffer, phase.max_seq_len)
         buffer.clear()
-        for i in shuffle_rng.permutation(len(rows)):
-            stats.num_rows += 1
-            stats.num_tokens += len(rows[i].input_ids)
-            yield rows[i]
+        order = np.random.default_rng([seed, 7, shard.index, len(result.buffers)]).permutation(len(packed))
+        result.rows.extend(packed[i] for i in order)
+        stats.num_rows = len(packed)
+        stats.num_tokens = sum(len(r.input_ids) for r in packed)
+        stats.rows_with_spans = sum(bool(r.spans) for r in packed)
+        result.buffers.append((len(packed), stats))
+        stats = PhaseStats(max_seq_len=phase.max_seq_len)
 
-    with tqdm(total=phase.tokens, desc="tokenize+pack", unit="tok", unit_scale=True, leave=False) as bar:
-        while produced < phase.tokens:
-            # choose each document's group so the *token* share of the domain follows the schedule;
-            # within a chunk, token counts are predicted with running mean lengths per group
-            pred_dom, pred_all = dom_tokens, float(produced)
-            batch = []
-            # chunks stay below ~2% of the phase so the schedule is followed closely on small phases
-            mean_doc = produced / max(1, n_docs) if n_docs else 256.0
-            for _ in range(max(1, min(chunk_docs, int(0.02 * phase.tokens / mean_doc)))):
-                # domain when its tokens lag the integral of the schedule (a cumulative controller)
-                due = phase.tokens * cumulative_domain_share(phase.mixture, pred_all / phase.tokens)
-                want = pred_dom < due if pred_all > 0 else sampler.rng.random() < phase.mixture.domain_start
-                doc = sampler.sample_group(bool(want))
-                pred_all += mean_len[doc.is_domain]
-                pred_dom += mean_len[doc.is_domain] * doc.is_domain
-                batch.append(doc)
-            want_offsets = miner is not None and any(d.source in mined_sources for d in batch)
-            enc = tokenizer(
-                [d.text for d in batch],
-                add_special_tokens=True,
-                verbose=False,
-                return_offsets_mapping=want_offsets,
-                return_attention_mask=False,
-            )
-            for i, doc in enumerate(batch):
-                if produced >= phase.tokens:  # the chunk overshoots the budget: drop the rest
-                    break
-                limit = phase.tokens - produced  # the last document is cut to fit the budget
-                if data.max_doc_tokens:
-                    limit = min(limit, data.max_doc_tokens)
-                ids = enc["input_ids"][i][:limit]
-                spans: list[tuple[int, int]] = []
-                if want_offsets and doc.source in mined_sources:
-                    mined = char_to_token_spans(enc["offset_mapping"][i], miner.mine(doc.text))
-                    spans = [(a, min(b, len(ids))) for a, b in mined if a < len(ids)]
-                    stats.mined_spans += len(spans)
-                decile = min(9, int(10 * produced / phase.tokens))
-                deciles[decile] += (len(ids) * doc.is_domain, len(ids))
-                buffer.append(TokenizedDoc(ids, spans))
-                n_docs += 1
-                dom_tokens += len(ids) * doc.is_domain
-                group_stats[doc.is_domain][0] += len(ids)
-                group_stats[doc.is_domain][1] += 1
-                mean_len[doc.is_domain] = group_stats[doc.is_domain][0] / group_stats[doc.is_domain][1]
-                stats.docs_per_source[doc.source] += 1
-                stats.tokens_per_source[doc.source] += len(ids)
-                produced += len(ids)
-                bar.update(len(ids))
-                if len(buffer) >= data.buffer_docs:
-                    yield from flush()
+    n_docs = len(shard.texts)
+    for start in range(0, n_docs, chunk_docs):
+        chunk = range(start, min(n_docs, start + chunk_docs))
+        offsets = miner is not None and any(shard.sources[i] in mined_sources for i in chunk)
+        enc = tokenizer(
+            [shard.texts[i] for i in chunk],
+            add_special_tokens=True,
+            verbose=False,
+            return_offsets_mapping=offsets,
+            return_attention_mask=False,
+        )
+        for j, i in enumerate(chunk):
+            ids = enc["input_ids"][j][:limit] if limit else enc["input_ids"][j]
+            spans: list[tuple[int, int]] = []
+            if offsets and shard.sources[i] in mined_sources:
+                mined = char_to_token_spans(enc["offset_mapping"][j], miner.mine(shard.texts[i]))
+                spans = [(a, min(b, len(ids))) for a, b in mined if a < len(ids)]
+            buffer.append(TokenizedDoc(ids, spans))
+            decile = stats.decile_tokens[min(9, int(10 * shard.progress[i]))]
+            decile[0] += len(ids) * shard.is_domain[i]
+            decile[1] += len(ids)
+            stats.docs_per_source[shard.sources[i]] += 1
+            stats.tokens_per_source[shard.sources[i]] += len(ids)
+            if len(buffer) >= data.buffer_docs:
+                flush()
     if buffer:
-        yield from flush()
-    stats.domain_share_log = [(k / 10, domain_share(phase.mixture, k / 10)) for k in range(11)]
-    stats.realised_domain_share = [round(float(d / max(1.0, n)), 3) for d, n in deciles]
+        flush()
+    return result
+
+
+def rows_within_budget(lengths: list[int] | np.ndarray, tokens_before: int, budget: int) -> int:
+    """How many of a shard's rows (``lengths``) the phase keeps: all, or up to the row that reaches the
+    budget of ``budget`` tokens when ``tokens_before`` are already taken."""
+    cumulative = tokens_before + np.cumsum(np.asarray(lengths, dtype=np.int64))
+    return int(min(len(cumulative), np.searchsorted(cumulative, budget, side="left") + 1))
+
+
+def kept_stats(marker: dict, keep: int, max_seq_len: int) -> PhaseStats:
+    """Stats of a shard's first ``keep`` rows: rows, tokens and spans exact; per-source and per-tenth
+    counts of the packing buffers with a kept row (the phase's last buffer may be counted whole)."""
+    stats = PhaseStats(max_seq_len=max_seq_len)
+    rows = 0
+    for buffer in marker["buffers"]:
+        if rows >= keep:
+            break
+        stats.add(PhaseStats.from_json(buffer["stats"]))
+        rows += buffer["rows"]
+    stats.num_rows = keep
+    stats.num_tokens = int(sum(marker["lengths"][:keep]))
+    stats.rows_with_spans = sum(1 for n in marker["span_counts"][:keep] if n)
+    stats.mined_spans = int(sum(marker["span_counts"][:keep]))
+    return stats
+
+
+def mined_source_names(general, domain) -> frozenset[str]:
+    return frozenset(s.config.name for s in (*general, *domain) if s.config.mine_attributes)
 
 
 def build_phase_data(
@@ -195,14 +308,27 @@ def build_phase_data(
     chunk_docs: int = 64,
 ) -> PhaseData:
     """The phase's rows as an in-memory list (memory grows with ``phase.tokens``: small phases only;
-    training uses the on-disk ``build_phase_rows``, which yields the same rows)."""
+    training uses ``phase_build.build_phase_rows``, which yields the same rows)."""
     result = PhaseData(max_seq_len=phase.max_seq_len)
-    rows = generate_rows(general, domain, data, phase, tokenizer, miner, seed, result, chunk_docs)
-    result.rows = list(rows)
-    return result
+    result.domain_share_log = scheduled_domain_share(phase)
+    ratio = chars_per_token(general, domain, tokenizer, seed)
+    mined = mined_source_names(general, domain)
+    for shard in sample_shards(general, domain, data, phase, seed, ratio):
+        shard_result = process_shard(shard, data, phase, tokenizer, miner, mined, seed, chunk_docs)
+        marker = shard_result.marker()
+        keep = rows_within_budget(marker["lengths"], result.num_tokens, phase.tokens)
+        result.add(kept_stats(marker, keep, phase.max_seq_len))
+        result.rows.extend(shard_result.rows[:keep])
+        if result.num_tokens >= phase.tokens:
+            return result
+    raise AssertionError("unreachable: shards are endless")
 
 
-# -- on-disk rows ----------------------------------------------------------------------------------
+def scheduled_domain_share(phase: PhaseConfig) -> list[tuple[float, float]]:
+    return [(k / 10, domain_share(phase.mixture, k / 10)) for k in range(11)]
+
+
+# -- training-time access --------------------------------------------------------------------------
 
 
 def process_state():
@@ -211,219 +337,17 @@ def process_state():
     Without CUDA, ``PartialState()`` ignores a CPU ``accelerate launch`` (every process would think it
     is the only, main, one); ``cpu=True`` makes it join the gloo process group, so only rank 0 builds.
     """
+    import torch
     from accelerate import PartialState
 
     return PartialState(cpu=not torch.cuda.is_available())
 
 
-def _features(id_dtype: str = "int32"):
-    """Row schema; ``id_dtype`` is ``uint16`` when every token id fits (halves the disk cost)."""
-    import datasets
+class PackedDataset:
+    """A map-style dataset of rows as dicts: ``row_id`` (the row's index: seeds its mask), ``input_ids``,
+    ``doc_lengths``, ``spans``. (No torch import here: shard-building worker processes import this module.)
 
-    return datasets.Features(
-        {
-            "input_ids": datasets.Sequence(datasets.Value(id_dtype)),
-            "doc_lengths": datasets.Sequence(datasets.Value("int32")),
-            "spans": datasets.Sequence(datasets.Sequence(datasets.Value("int32"), length=2)),
-            "length": datasets.Value("int32"),  # len(input_ids): the batch plan reads only this column
-        }
-    )
-
-
-def _record_batch(rows: list[PackedRow], schema):
-    import pyarrow as pa
-
-    # spans are fixed-size pairs: build the nested arrays from flat numpy buffers (no per-span objects)
-    span_counts = np.array([len(r.spans) for r in rows], dtype=np.int32)
-    flat_spans = np.array([x for r in rows for pair in r.spans for x in pair], dtype=np.int32)
-    pairs = pa.FixedSizeListArray.from_arrays(pa.array(flat_spans, pa.int32()), 2)
-    spans = pa.ListArray.from_arrays(
-        pa.array(np.concatenate([[0], np.cumsum(span_counts)]), pa.int32()), pairs
-    )
-    columns = [
-        pa.array([r.input_ids for r in rows], schema.field("input_ids").type),
-        pa.array([r.doc_lengths for r in rows], pa.list_(pa.int32())),
-        spans,
-        pa.array([len(r.input_ids) for r in rows], pa.int32()),
-    ]
-    return pa.RecordBatch.from_arrays(columns, schema=schema)
-
-
-def write_rows(
-    rows: Iterator[PackedRow], path: Path, batch_tokens: int = 262_144, vocab_size: int | None = None
-) -> None:
-    """Write rows to an Arrow stream file (the format ``datasets.Dataset.from_file`` memory-maps), in
-    record batches of about ``batch_tokens`` tokens so memory stays bounded whatever the row length.
-    Token ids are stored as uint16 when ``vocab_size`` ≤ 65,536 (ModernBERT's 50,368 does), else int32."""
-    import pyarrow as pa
-
-    small = vocab_size is not None and vocab_size <= 1 << 16
-    schema = _features("uint16" if small else "int32").arrow_schema
-    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
-        pending: list[PackedRow] = []
-        pending_tokens = 0
-        for row in rows:
-            pending.append(row)
-            pending_tokens += len(row.input_ids)
-            if pending_tokens >= batch_tokens:
-                writer.write_batch(_record_batch(pending, schema))
-                pending, pending_tokens = [], 0
-        if pending:
-            writer.write_batch(_record_batch(pending, schema))
-
-
-def _tokenizer_digest(tokenizer) -> str:
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    text = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def phase_fingerprint(
-    general: list[LoadedSource],
-    domain: list[LoadedSource],
-    data: DataConfig,
-    phase: PhaseConfig,
-    tokenizer,
-    miner: AttributeMiner | None,
-    seed: int,
-    chunk_docs: int = 64,
-) -> str:
-    """A hash of everything the rows depend on: the data config, the phase's budget/length/mixture,
-    the seed, the tokenizer, whether a miner is used, the tokenizer-call size (it steers the mixture
-    controller), and the size + mtime of every local source file (Hub sources are identified by
-    id/subset/split only)."""
-    files = {
-        s.config.name: [(p, os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in source_files(s.config) or []]
-        for s in (*general, *domain)
-    }
-    key = {
-        "format": FORMAT_VERSION,
-        "data": asdict(data),
-        "phase": {
-            "tokens": phase.tokens,
-            "max_seq_len": phase.max_seq_len,
-            "mixture": asdict(phase.mixture),
-        },
-        "seed": seed,
-        "chunk_docs": chunk_docs,
-        "tokenizer": _tokenizer_digest(tokenizer),
-        "miner": miner is not None,
-        "files": files,
-    }
-    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode("utf-8")).hexdigest()
-
-
-@dataclass
-class PhaseRows:
-    """A phase's finished on-disk build: the memory-mapped rows and their stats.
-
-    Attributes:
-        dataset: ``datasets.Dataset`` memory-mapped from ``folder/rows.arrow`` (columns ``input_ids``,
-            ``doc_lengths``, ``spans``, ``length``).
-        stats: what went into the rows (per-source counts, mixture log, packing, mined spans).
-        folder: the build folder; ``fingerprint``: the hash it was built for.
-    """
-
-    dataset: object
-    stats: PhaseStats
-    folder: Path
-    fingerprint: str
-
-    @property
-    def packing_efficiency(self) -> float:
-        return self.stats.packing_efficiency
-
-    @property
-    def lengths(self):
-        """Row lengths as a (memory-mapped) Arrow column."""
-        return self.dataset.data.column("length")
-
-    def summary(self) -> dict:
-        return self.stats.summary()
-
-
-def _load_build(folder: Path, fingerprint: str) -> PhaseRows | None:
-    info_path = folder / BUILD_INFO
-    if not info_path.exists():
-        return None
-    try:
-        info = json.loads(info_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None  # unreadable: rebuild
-    if info.get("fingerprint") != fingerprint or not (folder / ROWS_FILE).exists():
-        return None
-    import datasets
-
-    dataset = datasets.Dataset.from_file(str(folder / ROWS_FILE), in_memory=False)
-    return PhaseRows(dataset, PhaseStats.from_json(info["stats"]), folder, fingerprint)
-
-
-def build_phase_rows(
-    general: list[LoadedSource],
-    domain: list[LoadedSource],
-    data: DataConfig,
-    phase: PhaseConfig,
-    tokenizer,
-    miner: AttributeMiner | None,
-    seed: int,
-    folder: Path,
-    on_build: Callable[[str], None] | None = None,
-    write_batch_tokens: int = 262_144,
-    chunk_docs: int = 64,
-    poll_seconds: float = 2.0,
-) -> PhaseRows:
-    """The phase's rows on disk in ``folder``, built unless a finished build with the same fingerprint
-    is there.
-
-    The build streams rows into ``<folder>.tmp`` (memory bounded by the packing buffer), writes
-    ``build.json`` (fingerprint + stats) last and renames the folder into place, so an interrupted
-    build never looks finished and is redone from scratch. With several processes only the main one
-    builds; the others poll every ``poll_seconds`` for the finished build (the output folder must be
-    on a file system all processes see) and memory-map the same file.
-
-    ``on_build`` receives a message when a build starts; ``write_batch_tokens`` is the size of an Arrow
-    record batch; ``chunk_docs`` the most documents tokenized per call (build memory is
-    O(buffer_docs + chunk_docs + write_batch_tokens), independent of ``phase.tokens``).
-    """
-    folder = Path(folder)
-    fingerprint = phase_fingerprint(general, domain, data, phase, tokenizer, miner, seed, chunk_docs)
-    state = process_state()
-    if state.is_main_process:
-        found = _load_build(folder, fingerprint)
-        if found is None:
-            if on_build is not None:
-                on_build(f"building {phase.tokens} tokens of packed rows into {folder}")
-            tmp = folder.with_name(folder.name + ".tmp")
-            shutil.rmtree(tmp, ignore_errors=True)  # a previous interrupted build
-            tmp.mkdir(parents=True)
-            stats = PhaseStats(max_seq_len=phase.max_seq_len)
-            rows = generate_rows(general, domain, data, phase, tokenizer, miner, seed, stats, chunk_docs)
-            write_rows(rows, tmp / ROWS_FILE, write_batch_tokens, len(tokenizer))
-            info = {"fingerprint": fingerprint, "format": FORMAT_VERSION, "stats": stats.to_json()}
-            (tmp / BUILD_INFO).write_text(json.dumps(info, indent=1), encoding="utf-8")
-            shutil.rmtree(folder, ignore_errors=True)  # a stale build (other fingerprint)
-            os.replace(tmp, folder)
-            found = _load_build(folder, fingerprint)
-    else:
-        # poll the file system instead of waiting in a collective: a paper-scale build takes far longer
-        # than the process group's timeout (if rank 0 dies, the launcher stops this process too)
-        found = _load_build(folder, fingerprint)
-        while found is None:
-            time.sleep(poll_seconds)
-            found = _load_build(folder, fingerprint)
-    state.wait_for_everyone()
-    if found is None:
-        raise RuntimeError(f"{folder}: the build with fingerprint {fingerprint[:12]} cannot be read back")
-    return found
-
-
-# -- training-time access --------------------------------------------------------------------------
-
-
-class PackedDataset(torch.utils.data.Dataset):
-    """Rows as dicts: ``row_id`` (the row's index: seeds its mask), ``input_ids``, ``doc_lengths``, ``spans``.
-
-    ``rows``: a list of ``PackedRow`` or a memory-mapped ``datasets.Dataset`` (``PhaseRows.dataset``).
+    ``rows``: a list of ``PackedRow`` or a memory-mapped ``pyarrow.Table`` (``PhaseRows.table``).
     """
 
     def __init__(self, rows) -> None:
@@ -438,7 +362,7 @@ class PackedDataset(torch.utils.data.Dataset):
 
     def __getitems__(self, indices: list[int]) -> list[dict]:
         if self.on_disk:  # one Arrow read per micro-batch
-            cols = self.rows[list(indices)]
+            cols = self.rows.take(list(indices)).to_pydict()
             return [
                 {
                     "row_id": int(i),

@@ -37,7 +37,8 @@ class SourceConfig:
         text_fields: columns joined (by newline) into the document text; the first must exist.
         split: split to read (Hub datasets / HF loaders).
         subset: Hub dataset configuration name.
-        streaming: read lazily (large Hub corpora); local files are read eagerly.
+        streaming: read lazily, file by file (large local corpora such as the curation output, Hub
+            corpora), reshuffled each epoch through a ``data.shuffle_buffer_docs`` buffer; else in memory.
         max_docs: read at most this many documents (None = all).
         mine_attributes: extract Guided-MLM spans from this source's documents (product text).
         doc_per_line: for txt files, one document per non-empty line (True) or per blank-line block (False).
@@ -67,6 +68,12 @@ class DataConfig:
         max_doc_tokens: documents longer than this are truncated (None = keep whole; packing splits
             them into rows anyway). Small phases need it so one long web page cannot fill the phase.
         seed: seed of the mixture sampler.
+        shuffle_buffer_docs: documents in the per-epoch shuffle buffer of each streaming source.
+        miner_sample_docs: documents read from each ``mine_attributes`` source to fit the Guided-MLM
+            attribute miner's brand lexicon (a bounded sample: works on streams).
+        shard_buffers: packing buffers per on-disk shard (a shard is the unit of parallel work and
+            of restart; 64 × 2048 documents ≈ 50-150 MB of rows).
+        workers: processes that tokenize, mine and pack shards in parallel (rows do not depend on it).
     """
 
     general: list[SourceConfig] = field(default_factory=list)
@@ -75,6 +82,10 @@ class DataConfig:
     buffer_docs: int = checked(2048, ge=1)
     max_doc_tokens: int | None = checked(None, ge=1)
     seed: int = 0
+    shuffle_buffer_docs: int = checked(10_000, ge=1)
+    miner_sample_docs: int = checked(20_000, ge=1)
+    shard_buffers: int = checked(64, ge=1)
+    workers: int = checked(1, ge=1)
 
 
 @dataclass
@@ -290,8 +301,11 @@ def _validate_phase(recipe: Recipe, name: str, source: str) -> None:
             f"warmup_fraction + decay_fraction = {phase.warmup_fraction + phase.decay_fraction:g} "
             "must be <= 1"
         )
-    if phase.tokens < phase.max_seq_len:
-        fail(f"tokens = {phase.tokens} is less than one row of max_seq_len = {phase.max_seq_len}")
+    if phase.tokens < phase.batch_size * phase.max_seq_len:
+        fail(
+            f"tokens = {phase.tokens} is less than one optimizer step of batch_size × max_seq_len = "
+            f"{phase.batch_size * phase.max_seq_len}"
+        )
     model_init = recipe.model.init_from if name == PHASES[0] else None
     if phase.init_from and model_init and phase.init_from != model_init:
         fail(

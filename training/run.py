@@ -46,6 +46,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="stop each phase after N steps, checkpointed (simulates an interruption)",
     )
     parser.add_argument(
+        "--prepare-only",
+        action="store_true",
+        help="build the phases' packed rows (parallel with data.workers, restartable) and train nothing",
+    )
+    parser.add_argument(
         "--set",
         dest="overrides",
         action="append",
@@ -73,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
         phases,
         resume=args.resume,
         stop_after_steps=args.stop_after_steps,
+        prepare_only=args.prepare_only,
         overwrite=args.overwrite,
         allow_fresh_optimizer=args.allow_fresh_optimizer,
     )

@@ -84,7 +84,8 @@ class RexBertTrainer(Trainer):
         self.flop_counter = MlmFlops(self.model.config)
         # We normalise the loss by the labelled tokens of the whole optimizer step ourselves.
         self.model_accepts_loss_kwargs = True
-        self.totals = {k: 0 for k in ("rows", "row_id_sum", "steps")}  # this train() call, this process
+        # this train() call, this process: what was trained (row coverage, realised Guided MLM)
+        self.totals = {k: 0 for k in ("rows", "row_id_sum", "steps", "guided_sequences", "guided_spans")}
         self._reset_counters()
         if self.args.gradient_accumulation_steps != 1:
             raise ValueError(
@@ -190,7 +191,7 @@ class RexBertTrainer(Trainer):
         if stats is not None and model.training:
             for key in _STAT_COUNTERS:
                 self._counters[key] += stats[key]
-            for key in ("rows", "row_id_sum"):
+            for key in ("rows", "row_id_sum", "guided_sequences", "guided_spans"):
                 self.totals[key] += stats[key]
             self._counters["flops"] += self.flop_counter.step(
                 stats["real_tokens"],

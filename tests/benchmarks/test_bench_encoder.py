@@ -106,3 +106,37 @@ def test_bench_encoder_all_scenarios_in_subprocesses(data_dir, capsys):
 def test_unknown_size_is_rejected():
     with pytest.raises(SystemExit, match="unknown size 'huge'"):
         be.main(["--sizes", "huge"])
+
+
+def test_packing_contract_gives_rexbert_the_padded_batch_loss(data_dir):
+    """The MLM scenario feeds RexBERT the training contract: same tokens, same targets, same loss."""
+    from modeling_rexbert import RexBertForMaskedLM
+    from modeling_rexbert.packing_rexbert import check_packed_inputs
+    from tests.modeling_rexbert.conftest import tiny_config
+
+    tok = _common.bert_tokenizer()
+    padded = be.padded_mlm_batch(tok, rows=3, seq=64)
+    packed = be.packing_contract(padded)
+    check_packed_inputs(**packed, vocab_size=tok.vocab_size)
+    assert packed["input_ids"].shape[1] == int(padded["attention_mask"].sum())
+    model = RexBertForMaskedLM(tiny_config(vocab_size=tok.vocab_size, pad_token_id=tok.pad_token_id))
+    with torch.no_grad():
+        torch.testing.assert_close(model(**packed).loss, model(**padded).loss, atol=1e-5, rtol=0)
+
+
+def test_baseline_revision_loads_beside_todays_encoder_and_computes_the_same(tmp_path):
+    """`--baseline REV` imports the encoder as of a commit next to today's: same weights, same outputs."""
+    folder = be.make_checkpoint("tiny", _common.bert_tokenizer(), tmp_path)
+    before = be.load_model("rexbert@22bd6e8", folder, mlm=False).eval()
+    now = be.load_model("rexbert", folder, mlm=False).eval()
+    assert type(before).__module__ != type(now).__module__
+    ids = torch.randint(1000, 20_000, (2, 40))
+    mask = torch.ones_like(ids)
+    mask[1, 25:] = 0
+    with torch.no_grad():
+        torch.testing.assert_close(
+            before(input_ids=ids, attention_mask=mask).last_hidden_state,
+            now(input_ids=ids, attention_mask=mask).last_hidden_state,
+            atol=1e-5,
+            rtol=0,
+        )

@@ -109,9 +109,19 @@ def test_calibrator_matches_scikit_learn(kind):
     assert calibrated == pytest.approx(expected, abs=1e-9)
 
 
-def test_threshold_and_calibration_never_see_the_heldout_split(real_texts, tmp_path):
-    """Flipping every held-out label changes the reported metrics but neither the threshold nor the
-    calibrator: both are fit on out-of-fold scores of the training part only."""
+def test_threshold_and_calibration_never_see_the_heldout_split(real_texts, tmp_path, monkeypatch):
+    """The threshold is chosen on a curve of out-of-fold scores of the training part; flipping every held-out
+    label changes the reported metrics but neither the threshold nor the calibrator."""
+    import curation.classifier
+
+    curve_sizes = []
+    original = curation.classifier.prf_curve
+
+    def spy(y_true, scores, thresholds):
+        curve_sizes.append(len(y_true))
+        return original(y_true, scores, thresholds)
+
+    monkeypatch.setattr(curation.classifier, "prf_curve", spy)
     commerce, other = real_texts
     texts = commerce[:60] + other[:60]
     labels = [1] * 60 + [0] * 60
@@ -120,6 +130,8 @@ def test_threshold_and_calibration_never_see_the_heldout_split(real_texts, tmp_p
     record = train_domain_classifier("hobby", ids, texts, labels, config, tmp_path / "a")
     held = set(record["heldout_ids"])
     assert len(held) == record["n_heldout"] == 24
+    # the one precision/recall curve (the threshold's) covers the training part's out-of-fold scores
+    assert curve_sizes == [record["n_train"]] == [96]
     flipped = [1 - y if i in held else y for i, y in zip(ids, labels)]
     other_record = train_domain_classifier("hobby", ids, texts, flipped, config, tmp_path / "b")
     assert other_record["threshold"] == record["threshold"]

@@ -124,3 +124,55 @@ def test_failed_labels_fail_the_stage_are_not_cached_and_only_they_are_retried(l
     labelers["primary"].asked.clear()
     label_and_audit(config, IDS, TEXTS, DOMAINS, tmp_path / "cache.sqlite")
     assert labelers["primary"].asked == []  # now every answer is cached
+
+
+def test_the_adult_false_positive_rate_is_measured_on_documents_labelled_relevant(tmp_path):
+    from curation.labelling import measure_cleaning
+
+    config = _config(tmp_path, **{"cleaning.adult.url_filter": False})
+    texts = [
+        "Naked palette, nude shades. Add to bag.",
+        "porn porn porn porn " * 3,
+        "Ford Escort parts\nAdvertisement",
+    ]
+    cleaned, report = measure_cleaning(
+        config, texts, ["", "", ""], ["beauty", "beauty", "automotive"], [1, 1, 1]
+    )
+    assert (
+        report["beauty"]["adult_false_positive_rate"] == 0.5
+        and report["automotive"]["adult_false_positive_rate"] == 0
+    )
+    assert cleaned[2] == "Ford Escort parts" and report["automotive"]["boilerplate_char_share"] > 0
+
+
+def test_the_label_stage_has_no_completion_marker_while_labels_are_missing(labelers, tmp_path):
+    """Through datatrove's executor: a flaky endpoint fails the task (not done); the rerun completes."""
+    from datatrove.data import Document
+    from datatrove.executor import LocalPipelineExecutor
+
+    from curation.config import config_to_dict
+    from curation.labelling import LabelAndTrain
+    from curation.shards import SampleCandidates
+
+    docs = [
+        Document(text=t, id=i, metadata={"domain": d, "route": "filter"})
+        for t, i, d in zip(TEXTS, IDS, DOMAINS)
+    ]
+    list(SampleCandidates(str(tmp_path / "cand"), 100, 0).run(iter(docs), 0, 1))
+    config = _config(tmp_path, **{"audit.prompt_versions": ["v2"]})
+    step = LabelAndTrain(
+        config_to_dict(config), str(tmp_path / "cand"), str(tmp_path / "out"), str(tmp_path / "c.db"), 1
+    )
+
+    def run():
+        LocalPipelineExecutor([step], tasks=1, workers=1, logging_dir=str(tmp_path / "logs")).run()
+
+    labelers["primary"].fail = 1
+    with pytest.raises(LabelsMissing):
+        run()
+    assert not (tmp_path / "logs" / "completions" / "00000").exists()
+    run()  # the endpoint recovered: the rerun asks again and completes
+    assert (tmp_path / "logs" / "completions" / "00000").exists()
+    assert (tmp_path / "out" / "summary.json").exists() and (
+        tmp_path / "out" / "classifiers" / "hobby.json"
+    ).exists()

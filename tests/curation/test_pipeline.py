@@ -39,6 +39,10 @@ def test_report_counts_every_drop_from_merged_stats(reference):
     kept_fashion = [r for r in dataset_rows(out) if r[1] == "fashion"]
     assert len(kept_fashion) == next(d["docs"] for d in report["domains"] if d["domain"] == "fashion")
     assert [r["prompt_version"] for r in report["audit_rounds"]][0] == "v1"
+    from datasets import load_dataset
+
+    loaded = load_dataset(str(out / "dataset"), split="train")  # the card's config finds the parquet files
+    assert sorted(loaded["id"]) == [r[0] for r in dataset_rows(out)]
     card = (out / "dataset" / "README.md").read_text()
     assert "license: odc-by" in card and str(report["totals"]["docs_out"]) in card.replace(",", "")
     # boilerplate lines were removed from every kept page, commerce lines kept

@@ -42,7 +42,7 @@ def test_parity_check_catches_a_wrong_window(saved_encoder, tmp_path):
     in one local layer must disagree with the (correct) graph."""
     export.export_onnx(saved_encoder, tmp_path / "good.onnx")
     model = RexBertModel.from_pretrained(saved_encoder).eval()
-    model.layers[1].attn.window_size = (-1, -1)
+    model.layers[1].attn.kernel_args["window_size"] = (-1, -1)
     assert export.check_onnx_parity(model, tmp_path / "good.onnx")["max_abs_diff"] > 1e-3
 
 
@@ -58,3 +58,11 @@ def test_bad_input_is_a_one_line_user_error_and_writes_nothing(saved_encoder, tm
     with pytest.raises(UserError, match=message):
         export.export_onnx(*args)
     assert not list(tmp_path.glob("*.onnx")) and not list(tmp_path.glob(".*tmp"))
+
+
+@pytest.mark.slow
+def test_a_graph_failing_the_parity_gate_is_not_written(saved_encoder, tmp_path, monkeypatch):
+    monkeypatch.setattr(export, "check_onnx_parity", lambda model, path: {"max_abs_diff": 0.5})
+    with pytest.raises(RuntimeError, match="differs from PyTorch"):
+        export.export_onnx(saved_encoder, tmp_path / "bad.onnx")
+    assert not list(tmp_path.iterdir())

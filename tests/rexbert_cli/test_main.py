@@ -130,3 +130,16 @@ def test_datatrove_info_logs_follow_verbose(capfd):
         quiet_libraries(verbose=False)
     err = capfd.readouterr().err
     assert "shown line" in err and "hidden line" not in err
+
+
+def test_demo_stages_inherit_verbose_and_report_a_failed_stage(tmp_path, capsys):
+    from rexbert_cli.experiment import _cli
+    from rexbert_common.errors import UserError
+
+    try:
+        with pytest.raises(UserError, match=r"stage `rexbert card` failed \(exit status 2\)"):
+            _cli(["card", str(tmp_path), "--repo-id", "a/b"], ("--verbose",))
+        assert logging.getLogger("transformers").getEffectiveLevel() == logging.INFO
+        assert "rexbert card: error: " in capsys.readouterr().err
+    finally:
+        quiet_libraries(verbose=False)

@@ -73,3 +73,48 @@ def test_sampler_follows_the_annealed_share(tmp_path):
     early = sum(sampler.sample(0.0).is_domain for _ in range(2000)) / 2000
     late = sum(sampler.sample(1.0).is_domain for _ in range(2000)) / 2000
     assert abs(early - 0.1) < 0.03 and abs(late - 0.9) < 0.03
+
+
+def _parquet_shards(folder, shards=4, rows=50):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder.mkdir()
+    for k in range(shards):
+        texts = [f"doc {k}-{i}" for i in range(rows)]
+        pq.write_table(pa.table({"text": texts}), folder / f"part-{k:05d}.parquet", row_group_size=10)
+    return {f"doc {k}-{i}" for k in range(shards) for i in range(rows)}
+
+
+def test_streaming_local_folder_is_lazy_and_reshuffled_each_epoch(tmp_path, monkeypatch):
+    import itertools
+
+    import numpy as np
+
+    from training import data as data_module
+
+    every = _parquet_shards(tmp_path / "curated")  # a curation-style folder of parquet shards
+    opened = []
+    records = data_module._records
+    monkeypatch.setattr(data_module, "_records", lambda src, path: opened.append(path) or records(src, path))
+    src = load_source(
+        SourceConfig(name="c", path=str(tmp_path / "curated"), streaming=True), shuffle_buffer=16
+    )
+    assert src.texts is None and len(opened) == 1  # only the first file is opened to check it
+    opened.clear()
+    stream = src.cycle(np.random.default_rng(3))
+    first = list(itertools.islice(stream, 20))
+    assert len(opened) <= 2  # 20 documents need at most two of the four 50-document files
+    second_epoch_start = list(itertools.islice(stream, 180))
+    epoch1 = first + second_epoch_start
+    epoch2 = list(itertools.islice(stream, 200))
+    assert set(epoch1) == set(epoch2) == every  # each epoch is every document once
+    assert epoch1 != epoch2  # in a new order
+    again = list(itertools.islice(load_source(src.config, 16).cycle(np.random.default_rng(3)), 400))
+    assert again == epoch1 + epoch2  # deterministic from the seed
+
+
+def test_streaming_source_errors_fail_at_load(tmp_path, data_dir):
+    with pytest.raises(DataError, match="text field 'body' not in"):
+        icecat = str(data_dir / "icecat_products_chorus/icecat_text.parquet")
+        load_source(SourceConfig(name="f", path=icecat, text_fields=["body"], streaming=True))

@@ -82,6 +82,23 @@ def test_matches_optimi_stableadamw():
         torch.testing.assert_close(a.detach(), b.detach(), rtol=2e-6, atol=2e-7)
 
 
+def test_a_tensor_that_skips_steps_keeps_its_own_bias_correction():
+    params, grads_seq, lrs = _problem(4)
+    start = [p.detach().clone() for p in params]
+    opt = StableAdamW([{"params": params, "weight_decay": 0.1}], lr=1e-2)
+    seen = {0: [], 1: [], 2: []}
+    for t, (grads, lr) in enumerate(zip(grads_seq, lrs)):
+        opt.param_groups[0]["lr"] = lr
+        for i, (p, g) in enumerate(zip(params, grads)):
+            p.grad = None if (i == 2 and t % 2) else g.clone()  # the bias gets a gradient every other step
+            if p.grad is not None:
+                seen[i].append((g, lr))
+        opt.step()
+    for i, p in enumerate(params):
+        (want,) = _reference([start[i]], [[g] for g, _ in seen[i]], [lr for _, lr in seen[i]], decays=[0.1])
+        torch.testing.assert_close(p.detach().double(), want, rtol=1e-5, atol=1e-6)
+
+
 def test_clipping_bounds_the_first_step_and_the_no_decay_group_is_not_decayed():
     p = torch.nn.Parameter(torch.ones(3, 3))
     b = torch.nn.Parameter(torch.ones(3))

@@ -1,4 +1,3 @@
-import functools
 import tracemalloc
 from pathlib import Path
 
@@ -11,7 +10,8 @@ from training.batch_plan import plan_batches
 from training.collator import STATS_KEY, PackedMLMCollator
 from training.data import load_source
 from training.masking import MaskingConfig, SpanMasker
-from training.phase_data import PackedDataset, build_phase_data, build_phase_rows
+from training.phase_build import build_phase_rows
+from training.phase_data import PackedDataset, build_phase_data
 from training.recipe import DataConfig, MixtureConfig, PhaseConfig, SourceConfig
 from training.tokenizer import train_bpe_tokenizer
 
@@ -86,27 +86,37 @@ def _phase(tokens, seq=128):
     )
 
 
-def test_on_disk_rows_are_memory_mapped_and_equal_the_in_memory_rows(corpus, tmp_path):
-    from datasets.table import MemoryMappedTable
+def _rows(build):
+    return build.table["input_ids"].to_pylist()
+
+
+def test_on_disk_rows_are_sharded_memory_mapped_and_equal_the_in_memory_rows(corpus, tmp_path):
+    import pyarrow as pa
 
     wiki, icecat, tok, miner = corpus
-    data, phase = DataConfig(buffer_docs=48, max_doc_tokens=300), _phase(15000)
+    data, phase = DataConfig(buffer_docs=48, shard_buffers=2, max_doc_tokens=300), _phase(15000)
     memory = build_phase_data([wiki], [icecat], data, phase, tok, miner, seed=5)
     builds = []
+    allocated = pa.total_allocated_bytes()
     disk = build_phase_rows(
         [wiki], [icecat], data, phase, tok, miner, 5, tmp_path / "rows", on_build=builds.append
     )
-    # memory-mapped from the build folder, not loaded into RAM
-    assert isinstance(disk.dataset.data, MemoryMappedTable)
-    assert Path(disk.dataset.cache_files[0]["filename"]).parent == tmp_path / "rows"
-    assert not (tmp_path / "rows.tmp").exists()
+    # several shards, each an Arrow IPC *file* (footer index) with its completion marker; no leftovers
+    shards = sorted(p.name for p in (tmp_path / "rows").glob("shard-*.arrow"))
+    assert len(shards) >= 2 and all((tmp_path / "rows" / n).with_suffix(".json").exists() for n in shards)
+    assert not (tmp_path / "rows.partial").exists()
+    for name in shards:
+        reader = pa.ipc.open_file(pa.memory_map(str(tmp_path / "rows" / name)))
+        assert reader.num_record_batches >= 1
+    # memory-mapped: opening the build allocates (next to) nothing, whatever the rows' size
+    assert pa.total_allocated_bytes() - allocated < 100_000
     # a 1000-token vocabulary fits uint16: ~2 bytes per token on disk plus per-row/per-document offsets
-    assert disk.dataset.features["input_ids"].feature.dtype == "uint16"
-    size = (tmp_path / "rows" / "rows.arrow").stat().st_size
-    assert size < 3 * disk.stats.num_tokens, size
+    assert disk.table.schema.field("input_ids").type.value_type == pa.uint16()
+    size = sum((tmp_path / "rows" / n).stat().st_size for n in shards)
+    assert size < 4 * disk.stats.num_tokens, size
     # same rows, same order, same spans; same stats
-    assert len(disk.dataset) == len(memory.rows) and disk.summary() == memory.summary()
-    mem_items, disk_items = PackedDataset(memory.rows), PackedDataset(disk.dataset)
+    assert disk.table.num_rows == len(memory.rows) and disk.summary() == memory.summary()
+    mem_items, disk_items = PackedDataset(memory.rows), PackedDataset(disk.table)
     for i in range(len(memory.rows)):
         a, b = mem_items[i], disk_items[i]
         assert a["row_id"] == b["row_id"] and a["input_ids"] == b["input_ids"], i
@@ -126,7 +136,23 @@ def test_on_disk_rows_are_memory_mapped_and_equal_the_in_memory_rows(corpus, tmp
         [wiki], [icecat], data, phase, tok, miner, 6, tmp_path / "rows", on_build=builds.append
     )
     assert len(builds) == 2 and other.fingerprint != disk.fingerprint
-    assert other.dataset["input_ids"] != disk.dataset["input_ids"]
+    assert _rows(other) != _rows(disk)
+
+
+@pytest.mark.slow
+def test_one_and_two_workers_build_identical_rows(corpus, tmp_path):
+    wiki, icecat, tok, miner = corpus
+    phase = _phase(20000)
+    builds = {}
+    for workers in (1, 2):
+        data = DataConfig(buffer_docs=32, shard_buffers=1, max_doc_tokens=300, workers=workers)
+        builds[workers] = build_phase_rows(
+            [wiki], [icecat], data, phase, tok, miner, 3, tmp_path / f"w{workers}"
+        )
+    assert builds[1].fingerprint == builds[2].fingerprint  # the worker count is not part of the build
+    assert _rows(builds[1]) == _rows(builds[2]) and len(list((tmp_path / "w2").glob("shard-*.arrow"))) > 2
+    assert builds[1].table["spans"].to_pylist() == builds[2].table["spans"].to_pylist()
+    assert builds[1].summary() == builds[2].summary()
 
 
 def _traced_peak(fn) -> int:
@@ -138,27 +164,15 @@ def _traced_peak(fn) -> int:
         tracemalloc.stop()
 
 
-def test_build_memory_does_not_grow_with_the_token_budget(corpus, tmp_path, monkeypatch):
+@pytest.mark.slow
+def test_build_memory_does_not_grow_with_the_token_budget(corpus, tmp_path):
     wiki, icecat, tok, miner = corpus
-    # pytest keeps captured stderr in memory: progress-bar output would grow with the budget
-    monkeypatch.setattr(phase_data, "tqdm", functools.partial(phase_data.tqdm, disable=True))
-    data = DataConfig(buffer_docs=32, max_doc_tokens=300)
+    data = DataConfig(buffer_docs=32, shard_buffers=1, max_doc_tokens=300)
     small, large = _phase(20_000), _phase(100_000)
 
     def on_disk(phase, name):
-        # 2-document tokenizer calls and 2k-token record batches: both budgets reach these bounds, so
-        # any remaining difference would be memory growing with the budget
         return lambda: build_phase_rows(
-            [wiki],
-            [icecat],
-            data,
-            phase,
-            tok,
-            miner,
-            0,
-            tmp_path / name,
-            write_batch_tokens=2000,
-            chunk_docs=2,
+            [wiki], [icecat], data, phase, tok, miner, 0, tmp_path / name, chunk_docs=2
         )
 
     def in_memory(phase):
@@ -168,34 +182,36 @@ def test_build_memory_does_not_grow_with_the_token_budget(corpus, tmp_path, monk
     disk_growth = _traced_peak(on_disk(large, "large")) - _traced_peak(on_disk(small, "small"))
     memory_growth = _traced_peak(in_memory(large)) - _traced_peak(in_memory(small))
     # the in-memory rows grow with the 80k extra tokens (~MBs of Python objects); the on-disk build's
-    # peak is set by the packing buffer and one record batch
+    # peak is set by one shard (one 32-document packing buffer here)
     assert memory_growth > 1_000_000, memory_growth
     assert disk_growth < 0.1 * memory_growth, (disk_growth, memory_growth)
 
 
-def test_interrupted_build_is_redone(corpus, tmp_path, monkeypatch):
+def test_interrupted_build_keeps_its_finished_shards(corpus, tmp_path, monkeypatch):
     wiki, icecat, tok, miner = corpus
-    data, phase = DataConfig(buffer_docs=32, max_doc_tokens=300), _phase(12000)
+    data, phase = DataConfig(buffer_docs=32, shard_buffers=1, max_doc_tokens=300), _phase(12000)
     calls = []
     real_pack = phase_data.best_fit_pack
 
     def failing_pack(*args, **kwargs):
         calls.append(1)
-        if len(calls) == 4:  # several record batches are already written
+        if len(calls) == 4:  # three one-buffer shards are finished
             raise KeyboardInterrupt("killed mid-build")
         return real_pack(*args, **kwargs)
 
     monkeypatch.setattr(phase_data, "best_fit_pack", failing_pack)
     with pytest.raises(KeyboardInterrupt):
-        build_phase_rows(
-            [wiki], [icecat], data, phase, tok, miner, 0, tmp_path / "rows", write_batch_tokens=500
-        )
-    assert not (tmp_path / "rows").exists() and (tmp_path / "rows.tmp" / "rows.arrow").exists()
+        build_phase_rows([wiki], [icecat], data, phase, tok, miner, 0, tmp_path / "rows")
+    partial = tmp_path / "rows.partial"
+    assert not (tmp_path / "rows").exists() and len(list(partial.glob("shard-*.json"))) == 3
+    finished = {p.name: p.stat().st_mtime_ns for p in partial.glob("shard-*.arrow")}
     monkeypatch.setattr(phase_data, "best_fit_pack", real_pack)
     done = build_phase_rows([wiki], [icecat], data, phase, tok, miner, 0, tmp_path / "rows")
-    assert not (tmp_path / "rows.tmp").exists()
+    assert not partial.exists()
+    for name, mtime in finished.items():  # reused, not rebuilt
+        assert (tmp_path / "rows" / name).stat().st_mtime_ns == mtime, name
     reference = build_phase_data([wiki], [icecat], data, phase, tok, miner, seed=0)
-    assert done.dataset["input_ids"] == [r.input_ids for r in reference.rows]
+    assert _rows(done) == [r.input_ids for r in reference.rows]
     assert done.summary() == reference.summary()
 
 
@@ -205,7 +221,7 @@ def test_a_corrupt_build_info_is_rebuilt(corpus, tmp_path):
     first = build_phase_rows([wiki], [icecat], data, phase, tok, miner, 0, tmp_path / "rows")
     (tmp_path / "rows" / "build.json").write_text("{not json")
     again = build_phase_rows([wiki], [icecat], data, phase, tok, miner, 0, tmp_path / "rows")
-    assert again.dataset["input_ids"] == first.dataset["input_ids"]
+    assert _rows(again) == _rows(first)
 
 
 _KILLED_BUILD = """
@@ -214,6 +230,7 @@ from pathlib import Path
 from training import phase_data
 from training.attribute_miner import AttributeMiner
 from training.data import load_source
+from training.phase_build import build_phase_rows
 from training.recipe import DataConfig, MixtureConfig, PhaseConfig, SourceConfig
 from training.tokenizer import load_tokenizer
 
@@ -228,19 +245,20 @@ calls, real_pack = [], phase_data.best_fit_pack
 
 def stalling_pack(*args, **kwargs):
     calls.append(1)
-    if len(calls) == 4:  # record batches are on disk: signal the parent, then wait to be killed
+    if len(calls) == 4:  # three shards are on disk: signal the parent, then wait to be killed
         (out / "stalled").write_text("1")
         time.sleep(600)
     return real_pack(*args, **kwargs)
 
 phase_data.best_fit_pack = stalling_pack
 phase = PhaseConfig(tokens=12000, max_seq_len=128, mixture=MixtureConfig(domain_start=0.2, domain_end=0.9))
-phase_data.build_phase_rows([wiki], [icecat], DataConfig(buffer_docs=32, max_doc_tokens=300), phase,
-    load_tokenizer(str(tok_dir)), miner, 0, out / "rows", write_batch_tokens=500)
+build_phase_rows([wiki], [icecat], DataConfig(buffer_docs=32, shard_buffers=1, max_doc_tokens=300), phase,
+    load_tokenizer(str(tok_dir)), miner, 0, out / "rows")
 """
 
 
-def test_killed_build_is_redone(corpus, data_dir, tmp_path):
+@pytest.mark.slow
+def test_sigkilled_build_resumes_to_identical_rows(corpus, data_dir, tmp_path):
     import os
     import signal
     import subprocess
@@ -260,23 +278,27 @@ def test_killed_build_is_redone(corpus, data_dir, tmp_path):
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 240
         while not (tmp_path / "stalled").exists():
             assert child.poll() is None, f"the build process exited early ({child.returncode})"
             assert time.monotonic() < deadline, "the build did not reach its stall point"
             time.sleep(0.2)
-        os.kill(child.pid, signal.SIGKILL)  # killed mid-build, with record batches already on disk
+        os.kill(child.pid, signal.SIGKILL)  # killed mid-build, with finished shards on disk
         child.wait(timeout=30)
     finally:
         if child.poll() is None:
             child.kill()
-    assert (tmp_path / "rows.tmp" / "rows.arrow").stat().st_size > 0 and not (tmp_path / "rows").exists()
-    data = DataConfig(buffer_docs=32, max_doc_tokens=300)
+    partial = tmp_path / "rows.partial"
+    finished = {p.name: p.stat().st_mtime_ns for p in partial.glob("shard-*.arrow")}
+    assert len(finished) == 3 and not (tmp_path / "rows").exists()
+    data = DataConfig(buffer_docs=32, shard_buffers=1, max_doc_tokens=300)
     phase = PhaseConfig(
         tokens=12000, max_seq_len=128, mixture=MixtureConfig(domain_start=0.2, domain_end=0.9)
     )
     done = build_phase_rows([wiki], [icecat], data, phase, tok, miner, 0, tmp_path / "rows")
+    for name, mtime in finished.items():
+        assert (tmp_path / "rows" / name).stat().st_mtime_ns == mtime, name  # resumed, not redone
     reference = build_phase_data([wiki], [icecat], data, phase, tok, miner, seed=0)
-    assert done.dataset["input_ids"] == [r.input_ids for r in reference.rows]
-    assert done.dataset["spans"] == [[list(s) for s in r.spans] for r in reference.rows]
-    assert not (tmp_path / "rows.tmp").exists()
+    assert _rows(done) == [r.input_ids for r in reference.rows]
+    assert done.table["spans"].to_pylist() == [[list(s) for s in r.spans] for r in reference.rows]
+    assert not partial.exists()

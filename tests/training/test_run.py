@@ -84,27 +84,25 @@ def test_three_phases_hand_off_and_hub_folders(full_run):
 
 
 def test_tiny_recipe_rows_are_memory_mapped_and_equal_the_in_memory_rows(full_run):
-    from datasets.table import MemoryMappedTable
-
     from training.curriculum import _load_sources, _miner
-    from training.phase_data import build_phase_data, build_phase_rows
+    from training.phase_build import build_phase_rows
+    from training.phase_data import build_phase_data
     from training.recipe import load_recipe
     from training.tokenizer import load_tokenizer
 
     recipe = load_recipe(str(full_run / "recipe.json"), [])
     general, domain = _load_sources(recipe)
-    tokenizer, miner = load_tokenizer(str(full_run / "tokenizer")), _miner(general, domain)
+    tokenizer, miner = load_tokenizer(str(full_run / "tokenizer")), _miner(recipe, general, domain)
     for index, phase_name in ((0, "phase1"), (2, "phase3")):
         phase, folder = recipe.phase(phase_name), full_run / phase_name / "rows"
         seed = recipe.data.seed * 1000 + index
         built_at = (folder / "build.json").stat().st_mtime_ns
         disk = build_phase_rows(general, domain, recipe.data, phase, tokenizer, miner, seed, folder)
         assert (folder / "build.json").stat().st_mtime_ns == built_at  # the run's build, reused
-        assert isinstance(disk.dataset.data, MemoryMappedTable)
         memory = build_phase_data(general, domain, recipe.data, phase, tokenizer, miner, seed)
-        assert disk.dataset["input_ids"] == [r.input_ids for r in memory.rows]
-        assert disk.dataset["doc_lengths"] == [r.doc_lengths for r in memory.rows]
-        assert disk.dataset["spans"] == [[list(p) for p in r.spans] for r in memory.rows]
+        assert disk.table["input_ids"].to_pylist() == [r.input_ids for r in memory.rows]
+        assert disk.table["doc_lengths"].to_pylist() == [r.doc_lengths for r in memory.rows]
+        assert disk.table["spans"].to_pylist() == [[list(p) for p in r.spans] for r in memory.rows]
         assert disk.summary() == memory.summary()
 
 
@@ -227,6 +225,15 @@ def test_malformed_jsonl_source_names_source_path_and_line_and_leaves_nothing(tm
         and error == f"error: source 'gutenberg': {source}: line 3 is not valid JSON (Expecting value)"
     )
     assert not out.exists()
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")  # a zero-length input
+    assert script_main(args(out, "--set", f"data.general.1.path={empty}")) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert (
+        error
+        == f"error: source 'gutenberg': no usable document in {empty} (0 whitespace-only, 0 without text)"
+    )
+    assert not out.exists()
 
 
 def test_phase3_alone_anneals_from_a_modernbert_checkpoint(full_run, tmp_path):
@@ -266,12 +273,22 @@ def test_phase3_alone_anneals_from_a_modernbert_checkpoint(full_run, tmp_path):
     assert not (out / "phase1").exists() and not (out / "phase2").exists()
 
 
+def test_resume_and_overwrite_exclude_each_other(tmp_path):
+    from rexbert_common.errors import UserError
+
+    with pytest.raises(UserError, match="--resume and --overwrite exclude each other"):
+        main(args(tmp_path / "out", "--resume", "--overwrite"))
+    assert not (tmp_path / "out").exists()
+
+
 def test_cli_registers_train():
     from rexbert_cli.main import build_parser
 
     argv = ["train", "--recipe", "x.yaml", "--phase", "2", "--set", "phase2.lr=1"]
     parsed = build_parser().parse_args(argv)
     assert parsed.phase == "2" and parsed.overrides == ["phase2.lr=1"] and callable(parsed.func)
+    flags = build_parser().parse_args([*argv, "--overwrite", "--allow-fresh-optimizer"])
+    assert flags.overwrite and flags.allow_fresh_optimizer and not flags.resume
 
 
 def test_recipe_typo_fails_before_any_work(tmp_path):
@@ -360,3 +377,118 @@ def test_world_size_is_checked_before_anything_is_built(tmp_path):
     with patched, pytest.raises(WorldSizeError, match="phase1.batch_size"):
         curriculum.run_curriculum(recipe, ["phase1"])
     assert not (tmp_path / "never").exists()
+
+
+@pytest.mark.slow
+def test_sigkill_during_training_then_resume_gives_the_uninterrupted_losses(tmp_path, data_dir):
+    """Acceptance: the training process is SIGKILLed mid-phase (whenever its second checkpoint appears --
+    possibly while it is still being written), then resumed: same steps, same losses as a run that was
+    never interrupted, and every planned row trained once."""
+    import signal
+    import time
+
+    longer = ["--phase", "1", "--set", "phase1.tokens=12000", "--set", "phase1.save_steps=4"]
+    reference = tmp_path / "reference"
+    assert main(args(reference, *longer)) == 0
+    out = tmp_path / "killed"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    child = subprocess.Popen(
+        [sys.executable, str(REPO / "training" / "run.py"), *args(out, *longer)],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 600
+    while not (out / "phase1" / "checkpoint-8").exists() and child.poll() is None:
+        assert time.monotonic() < deadline, "no checkpoint within 10 minutes"
+        time.sleep(0.02)
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    assert child.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (out / "phase1" / "final").exists()
+    assert main(args(out, *longer, "--resume")) == 0
+    expected, resumed = _losses(reference / "phase1" / "final"), _losses(out / "phase1" / "final")
+    assert [s for s, _ in resumed] == [s for s, _ in expected]
+    for (step, a), (_, b) in zip(expected, resumed):
+        assert a == pytest.approx(b, rel=1e-5, abs=1e-6), step
+    summary = json.loads((out / "phase1" / "final" / "phase_summary.json").read_text())
+    assert summary["resumed_from"] is not None
+    assert _train_loss(out / "phase1" / "final") == pytest.approx(_train_loss(reference / "phase1" / "final"))
+
+
+def test_guided_mlm_without_a_mined_source_is_an_error(tmp_path):
+    from rexbert_common import UserError
+
+    overrides = [
+        "--set",
+        "data.domain.0.mine_attributes=false",
+        "--set",
+        "data.domain.1.mine_attributes=false",
+    ]
+    with pytest.raises(UserError, match="phase3.masking.guided_fraction is 0.05 but no data source sets"):
+        main(args(tmp_path / "never", *overrides))
+    assert not (tmp_path / "never").exists()
+
+
+@pytest.mark.slow
+def test_streaming_phase3_guides_five_percent_of_sequences(full_run, tmp_path):
+    """Acceptance: with every source streaming, the miner is fitted on a bounded sample of the streams and
+    phase 3 (guided_fraction 0.05) masks 5% ± 1% of its ~3,000 trained sequences on mined spans."""
+    import shutil
+
+    out = tmp_path / "stream"
+    shutil.copytree(full_run / "tokenizer", out / "tokenizer")
+    shutil.copytree(full_run / "phase2" / "final", out / "phase2" / "final")
+    streaming = [f"data.{g}.{i}.streaming=true" for g in ("general", "domain") for i in range(2)]
+    streaming += ["data.miner_sample_docs=300"]
+    phase3 = ["tokens=100000", "max_seq_len=32", "batch_size=64", "micro_batch_size=32", "logging_steps=50"]
+    phase3 += [
+        "batch_warmup_step_rows=0",
+        "save_steps=1000",
+        "carry_optimizer=false",
+        "warmup_fraction=0.1",
+        "decay_fraction=0.9",
+    ]
+    sets = [x for o in streaming + [f"phase3.{p}" for p in phase3] for x in ("--set", o)]
+    assert main(args(out, "--phase", "3", *sets)) == 0
+    summary = json.loads((out / "phase3" / "final" / "phase_summary.json").read_text())
+    assert (
+        summary["planned_rows"] > 2500 and summary["data"]["rows_with_spans"] > 0.3 * summary["data"]["rows"]
+    )
+    guided = summary["guided_mlm"]
+    assert guided["target_share"] == 0.05 and abs(guided["share"] - 0.05) <= 0.01, guided
+    assert guided["spans_per_guided_sequence"] >= 1.0, guided
+
+
+@pytest.mark.slow
+def test_prepare_only_builds_the_rows_that_training_then_reuses(tmp_path, capsys):
+    out = tmp_path / "prepared"
+    assert main(args(out, "--phase", "1", "--prepare-only")) == 0
+    printed = capsys.readouterr().out
+    # the epoch report comes before any build
+    assert printed.index("source epochs, phase1: wikitext2 ≈") < printed.index("phase1: building")
+    build = out / "phase1" / "rows" / "build.json"
+    assert build.exists() and not (out / "phase1" / "final").exists()
+    assert not list((out / "phase1").glob("checkpoint-*"))
+    built_at = build.stat().st_mtime_ns
+    assert main(args(out, "--phase", "1")) == 0
+    assert "phase1: building" not in capsys.readouterr().out
+    assert build.stat().st_mtime_ns == built_at and (out / "phase1" / "final" / "config.json").exists()
+
+
+def test_epoch_report_counts_drawn_over_available_tokens(tmp_path):
+    from training.data import load_source
+    from training.epochs import epoch_report
+    from training.recipe import MixtureConfig, PhaseConfig, SourceConfig
+
+    (tmp_path / "small.txt").write_text("\n".join(["abcd " * 20] * 10))  # 10 docs × 100 chars
+    (tmp_path / "big.txt").write_text("\n".join(["wxyz " * 20] * 40))  # 40 docs × 100 chars
+    small = load_source(SourceConfig(name="small", path=str(tmp_path / "small.txt"), doc_per_line=True))
+    big = load_source(SourceConfig(name="big", path=str(tmp_path / "big.txt"), doc_per_line=True))
+    phase = PhaseConfig(tokens=5000, mixture=MixtureConfig(domain_start=0.2, domain_end=0.2))
+    report = {r["source"]: r for r in epoch_report([big], [small], phase, 1.0, {False: 4.0, True: 4.0})}
+    # 25 tokens a document: small = 250 tokens, big = 1000; the domain (small) gets 20% of 5000 tokens
+    assert report["small"]["source_tokens"] == pytest.approx(250) and report["big"][
+        "source_tokens"
+    ] == pytest.approx(1000)
+    assert report["small"]["epochs"] == pytest.approx(1000 / 250) and report["big"][
+        "epochs"
+    ] == pytest.approx(4000 / 1000)

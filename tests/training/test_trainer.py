@@ -70,7 +70,11 @@ def test_step_loss_is_normalised_over_all_labelled_tokens_of_the_step(trainer):
     assert loss.item() == pytest.approx(reference.item(), rel=1e-5)
     for name, grad in expected.items():
         torch.testing.assert_close(accumulated[name], grad, rtol=1e-4, atol=1e-6, msg=name)
-    assert trainer.totals == {"rows": 4, "row_id_sum": 6, "steps": 1}
+    assert {k: trainer.totals[k] for k in ("rows", "row_id_sum", "steps")} == {
+        "rows": 4,
+        "row_id_sum": 6,
+        "steps": 1,
+    }
 
 
 def test_gradient_accumulation_must_be_left_to_the_plan(tmp_path, trainer):
@@ -172,3 +176,18 @@ def test_a_phase_continues_from_the_previous_phases_optimizer_moments(tmp_path):
     for got, want in zip(moments, expected):
         assert torch.equal(got, want)
     assert optimizer.param_groups[0]["lr"] == trainer.phase.lr
+
+
+def test_training_step_never_syncs_the_device_with_the_host(trainer):
+    """The collator computes every packing tensor on the host; the step (forward, backward, loss
+    normalisation, accuracy counters) must not read a device value back (no .item()/nonzero())."""
+    from torch.profiler import ProfilerActivity, profile
+
+    masker = SpanMasker(MaskingConfig(mlm_probability=0.3), 3, [0, 1, 2, 3], 97)
+    step = StepCollator(PackedMLMCollator(masker, seed=0), micro_batch_size=2)(_items([60, 50, 6, 8]))
+    trainer.training_step(trainer.model, step)  # warm-up: lazy initialisation may sync once
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        trainer.training_step(trainer.model, step)
+    names = {event.name for event in prof.events()}
+    syncs = {"aten::_local_scalar_dense", "aten::item", "aten::nonzero", "aten::is_nonzero"} & names
+    assert not syncs, syncs
