@@ -139,15 +139,13 @@ PUBLISHED_TEST_SPEARMAN = 0.8203
 
 
 @pytest.mark.slow
-def test_stsb_minilm_zero_shot_reproduces_published_test_and_reference_dev(data_dir, full_data):
+def test_stsb_minilm_zero_shot_reproduces_published_test_and_reference_dev(data_dir):
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimilarityEvaluator
 
     from evaluation.data import load_glue
     from evaluation.esci_similarity import resolve_model
 
-    if not full_data:
-        pytest.skip("the embedded sample has no labelled STS-B test file (glue_stsb/original/sts-test.tsv)")
     results = {}
     for split in ("test", "dev"):
         cfg = SimilarityConfig(task="stsb", split=split, epochs=0)
@@ -188,11 +186,9 @@ def test_stsb_original_files_are_read_with_their_extra_fields(tmp_path):
         load_stsb_original("test", str(tmp_path))
 
 
-def test_stsb_test_split_of_the_full_data(data_dir, full_data):
+def test_stsb_labelled_test_split(data_dir):
     from evaluation.data import load_stsb_original
 
-    if not full_data:
-        pytest.skip("the embedded sample has no original STS benchmark files (glue_stsb/original)")
     test = load_stsb_original("test")
     assert len(test) == 1379 and test["label"].between(0, 5).all() and test["label"].nunique() > 50
 
