@@ -35,22 +35,14 @@ from modeling_rexbert.conversion import rexbert_config_to_modernbert
 from modeling_rexbert.packing_rexbert import pack_flat, pack_padded
 
 VOCAB = 50_368
-SIZES = {  # name -> (layers, hidden, intermediate, heads); base is the paper's, tiny is the dry run
-    "base": (22, 768, 1152, 12),
-    "tiny": (3, 64, 96, 2),
-}
+# The dry run's size; the real check runs the paper's base size (RexBertConfig.for_size).
+TINY = {"num_hidden_layers": 3, "hidden_size": 64, "intermediate_size": 96, "num_attention_heads": 2}
 
 
 def model_config(size: str, max_len: int) -> RexBertConfig:
-    layers, hidden, inter, heads = SIZES[size]
-    return RexBertConfig(
-        vocab_size=VOCAB,
-        num_hidden_layers=layers,
-        hidden_size=hidden,
-        intermediate_size=inter,
-        num_attention_heads=heads,
-        max_position_embeddings=max_len,
-    )
+    if size == "tiny":
+        return RexBertConfig(vocab_size=VOCAB, max_position_embeddings=max_len, **TINY)
+    return RexBertConfig.for_size(size, vocab_size=VOCAB, max_position_embeddings=max_len)
 
 
 def mixed_lengths(n: int, longest: int) -> list[int]:
@@ -322,7 +314,7 @@ def run(device: torch.device, dry_run: bool, repeats: int) -> dict:
     size = "tiny" if dry_run else "base"
     long_len = 256 if dry_run else 8192
     cfg = model_config(size, max_len=long_len)
-    layers, hidden, inter, heads = SIZES[size]
+    heads, head_dim = cfg.num_attention_heads, cfg.head_dim
     shapes = (
         {"packed 4x64": [64] * 4, "1x256": [256]}
         if dry_run
@@ -334,7 +326,7 @@ def run(device: torch.device, dry_run: bool, repeats: int) -> dict:
         "torch": torch.__version__,
         "size": size,
         "dry_run": dry_run,
-        "backend_agreement": backend_agreement(device, heads, hidden // heads, cfg.sliding_window),
+        "backend_agreement": backend_agreement(device, heads, head_dim, cfg.sliding_window),
         "model_agreement": model_agreement(cfg, device, mixed),
         "training_steps": training_steps(cfg, device, shapes, repeats),
         "versus_modernbert": versus_modernbert(cfg, device, mixed, repeats),

@@ -7,7 +7,6 @@ file fails at load time and not deep inside a trainer.
 from __future__ import annotations
 
 import csv
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,12 +35,13 @@ class DataError(UserError, ValueError):
 
 
 def data_root() -> Path:
-    value = os.environ.get("REXBERT_DATA_DIR", "").strip()
-    if not value:
-        raise DataError(
-            "REXBERT_DATA_DIR is unset: pass an explicit data path or set it (e.g. ../shared/data)"
-        )
-    return Path(value)
+    """``$REXBERT_DATA_DIR``, else the embedded sample (``rexbert_common.data``)."""
+    from rexbert_common.data import data_dir
+
+    root = data_dir()
+    if not root.is_dir():
+        raise DataError(f"data folder {root} not found: set REXBERT_DATA_DIR or pass an explicit data path")
+    return root
 
 
 def require_columns(frame: pd.DataFrame, columns: list[str] | tuple[str, ...], source: str) -> None:

@@ -333,8 +333,10 @@ def _check_model_type(config_dict: dict[str, Any], source: Any = None) -> None:
     model_type = config_dict.get("model_type")
     if model_type not in (None, RexBertConfig.model_type, "modernbert"):
         where = f"{source}: " if source is not None else ""
-        raise ValueError(f"{where}config model_type={model_type!r} is not a RexBERT or ModernBERT config "
-                         "(RexBertConfig reads model_type 'rexbert' or 'modernbert')")
+        raise ValueError(
+            f"{where}config model_type={model_type!r} is not a RexBERT or ModernBERT config "
+            "(RexBertConfig reads model_type 'rexbert' or 'modernbert')"
+        )
 
 
 def _check_rope_scaling(field: str, value: Any) -> None:

@@ -145,6 +145,11 @@ def pack_inputs(
             "input_ids must be (batch, seq_len) / inputs_embeds (batch, seq_len, hidden); "
             f"got shape {tuple(ref.shape)}"
         )
+    if 0 in ref.shape[:2]:
+        raise ValueError(
+            f"empty input of shape {tuple(ref.shape)}: nothing to encode (was the text empty or "
+            "truncated to zero tokens?)"
+        )
     (B, S), device = ref.shape[:2], ref.device
     if position_ids is not None and position_ids.shape[0] == 1 and B > 1:
         position_ids = position_ids.expand(B, -1)  # transformers-style shared (1, S) positions

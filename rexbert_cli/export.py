@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import warnings
 from pathlib import Path
 
 from rexbert_common import UserError
@@ -55,19 +56,23 @@ def export_onnx(model_dir: str | os.PathLike, out_path: str | os.PathLike, opset
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(f".{out_path.name}.tmp")
     try:
-        torch.onnx.export(
-            Encoder(twin),
-            (ids, mask),
-            str(tmp),
-            dynamo=False,
-            opset_version=opset,
-            input_names=["input_ids", "attention_mask"],
-            output_names=["last_hidden_state"],
-            dynamic_axes={
-                name: {0: "batch", 1: "sequence"}
-                for name in ("input_ids", "attention_mask", "last_hidden_state")
-            },
-        )
+        with warnings.catch_warnings():
+            # The tracer flags Python branches of the HF code that are constant for one model: expected here.
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            warnings.filterwarnings("ignore", message="Exporting aten::index operator")
+            torch.onnx.export(
+                Encoder(twin),
+                (ids, mask),
+                str(tmp),
+                dynamo=False,
+                opset_version=opset,
+                input_names=["input_ids", "attention_mask"],
+                output_names=["last_hidden_state"],
+                dynamic_axes={
+                    name: {0: "batch", 1: "sequence"}
+                    for name in ("input_ids", "attention_mask", "last_hidden_state")
+                },
+            )
         report = check_onnx_parity(ours, tmp)
         if report["max_abs_diff"] > PARITY_ATOL:
             raise RuntimeError(

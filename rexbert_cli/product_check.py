@@ -110,4 +110,7 @@ def fill_mask(model_dir: str, prompts: list[str], top_k: int = 3) -> list[list[t
 
     tokenizer, model = _load(model_dir)
     fill = pipeline("fill-mask", model=model, tokenizer=tokenizer, device="cpu")
-    return [[(a["token_str"].strip(), float(a["score"])) for a in fill(p, top_k=top_k)] for p in prompts]
+    # a bare-whitespace token would print as nothing
+    return [
+        [(a["token_str"].strip() or "␣", float(a["score"])) for a in fill(p, top_k=top_k)] for p in prompts
+    ]

@@ -21,7 +21,7 @@ COPIED = {  # folder -> files copied byte for byte
     "icecat_products_chorus": ["icecat_text.parquet"],
     "esci_union_with_text": ["esci_union_with_text.parquet", "ESCI_LICENSE.txt", "ESCI_NOTICE.txt"],
     "fasttext_lid176": ["lid.176.ftz"],
-    "glue_stsb": ["dev.tsv", "LICENSE.txt"],
+    "glue_stsb": ["dev.tsv", "LICENSE.txt", "original/sts-test.tsv"],
     "glue_sst2": ["dev.tsv"],
 }
 BOOK_CHARS = 70_000  # first characters of each Gutenberg book (whole paragraphs)
@@ -42,7 +42,9 @@ IN_THIS_SAMPLE = {  # prepended to each folder's PROVENANCE.md (the full data's,
     "(`ESCI_LICENSE.txt`, `ESCI_NOTICE.txt`).",
     "fasttext_lid176": "`lid.176.ftz`: byte-identical copy; CC BY-SA 3.0 (fastText, Joulin et al. 2016).",
     "glue_stsb": "`dev.tsv`: byte-identical copy (1,500 pairs); `train.tsv`: the header + the first 1,500 of "
-    "5,749 rows. `test.tsv`, `original/` and `readme.txt` are not included. Licence: `LICENSE.txt`.",
+    "5,749 rows; `original/sts-test.tsv`: byte-identical copy (1,379 labelled test pairs, for the STS-B "
+    "test-split protocol). `test.tsv`, the rest of `original/` and `readme.txt` are not included. Licence: "
+    "`LICENSE.txt`.",
     "glue_sst2": "`dev.tsv`: byte-identical copy (872 rows); `train.tsv.gz`: the header + the first 3,000 of "
     "67,349 rows (gzip, mtime 0). `test.tsv` is not included.",
     "glue_qnli": "`dev.tsv`: the header + the first 1,000 of 5,463 rows. `test.tsv` is not included. "
@@ -63,6 +65,7 @@ def build(full: Path, out: Path = HERE) -> None:
     for folder, names in COPIED.items():
         (out / folder).mkdir(exist_ok=True)
         for name in names:
+            (out / folder / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(full / folder / name, out / folder / name)
     for (folder, name), rows in TSV_ROWS.items():
         (out / folder).mkdir(exist_ok=True)

@@ -143,3 +143,12 @@ def test_demo_stages_inherit_verbose_and_report_a_failed_stage(tmp_path, capsys)
         assert "rexbert card: error: " in capsys.readouterr().err
     finally:
         quiet_libraries(verbose=False)
+
+
+def test_curate_bad_override_fails_before_any_work(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "curated"
+    assert main(["curate", "--output-dir", str(out), "--set", "sampling.per_domain=lots"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rexbert curate: error: ") and "sampling.per_domain" in err and "lots" in err
+    assert err.count("\n") == 1 and list(tmp_path.iterdir()) == []  # no output folder, no work/ left behind

@@ -492,3 +492,14 @@ def test_epoch_report_counts_drawn_over_available_tokens(tmp_path):
     assert report["small"]["epochs"] == pytest.approx(1000 / 250) and report["big"][
         "epochs"
     ] == pytest.approx(4000 / 1000)
+
+
+def test_script_defaults_the_data_folder_to_the_embedded_sample(monkeypatch, tmp_path, capsys):
+    """`accelerate launch training/run.py` on a fresh clone reads sample_data/ like the `rexbert` CLI."""
+    from rexbert_common.data import SAMPLE_DIR
+    from training.run import script_main
+
+    monkeypatch.delenv("REXBERT_DATA_DIR", raising=False)
+    assert script_main(["--recipe", str(tmp_path / "missing.yaml")]) == 2
+    assert os.environ["REXBERT_DATA_DIR"] == str(SAMPLE_DIR.resolve())
+    assert "missing.yaml" in capsys.readouterr().err
