@@ -47,6 +47,7 @@ MLM_PROBABILITY = 0.3
 LOCAL_WINDOW = 128  # total window of the local layers, both paths (ModernBERT's default)
 # hidden, layers, intermediate, heads: micro is the paper's Table 2 size; tiny is for the smoke test
 SIZES = {"micro": (256, 7, 384, 4), "tiny": (64, 4, 96, 2)}
+QUICK = ("--size", "tiny", "--docs", "300", "--vocab", "1024", "--tokens", "4096", "--rows", "2")
 
 
 def _docs(data_dir: Path, n_wiki: int, n_products: int) -> list[str]:
@@ -327,7 +328,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vocab", type=int, default=16384)
     parser.add_argument("--out", default="outputs/bench_training")
     parser.add_argument("--json", default=None, help="write the results here")
+    parser.add_argument("--quick", action="store_true", help="seconds-long smoke run: " + " ".join(QUICK))
     args = parser.parse_args(argv)
+    if args.quick:
+        args = parser.parse_args([*QUICK, *(argv if argv is not None else sys.argv[1:])])
     data_dir = Path(os.environ.get("REXBERT_DATA_DIR", ROOT.parent / "shared" / "data"))
     from training.mfu import measure_peak_flops
     from training.packing import TokenizedDoc, best_fit_pack

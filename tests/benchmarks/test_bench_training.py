@@ -85,8 +85,7 @@ def test_tiny_benchmark_trains_both_paths_on_the_same_budget(tmp_path):
     if not os.environ.get("REXBERT_DATA_DIR"):
         pytest.skip("needs REXBERT_DATA_DIR (WikiText-2 and Icecat)")
     out = tmp_path / "result.json"
-    argv = ["--size", "tiny", "--docs", "300", "--vocab", "1024", "--tokens", "4096", "--rows", "2"]
-    assert bt.main([*argv, "--repeats", "1", "--out", str(tmp_path), "--json", str(out)]) == 0
+    assert bt.main(["--quick", "--repeats", "1", "--out", str(tmp_path), "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     (rex,), (hf,) = result["runs"]["rexbert"], result["runs"]["hf"]
     # the hf run takes whole batches up to the rexbert run's real tokens: at most one batch more
