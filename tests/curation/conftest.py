@@ -42,8 +42,6 @@ def small_corpus(real_texts, tmp_path_factory):
     """~220 web-like documents in 6 jsonl files over two folders (with the same file names), two
     filter-required domains and one directly selected domain, a planted near-duplicate, a record with a
     JSON-escaped lone surrogate and one of an unselected domain."""
-    from curation.demo_data import near_duplicate
-
     commerce, other = real_texts
     rng = random.Random(0)
     docs = [(t, 1) for t in commerce[:110]] + [(t, 0) for t in other[:110]]
@@ -54,9 +52,16 @@ def small_corpus(real_texts, tmp_path_factory):
         domain = ("hobby", "automotive", "fashion")[i % 3]
         url = f"https://shop{i % 7}.example.com/item/{i}"
         records.append({"text": web_page(text, rng), "domain": domain, "url": url, "is_commerce": truth})
-    long_doc = next(r for r in records if len(r["text"].split()) > 150)
-    vocab = sorted({w for r in records[:20] for w in r["text"].split() if w.isalpha()})
-    records.append(dict(long_doc, text=near_duplicate(long_doc["text"], rng, vocab)))
+    # copy a prose page (stop words pass the Gopher filters) of the directly selected domain, so the pair
+    # reaches dedup whatever the classifier threshold is
+    long_doc = next(
+        r
+        for r in records
+        if r["domain"] == "fashion" and not r["is_commerce"] and len(r["text"].split()) > 150
+    )
+    # a light edit (Jaccard ≈ 0.95): 14×8 MinHash buckets find it with probability ≈ 1, so the planted pair
+    # does not hinge on one seed's luck (at Jaccard 0.8 they would miss it 8% of the time)
+    records.append(dict(long_doc, text=long_doc["text"] + "\nIt was, on the whole, a fine morning for it."))
     records.append({"text": "Tragic surrogate \ud800 text " * 20, "domain": "hobby"})
     records.append({"text": "A treatise on prime numbers. " * 30, "domain": "mathematics"})
     for k, folder in enumerate(("crawl_a", "crawl_b")):
