@@ -41,7 +41,9 @@ def test_report_counts_every_drop_from_merged_stats(reference):
     assert [r["prompt_version"] for r in report["audit_rounds"]][0] == "v1"
     from datasets import load_dataset
 
-    loaded = load_dataset(str(out / "dataset"), split="train")  # the card's config finds the parquet files
+    # the card's config finds the parquet files; a private cache: datasets' shared cache can hand back an
+    # earlier run's table for a folder with the same layout
+    loaded = load_dataset(str(out / "dataset"), split="train", cache_dir=str(out / "hf_cache"))
     assert sorted(loaded["id"]) == [r[0] for r in dataset_rows(out)]
     card = (out / "dataset" / "README.md").read_text()
     assert "license: odc-by" in card and str(report["totals"]["docs_out"]) in card.replace(",", "")
