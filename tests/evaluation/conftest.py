@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.tiny_models import tiny_modernbert
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _one_torch_thread():
@@ -60,27 +62,10 @@ def tiny_bert_dir(tmp_path_factory, bert_tokenizer) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_modernbert_dir(tmp_path_factory, bert_tokenizer) -> Path:
-    import torch
-    from transformers import ModernBertConfig, ModernBertForMaskedLM
-
-    torch.manual_seed(1)
-    t = bert_tokenizer
-    config = ModernBertConfig(
-        vocab_size=len(t),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=48,
-        max_position_embeddings=512,
-        pad_token_id=t.pad_token_id,
-        cls_token_id=t.cls_token_id,
-        sep_token_id=t.sep_token_id,
-        bos_token_id=t.cls_token_id,
-        eos_token_id=t.sep_token_id,
-        local_attention=16,
-        attn_implementation="sdpa",
+    model = tiny_modernbert(
+        bert_tokenizer, seed=1, max_position_embeddings=512, local_attention=16, attn_implementation="sdpa"
     )
-    return _save(ModernBertForMaskedLM(config).eval(), t, tmp_path_factory.mktemp("tiny_modernbert"))
+    return _save(model.eval(), bert_tokenizer, tmp_path_factory.mktemp("tiny_modernbert"))
 
 
 @pytest.fixture(scope="session")

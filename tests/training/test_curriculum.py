@@ -8,6 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from rexbert_common.errors import UserError
+from tests.tiny_models import tiny_modernbert
 from training import curriculum
 from training.recipe import recipe_from_dict
 from training.tokenizer import train_bpe_tokenizer
@@ -43,26 +44,12 @@ def _recipe(tmp_path, **phase3):
 
 
 def _modernbert_checkpoint(tmp_path, tokenizer, dtype=torch.bfloat16):
-    from transformers import ModernBertConfig, ModernBertForMaskedLM
-
-    config = ModernBertConfig(
-        vocab_size=320,
-        hidden_size=64,
-        num_hidden_layers=3,
-        num_attention_heads=1,
-        intermediate_size=96,
-        local_attention=32,
-        max_position_embeddings=128,
-        pad_token_id=tokenizer.pad_token_id,
-        cls_token_id=tokenizer.cls_token_id,
-        sep_token_id=tokenizer.sep_token_id,
-        mask_token_id=tokenizer.mask_token_id,
-        bos_token_id=tokenizer.cls_token_id,
-        eos_token_id=tokenizer.sep_token_id,
-    )
-    torch.manual_seed(0)
+    model = tiny_modernbert(
+        tokenizer, vocab_size=320, hidden_size=64, num_hidden_layers=3, num_attention_heads=1,
+        intermediate_size=96, local_attention=32,
+    )  # fmt: skip
     folder = tmp_path / "modernbert"
-    ModernBertForMaskedLM(config).to(dtype).save_pretrained(folder)
+    model.to(dtype).save_pretrained(folder)
     return folder
 
 
