@@ -28,6 +28,7 @@ STAGE_MODULES = (
     "model_cards.cli",
     "rexbert_cli.experiment",
     "rexbert_cli.export",
+    "ablation.cli",
 )
 USAGE_ERROR = 2
 

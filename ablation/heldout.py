@@ -1,0 +1,237 @@
+"""The study's train / held-out split: evaluation text that no cell ever trains on.
+
+* Products: ``rexbert_cli.heldout.split_products`` (1 Icecat product in 20 by a stable hash of its id, and
+  every ESCI product of the ``test`` split -- the ESCI similarity evaluation reads that split too).
+* General text: whole WikiText articles (1 in ``general_share`` by a stable hash of the title) and the last
+  ``1 / general_share`` of every Gutenberg book (unseen passages of known authors).
+
+The recipe's sources that read those files are pointed at the training files (:func:`point_at_training`).
+Evaluation texts that still occur verbatim inside a training document (catalogues repeat titles under other
+ids) are dropped by :func:`evaluation_texts`, so "held out" means "not in the training text", not "another
+id".
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import re
+import zipfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from curation.io_utils import atomic_write
+from rexbert_cli.heldout import ESCI, ICECAT, split_products
+
+WIKITEXT = Path("wikitext2_raw_test") / "wiki.test.raw"
+GUTENBERG = Path("gutenberg_nltk") / "gutenberg.zip"
+_ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed member dates: the same input gives the same bytes
+
+
+@dataclass(frozen=True)
+class StudySplit:
+    """Files of the split. ``training[original file] = training file``; held-out texts per field."""
+
+    training: dict[Path, Path]
+    icecat_heldout: Path
+    general_heldout: Path
+
+
+def _is_heldout(key: str, share: int) -> bool:
+    return zlib.crc32(key.encode("utf-8")) % share == 0
+
+
+def _wikitext_articles(text: str) -> list[tuple[str, str]]:
+    """(title, text) of each article: a line `` = Title = `` starts one (`` = = Section = = `` does not)."""
+    articles: list[tuple[str, list[str]]] = []
+    for line in text.splitlines(keepends=True):
+        stripped = line.strip()
+        if stripped.startswith("= ") and stripped.endswith(" =") and not stripped.startswith("= ="):
+            articles.append((stripped.strip("= ").strip(), []))
+        if not articles:
+            articles.append(("", []))
+        articles[-1][1].append(line)
+    return [(title, "".join(lines)) for title, lines in articles]
+
+
+def _passages(paragraphs: list[str], min_chars: int) -> list[str]:
+    """Paragraphs (whitespace normalised) of at least ``min_chars`` characters, headings left out."""
+    parts = [" ".join(p.split()) for p in paragraphs]
+    return [p for p in parts if len(p) >= min_chars and not p.startswith("=")]
+
+
+def _split_wikitext(source: Path, train: Path, share: int, min_chars: int) -> list[str]:
+    kept, heldout = [], []
+    for title, text in _wikitext_articles(source.read_text(encoding="utf-8")):
+        (heldout if title and _is_heldout(title, share) else kept).append(text)
+    atomic_write(train, lambda tmp: Path(tmp).write_text("".join(kept), encoding="utf-8"))
+    return _passages([line for text in heldout for line in text.splitlines()], min_chars)  # a line each
+
+
+def _split_gutenberg(source: Path, train: Path, share: int, min_chars: int) -> list[str]:
+    heldout = []
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(source) as archive, zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as out:
+        for member in sorted(archive.namelist()):
+            if member.endswith("/") or not member.endswith(".txt"):
+                continue
+            lines = archive.read(member).splitlines(keepends=True)  # bytes: the head is kept byte for byte
+            cut = len(lines) - len(lines) // share  # the book's tail is held out
+            out.writestr(zipfile.ZipInfo(member, date_time=_ZIP_TIME), b"".join(lines[:cut]))
+            tail = b"".join(lines[cut:]).decode("utf-8", errors="replace")
+            heldout += _passages(re.split(r"\n\s*\n", tail), min_chars)
+    atomic_write(train, lambda tmp: Path(tmp).write_bytes(buffer.getvalue()))
+    return heldout
+
+
+def split_study_data(data_dir: Path, out_dir: Path, general_share: int, min_chars: int) -> StudySplit:
+    """Write the training files and the held-out texts under ``out_dir``; a split already written from the
+    same inputs and settings is reused untouched (training rows are cached by source file size and mtime)."""
+    originals = [data_dir / f for f in (ICECAT, ESCI, WIKITEXT, GUTENBERG) if (data_dir / f).is_file()]
+    key = {
+        "inputs": [[str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] for p in originals],
+        "general_share": general_share,
+        "min_chars": min_chars,
+    }
+    marker = out_dir / "split.json"
+    if marker.is_file():
+        saved = json.loads(marker.read_text(encoding="utf-8"))
+        if saved["key"] == key:
+            return StudySplit(
+                {Path(k): Path(v) for k, v in saved["training"].items()},
+                Path(saved["icecat_heldout"]),
+                Path(saved["general_heldout"]),
+            )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    products = split_products(data_dir, out_dir)
+    training = {
+        (data_dir / ICECAT).resolve(): products.icecat_train,
+        (data_dir / ESCI).resolve(): products.esci_train,
+    }
+    general: list[str] = []
+    for original, name, split in (
+        (WIKITEXT, "wiki.train.raw", _split_wikitext),
+        (GUTENBERG, "gutenberg_train.zip", _split_gutenberg),
+    ):
+        if (data_dir / original).is_file():
+            general += split(data_dir / original, out_dir / name, general_share, min_chars)
+            training[(data_dir / original).resolve()] = out_dir / name
+    general_path = out_dir / "general_heldout.jsonl"
+    lines = "".join(json.dumps({"text": t}) + "\n" for t in general)
+    atomic_write(general_path, lambda tmp: Path(tmp).write_text(lines, encoding="utf-8"))
+    result = StudySplit(training, products.icecat_heldout, general_path)
+    document = {
+        "key": key,
+        "training": {str(k): str(v) for k, v in training.items()},
+        "icecat_heldout": str(result.icecat_heldout),
+        "general_heldout": str(general_path),
+    }
+    atomic_write(marker, lambda tmp: Path(tmp).write_text(json.dumps(document, indent=1), encoding="utf-8"))
+    return result
+
+
+def point_at_training(recipe, split: StudySplit) -> list[str]:
+    """Point the recipe's sources that read a split file at its training part (in place); returns the
+    names of the sources changed."""
+    changed = []
+    for source in (*recipe.data.general, *recipe.data.domain):
+        path = Path(source.path)
+        if path.exists() and path.resolve() in split.training:
+            source.path = str(split.training[path.resolve()])
+            changed.append(source.name)
+    return changed
+
+
+@dataclass(frozen=True)
+class EvaluationTexts:
+    """Held-out texts every cell is scored on.
+
+    Attributes:
+        fields: masked-token recovery texts per field: ``product_title``, ``product_description`` (held-out
+            Icecat products and ESCI test products) and ``general`` (held-out WikiText / Gutenberg passages).
+        products: held-out product texts (title + description) for the entity/attribute recovery.
+    """
+
+    fields: dict[str, list[str]]
+    products: list[str]
+
+
+def _column_texts(path: Path, column: str) -> list[str]:
+    import pyarrow.parquet as pq
+
+    values = pq.read_table(path, columns=[column]).column(column).to_pylist()
+    return [str(v).strip() for v in values if v is not None and str(v).strip()]
+
+
+def _normalised(text: str) -> str:
+    return " ".join(text.split())
+
+
+def training_corpus(recipe) -> str:
+    """Every document of the recipe's local, in-memory sources (whitespace normalised), one per line.
+    Streaming and Hub sources are not read (the GPU studies' web corpora are not filtered)."""
+    from training.data import load_source, source_files
+
+    documents = []
+    for source in (*recipe.data.general, *recipe.data.domain):
+        if source.streaming or source_files(source) is None:
+            continue
+        full = copy.copy(source)
+        full.max_docs = None  # whatever a cell reads is a prefix of this
+        documents += [_normalised(t) for t in load_source(full).texts]
+    return "\n".join(documents)
+
+
+def _occurring(corpus: str, needles: set[str]) -> set[str]:
+    """The needles that occur in ``corpus``: one Aho-Corasick pass over the corpus for all of them."""
+    import ahocorasick
+
+    automaton = ahocorasick.Automaton()
+    for needle in needles:
+        if needle:
+            automaton.add_word(needle, needle)
+    if len(automaton) == 0:
+        return set()
+    automaton.make_automaton()
+    return {needle for _, needle in automaton.iter(corpus)}
+
+
+def evaluation_texts(
+    split: StudySplit, recipe, max_texts: int, entity_max_texts: int, seed: int
+) -> EvaluationTexts:
+    """The held-out texts (first ``max_texts`` per field after a seeded shuffle), without any text that
+    occurs verbatim inside a training document of ``recipe`` (catalogues repeat titles under other ids)."""
+    import pyarrow.parquet as pq
+
+    from evaluation.blocks import ordered_texts
+    from evaluation.data import load_esci, product_field_texts
+    from rexbert_cli.product_check import product_texts
+
+    corpus = training_corpus(recipe)
+    esci_test = load_esci(None, "test")
+    titles = _column_texts(split.icecat_heldout, "title") + product_field_texts(esci_test, "title")
+    descriptions = _column_texts(split.icecat_heldout, "short_description") + product_field_texts(
+        esci_test, "description"
+    )
+    general = [json.loads(line)["text"] for line in split.general_heldout.read_text("utf-8").splitlines()]
+    products = product_texts(pq.read_table(split.icecat_heldout).to_pylist())
+
+    candidates = [
+        ordered_texts(list(dict.fromkeys(t)), seed) for t in (titles, descriptions, general, products)
+    ]
+    seen = _occurring(corpus, {_normalised(p) for texts in candidates for t in texts for p in t.split("\n")})
+
+    def pick(texts: list[str], limit: int) -> list[str]:
+        unseen = (t for t in texts if not any(_normalised(p) in seen for p in t.split("\n")))
+        return [t for _, t in zip(range(limit), unseen)]
+
+    return EvaluationTexts(
+        fields={
+            "product_title": pick(candidates[0], max_texts),
+            "product_description": pick(candidates[1], max_texts),
+            "general": pick(candidates[2], max_texts),
+        },
+        products=pick(candidates[3], entity_max_texts),
+    )
