@@ -55,7 +55,7 @@ class BudgetConfig:
         return first, second, self.tokens - first - second
 
 
-@dataclass
+@dataclass(frozen=True)
 class VariantConfig:
     """One arm of the study.
 
@@ -144,8 +144,9 @@ class EvaluationConfig:
     """What every cell's final model is scored on (texts no cell trained on).
 
     Args:
-        protocol: masked-token recovery protocol of ``evaluation.mlm_recovery``: ``span`` (whole-word spans,
-            the paper's Table 3) or ``collator`` (i.i.d. 15%, 80/10/10).
+        protocols: masked-token recovery protocols of ``evaluation.mlm_recovery``, each scored separately:
+            ``span`` (whole-word spans, the paper's Table 3: hard for small models, whole words hidden) and
+            ``collator`` (i.i.d. 15% of the tokens, 80/10/10: mostly single tokens in context).
         block_size: tokens per evaluation block.
         max_texts: texts per field (product titles, product descriptions, general passages).
         mask_probability: masked share of each block / of the entity tokens' blocks.
@@ -154,7 +155,7 @@ class EvaluationConfig:
         seed: evaluation seed (texts and masks are identical for every cell).
     """
 
-    protocol: str = checked("span", choices=MLM_PROTOCOLS)
+    protocols: list[str] = field(default_factory=lambda: ["span", "collator"])
     block_size: int = checked(128, ge=16)
     max_texts: int = checked(400, ge=1)
     mask_probability: float = checked(0.15, gt=0, lt=1)
@@ -245,6 +246,12 @@ def _validate(config: AblationConfig, source: str) -> None:
         raise ConfigError(
             f"{source}: budget.phase1 + budget.phase2 = {config.budget.phase1 + config.budget.phase2:g} "
             "must leave phase 3 a share (< 1)"
+        )
+    protocols = config.evaluation.protocols
+    if not protocols or not set(protocols) <= set(MLM_PROTOCOLS) or len(set(protocols)) < len(protocols):
+        raise ConfigError(
+            f"{source}: evaluation.protocols = {protocols} must list distinct protocols of "
+            f"{list(MLM_PROTOCOLS)}"
         )
     arms = config.arms()
     if not arms:

@@ -22,8 +22,14 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ablation.config import AblationConfig, VariantConfig
+
+if TYPE_CHECKING:
+    from ablation.heldout import EvaluationTexts, StudySplit
+    from training.attribute_miner import AttributeMiner
+    from training.recipe import Recipe
 
 RESULT_FILE = "result.json"
 
@@ -57,10 +63,10 @@ class Study:
     """Everything the cells share, prepared once: the split, the study recipe, texts, the miner."""
 
     config: AblationConfig
-    split: object
-    recipe: object
-    texts: object
-    miner: object
+    split: StudySplit
+    recipe: Recipe
+    texts: EvaluationTexts
+    miner: AttributeMiner
 
     @classmethod
     def prepare(cls, config: AblationConfig) -> Study:

@@ -15,15 +15,25 @@ from ablation.grid import write_json_atomic
 
 # (metric key, column title, shown as a percentage)
 TABLE_METRICS = (
-    ("product_title_top1", "title top-1", True),
-    ("product_description_top1", "description top-1", True),
-    ("general_top1", "general top-1", True),
+    ("product_title_collator_top1", "title top-1 (collator)", True),
+    ("product_description_collator_top1", "description top-1 (collator)", True),
+    ("general_collator_top1", "general top-1 (collator)", True),
     ("entity_top1", "entity top-1", True),
-    ("product_title_top5", "title top-5", True),
+    ("product_title_span_top1", "title top-1 (span)", True),
+    ("product_description_span_top1", "description top-1 (span)", True),
+    ("general_span_top1", "general top-1 (span)", True),
     ("esci_spearman", "ESCI Spearman", False),
     ("final_train_loss", "final train loss", False),
 )
-BAR_METRICS = ("product_title_top1", "product_description_top1", "general_top1", "entity_top1")
+BAR_METRICS = (
+    "product_title_collator_top1",
+    "product_description_collator_top1",
+    "general_collator_top1",
+    "entity_top1",
+    "product_title_span_top1",
+    "product_description_span_top1",
+    "general_span_top1",
+)
 
 
 def summarize(values: Sequence[float], confidence: float = 0.95) -> dict:
@@ -163,7 +173,7 @@ def plot_accuracy(stats: dict, path: Path) -> Path:
 
     arms = list(stats["arms"])
     width = 0.8 / max(1, len(arms))
-    figure, axis = plt.subplots(figsize=(8, 4.5))
+    figure, axis = plt.subplots(figsize=(10, 4.5))
     x = np.arange(len(BAR_METRICS))
     for i, arm in enumerate(arms):
         means, errors = [], [[], []]
@@ -175,7 +185,8 @@ def plot_accuracy(stats: dict, path: Path) -> Path:
             errors[0].append(mean - low * 100)
             errors[1].append(high * 100 - mean)
         axis.bar(x + (i - (len(arms) - 1) / 2) * width, means, width, yerr=errors, capsize=3, label=arm)
-    axis.set_xticks(x, [m.replace("_top1", "").replace("_", " ") for m in BAR_METRICS])
+    labels = [m.replace("_top1", "").replace("product_", "").replace("_", "\n") for m in BAR_METRICS]
+    axis.set_xticks(x, labels, fontsize=8)
     axis.set_ylabel("top-1 accuracy (%), 95% t-interval over seeds")
     axis.legend(fontsize=8)
     axis.grid(axis="y", alpha=0.3)

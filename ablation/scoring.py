@@ -1,7 +1,7 @@
 """Score one cell's final model through the evaluation stage's public functions.
 
-* masked-token recovery top-1/3/5 (``evaluation.mlm_recovery.evaluate_model``) on held-out product titles,
-  product descriptions and general passages, each field separately;
+* masked-token recovery top-1/3/5 (``evaluation.mlm_recovery.evaluate_model``, one or more protocols) on
+  held-out product titles, product descriptions and general passages, each field separately;
 * entity/attribute recovery: the same ranker (``evaluation.mlm_scoring.MaskedTokenRanker``) on held-out
   products where only tokens of spans mined by ``training.attribute_miner`` (brands, sizes, model numbers,
   attribute values, product types) are masked -- what Guided MLM trains;
@@ -67,22 +67,23 @@ def entity_recovery(model, tokenizer, texts, miner, cfg: EvaluationConfig) -> di
 
 
 def mlm_recovery(model, tokenizer, texts: EvaluationTexts, cfg: EvaluationConfig) -> dict[str, float]:
+    """``<field>_<protocol>_top<k>`` and ``<field>_<protocol>_masked_tokens`` for every protocol."""
     from evaluation.mlm_recovery import MLMRecoveryConfig, evaluate_model
 
-    mlm = MLMRecoveryConfig(
-        protocol=cfg.protocol,
-        fields=tuple(texts.fields),
-        block_sizes=(cfg.block_size,),
-        mask_probability=cfg.mask_probability,
-        top_k=TOP_K,
-        seed=cfg.seed,
-    )
-    rows = evaluate_model(model, tokenizer, texts.fields, mlm, split=None)
     scores = {}
-    for row in rows:  # task "mlm_<field>", metric "top<k>_accuracy"
-        field = row["task"].removeprefix("mlm_")
-        scores[f"{field}_{row['metric'].removesuffix('_accuracy')}"] = row["value"]
-        scores[f"{field}_masked_tokens"] = row["n"]
+    for protocol in cfg.protocols:
+        mlm = MLMRecoveryConfig(
+            protocol=protocol,
+            fields=tuple(texts.fields),
+            block_sizes=(cfg.block_size,),
+            mask_probability=cfg.mask_probability,
+            top_k=TOP_K,
+            seed=cfg.seed,
+        )
+        for row in evaluate_model(model, tokenizer, texts.fields, mlm, split=None):
+            name = f"{row['task'].removeprefix('mlm_')}_{protocol}"  # task "mlm_<field>"
+            scores[f"{name}_{row['metric'].removesuffix('_accuracy')}"] = row["value"]
+            scores[f"{name}_masked_tokens"] = row["n"]
     return scores
 
 

@@ -44,6 +44,7 @@ def test_sweep_adds_arms_and_drops_duplicates_of_existing_ones():
         ("variants.1.name=a_phases12", "variant name 'a_phases12' is used by two different arms"),
         ("variants.1.name=b/x", "variant name 'b/x' must be letters"),
         ("reference=z", "reference = 'z' is not a variant"),
+        ("evaluation.protocols=[span, word]", "evaluation.protocols = ['span', 'word'] must list distinct"),
     ],
 )
 def test_mistakes_are_one_line_naming_file_field_and_value(write_study, override, message):

@@ -25,7 +25,7 @@ def _result(variant, seed, top1, loss):
         "variant": variant,
         "seed": seed,
         "tokens": {"budget": 1000, "consumed": 990},
-        "metrics": {"product_title_top1": top1, "final_train_loss": loss},
+        "metrics": {"product_title_span_top1": top1, "final_train_loss": loss},
         "loss_curve": curve,
     }
 
@@ -42,11 +42,11 @@ RESULTS = [
 
 def test_differences_are_paired_by_seed():
     stats_ = aggregate(RESULTS, ["a", "b"], "a")
-    diff = stats_["differences_to_reference"]["b"]["product_title_top1"]
+    diff = stats_["differences_to_reference"]["b"]["product_title_span_top1"]
     assert diff["mean"] == pytest.approx(0.17 / 3) and diff["n"] == 3
     assert diff["ci"] == pytest.approx(summarize([0.05, 0.06, 0.06])["ci"])
     assert diff["ci"][0] > 0  # paired: the seed-to-seed spread cancels
-    unpaired = stats_["arms"]["a"]["product_title_top1"]
+    unpaired = stats_["arms"]["a"]["product_title_span_top1"]
     assert unpaired["ci"][1] - unpaired["ci"][0] > diff["ci"][1] - diff["ci"][0]
 
 
@@ -54,10 +54,10 @@ def test_report_files(tmp_path):
     path = write_report(RESULTS, ["a", "b"], "a", tmp_path, "rexbert ablate --config x.yaml")
     text = path.read_text()
     assert "`rexbert ablate --config x.yaml`" in text
-    assert "| a | 3 | 40.00 ± 2.00 [35.03, 44.97] |" in text
-    assert "| b | 5.67 ± 0.58 [4.23, 7.10] * |" in text  # the difference excludes 0: marked
+    assert "| a | 3 | – | – | – | – | 40.00 ± 2.00 [35.03, 44.97] |" in text
+    assert "| b | – | – | – | – | 5.67 ± 0.58 [4.23, 7.10] * |" in text  # the difference excludes 0: marked
     document = json.loads((tmp_path / "report.json").read_text())
-    assert document["arms"]["b"]["product_title_top1"]["mean"] == pytest.approx(0.4566667)
+    assert document["arms"]["b"]["product_title_span_top1"]["mean"] == pytest.approx(0.4566667)
     assert len(document["cells"]) == 6 and "loss_curve" not in document["cells"][0]
     for name in ("loss_curves.png", "accuracy.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
