@@ -27,11 +27,12 @@ class GlueHParams:
     """Per-task fine-tuning settings.
 
     Args:
-        learning_rate / weight_decay / epochs: AdamW + linear decay settings.
+        learning_rate / weight_decay / epochs: AdamW + linear decay settings (the cited numbers).
         batch_size: per-device train batch size.
         max_seq_length: tokens per (pair of) sentence(s), longer inputs are truncated.
         warmup_ratio: share of steps with linear warm-up.
-        source: where the numbers come from (kept in the results record).
+        source: where learning rate, weight decay and epochs come from (kept in the results record);
+            batch size, length and warm-up are this package's defaults, not taken from a source.
     """
 
     learning_rate: float
@@ -44,11 +45,25 @@ class GlueHParams:
 
 
 _MODERNBERT_BASE = (
-    "ModernBERT paper (Warner et al. 2024, arXiv:2412.13663), appendix GLUE table, ModernBERT-base; "
-    "not re-checked against the paper in this repository (see docs/evaluation.md)"
+    "ModernBERT paper (Warner et al. 2024, arXiv:2412.13663), appendix table of GLUE fine-tuning "
+    "hyper-parameters, ModernBERT-base; UNVERIFIED here: the appendix could not be read from any stored "
+    "source, and the released code (github.com/AnswerDotAI/ModernBERT@8c57a0f, src/evals/glue_jobs.py) only "
+    "holds Mosaic-BERT defaults that its sweeps override"
 )
-# Per size, per task. Only sizes with a published source are listed; other sizes fall back to "base"
-# with the fallback written into ``source`` (see :func:`default_hparams`).
+# Sizes without any published per-task setting, and where we looked.
+_NO_SOURCE = {
+    "micro": "Ettin (arXiv:2507.11412) publishes no per-task GLUE settings for its 17M encoder "
+    "(github.com/JHU-CLSP/ettin-encoder-vs-decoder@6cbf954, glue_evaluation/README.md: example 'TODO')",
+    "mini": "Ettin (arXiv:2507.11412) publishes no per-task GLUE settings for its 68M encoder "
+    "(github.com/JHU-CLSP/ettin-encoder-vs-decoder@6cbf954, glue_evaluation/README.md: example 'TODO')",
+    "large": "ModernBERT-large's appendix settings could not be read here (see the base source)",
+}
+# The grid ModernBERT's GLUE sweeps drew from (github.com/AnswerDotAI/ModernBERT, branch said/sweep,
+# create_sweep.py: learning_rate values; max_duration 1-3 epochs; weight_decay 1e-6..1e-5).
+MODERNBERT_SWEEP_LEARNING_RATES = (1e-5, 3e-5, 5e-5, 8e-5)
+# Per size, per task. Only sizes with a source are listed; other sizes fall back to "base" with the
+# fallback and the reason written into ``source`` (see :func:`default_hparams`). The RexBERT paper (§6)
+# only says "standard fine-tuning protocols for each task".
 HPARAMS_BY_SIZE = {
     "base": {
         "sst2": GlueHParams(8e-5, 1e-5, 2, source=_MODERNBERT_BASE),
@@ -62,14 +77,13 @@ DEFAULT_HPARAMS = HPARAMS_BY_SIZE["base"]
 
 
 def default_hparams(size: str) -> dict[str, GlueHParams]:
-    """The per-task settings of one model size; unknown sizes reuse ``base`` and say so in ``source``."""
+    """The per-task settings of one model size; sizes without a source reuse ``base`` and say why."""
     if size in HPARAMS_BY_SIZE:
         return dict(HPARAMS_BY_SIZE[size])
-    logger.warning("no published GLUE settings for size %r: using the base settings", size)
+    reason = _NO_SOURCE.get(size, "no published settings are known for this size")
+    logger.warning("no published GLUE settings for size %r: using the base settings (%s)", size, reason)
     return {
-        task: replace(
-            hp, source=f"size {size!r} has no published settings; base settings reused ({hp.source})"
-        )
+        task: replace(hp, source=f"size {size!r}: {reason}; base settings reused ({hp.source})")
         for task, hp in HPARAMS_BY_SIZE["base"].items()
     }
 

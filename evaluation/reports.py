@@ -212,15 +212,44 @@ def mlm_table(records: list[dict], metric_prefix: str = "top") -> str:
     return _markdown(header, rows)
 
 
-def glue_table(records: list[dict]) -> str:
-    """Table 4 layout: rows = task (metric), columns = models, mean ± sd in %."""
+def glue_table(records: list[dict], published: Sequence | None = None) -> str:
+    """Table 4 layout: rows = task (metric), columns = measured models, mean ± sd in %.
+
+    Published figures (:mod:`evaluation.published`; default: those of the model sizes named in the records'
+    configs) follow in their own columns headed ``<model> (published)``, with their citations under the
+    table, so a published number is never read as one measured here. A published metric that no measured
+    row has (STS-B's unspecified ``correlation``) gets its own row.
+    """
+    from evaluation.published import published_glue
+
     table = _lookup(records, "glue")
     keys = list(dict.fromkeys((t, s, m) for (_, t, s, m) in table))
     models = _models(records, "glue")
-    rows = [
-        [f"{t} ({m})"] + [_cell(table.get((model, t, s, m)), True) for model in models] for t, s, m in keys
-    ]
-    return _markdown(["task"] + models, rows)
+    if published is None:
+        sizes = {r["config"].get("size") for r in records if r["kind"] == "glue"}
+        published = published_glue({s for s in sizes if s})
+    measured_tasks = {t for t, _, _ in keys}
+    published = [p for p in published if p.task in measured_tasks]
+    shown = list(dict.fromkeys(p.model for p in published))
+    by_key = {(p.model, p.task, p.metric): p for p in published}
+    row_keys = [(t, m) for t, _, m in keys]
+    row_keys += [k for k in dict.fromkeys((p.task, p.metric) for p in published) if k not in row_keys]
+    setting = {(t, m): s for t, s, m in keys}
+    rows = []
+    for task, metric in row_keys:
+        measured = [
+            _cell(table.get((model, task, setting.get((task, metric)), metric)), True) for model in models
+        ]
+        quoted = [
+            f"{by_key[(name, task, metric)].value * 100:.2f}" if (name, task, metric) in by_key else "–"
+            for name in shown
+        ]
+        rows.append([f"{task} ({metric})"] + measured + quoted)
+    text = _markdown(["task"] + models + [f"{name} (published)" for name in shown], rows)
+    sources = list(dict.fromkeys(p.source for p in published))
+    if sources:
+        text += "\n" + "\n".join(f"Published: {source}." for source in sources) + "\n"
+    return text
 
 
 def similarity_table(records: list[dict]) -> str:

@@ -109,7 +109,13 @@ def test_learning_rate_sweep_picks_on_train_slice(tmp_path, tiny_bert_dir):
 
 def test_hparams_per_size_with_sources():
     base = default_hparams("base")
-    assert all(hp.source.startswith("ModernBERT paper") for hp in base.values())
+    assert all(
+        hp.source.startswith("ModernBERT paper") and "arXiv:2412.13663" in hp.source for hp in base.values()
+    )
+    assert all("UNVERIFIED" in hp.source for hp in base.values()), "an unchecked citation says so"
     mini = default_hparams("mini")
     assert mini["sst2"].learning_rate == base["sst2"].learning_rate
-    assert "size 'mini' has no published settings" in mini["sst2"].source
+    assert "size 'mini': Ettin (arXiv:2507.11412) publishes no per-task GLUE settings" in mini["sst2"].source
+    assert "ettin-encoder-vs-decoder@6cbf954" in mini["sst2"].source
+    assert "size 'large': ModernBERT-large" in default_hparams("large")["qqp"].source
+    assert "no published settings are known" in default_hparams("xl")["qqp"].source
