@@ -4,7 +4,7 @@ Schema ``rexbert-eval/1`` (a results file is one JSON object)::
 
     {"schema": "rexbert-eval/1",
      "records": [                                  # one per (evaluator run, model)
-       {"kind": "mlm_recovery" | "esci_similarity" | "glue",
+       {"kind": "mlm_recovery" | "esci_similarity" | "glue" | "mteb",
         "model": {"name": str, "path": str, "num_parameters": int | null},
         "config": {...},                           # the evaluator's config dataclass, as a dict
         "results": [                               # tidy rows: one per metric
@@ -36,7 +36,7 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
 SCHEMA = "rexbert-eval/1"
-KINDS = ("mlm_recovery", "esci_similarity", "glue")
+KINDS = ("mlm_recovery", "esci_similarity", "glue", "mteb")
 
 
 def result_row(
@@ -252,13 +252,23 @@ def glue_table(records: list[dict], published: Sequence | None = None) -> str:
     return text
 
 
-def similarity_table(records: list[dict]) -> str:
-    """Rows = model, columns = (task, setting, metric) of the similarity runs (Spearman / Pearson)."""
-    table = _lookup(records, "esci_similarity")
+def _model_rows_table(records: list[dict], kind: str) -> str:
+    """Rows = model, columns = (task, setting, metric) of one kind's runs, values as fractions."""
+    table = _lookup(records, kind)
     keys = list(dict.fromkeys((t, s, m) for (_, t, s, m) in table))
-    models = _models(records, "esci_similarity")
+    models = _models(records, kind)
     rows = [[model] + [_cell(table.get((model, t, s, m)), False) for t, s, m in keys] for model in models]
     return _markdown(["model"] + [f"{t} {s} {m}" for t, s, m in keys], rows)
+
+
+def similarity_table(records: list[dict]) -> str:
+    """Rows = model, columns = (task, setting, metric) of the similarity runs (Spearman / Pearson)."""
+    return _model_rows_table(records, "esci_similarity")
+
+
+def mteb_table(records: list[dict]) -> str:
+    """Rows = model, columns = (MTEB task, metric) of ``rexbert eval mteb`` runs."""
+    return _model_rows_table(records, "mteb")
 
 
 def markdown_report(records: list[dict]) -> str:
@@ -269,6 +279,8 @@ def markdown_report(records: list[dict]) -> str:
         parts.append("## Semantic similarity (cosine; mean ± sd over folds)\n\n" + similarity_table(records))
     if any(r["kind"] == "glue" for r in records):
         parts.append("## GLUE (dev; mean ± sd over seeds, %)\n\n" + glue_table(records))
+    if any(r["kind"] == "mteb" for r in records):
+        parts.append("## MTEB (test split, zero-shot)\n\n" + mteb_table(records))
     return "\n".join(parts)
 
 

@@ -32,6 +32,7 @@ _TASK_TYPES = {
     "mlm_recovery": "fill-mask",
     "esci_similarity": "sentence-similarity",
     "glue": "text-classification",
+    "mteb": "feature-extraction",
 }
 
 
