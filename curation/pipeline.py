@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from curation.config import CurationConfig, SourceConfig, config_to_dict
+from rexbert_common.errors import UserError
 
 STAGES = ("prepare", "label", "buckets", "cluster", "select", "finalize")
 
@@ -231,16 +232,57 @@ def build_executors(config: CurationConfig, stop_after: str | None = None) -> li
     return executors
 
 
+def check_ray_capacity(config: CurationConfig) -> None:
+    """Refuse a Ray run whose per-task request no node of the cluster can hold: Ray would keep the placement
+    group pending forever instead of failing."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False)
+    options = config.executor.ray
+    cpus = float(options.get("cpus_per_task", 1))
+    memory = float(options.get("mem_per_cpu_gb", 2)) * cpus * 2**30
+    nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+    if not any(res.get("CPU", 0) >= cpus and res.get("memory", 0) >= memory for res in nodes):
+        largest = max(nodes, key=lambda res: res.get("memory", 0), default={})
+        has_cpus, has_gib = largest.get("CPU", 0), largest.get("memory", 0) / 2**30
+        raise UserError(
+            f"executor.ray asks {cpus:g} CPU and {memory / 2**30:.2f} GiB per task, but the largest Ray node "
+            f"has {has_cpus:g} CPU and {has_gib:.2f} GiB of Ray 'memory': "
+            "lower executor.ray.cpus_per_task / mem_per_cpu_gb or add nodes"
+        )
+
+
+def run_stage(executor, name: str) -> None:
+    """Run one stage to the end and refuse to go on when any of its tasks failed. datatrove's Ray executor
+    gives up on a task after a few retries and its dependant then waits for it forever; here the run stops
+    with the stage, the failed ranks and where their logs are."""
+    executor.run()
+    failed = executor.get_incomplete_ranks(skip_completed=True)
+    if failed:
+        shown = ", ".join(map(str, failed[:10])) + (" ..." if len(failed) > 10 else "")
+        raise UserError(
+            f"curation stage {name!r}: {len(failed)} of {executor.world_size} tasks did not complete "
+            f"(ranks {shown}); see {executor.logging_dir.path}/logs — rerun to retry only those tasks"
+        )
+
+
 def run_pipeline(config: CurationConfig, stop_after: str | None = None) -> dict[str, Any] | None:
-    """Run (or resume) every stage. Local and Ray run to the end and return the report; Slurm submits the
-    chain of dependent jobs and returns None."""
+    """Run (or resume) every stage. Local and Ray run the stages one after the other and return the report;
+    Slurm submits the chain of dependent jobs and returns None."""
     from curation.io_utils import read_json
 
     root = Path(config.output.dir)
     root.mkdir(parents=True, exist_ok=True)
     executors = build_executors(config, stop_after)
-    executors[-1].run()
+    if config.executor.kind == "slurm":
+        executors[-1].run()
+        return None
+    if config.executor.kind == "ray":
+        check_ray_capacity(config)
+    for stage, executor in zip(STAGES, executors):
+        run_stage(executor, stage)
     report = root / "report" / "report.json"
-    if config.executor.kind != "slurm" and (stop_after in (None, "finalize")) and report.exists():
+    if stop_after in (None, "finalize") and report.exists():
         return read_json(report)
     return None

@@ -185,6 +185,14 @@ class RexBertPreTrainedModel(PreTrainedModel):
     _supports_flex_attn = False
     _supports_attention_backend = False
 
+    def _initialize_weights(self, module: nn.Module, is_custom_code: bool = False) -> None:
+        # transformers 5 skips, for remote code, every module without parameters of its own (a guard for code
+        # that writes weights with raw torch calls): _init_weights below would then never see RexBertMLP,
+        # RexBertAttention, ... and every weight would keep the generic N(0, 0.02), output projections
+        # included. Every write below goes through transformers.initialization, which leaves loaded
+        # (already initialised) tensors alone, so the guard is not needed here.
+        super()._initialize_weights(module, is_custom_code=False)
+
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         """ModernBERT init: truncated normal (+-cutoff sigma); 0.02 for embeddings / Wi / Wqkv,

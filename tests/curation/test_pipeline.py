@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from curation.pipeline import build_stages, run_pipeline
+from rexbert_common.errors import UserError
 from tests.curation.conftest import curation_config, dataset_rows
 
 
@@ -62,22 +63,77 @@ def test_four_tasks_give_the_same_dataset_as_one(reference, small_corpus, tmp_pa
     assert dataset_rows(tmp_path) == dataset_rows(out)
 
 
-@pytest.mark.slow
-def test_ray_four_tasks_give_the_same_dataset_as_local_one(reference, small_corpus, tmp_path):
+_RAY_PROBE = """
+import ray
+ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+assert ray.get(ray.remote(lambda: 41 + 1).remote(), timeout=60) == 42
+ray.shutdown()
+"""
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A local Ray instance for this module. A machine where Ray itself cannot start a task (checked in a
+    separate process, so a hang there cannot hang the suite) skips these checks and prints why."""
+    import subprocess
+    import sys
+
     ray = pytest.importorskip("ray")
-    out, _ = reference
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        run_pipeline(
-            curation_config(
-                tmp_path,
-                _sources(small_corpus),
-                **{"executor.kind": "ray", "executor.tasks": 4, "executor.workers": 2},
-            )
-        )
-    finally:
-        ray.shutdown()
+        command = [sys.executable, "-c", _RAY_PROBE]
+        probe = subprocess.run(command, capture_output=True, text=True, timeout=180)
+        reason = None if probe.returncode == 0 else probe.stderr.strip()[-800:]
+    except subprocess.TimeoutExpired:
+        reason = "a one-task Ray probe did not finish in 180 s"
+        subprocess.run(["ray", "stop", "--force"], capture_output=True)
+    if reason is not None:
+        pytest.skip(f"Ray cannot run a task on this machine: {reason}")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.mark.slow
+def test_ray_four_tasks_give_the_same_dataset_as_local_one(reference, small_corpus, tmp_path, ray_cluster):
+    out, _ = reference
+    overrides = {"executor.kind": "ray", "executor.tasks": 4, "executor.workers": 2}
+    config = curation_config(tmp_path, _sources(small_corpus), **overrides)
+    config.executor.ray = {"mem_per_cpu_gb": 0.5}
+    run_pipeline(config)
     assert dataset_rows(tmp_path) == dataset_rows(out)
+
+
+@pytest.mark.slow
+def test_ray_refuses_a_task_no_node_can_hold(small_corpus, tmp_path, ray_cluster):
+    config = curation_config(tmp_path, _sources(small_corpus), **{"executor.kind": "ray"})
+    config.executor.ray = {"mem_per_cpu_gb": 4096}
+    with pytest.raises(UserError, match=r"4096\.00 GiB per task.*mem_per_cpu_gb"):
+        run_pipeline(config)
+    assert not any((tmp_path / "work").glob("*/logs/completions/*"))  # refused before any task ran
+
+
+class _FailOnRank:
+    """A pipeline step that fails on one rank, as a worker crash would."""
+
+    def __init__(self, rank: int):
+        self.rank = rank
+
+    def __call__(self, data, rank: int = 0, world_size: int = 1):
+        if rank == self.rank:
+            raise RuntimeError(f"planted failure on rank {rank}")
+        yield from data or ()
+
+
+@pytest.mark.slow
+def test_a_failed_ray_task_stops_the_run_naming_its_stage(tmp_path, ray_cluster):
+    from datatrove.executor import RayPipelineExecutor
+
+    from curation.pipeline import run_stage
+
+    first = RayPipelineExecutor([_FailOnRank(1)], tasks=3, workers=2, logging_dir=str(tmp_path / "a"))
+    first.mem_per_cpu_gb = 0.25
+    with pytest.raises(UserError, match=r"stage 'prepare': 1 of 3 tasks did not complete \(ranks 1\)"):
+        run_stage(first, "prepare")
 
 
 @pytest.mark.slow

@@ -193,6 +193,38 @@ def test_sparse_prediction_logits_order_and_loss_match_dense():
     torch.testing.assert_close(sparse.loss, expected)
 
 
+def test_fresh_weights_follow_modernbert_init_as_transformers_draws_it():
+    """Every weight of a fresh model has transformers' ModernBERT init: truncated at ±2σ, σ = 0.02 for inputs,
+    0.02 / sqrt(2 · layers) for output projections and the MLM head. (transformers 5 skipped our
+    ``_init_weights`` for remote code and left every weight at N(0, 0.02): 3× too large outputs.)"""
+    cfg = tiny_config(vocab_size=512, hidden_size=64, intermediate_size=96, num_hidden_layers=4)
+    torch.manual_seed(0)
+    ours = dict(RexBertForMaskedLM(cfg).named_parameters())
+    torch.manual_seed(0)
+    ref = dict(ModernBertForMaskedLM(rexbert_config_to_modernbert(cfg)).named_parameters())
+    assert ours.keys() == ref.keys()
+    std_out = 0.02 / (2 * cfg.num_hidden_layers) ** 0.5
+    for name, weight in ours.items():
+        if weight.dim() < 2:
+            torch.testing.assert_close(weight, ref[name], msg=name)  # norms 1, biases 0
+            continue
+        bound = 2 * (std_out if name.endswith("Wo.weight") or name == "head.dense.weight" else 0.02)
+        assert weight.abs().max() <= bound + 1e-7, name
+        assert weight.abs().max() > 0.95 * bound, name  # drawn at that scale, not smaller
+        assert abs(weight.std() / ref[name].std() - 1) < 0.05, name
+
+
+def test_loading_does_not_reinitialise_saved_weights(tmp_path):
+    model = RexBertForMaskedLM(tiny_config())
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)  # far from any init distribution
+    model.save_pretrained(tmp_path)
+    loaded = RexBertForMaskedLM.from_pretrained(tmp_path)
+    for (name, p), q in zip(model.named_parameters(), loaded.parameters()):
+        torch.testing.assert_close(p, q, msg=name)
+
+
 def test_decoder_is_tied_with_bias():
     model = RexBertForMaskedLM(tiny_config())
     assert model.decoder.weight is model.model.embeddings.tok_embeddings.weight
