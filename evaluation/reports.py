@@ -59,9 +59,13 @@ def result_row(
     }
 
 
-def dataset_fields(dataset_id: str, config: str, split: str) -> dict:
-    """The optional row keys naming the public dataset behind a value (model-card ``model-index``)."""
-    return {"dataset_id": dataset_id, "dataset_config": config, "dataset_split": split}
+def dataset_fields(dataset_id: str, config: str, split: str | None) -> dict:
+    """The optional row keys naming the public dataset behind a value (model-card ``model-index``).
+
+    ``split`` None (a value measured on several splits at once) leaves ``dataset_split`` out.
+    """
+    fields = {"dataset_id": dataset_id, "dataset_config": config}
+    return {**fields, "dataset_split": split} if split is not None else fields
 
 
 def _versions() -> dict:

@@ -252,3 +252,17 @@ def test_word_blocks_do_not_depend_on_the_other_models(
     paired = run_mlm([str(tiny_bert_dir), str(tiny_bpe_dir)], cfg, progress=False)[0]
     assert alone["results"] == paired["results"]
     assert alone["results"][0]["blocks_from"] == str(tiny_bert_dir)
+
+
+def test_rows_name_a_real_esci_split_or_none(data_dir, tiny_bert_dir):
+    cfg = MLMRecoveryConfig(fields=("title",), block_sizes=(32,), max_texts=8, top_k=(1,))
+    (test_row,) = run_mlm([str(tiny_bert_dir)], cfg, split="test", progress=False)[0]["results"]
+    assert (test_row["dataset_id"], test_row["dataset_config"], test_row["dataset_split"]) == (
+        "tasksource/esci",
+        "default",
+        "test",
+    )
+    (all_rows,) = run_mlm([str(tiny_bert_dir)], cfg, split=None, progress=False)[0]["results"]
+    assert all_rows["dataset_id"] == "tasksource/esci" and "dataset_split" not in all_rows, (
+        "ESCI has no 'all'"
+    )
