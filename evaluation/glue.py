@@ -31,6 +31,9 @@ class GlueHParams:
         batch_size: per-device train batch size.
         max_seq_length: tokens per (pair of) sentence(s), longer inputs are truncated.
         warmup_ratio: share of steps with linear warm-up.
+        adam_betas / adam_epsilon: AdamW's, as in ModernBERT's released GLUE example
+            (github.com/AnswerDotAI/ModernBERT@8c57a0f, examples/finetune_modernbert_on_glue.ipynb:
+            ``betas = (0.9, 0.98)``, ``eps = 1e-6``) instead of transformers' (0.9, 0.999) / 1e-8.
         source: where learning rate, weight decay and epochs come from (kept in the results record);
             batch size, length and warm-up are this package's defaults, not taken from a source.
     """
@@ -41,6 +44,8 @@ class GlueHParams:
     batch_size: int = 32
     max_seq_length: int = 128
     warmup_ratio: float = 0.1
+    adam_betas: tuple[float, float] = (0.9, 0.98)
+    adam_epsilon: float = 1e-6
     source: str = ""
 
 
@@ -158,6 +163,36 @@ def _encode(frame, task: GlueTask, tokenizer, max_length: int):
     return Dataset.from_dict(dict(encoded))
 
 
+def training_arguments(
+    hp: GlueHParams, seed: int, output_dir: str, device: str = "cpu", progress: bool = False
+):
+    """``TrainingArguments`` of one fine-tuning run: ``hp``'s optimiser and schedule, no checkpoints."""
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=output_dir,
+        num_train_epochs=hp.epochs,
+        per_device_train_batch_size=hp.batch_size,
+        per_device_eval_batch_size=max(hp.batch_size, 64),
+        learning_rate=hp.learning_rate,
+        weight_decay=hp.weight_decay,
+        adam_beta1=hp.adam_betas[0],
+        adam_beta2=hp.adam_betas[1],
+        adam_epsilon=hp.adam_epsilon,
+        warmup_steps=float(hp.warmup_ratio),
+        lr_scheduler_type="linear",
+        eval_strategy="no",
+        save_strategy="no",
+        seed=seed,
+        data_seed=seed,
+        use_cpu=device == "cpu",
+        report_to="none",
+        disable_tqdm=not progress,
+        logging_steps=50,
+        train_sampling_strategy="group_by_length",
+    )
+
+
 def finetune_once(
     model_name: str,
     task: GlueTask,
@@ -175,7 +210,6 @@ def finetune_once(
         AutoTokenizer,
         DataCollatorWithPadding,
         Trainer,
-        TrainingArguments,
         set_seed,
     )
 
@@ -190,25 +224,7 @@ def finetune_once(
     train_set = _encode(train, task, tokenizer, hp.max_seq_length)
     dev_set = _encode(dev, task, tokenizer, hp.max_seq_length)
     with tempfile.TemporaryDirectory() as output_dir:
-        args = TrainingArguments(
-            output_dir=output_dir,
-            num_train_epochs=hp.epochs,
-            per_device_train_batch_size=hp.batch_size,
-            per_device_eval_batch_size=max(hp.batch_size, 64),
-            learning_rate=hp.learning_rate,
-            weight_decay=hp.weight_decay,
-            warmup_steps=float(hp.warmup_ratio),
-            lr_scheduler_type="linear",
-            eval_strategy="no",
-            save_strategy="no",
-            seed=seed,
-            data_seed=seed,
-            use_cpu=device == "cpu",
-            report_to="none",
-            disable_tqdm=not progress,
-            logging_steps=50,
-            train_sampling_strategy="group_by_length",
-        )
+        args = training_arguments(hp, seed, output_dir, device, progress)
         trainer = Trainer(
             model=model, args=args, train_dataset=train_set, data_collator=DataCollatorWithPadding(tokenizer)
         )
