@@ -35,7 +35,8 @@ class GlueHParams:
             (github.com/AnswerDotAI/ModernBERT@8c57a0f, examples/finetune_modernbert_on_glue.ipynb:
             ``betas = (0.9, 0.98)``, ``eps = 1e-6``) instead of transformers' (0.9, 0.999) / 1e-8.
         source: where learning rate, weight decay and epochs come from (kept in the results record);
-            batch size, length and warm-up are this package's defaults, not taken from a source.
+            batch size 32 is also the released GLUE example's (``train_bsz``); length and warm-up are this
+            package's defaults, not taken from a source.
     """
 
     learning_rate: float
