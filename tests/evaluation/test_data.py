@@ -75,23 +75,32 @@ def private_datasets_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf_cache"))
 
 
-def test_esci_in_the_tasksource_hub_layout_is_read_by_datasets(data_dir, tmp_path, private_datasets_cache):
-    """A folder laid out like the Hub repo tasksource/esci: data/<split>-0000i-of-0000n-<hash>.parquet, no
-    split column, labels spelled out, several locales; read through datasets.load_dataset."""
-    from evaluation.esci_similarity import SimilarityConfig, make_splits, task_data
-
-    rows = _esci_rows(data_dir)
+def _tasksource_layout(folder, rows):
+    """``rows`` written like the Hub repo tasksource/esci: data/<split>-0000i-of-0000n-<hash>.parquet, no
+    split column, labels spelled out, several locales (30 Spanish rows added to train)."""
     spanish = rows.head(30).assign(product_locale="es", product_title="Zapatos de cuero")
-    repo = tmp_path / "tasksource_esci"
-    (repo / "data").mkdir(parents=True)
+    (folder / "data").mkdir(parents=True)
     columns = [c for c in rows.columns if c != "split"]
     train = pd.concat([rows[rows["split"] == "train"], spanish])[columns]
     test = rows[rows["split"] == "test"][columns]
     half = len(train) // 2
-    train.iloc[:half].to_parquet(repo / "data" / "train-00000-of-00002-2d36455632bef8a2.parquet", index=False)
-    train.iloc[half:].to_parquet(repo / "data" / "train-00001-of-00002-18b81793a483996f.parquet", index=False)
-    test.to_parquet(repo / "data" / "test-00000-of-00001-d48474212b95f33b.parquet", index=False)
-    (repo / "README.md").write_text("---\nlicense: apache-2.0\n---\n# esci\n")
+    train.iloc[:half].to_parquet(
+        folder / "data" / "train-00000-of-00002-2d36455632bef8a2.parquet", index=False
+    )
+    train.iloc[half:].to_parquet(
+        folder / "data" / "train-00001-of-00002-18b81793a483996f.parquet", index=False
+    )
+    test.to_parquet(folder / "data" / "test-00000-of-00001-d48474212b95f33b.parquet", index=False)
+    (folder / "README.md").write_text("---\nlicense: apache-2.0\n---\n# esci\n")
+    return folder
+
+
+def test_esci_in_the_tasksource_hub_layout_is_read_by_datasets(data_dir, tmp_path, private_datasets_cache):
+    """A folder laid out like tasksource/esci on the Hub, read through datasets.load_dataset."""
+    from evaluation.esci_similarity import SimilarityConfig, make_splits, task_data
+
+    rows = _esci_rows(data_dir)
+    repo = _tasksource_layout(tmp_path / "tasksource_esci", rows)
 
     got = load_esci(str(repo), "train")
     assert len(got) == (rows["split"] == "train").sum(), "us rows of the train files only"
@@ -133,3 +142,31 @@ def test_esci_in_the_amazon_science_layout_joins_products_per_locale(data_dir, t
     expected = rows[rows["split"] == "train"].reset_index(drop=True)
     assert got["product_title"].tolist() == expected["product_title"].tolist(), "joined on (ASIN, locale)"
     assert len(load_esci(str(folder), None)) == len(rows)
+
+
+def test_official_protocol_fine_tunes_on_the_hub_layout(
+    data_dir, tiny_modernbert_dir, tmp_path, private_datasets_cache
+):
+    """CoSENT on the train files, scored on the test files, end to end (the paper's protocol)."""
+    from evaluation.esci_similarity import SimilarityConfig, run_similarity
+
+    rows = _esci_rows(data_dir)
+    repo = _tasksource_layout(tmp_path / "tasksource_esci", rows)
+    cfg = SimilarityConfig(
+        protocol="official", epochs=1, max_seq_length=32, learning_rate=1e-3, validation_fraction=0.3
+    )
+    (record,) = run_similarity(
+        [str(tiny_modernbert_dir)], cfg, data=str(repo), progress=False, work_dir=str(tmp_path)
+    )
+    row = next(r for r in record["results"] if r["metric"] == "spearman")
+    assert (row["setting"], row["protocol"], row["n"]) == (
+        "cosent-official",
+        "official",
+        (rows["split"] == "test").sum(),
+    )
+    assert (row["dataset_id"], row["dataset_config"], row["dataset_split"]) == (
+        "tasksource/esci",
+        "default",
+        "test",
+    )
+    assert record["config"]["data"] == str(repo)
