@@ -73,10 +73,12 @@ def _official_esci_folder(path: Path) -> Path | None:
 def _read_official_esci(folder: Path, split: str | None) -> pd.DataFrame:
     """amazon-science/esci-data layout: examples (with ``split``) joined to products on (id, locale)."""
     examples_file, products_file = (folder / name for name in ESCI_OFFICIAL_FILES)
-    filters = [("split", "=", split)] if split is not None else None
-    examples = pd.read_parquet(examples_file, filters=filters)
+    # filtered while reading (English rows only, as load_esci keeps): the full files are 2.6M examples and
+    # 1.8M products with descriptions
+    us = [("product_locale", "=", "us")]
+    examples = pd.read_parquet(examples_file, filters=us + ([("split", "=", split)] if split else []))
     require_columns(examples, ["product_id", "product_locale", "split"], str(examples_file))
-    products = pd.read_parquet(products_file)
+    products = pd.read_parquet(products_file, filters=us)
     require_columns(products, ["product_id", "product_locale", "product_title"], str(products_file))
     # ESCI reuses an ASIN across locales with a different catalogue text: join on both keys
     return examples.merge(products, on=["product_id", "product_locale"], how="left")
