@@ -26,8 +26,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pandas as pd
-from mteb.tasks.reranking.multilingual.esci_reranking import ESCIReranking
-from mteb.tasks.sts.eng.sts_benchmark_sts import STSBenchmarkSTS
+from mteb.tasks import ESCIReranking, STSBenchmarkSTS  # MTEB's public task exports
 
 from evaluation.data import DataError
 
