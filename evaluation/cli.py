@@ -1,4 +1,4 @@
-"""``rexbert eval mlm|esci|glue|report``: evaluators writing schema JSON + Markdown (+ PNG for similarity)."""
+"""``rexbert eval mlm|esci|glue|mteb|report``: evaluators writing schema JSON + Markdown (+ PNG)."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def _friendly(run):
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("eval", help="evaluate encoders: MLM recovery, ESCI similarity, GLUE")
+    parser = subparsers.add_parser("eval", help="evaluate encoders: MLM recovery, similarity, GLUE, MTEB")
     sub = parser.add_subparsers(dest="eval_command", metavar="EVAL")
     sub.required = True
 
@@ -129,11 +129,25 @@ def register(subparsers) -> None:
         "--sweep-learning-rates",
         type=lambda t: tuple(float(v) for v in t.split(",") if v.strip()),
         default=(),
-        help="comma-separated learning rates tried on a held-out slice of train (best one is used)",
+        help="comma-separated learning rates tried on a held-out slice of train (best one is used); "
+        "ModernBERT's GLUE sweeps drew from 1e-5,3e-5,5e-5,8e-5",
     )
     glue.add_argument("--max-train-examples", type=int, default=None)
     glue.add_argument("--max-eval-examples", type=int, default=None)
     glue.set_defaults(func=_friendly(_run_glue))
+
+    mteb = sub.add_parser(
+        "mteb", help="MTEB tasks via the mteb package (offline: STSBenchmark, ESCIReranking)"
+    )
+    _common(mteb)
+    mteb.add_argument("--tasks", type=_strs, default=("STSBenchmark", "ESCIReranking"))
+    mteb.add_argument("--hub", action="store_true", help="MTEB's own Hub datasets (any MTEB task name)")
+    mteb.add_argument(
+        "--data", default=None, help="ESCI source of the offline ESCIReranking (default: local union)"
+    )
+    mteb.add_argument("--data-dir", default=None, help="folder with glue_stsb/ (default: $REXBERT_DATA_DIR)")
+    mteb.add_argument("--max-seq-length", type=int, default=None, help="default: the model's own")
+    mteb.set_defaults(func=_friendly(_run_mteb))
 
     report = sub.add_parser("report", help="merge result JSON files into one Markdown report (+ bar chart)")
     report.add_argument("results", nargs="+", help="rexbert-eval/1 JSON files")
@@ -220,6 +234,22 @@ def _run_glue(args) -> int:
         args.models, cfg, args.data_dir, args.hub, args.trust_remote_code, args.device, not args.no_progress
     )
     return _write(args, "glue", records)
+
+
+def _run_mteb(args) -> int:
+    from evaluation.mteb_eval import MTEBConfig, run_mteb
+
+    cfg = MTEBConfig(
+        tasks=args.tasks,
+        hub=args.hub,
+        max_seq_length=args.max_seq_length,
+        esci_data=args.data,
+        data_dir=args.data_dir,
+    )
+    records = run_mteb(
+        args.models, cfg, args.trust_remote_code, args.device, output=str(Path(args.out) / "mteb_results")
+    )
+    return _write(args, "mteb", records)
 
 
 def _run_report(args) -> int:

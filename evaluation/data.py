@@ -56,28 +56,67 @@ def require_rows(frame: pd.DataFrame, source: str) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- ESCI
+ESCI_OFFICIAL_FILES = (
+    "shopping_queries_dataset_examples.parquet",
+    "shopping_queries_dataset_products.parquet",
+)
+
+
+def _official_esci_folder(path: Path) -> Path | None:
+    """The folder holding amazon-science/esci-data's examples + products parquet files, if ``path`` is one."""
+    for folder in (path, path / "shopping_queries_dataset"):
+        if all((folder / name).is_file() for name in ESCI_OFFICIAL_FILES):
+            return folder
+    return None
+
+
+def _read_official_esci(folder: Path, split: str | None) -> pd.DataFrame:
+    """amazon-science/esci-data layout: examples (with ``split``) joined to products on (id, locale)."""
+    examples_file, products_file = (folder / name for name in ESCI_OFFICIAL_FILES)
+    # filtered while reading (English rows only, as load_esci keeps): the full files are 2.6M examples and
+    # 1.8M products with descriptions
+    us = [("product_locale", "=", "us")]
+    examples = pd.read_parquet(examples_file, filters=us + ([("split", "=", split)] if split else []))
+    require_columns(examples, ["product_id", "product_locale", "split"], str(examples_file))
+    products = pd.read_parquet(products_file, filters=us)
+    require_columns(products, ["product_id", "product_locale", "product_title"], str(products_file))
+    # ESCI reuses an ASIN across locales with a different catalogue text: join on both keys
+    return examples.merge(products, on=["product_id", "product_locale"], how="left")
+
+
 def load_esci(source: str | None = None, split: str | None = "test") -> pd.DataFrame:
-    """ESCI rows (official column names) of one split.
+    """ESCI rows (official column names) of one split, English (``us``) locale only.
 
     Args:
-        source: a parquet file or folder of parquet files, a Hub dataset id (``tasksource/esci``), or None
-            for ``$REXBERT_DATA_DIR/esci_union_with_text`` (offline: 1,281 ``test`` rows with text).
-        split: value of the ``split`` column to keep (local) or the Hub split; None keeps all rows.
+        source: one of
+            * None: ``$REXBERT_DATA_DIR/esci_union_with_text`` (offline: 1,281 ``test`` rows with text);
+            * a parquet file, or a folder of parquet files, with a ``split`` column;
+            * a folder in the layout of amazon-science/esci-data
+              (``[shopping_queries_dataset/]shopping_queries_dataset_{examples,products}.parquet``);
+            * a Hub dataset id (``tasksource/esci``), or a local folder laid out like a Hub dataset
+              repository (``data/<split>-00000-of-0000N-*.parquet``), read by ``datasets.load_dataset``.
+        split: the split (``split`` column, or the Hub split); None keeps all rows.
     """
     if source is None:
         source = str(data_root().joinpath(*ESCI_LOCAL))
     path = Path(source)
-    if path.exists():
+    official = _official_esci_folder(path) if path.is_dir() else None
+    if official is not None:
+        frame = _read_official_esci(official, split)
+    elif path.is_file() or (path.is_dir() and any(path.glob("*.parquet"))):
         files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
-        if not files:
-            raise DataError(f"{source}: no parquet files")
         frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
         if split is not None and "split" in frame.columns:
             frame = frame[frame["split"] == split].reset_index(drop=True)
+    elif path.is_dir() and not any(path.rglob("*.parquet")):
+        raise DataError(f"{source}: no parquet files (nor data/<split>-*.parquet of a Hub dataset layout)")
     else:
         from datasets import load_dataset
 
-        frame = load_dataset(source, split=split or "train").to_pandas()
+        try:
+            frame = load_dataset(source, split=split or "train").to_pandas()
+        except ValueError as error:  # unknown split: datasets names the ones it found
+            raise DataError(f"{source}: {str(error).splitlines()[0]}") from error
     name = f"{source} (split={split})"
     if "product_locale" in frame.columns:  # the paper evaluates English (us) pairs
         frame = frame[frame["product_locale"].fillna("us") == "us"].reset_index(drop=True)

@@ -272,7 +272,7 @@ def task_data(
         train = esci_pairs(load_esci(data, "train")) if cfg.protocol == "official" else None
         return train, test, meta
     pairs = load_pair_file(cfg.task)
-    meta = dataset_fields(str(cfg.task), "default", "test")
+    meta = {}  # a local file is no Hub dataset: rows carry no dataset_id (model cards leave them out)
     if cfg.protocol == "cv":
         return None, pairs, meta
     if "split" not in pairs.columns or not {"train", "test"} <= set(pairs["split"]):

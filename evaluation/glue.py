@@ -27,11 +27,16 @@ class GlueHParams:
     """Per-task fine-tuning settings.
 
     Args:
-        learning_rate / weight_decay / epochs: AdamW + linear decay settings.
+        learning_rate / weight_decay / epochs: AdamW + linear decay settings (the cited numbers).
         batch_size: per-device train batch size.
         max_seq_length: tokens per (pair of) sentence(s), longer inputs are truncated.
         warmup_ratio: share of steps with linear warm-up.
-        source: where the numbers come from (kept in the results record).
+        adam_betas / adam_epsilon: AdamW's, as in ModernBERT's released GLUE example
+            (github.com/AnswerDotAI/ModernBERT@8c57a0f, examples/finetune_modernbert_on_glue.ipynb:
+            ``betas = (0.9, 0.98)``, ``eps = 1e-6``) instead of transformers' (0.9, 0.999) / 1e-8.
+        source: where learning rate, weight decay and epochs come from (kept in the results record);
+            batch size 32 is also the released GLUE example's (``train_bsz``); length and warm-up are this
+            package's defaults, not taken from a source.
     """
 
     learning_rate: float
@@ -40,15 +45,31 @@ class GlueHParams:
     batch_size: int = 32
     max_seq_length: int = 128
     warmup_ratio: float = 0.1
+    adam_betas: tuple[float, float] = (0.9, 0.98)
+    adam_epsilon: float = 1e-6
     source: str = ""
 
 
 _MODERNBERT_BASE = (
-    "ModernBERT paper (Warner et al. 2024, arXiv:2412.13663), appendix GLUE table, ModernBERT-base; "
-    "not re-checked against the paper in this repository (see docs/evaluation.md)"
+    "ModernBERT paper (Warner et al. 2024, arXiv:2412.13663), appendix table of GLUE fine-tuning "
+    "hyper-parameters, ModernBERT-base; UNVERIFIED here: the appendix could not be read from any stored "
+    "source, and the released code (github.com/AnswerDotAI/ModernBERT@8c57a0f, src/evals/glue_jobs.py) only "
+    "holds Mosaic-BERT defaults that its sweeps override"
 )
-# Per size, per task. Only sizes with a published source are listed; other sizes fall back to "base"
-# with the fallback written into ``source`` (see :func:`default_hparams`).
+# Sizes without any published per-task setting, and where we looked.
+_NO_SOURCE = {
+    "micro": "Ettin (arXiv:2507.11412) publishes no per-task GLUE settings for its 17M encoder "
+    "(github.com/JHU-CLSP/ettin-encoder-vs-decoder@6cbf954, glue_evaluation/README.md: example 'TODO')",
+    "mini": "Ettin (arXiv:2507.11412) publishes no per-task GLUE settings for its 68M encoder "
+    "(github.com/JHU-CLSP/ettin-encoder-vs-decoder@6cbf954, glue_evaluation/README.md: example 'TODO')",
+    "large": "ModernBERT-large's appendix settings could not be read here (see the base source)",
+}
+# The grid ModernBERT's GLUE sweeps drew from (github.com/AnswerDotAI/ModernBERT, branch said/sweep,
+# create_sweep.py: learning_rate values; max_duration 1-3 epochs; weight_decay 1e-6..1e-5).
+MODERNBERT_SWEEP_LEARNING_RATES = (1e-5, 3e-5, 5e-5, 8e-5)
+# Per size, per task. Only sizes with a source are listed; other sizes fall back to "base" with the
+# fallback and the reason written into ``source`` (see :func:`default_hparams`). The RexBERT paper (§6)
+# only says "standard fine-tuning protocols for each task".
 HPARAMS_BY_SIZE = {
     "base": {
         "sst2": GlueHParams(8e-5, 1e-5, 2, source=_MODERNBERT_BASE),
@@ -62,14 +83,13 @@ DEFAULT_HPARAMS = HPARAMS_BY_SIZE["base"]
 
 
 def default_hparams(size: str) -> dict[str, GlueHParams]:
-    """The per-task settings of one model size; unknown sizes reuse ``base`` and say so in ``source``."""
+    """The per-task settings of one model size; sizes without a source reuse ``base`` and say why."""
     if size in HPARAMS_BY_SIZE:
         return dict(HPARAMS_BY_SIZE[size])
-    logger.warning("no published GLUE settings for size %r: using the base settings", size)
+    reason = _NO_SOURCE.get(size, "no published settings are known for this size")
+    logger.warning("no published GLUE settings for size %r: using the base settings (%s)", size, reason)
     return {
-        task: replace(
-            hp, source=f"size {size!r} has no published settings; base settings reused ({hp.source})"
-        )
+        task: replace(hp, source=f"size {size!r}: {reason}; base settings reused ({hp.source})")
         for task, hp in HPARAMS_BY_SIZE["base"].items()
     }
 
@@ -144,6 +164,36 @@ def _encode(frame, task: GlueTask, tokenizer, max_length: int):
     return Dataset.from_dict(dict(encoded))
 
 
+def training_arguments(
+    hp: GlueHParams, seed: int, output_dir: str, device: str = "cpu", progress: bool = False
+):
+    """``TrainingArguments`` of one fine-tuning run: ``hp``'s optimiser and schedule, no checkpoints."""
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=output_dir,
+        num_train_epochs=hp.epochs,
+        per_device_train_batch_size=hp.batch_size,
+        per_device_eval_batch_size=max(hp.batch_size, 64),
+        learning_rate=hp.learning_rate,
+        weight_decay=hp.weight_decay,
+        adam_beta1=hp.adam_betas[0],
+        adam_beta2=hp.adam_betas[1],
+        adam_epsilon=hp.adam_epsilon,
+        warmup_steps=float(hp.warmup_ratio),
+        lr_scheduler_type="linear",
+        eval_strategy="no",
+        save_strategy="no",
+        seed=seed,
+        data_seed=seed,
+        use_cpu=device == "cpu",
+        report_to="none",
+        disable_tqdm=not progress,
+        logging_steps=50,
+        train_sampling_strategy="group_by_length",
+    )
+
+
 def finetune_once(
     model_name: str,
     task: GlueTask,
@@ -161,7 +211,6 @@ def finetune_once(
         AutoTokenizer,
         DataCollatorWithPadding,
         Trainer,
-        TrainingArguments,
         set_seed,
     )
 
@@ -176,25 +225,7 @@ def finetune_once(
     train_set = _encode(train, task, tokenizer, hp.max_seq_length)
     dev_set = _encode(dev, task, tokenizer, hp.max_seq_length)
     with tempfile.TemporaryDirectory() as output_dir:
-        args = TrainingArguments(
-            output_dir=output_dir,
-            num_train_epochs=hp.epochs,
-            per_device_train_batch_size=hp.batch_size,
-            per_device_eval_batch_size=max(hp.batch_size, 64),
-            learning_rate=hp.learning_rate,
-            weight_decay=hp.weight_decay,
-            warmup_steps=float(hp.warmup_ratio),
-            lr_scheduler_type="linear",
-            eval_strategy="no",
-            save_strategy="no",
-            seed=seed,
-            data_seed=seed,
-            use_cpu=device == "cpu",
-            report_to="none",
-            disable_tqdm=not progress,
-            logging_steps=50,
-            train_sampling_strategy="group_by_length",
-        )
+        args = training_arguments(hp, seed, output_dir, device, progress)
         trainer = Trainer(
             model=model, args=args, train_dataset=train_set, data_collator=DataCollatorWithPadding(tokenizer)
         )

@@ -74,22 +74,46 @@ def mean_sd(values: Sequence[float]) -> tuple[float, float]:
 ESCI_GAINS = {"E": 1.0, "S": 0.1, "C": 0.01, "I": 0.0}
 
 
+def expected_reciprocal_rank(scores: np.ndarray, relevant: np.ndarray) -> float:
+    """1 / rank of the first relevant document, averaged over the orders of tied scores.
+
+    The best relevant score ``m`` has ``above`` documents strictly higher and ``t`` documents (``r`` of them
+    relevant) tied at ``m``; under a uniformly random order of the tied ones the first relevant document
+    lands ``j`` places into the tie with probability ``C(t - j, r - 1) / C(t, r)``.
+    """
+    from math import comb
+
+    best = scores[relevant].max()
+    above = int((scores > best).sum())
+    tied = scores == best
+    t, r = int(tied.sum()), int((tied & relevant).sum())
+    return sum(comb(t - j, r - 1) / comb(t, r) / (above + j) for j in range(1, t - r + 2))
+
+
 def ranking_metrics(
-    query_ids: Sequence, scores: Sequence[float], gains: Sequence[float], k: int = 10
+    query_ids: Sequence,
+    scores: Sequence[float],
+    gains: Sequence[float],
+    k: int = 10,
+    relevant_min_gain: float = 1.0,
 ) -> dict[str, float]:
     """Per-query retrieval metrics, averaged over queries.
 
     Args:
         query_ids: (N,) query of each (query, document) pair.
         scores: (N,) model score of each pair (higher = ranked first).
-        gains: (N,) graded relevance (ESCI: :data:`ESCI_GAINS`); a document is *relevant* for MAP / MRR when
-            its gain is the maximum, 1.0 (an Exact match).
+        gains: (N,) graded relevance (ESCI: :data:`ESCI_GAINS`).
+        relevant_min_gain: a document is *relevant* for MAP / MRR when its gain is at least this; the
+            default 1.0 counts Exact matches only. MTEB (``pytrec_eval``) counts every positive gain
+            (E, S and C): pass the smallest positive gain to compute its definition.
 
     Returns:
         ``ndcg@k`` (scikit-learn's ``ndcg_score`` with the gains as relevance, ties averaged), ``map``
-        (``average_precision_score``), ``mrr`` (1 / rank of the first relevant document; documents scored
-        strictly higher than it come first), and the number of queries behind each: nDCG skips queries
-        with a single document or no positive gain, MAP / MRR queries with no relevant document.
+        (``average_precision_score``), ``mrr`` (1 / rank of the first relevant document, its expectation
+        over the orders of tied scores: :func:`expected_reciprocal_rank`), and the number of queries behind
+        each: nDCG skips queries with a single document or no positive gain, MAP / MRR queries with no
+        relevant document. MTEB (``pytrec_eval``) orders tied scores by document id instead, so the two
+        differ only on queries with exactly tied scores.
     """
     from sklearn.metrics import average_precision_score, ndcg_score
 
@@ -100,10 +124,10 @@ def ranking_metrics(
         s, g = scores[rows], gains[rows]
         if len(s) > 1 and g.max() > 0:
             ndcg.append(ndcg_score(g[None, :], s[None, :], k=k))
-        relevant = g >= 1.0
+        relevant = g >= relevant_min_gain
         if relevant.any():
             ap.append(average_precision_score(relevant, s) if not relevant.all() else 1.0)
-            rr.append(1.0 / (1 + int((s > s[relevant].max()).sum())))
+            rr.append(expected_reciprocal_rank(s, relevant))
     if not ndcg and not ap:
         raise ValueError("ranking metrics need a query with a positive gain")
     return {

@@ -187,7 +187,8 @@ def score_examples(
     if cfg.protocol == "word":
         setting += f"@{blocks_from}"
     extra = {
-        **dataset_fields(ESCI_HUB, "default", split or "all"),
+        # ESCI's real splits are train / test: rows of every split name no split (None) for card metadata
+        **dataset_fields(ESCI_HUB, "default", split),
         "protocol": cfg.protocol,
         "packing": cfg.packing,
         "block_size": block_size,

@@ -4,7 +4,7 @@ Schema ``rexbert-eval/1`` (a results file is one JSON object)::
 
     {"schema": "rexbert-eval/1",
      "records": [                                  # one per (evaluator run, model)
-       {"kind": "mlm_recovery" | "esci_similarity" | "glue",
+       {"kind": "mlm_recovery" | "esci_similarity" | "glue" | "mteb",
         "model": {"name": str, "path": str, "num_parameters": int | null},
         "config": {...},                           # the evaluator's config dataclass, as a dict
         "results": [                               # tidy rows: one per metric
@@ -36,7 +36,7 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
 SCHEMA = "rexbert-eval/1"
-KINDS = ("mlm_recovery", "esci_similarity", "glue")
+KINDS = ("mlm_recovery", "esci_similarity", "glue", "mteb")
 
 
 def result_row(
@@ -59,9 +59,13 @@ def result_row(
     }
 
 
-def dataset_fields(dataset_id: str, config: str, split: str) -> dict:
-    """The optional row keys naming the public dataset behind a value (model-card ``model-index``)."""
-    return {"dataset_id": dataset_id, "dataset_config": config, "dataset_split": split}
+def dataset_fields(dataset_id: str, config: str, split: str | None) -> dict:
+    """The optional row keys naming the public dataset behind a value (model-card ``model-index``).
+
+    ``split`` None (a value measured on several splits at once) leaves ``dataset_split`` out.
+    """
+    fields = {"dataset_id": dataset_id, "dataset_config": config}
+    return {**fields, "dataset_split": split} if split is not None else fields
 
 
 def _versions() -> dict:
@@ -212,24 +216,63 @@ def mlm_table(records: list[dict], metric_prefix: str = "top") -> str:
     return _markdown(header, rows)
 
 
-def glue_table(records: list[dict]) -> str:
-    """Table 4 layout: rows = task (metric), columns = models, mean ± sd in %."""
+def glue_table(records: list[dict], published: Sequence | None = None) -> str:
+    """Table 4 layout: rows = task (metric), columns = measured models, mean ± sd in %.
+
+    Published figures (:mod:`evaluation.published`; default: those of the model sizes named in the records'
+    configs) follow in their own columns headed ``<model> (published)``, with their citations under the
+    table, so a published number is never read as one measured here. A published metric that no measured
+    row has (STS-B's unspecified ``correlation``) gets its own row.
+    """
+    from evaluation.published import published_glue
+
     table = _lookup(records, "glue")
     keys = list(dict.fromkeys((t, s, m) for (_, t, s, m) in table))
     models = _models(records, "glue")
-    rows = [
-        [f"{t} ({m})"] + [_cell(table.get((model, t, s, m)), True) for model in models] for t, s, m in keys
-    ]
-    return _markdown(["task"] + models, rows)
+    if published is None:
+        sizes = {r["config"].get("size") for r in records if r["kind"] == "glue"}
+        published = published_glue({s for s in sizes if s})
+    measured_tasks = {t for t, _, _ in keys}
+    published = [p for p in published if p.task in measured_tasks]
+    shown = list(dict.fromkeys(p.model for p in published))
+    by_key = {(p.model, p.task, p.metric): p for p in published}
+    row_keys = [(t, m) for t, _, m in keys]
+    row_keys += [k for k in dict.fromkeys((p.task, p.metric) for p in published) if k not in row_keys]
+    setting = {(t, m): s for t, s, m in keys}
+    rows = []
+    for task, metric in row_keys:
+        measured = [
+            _cell(table.get((model, task, setting.get((task, metric)), metric)), True) for model in models
+        ]
+        quoted = [
+            f"{by_key[(name, task, metric)].value * 100:.2f}" if (name, task, metric) in by_key else "–"
+            for name in shown
+        ]
+        rows.append([f"{task} ({metric})"] + measured + quoted)
+    text = _markdown(["task"] + models + [f"{name} (published)" for name in shown], rows)
+    sources = list(dict.fromkeys(p.source for p in published))
+    if sources:
+        text += "\n" + "\n".join(f"Published: {source}." for source in sources) + "\n"
+    return text
+
+
+def _model_rows_table(records: list[dict], kind: str) -> str:
+    """Rows = model, columns = (task, setting, metric) of one kind's runs, values as fractions."""
+    table = _lookup(records, kind)
+    keys = list(dict.fromkeys((t, s, m) for (_, t, s, m) in table))
+    models = _models(records, kind)
+    rows = [[model] + [_cell(table.get((model, t, s, m)), False) for t, s, m in keys] for model in models]
+    return _markdown(["model"] + [f"{t} {s} {m}" for t, s, m in keys], rows)
 
 
 def similarity_table(records: list[dict]) -> str:
     """Rows = model, columns = (task, setting, metric) of the similarity runs (Spearman / Pearson)."""
-    table = _lookup(records, "esci_similarity")
-    keys = list(dict.fromkeys((t, s, m) for (_, t, s, m) in table))
-    models = _models(records, "esci_similarity")
-    rows = [[model] + [_cell(table.get((model, t, s, m)), False) for t, s, m in keys] for model in models]
-    return _markdown(["model"] + [f"{t} {s} {m}" for t, s, m in keys], rows)
+    return _model_rows_table(records, "esci_similarity")
+
+
+def mteb_table(records: list[dict]) -> str:
+    """Rows = model, columns = (MTEB task, metric) of ``rexbert eval mteb`` runs."""
+    return _model_rows_table(records, "mteb")
 
 
 def markdown_report(records: list[dict]) -> str:
@@ -240,6 +283,8 @@ def markdown_report(records: list[dict]) -> str:
         parts.append("## Semantic similarity (cosine; mean ± sd over folds)\n\n" + similarity_table(records))
     if any(r["kind"] == "glue" for r in records):
         parts.append("## GLUE (dev; mean ± sd over seeds, %)\n\n" + glue_table(records))
+    if any(r["kind"] == "mteb" for r in records):
+        parts.append("## MTEB (test split, zero-shot)\n\n" + mteb_table(records))
     return "\n".join(parts)
 
 

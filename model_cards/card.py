@@ -32,6 +32,7 @@ _TASK_TYPES = {
     "mlm_recovery": "fill-mask",
     "esci_similarity": "sentence-similarity",
     "glue": "text-classification",
+    "mteb": "feature-extraction",
 }
 
 
@@ -149,22 +150,30 @@ def _load_records(inputs: CardInputs) -> list[dict]:
 
 
 def eval_results_metadata(records: list[dict], model_name: str):
-    """``huggingface_hub.EvalResult`` entries (model-index) for every result row."""
+    """``huggingface_hub.EvalResult`` entries (model-index) for every result row on a Hub dataset.
+
+    A row names its dataset, config and split (``dataset_id`` / ``dataset_config`` / ``dataset_split``,
+    written by the evaluators); rows of older results files fall back to the dataset of their (kind, task)
+    without a config. Rows on no Hub dataset (a local pair file) stay out of the metadata.
+    """
     from huggingface_hub import EvalResult
 
     entries = []
     for record in records:
         kind = record["kind"]
         for row in record["results"]:
-            dataset_type, dataset_name = _DATASETS.get(
-                (kind, row["task"]), _DATASETS.get((kind, None), (row["task"], row["task"]))
-            )
+            known = _DATASETS.get((kind, row["task"]), _DATASETS.get((kind, None)))
+            dataset_type = row.get("dataset_id") or (known[0] if known else None)
+            if dataset_type is None:
+                continue
+            dataset_name = known[1] if known and known[0] == dataset_type else dataset_type
             entries.append(
                 EvalResult(
                     task_type=_TASK_TYPES[kind],
                     dataset_type=dataset_type,
                     dataset_name=dataset_name,
-                    dataset_config=row["task"],
+                    dataset_config=row.get("dataset_config"),
+                    dataset_split=row.get("dataset_split"),
                     metric_type=row["metric"],
                     metric_name=f"{row['task']} {row['setting']} {row['metric']}",
                     metric_value=round(float(row["value"]), 6),

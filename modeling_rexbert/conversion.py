@@ -62,4 +62,31 @@ def export_to_modernbert(model: RexBertPreTrainedModel, out_dir: str | os.PathLi
     return out_dir
 
 
-__all__ = ["export_to_modernbert", "modernbert_to_rexbert_dict", "rexbert_config_to_modernbert"]
+def rewrite_as_modernbert(folder: str | os.PathLike) -> Path:
+    """Turn a saved ``RexBertForMaskedLM`` folder into a plain ModernBERT one, in place: ``config.json``
+    becomes ``ModernBertForMaskedLM``'s (the state-dict names are the same, so the weights stay as they
+    are) and the remote-code files go. transformers then loads it without code or prompt (``AutoTokenizer``
+    reads ``config.json`` first and would ask to run RexBERT's config code), and RexBERT's classes load it
+    too (the config converts back)."""
+    import json
+
+    folder = Path(folder)
+    config = RexBertConfig.from_pretrained(folder)
+    if config.architectures not in (None, [], ["RexBertForMaskedLM"]):
+        raise ValueError(f"{folder}: only masked-LM folders are rewritten, not {config.architectures}")
+    modernbert = rexbert_config_to_modernbert(config).to_dict()
+    modernbert["architectures"] = ["ModernBertForMaskedLM"]
+    tmp = folder / "config.json.tmp"
+    tmp.write_text(json.dumps(modernbert, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, folder / "config.json")
+    for code in folder.glob("*.py"):
+        code.unlink()
+    return folder
+
+
+__all__ = [
+    "export_to_modernbert",
+    "modernbert_to_rexbert_dict",
+    "rewrite_as_modernbert",
+    "rexbert_config_to_modernbert",
+]

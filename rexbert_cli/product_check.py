@@ -75,6 +75,20 @@ def masked_top1(
 ) -> MaskedTop1:
     """Top-1 accuracy of single-token masked prediction (see the module docstring)."""
     tokenizer, model = _load(model_dir)
+    return masked_top1_of(model, tokenizer, texts, max_length, mask_share, seed, batch_rows)
+
+
+@torch.no_grad()
+def masked_top1_of(
+    model,
+    tokenizer,
+    texts: list[str],
+    max_length: int = 128,
+    mask_share: float = 0.15,
+    seed: int = 0,
+    batch_rows: int = 64,
+) -> MaskedTop1:
+    """:func:`masked_top1` of a loaded masked-LM ``model`` (in eval mode) and its tokenizer."""
     rows, targets = masked_rows(tokenizer, texts, max_length, mask_share, seed)
     correct = 0
     for start in range(0, len(rows), batch_rows):

@@ -4,9 +4,9 @@ Phase hand-off: phase N+1 loads phase N's final weights (``<output_dir>/phaseN/f
 checkpoint named by ``phaseN.init_from`` (RexBERT, ModernBERT, Ettin) -- in fp32 with the sparse MLM head,
 applies its own context settings (max_position_embeddings, RoPE θ), continues from the optimizer moments
 phase N ended with (``carry_optimizer``) under its own LR schedule, masking and sequence length. Each
-phase's ``final`` folder is Hub-ready (config with auto_map, code, safetensors weights, a tokenizer whose
-``model_max_length`` is the phase's context, ``phase_summary.json``; no Trainer pickles) and is written
-atomically (temp folder + rename).
+phase's ``final`` folder is Hub-ready and plain ModernBERT (``ModernBertForMaskedLM`` config, safetensors
+weights, a tokenizer whose ``model_max_length`` is the phase's context, ``phase_summary.json``; no code, no
+Trainer pickles), so transformers alone loads it, and is written atomically (temp folder + rename).
 """
 
 from __future__ import annotations
@@ -170,6 +170,9 @@ def _model_for_phase(recipe: Recipe, phase_name: str, tokenizer, out: Path):
             _log(f"{phase_name}: warning: {rope_change}")
         elif rope_change:
             _log(f"{phase_name}: {rope_change} (phase hand-off)")
+        for name in ("mask_token_id", "pad_token_id", "cls_token_id", "sep_token_id"):
+            if getattr(config, name, None) is None:  # a ModernBERT config has no mask_token_id
+                setattr(config, name, getattr(tokenizer, name))
         for key, value in context.items():
             setattr(config, key, value)
         config.sparse_prediction = True  # training never needs the full (N, V) logits
@@ -296,7 +299,8 @@ def _phase_train_loss(log_history: list[dict], steps: int) -> float | None:
 
 
 def _save_final(trainer, tokenizer, phase, phase_dir: Path, summary: dict) -> Path:
-    """Write ``phase_dir/final`` atomically with only what belongs on the Hub."""
+    """Write ``phase_dir/final`` atomically with only what belongs on the Hub, as plain ModernBERT."""
+    from modeling_rexbert.conversion import rewrite_as_modernbert
     from training.checkpoints import keep_hub_files
     from training.tokenizer import save_for_model
 
@@ -309,6 +313,7 @@ def _save_final(trainer, tokenizer, phase, phase_dir: Path, summary: dict) -> Pa
     if state.is_main_process:
         save_for_model(tokenizer, tmp, model_max_length=phase.max_position_embeddings)
         keep_hub_files(tmp)
+        rewrite_as_modernbert(tmp)
         _atomic_write(tmp / "phase_summary.json", json.dumps(summary, indent=1, default=str))
         shutil.rmtree(final_dir, ignore_errors=True)
         os.replace(tmp, final_dir)

@@ -36,9 +36,8 @@ def epoch_report(
 ) -> list[dict]:
     """Per source: expected tokens drawn by the phase, estimated source tokens, and their ratio (epochs).
 
-    Documents are drawn ∝ ``weight^(1/T)`` inside a group and the groups split the phase's tokens by the
-    integral of the domain schedule, so a source's token share is its group's share × its share of the
-    group's documents × its mean document length, normalised within the group.
+    The groups split the phase's tokens by the integral of the domain schedule and a source takes its
+    normalised ``weight^(1/T)`` of its group's tokens (``mixture.MixtureSampler``).
     """
     report = []
     domain_share = cumulative_domain_share(phase.mixture, 1.0)
@@ -47,8 +46,8 @@ def epoch_report(
         groups = [(g or [], 1.0, d) for g, _, d in groups if g]
     for group, share, is_domain in groups:
         doc_tokens = np.array([_mean_chars(s) / chars_per_token[is_domain] for s in group])
-        weights = temperature_weights([s.config.weight for s in group], temperature) * doc_tokens
-        for source, w, per_doc in zip(group, weights / weights.sum(), doc_tokens):
+        weights = temperature_weights([s.config.weight for s in group], temperature)
+        for source, w, per_doc in zip(group, weights, doc_tokens):
             drawn = phase.tokens * share * w
             docs = source_documents(source)
             size = None if docs is None else docs * per_doc

@@ -3,15 +3,17 @@
 Two groups: *general* and *domain*. The phase's schedule ``domain_share(progress)`` (from
 ``domain_start`` to ``domain_end``) is the share of *tokens* from the domain group: the phase builder
 picks the group whose token share lags the schedule (documents differ 100× in length, so a per-document
-coin would let a few long web pages swamp short product records). Inside a group a source is drawn with
-probability ∝ ``weight ** (1 / temperature)``.
+coin would let a few long web pages swamp short product records). Inside a group, likewise, a source's
+``weight ** (1 / temperature)`` (normalised) is its share of the group's *tokens*: the next document comes
+from the source furthest behind its share. (Drawn per document, ESCI's long product pages at weight 0.5
+took 87% of the demo's product tokens and Icecat's short records 13%, for weights meant as 2 : 1.)
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,7 +63,9 @@ class MixtureSampler:
         general / domain: loaded sources of each group (a group may be empty if never sampled).
         mixture: the phase's domain-share schedule.
         temperature: source-weight temperature inside each group.
-        seed: sampler seed (group/source choice and per-source shuffles).
+        seed: sampler seed (group choice and per-source shuffles).
+        doc_tokens: ``(text, is_domain) -> tokens`` a document will contribute (estimated; default its
+            characters): sources are balanced on it.
     """
 
     def __init__(
@@ -71,8 +75,10 @@ class MixtureSampler:
         mixture: MixtureConfig,
         temperature: float,
         seed: int,
+        doc_tokens: Callable[[str, bool], float] | None = None,
     ) -> None:
         self.rng = np.random.default_rng(seed)
+        self.doc_tokens = doc_tokens or (lambda text, is_domain: float(len(text)))
         self.mixture = mixture
         self.groups = {False: list(general), True: list(domain)}
         self.probs = {
@@ -84,6 +90,7 @@ class MixtureSampler:
             for k, v in self.groups.items()
         }
         self.counts: Counter[str] = Counter()
+        self.tokens = {k: np.zeros(len(v)) for k, v in self.groups.items()}  # drawn per source
 
     def sample(self, progress: float) -> MixedDoc:
         """A document whose group is drawn with the scheduled domain share (a per-document share)."""
@@ -91,13 +98,17 @@ class MixtureSampler:
         return self.sample_group(bool(self.rng.random() < share))
 
     def sample_group(self, is_domain: bool) -> MixedDoc:
-        """A document from the given group (the other one if that group has no source)."""
+        """A document from the given group (the other one if that group has no source): from the source
+        whose token share lags its weight the most (ties: the first)."""
         if not self.groups[is_domain]:
             is_domain = not is_domain
-        index = int(self.rng.choice(len(self.groups[is_domain]), p=self.probs[is_domain]))
+        drawn = self.tokens[is_domain]
+        index = int(np.argmax(self.probs[is_domain] * drawn.sum() - drawn))
         source = self.groups[is_domain][index]
         self.counts[source.config.name] += 1
-        return MixedDoc(next(self.streams[is_domain][index]), source.config.name, is_domain)
+        text = next(self.streams[is_domain][index])
+        drawn[index] += self.doc_tokens(text, is_domain)
+        return MixedDoc(text, source.config.name, is_domain)
 
     def iterate(self, progress_fn) -> Iterator[MixedDoc]:
         """Endless documents; ``progress_fn()`` gives the phase progress at each draw."""

@@ -47,7 +47,7 @@ from training.phase_data import (
 from training.recipe import DataConfig, PhaseConfig
 
 # Bump when the generation or the on-disk layout changes: it is part of the build fingerprint.
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 BUILD_INFO = "build.json"
 FINGERPRINT_FILE = "fingerprint"
 RECORD_BATCH_TOKENS = 262_144  # tokens per Arrow record batch (bounds the writer's memory)

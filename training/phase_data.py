@@ -160,11 +160,15 @@ def sample_shards(
     A shard holds ``shard_buffers × buffer_docs`` documents, or fewer once its predicted tokens reach
     1/``SHARDS_PER_PHASE`` of the phase (small phases still split into several shards of parallel work).
     """
-    sampler = MixtureSampler(general, domain, phase.mixture, data.temperature, seed)
+    limit = data.max_doc_tokens or math.inf
+
+    def predicted_tokens(text: str, is_domain: bool) -> float:
+        return min(limit, len(text) / ratio[is_domain])
+
+    sampler = MixtureSampler(general, domain, phase.mixture, data.temperature, seed, predicted_tokens)
     per_shard = data.shard_buffers * data.buffer_docs
     shard_tokens = phase.tokens / SHARDS_PER_PHASE
     budget = float(phase.tokens)
-    limit = data.max_doc_tokens or math.inf
     total, dom = 0.0, 0.0
     end_share = domain_share(phase.mixture, 1.0)
     for index in range(1 << 62):
@@ -182,7 +186,7 @@ def sample_shards(
             shard.sources.append(doc.source)
             shard.is_domain.append(doc.is_domain)
             shard.progress.append(total / budget)
-            predicted = min(limit, len(doc.text) / ratio[doc.is_domain])
+            predicted = predicted_tokens(doc.text, doc.is_domain)
             total += predicted
             dom += predicted * doc.is_domain
         yield shard

@@ -33,7 +33,9 @@ class SourceConfig:
     Args:
         name: label used in logs.
         path: a local file/folder (parquet, jsonl/json(.gz), txt, zip of .txt) or a Hub dataset id.
-        weight: relative sampling weight within its group (general or domain) before temperature.
+        weight: share of its group's (general or domain) tokens, relative to the other sources; before
+            temperature. Balanced on tokens, not documents: a source of long documents does not crowd out one
+            of short records.
         text_fields: columns joined (by newline) into the document text; the first must exist.
         split: split to read (Hub datasets / HF loaders).
         subset: Hub dataset configuration name.

@@ -124,3 +124,35 @@ def test_eval_similarity_is_the_general_name(data_dir):
         ["eval", "similarity", "m", "--task", "stsb", "--split", "test", "--seeds", "0,1"]
     )
     assert (args.task, args.split, args.seeds) == ("stsb", "test", (0, 1))
+
+
+def test_eval_mteb_offline_tasks_write_records(data_dir, tiny_rexbert_dir, tmp_path):
+    argv = ["eval", "mteb", str(tiny_rexbert_dir), "--trust-remote-code", "--max-seq-length", "32"]
+    assert main([*argv, "--out", str(tmp_path), "--no-progress"]) == 0
+    (record,) = json.loads((tmp_path / "mteb.json").read_text())["records"]
+    assert record["kind"] == "mteb" and record["config"]["tasks"] == ["STSBenchmark", "ESCIReranking"]
+    rows = {(r["task"], r["metric"]): r for r in record["results"]}
+    assert {"main_score", "ndcg_at_10", "map_at_1000", "mrr_at_1000"} <= {
+        m for t, m in rows if t == "ESCIReranking"
+    }
+    assert rows[("ESCIReranking", "main_score")]["value"] == rows[("ESCIReranking", "map_at_1000")]["value"]
+    assert (
+        rows[("ESCIReranking", "ndcg_at_10")]["n"] == 101
+        and rows[("STSBenchmark", "cosine_spearman")]["n"] == 1379
+    )
+    assert "dataset_id" not in rows[("ESCIReranking", "ndcg_at_10")], "local data is no Hub dataset"
+    assert "## MTEB" in (tmp_path / "mteb.md").read_text()
+    assert list((tmp_path / "mteb_results").rglob("ESCIReranking.json")), "MTEB's own result files kept"
+
+
+def test_eval_mteb_task_without_local_data_is_one_line_exit_2(tiny_rexbert_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["eval", "mteb", str(tiny_rexbert_dir), "--tasks", "SciDocsRR", "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert (
+        code == 2
+        and len(err.splitlines()) == 1
+        and "['SciDocsRR'] cannot run offline" in err
+        and "--hub" in err
+    )
+    assert not out.exists(), "nothing written on bad input"

@@ -4,7 +4,14 @@ from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score
 
 from evaluation.data import DataError, glue_task
-from evaluation.glue import DEFAULT_HPARAMS, GlueConfig, default_hparams, glue_metrics, run_glue
+from evaluation.glue import (
+    DEFAULT_HPARAMS,
+    GlueConfig,
+    default_hparams,
+    glue_metrics,
+    run_glue,
+    training_arguments,
+)
 
 QUICK = {"epochs": 1, "batch_size": 16, "max_seq_length": 32}
 
@@ -109,7 +116,28 @@ def test_learning_rate_sweep_picks_on_train_slice(tmp_path, tiny_bert_dir):
 
 def test_hparams_per_size_with_sources():
     base = default_hparams("base")
-    assert all(hp.source.startswith("ModernBERT paper") for hp in base.values())
+    assert all(
+        hp.source.startswith("ModernBERT paper") and "arXiv:2412.13663" in hp.source for hp in base.values()
+    )
+    assert all("UNVERIFIED" in hp.source for hp in base.values()), "an unchecked citation says so"
     mini = default_hparams("mini")
     assert mini["sst2"].learning_rate == base["sst2"].learning_rate
-    assert "size 'mini' has no published settings" in mini["sst2"].source
+    assert "size 'mini': Ettin (arXiv:2507.11412) publishes no per-task GLUE settings" in mini["sst2"].source
+    assert "ettin-encoder-vs-decoder@6cbf954" in mini["sst2"].source
+    assert "size 'large': ModernBERT-large" in default_hparams("large")["qqp"].source
+    assert "no published settings are known" in default_hparams("xl")["qqp"].source
+
+
+def test_trainer_optimiser_follows_the_task_settings(tmp_path, tiny_bert_dir):
+    """lr, weight decay and ModernBERT's AdamW betas / eps reach the optimiser the Trainer builds."""
+    from transformers import AutoModelForSequenceClassification, Trainer
+
+    hp = default_hparams("base")["qnli"]
+    args = training_arguments(hp, seed=0, output_dir=str(tmp_path))
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir, num_labels=2)
+    optimizer = Trainer(model=model, args=args).create_optimizer()
+    assert optimizer.defaults["lr"] == hp.learning_rate == 8e-5
+    assert optimizer.defaults["betas"] == (0.9, 0.98) and optimizer.defaults["eps"] == 1e-6
+    decayed = [g for g in optimizer.param_groups if g["weight_decay"] > 0]
+    assert decayed and all(g["weight_decay"] == hp.weight_decay == 5e-6 for g in decayed)
+    assert args.num_train_epochs == hp.epochs and args.per_device_train_batch_size == hp.batch_size

@@ -7,6 +7,7 @@ from evaluation.metrics import (
     ESCI_GAINS,
     accuracy,
     correlations,
+    expected_reciprocal_rank,
     group_topk_accuracy,
     mean_sd,
     ranking_metrics,
@@ -82,3 +83,21 @@ def test_ranking_metrics_hand_computed_and_against_sklearn():
     assert got["map"] == pytest.approx(((1 + 2 / 4) / 2 + 1 / 2) / 2)  # a: E at ranks 1 and 4; b: E at 2
     assert got["mrr"] == pytest.approx((1 + 1 / 2) / 2)
     assert (got["ndcg_queries"], got["map_queries"]) == (2, 2), "query c has no positive gain"
+
+
+def test_reciprocal_rank_of_tied_scores_is_its_expectation():
+    # relevant tied with one irrelevant at the top: rank 1 or 2, each with probability 1/2
+    assert expected_reciprocal_rank(np.array([0.5, 0.5, 0.1]), np.array([True, False, False])) == 0.75
+    # one above, then 2 relevant among 4 tied: first relevant at tie position 1/2/3 w.p. 3/6, 2/6, 1/6
+    scores = np.array([0.9, 0.5, 0.5, 0.5, 0.5])
+    relevant = np.array([False, True, False, True, False])
+    assert expected_reciprocal_rank(scores, relevant) == pytest.approx(3 / 6 / 2 + 2 / 6 / 3 + 1 / 6 / 4)
+    # brute force over every order of the tie
+    from itertools import permutations
+
+    ranks = [
+        1 + 1 + next(i for i, d in enumerate(order) if relevant[d]) for order in permutations([1, 2, 3, 4])
+    ]
+    assert expected_reciprocal_rank(scores, relevant) == pytest.approx(np.mean([1 / r for r in ranks]))
+    assert expected_reciprocal_rank(np.array([0.3, 0.7]), np.array([True, False])) == 0.5, "no tie: 1 / rank"
+    assert ranking_metrics(["q", "q"], [0.5, 0.5], [1.0, 0.0])["mrr"] == 0.75, "a tie is not won for free"

@@ -115,3 +115,30 @@ def test_row_dataset_fields_round_trip_through_huggingface_hub_card_metadata():
         "test",
         0.82,
     )
+
+
+def _glue_record(model, size, rows):
+    from evaluation.glue import GlueConfig
+
+    return reports.make_record("glue", model, GlueConfig(tasks=("sst2", "stsb"), size=size), rows)
+
+
+def test_glue_table_puts_published_figures_in_their_own_labelled_columns():
+    rows = [
+        reports.result_row("sst2", "finetune", "accuracy", 0.5123, 872),
+        reports.result_row("stsb", "finetune", "pearson", 0.3, 1500),
+        reports.result_row("stsb", "finetune", "spearman", 0.25, 1500),
+    ]
+    table = reports.glue_table([_glue_record("RexBERT-micro", "micro", rows)])
+    lines = table.splitlines()
+    assert lines[0] == "| task | RexBERT-micro | RexBERT-micro (published) | ettin-17m (published) |"
+    # RexBERT paper Table 4, micro columns; the measured value stays in the measured column
+    assert "| sst2 (accuracy) | 51.23 | 90.37 | 88.42 |" in lines
+    assert "| stsb (pearson) | 30.00 | – | – |" in lines
+    assert "| stsb (correlation) | – | 83.00 | 82.62 |" in lines, "unspecified metric: own row"
+    assert "Published: RexBERT paper (Bajaj & Garg), Table 4" in table
+    assert "qnli" not in table, "only tasks that were measured"
+    base = reports.glue_table([_glue_record("m", "base", rows)])
+    assert "ModernBERT-base (published)" in base and "ettin-17m" not in base
+    assert "| sst2 (accuracy) | 51.23 | 94.27 | 94.72 |" in base.splitlines()
+    assert "(published)" not in reports.glue_table([_glue_record("m", "base", rows)], published=[])

@@ -339,3 +339,63 @@ def test_card_refuses_duplicate_metrics(modernbert_folder, tmp_path, capsys):
     second = write_results(tmp_path / "b.json", [make_record("esci_similarity", str(folder), {}, rows)])
     assert main(_card_argv(folder, first, second)) == 2
     assert "several results for esci cosent spearman" in capsys.readouterr().err
+
+
+def test_card_metadata_names_real_dataset_configs_and_splits(modernbert_folder, tmp_path):
+    """The evaluators' dataset fields reach model-index: real Hub configs and splits (tasksource/esci has
+    only ``default``), round-tripped through huggingface_hub; a local pair file is left out."""
+    from huggingface_hub import ModelCard
+
+    from evaluation.reports import dataset_fields, make_record, result_row, write_results
+
+    folder = modernbert_folder[0]
+    rows = [
+        (
+            "esci_similarity",
+            "esci",
+            "cosent",
+            "spearman",
+            0.5,
+            dataset_fields("tasksource/esci", "default", "test"),
+        ),
+        (
+            "esci_similarity",
+            "stsb",
+            "zero_shot-test",
+            "spearman",
+            0.8,
+            dataset_fields("sentence-transformers/stsb", "default", "test"),
+        ),
+        ("esci_similarity", "pairs", "cosent", "spearman", 0.3, {}),
+        (
+            "glue",
+            "mnli",
+            "finetune",
+            "accuracy",
+            0.7,
+            dataset_fields("nyu-mll/glue", "mnli", "validation_matched"),
+        ),
+        (
+            "mlm_recovery",
+            "mlm_title",
+            "span-block-128",
+            "top1_accuracy",
+            0.4,
+            dataset_fields("tasksource/esci", "default", "test"),
+        ),
+    ]
+    records = [
+        make_record(kind, str(folder), {}, [{**result_row(task, setting, metric, value, 10), **fields}])
+        for kind, task, setting, metric, value, fields in rows
+    ]
+    results = write_results(tmp_path / "all.json", records)
+    card = build_model_card(
+        CardInputs(model_dir=folder, repo_id="acme/RexBERT-micro", results_files=[results])
+    )
+    back = ModelCard(str(card)).data.eval_results
+    assert sorted((r.dataset_type, r.dataset_config, r.dataset_split, r.metric_value) for r in back) == [
+        ("nyu-mll/glue", "mnli", "validation_matched", 0.7),
+        ("sentence-transformers/stsb", "default", "test", 0.8),
+        ("tasksource/esci", "default", "test", 0.4),
+        ("tasksource/esci", "default", "test", 0.5),
+    ]

@@ -109,3 +109,25 @@ def test_export_to_modernbert_matches(tmp_path, window, every):
         got = ours(input_ids=ids, attention_mask=mask).logits
         expected = ref(input_ids=ids, attention_mask=mask).logits
     assert (got - expected)[mask.bool()].abs().max().item() <= TOL
+
+
+def test_rewrite_as_modernbert_makes_a_saved_folder_plain_transformers(tmp_path):
+    from transformers import AutoModelForMaskedLM
+
+    from modeling_rexbert.conversion import rewrite_as_modernbert
+
+    cfg = tiny_config(local_attention=8, global_rope_theta=160_000.0)
+    ours = RexBertForMaskedLM(cfg).eval()
+    ours.save_pretrained(tmp_path)
+    assert (tmp_path / "modeling_rexbert.py").exists()
+    rewrite_as_modernbert(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]
+    plain = AutoModelForMaskedLM.from_pretrained(tmp_path).eval()  # no trust_remote_code
+    back = RexBertForMaskedLM.from_pretrained(tmp_path).eval()
+    assert type(plain) is ModernBertForMaskedLM and back.config.global_rope_theta == 160_000.0
+    ids, mask = right_padded([30, 12])
+    with torch.no_grad():
+        expected = ours(input_ids=ids, attention_mask=mask).logits[mask.bool()]
+        for model in (plain, back):
+            got = model(input_ids=ids, attention_mask=mask).logits[mask.bool()]
+            torch.testing.assert_close(got, expected, atol=TOL, rtol=TOL)

@@ -75,6 +75,27 @@ def test_sampler_follows_the_annealed_share(tmp_path):
     assert abs(early - 0.1) < 0.03 and abs(late - 0.9) < 0.03
 
 
+@pytest.mark.parametrize("weights", [(1.0, 1.0), (2.0, 1.0)])
+def test_source_weights_are_token_shares_not_document_shares(tmp_path, weights):
+    """A source of long documents (ESCI pages) must not crowd out one of short records (Icecat titles):
+    weights 2 : 1 give 2/3 of the group's tokens to the first source whatever the document lengths."""
+    short = tmp_path / "short.txt"
+    short.write_text("\n".join(f"usb cable {i}" for i in range(200)))
+    long = tmp_path / "long.txt"
+    long.write_text("\n".join(f"page {i} " + "bullet point text " * 40 for i in range(200)))
+    sources = [
+        load_source(SourceConfig(name=n, path=str(p), doc_per_line=True, weight=w))
+        for n, p, w in (("short", short, weights[0]), ("long", long, weights[1]))
+    ]
+    sampler = MixtureSampler([], sources, MixtureConfig(domain_start=1.0, domain_end=1.0), 1.0, seed=0)
+    chars = {"short": 0, "long": 0}
+    for _ in range(3000):
+        doc = sampler.sample_group(True)
+        chars[doc.source] += len(doc.text)
+    share = chars["short"] / sum(chars.values())
+    assert share == pytest.approx(weights[0] / sum(weights), abs=0.01)
+
+
 def _parquet_shards(folder, shards=4, rows=50):
     import pyarrow as pa
     import pyarrow.parquet as pq

@@ -38,8 +38,6 @@ def test_three_phases_hand_off_and_hub_folders(full_run):
             "model.safetensors",
             "tokenizer.json",
             "phase_summary.json",
-            "modeling_rexbert.py",
-            "configuration_rexbert.py",
         ):
             assert (final / name).exists(), final / name
         configs[phase] = json.loads((final / "config.json").read_text())
@@ -59,14 +57,16 @@ def test_three_phases_hand_off_and_hub_folders(full_run):
         final = full_run / phase / "final"
         # only what belongs on the Hub: no training_args.bin (a pickle) or other Trainer state
         names = sorted(p.name for p in final.iterdir())
-        assert [n for n in names if not n.endswith(".py")] == [
+        # plain ModernBERT: no remote code, no auto_map (transformers loads it without a prompt)
+        assert names == [
             "config.json", "model.safetensors", "phase_summary.json", "tokenizer.json",
             "tokenizer_config.json",
         ]  # fmt: skip
-        assert {"modeling_rexbert.py", "configuration_rexbert.py"} <= set(names)  # the remote code
+        assert configs[phase]["model_type"] == "modernbert" and "auto_map" not in configs[phase]
+        assert configs[phase]["architectures"] == ["ModernBertForMaskedLM"]
         tokenizer_config = json.loads((final / "tokenizer_config.json").read_text())
         assert tokenizer_config["model_max_length"] == configs[phase]["max_position_embeddings"]
-        assert "local_files_only" not in tokenizer_config and configs[phase]["sparse_prediction"] is True
+        assert "local_files_only" not in tokenizer_config
     # phases 2 and 3 continue from the optimizer moments the previous phase ended with
     for phase, previous in (("phase2", "phase1"), ("phase3", "phase2")):
         summary = json.loads((full_run / phase / "final" / "phase_summary.json").read_text())
@@ -74,9 +74,8 @@ def test_three_phases_hand_off_and_hub_folders(full_run):
     assert json.loads((full_run / "phase1" / "final" / "phase_summary.json").read_text())[
         "optimizer_state"
     ] == ("fresh")
-    assert configs["phase1"]["global_rope_theta"] == 10_000
-    assert configs["phase2"]["global_rope_theta"] == 160_000
-    assert "AutoModelForMaskedLM" in configs["phase3"]["auto_map"]
+    assert configs["phase1"]["rope_parameters"]["full_attention"]["rope_theta"] == 10_000
+    assert configs["phase2"]["rope_parameters"]["full_attention"]["rope_theta"] == 160_000
     summary3 = json.loads((full_run / "phase3" / "final" / "phase_summary.json").read_text())
     shares = [s for _, s in summary3["data"]["domain_share"]]
     assert shares[0] < shares[-1]  # phase 3 anneals toward the domain corpus
@@ -106,32 +105,47 @@ def test_tiny_recipe_rows_are_memory_mapped_and_equal_the_in_memory_rows(full_ru
         assert disk.summary() == memory.summary()
 
 
-def test_final_folder_loads_in_a_fresh_process(full_run):
+def test_final_folder_loads_in_a_fresh_process_without_code_or_prompt(full_run):
+    """The README's and the card's loading lines, in a process without this repository and with input
+    closed: plain transformers classes, no "run custom code? [y/N]" question, the same logits as RexBERT."""
+    from modeling_rexbert import RexBertForMaskedLM
+
     final = full_run / "phase3" / "final"
     code = (
         "import sys, torch\n"
         "from transformers import AutoModelForMaskedLM, AutoTokenizer\n"
-        "m = AutoModelForMaskedLM.from_pretrained(sys.argv[1], trust_remote_code=True).eval()\n"
         "t = AutoTokenizer.from_pretrained(sys.argv[1])\n"
+        "m = AutoModelForMaskedLM.from_pretrained(sys.argv[1]).eval()\n"
         "enc = t(['Color: ' + t.mask_token + ' cotton shirt'], return_tensors='pt')\n"
         "with torch.no_grad(): out = m(**enc)\n"
         "assert out.logits.shape[-1] == m.config.vocab_size >= len(t)\n"
-        "print(type(m).__name__)\n"
+        "torch.save(out.logits, sys.argv[2])\n"
+        "print(type(m).__name__, enc['input_ids'].tolist())\n"
     )
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
+    logits_path = final.parent / "fresh_logits.pt"
     done = subprocess.run(
-        [sys.executable, "-c", code, str(final)],
+        [sys.executable, "-c", code, str(final), str(logits_path)],
         cwd="/",
         env=env,
+        stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "RexBertForMaskedLM" in done.stdout
+    assert "custom code" not in done.stdout + done.stderr
+    name, ids = done.stdout.strip().split(" ", 1)
+    assert name == "ModernBertForMaskedLM"
+    ours = RexBertForMaskedLM.from_pretrained(final).eval()
+    with torch.no_grad():
+        expected = ours(input_ids=torch.tensor(json.loads(ids))).logits
+    torch.testing.assert_close(torch.load(logits_path), expected, atol=1e-5, rtol=1e-4)
 
 
 def test_phase_two_starts_from_phase_one(full_run, tmp_path):
+    from modeling_rexbert import RexBertConfig
+
     # with a vanishing LR and no decay, phase 2's final weights equal phase 1's: phase 2 loaded them
     # (and the phase's own NTK RoPE scaling lands in its config)
     scaling = "phase2.global_rope_scaling={rope_type: ntk, factor: 2.0}"
@@ -144,7 +158,11 @@ def test_phase_two_starts_from_phase_one(full_run, tmp_path):
     assert (full_run / "phase2" / "final" / "config.json").exists()
     assert main(args(full_run, "--phase", "2", "--overwrite", *extra)) == 0
     config = json.loads((full_run / "phase2" / "final" / "config.json").read_text())
-    assert config["global_rope_scaling"] == {"rope_type": "ntk", "factor": 2.0}
+    # the plain ModernBERT config carries NTK scaling folded into the global layers' RoPE base
+    scaled = RexBertConfig.from_pretrained(full_run / "phase1" / "final")
+    scaled.global_rope_theta, scaled.global_rope_scaling = 160_000.0, {"rope_type": "ntk", "factor": 2.0}
+    expected = scaled.rope_theta_for("full_attention")
+    assert expected > 160_000 and config["rope_parameters"]["full_attention"]["rope_theta"] == expected
     before = load_file(full_run / "phase1" / "final" / "model.safetensors")
     after = load_file(full_run / "phase2" / "final" / "model.safetensors")
     for name, tensor in before.items():
@@ -268,7 +286,7 @@ def test_phase3_alone_anneals_from_a_modernbert_checkpoint(full_run, tmp_path):
     summary = json.loads((final / "phase_summary.json").read_text())
     assert summary["optimizer_state"] == "fresh" and summary["steps"] > 0
     config = json.loads((final / "config.json").read_text())
-    assert config["model_type"] == "rexbert" and config["sparse_prediction"] is True
+    assert config["model_type"] == "modernbert" and config["sparse_prediction"] is True
     assert {t.dtype for t in load_file(final / "model.safetensors").values()} == {torch.float32}
     assert not (out / "phase1").exists() and not (out / "phase2").exists()
 
