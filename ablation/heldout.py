@@ -95,14 +95,15 @@ def split_study_data(data_dir: Path, out_dir: Path, general_share: int, min_char
         "general_share": general_share,
         "min_chars": min_chars,
     }
+    out_dir = out_dir.resolve()  # absolute source paths: the study may be resumed from another folder
     marker = out_dir / "split.json"
     if marker.is_file():
         saved = json.loads(marker.read_text(encoding="utf-8"))
-        if saved["key"] == key:
+        if saved["key"] == key:  # the files live in out_dir: their names locate them wherever it moved
             return StudySplit(
-                {Path(k): Path(v) for k, v in saved["training"].items()},
-                Path(saved["icecat_heldout"]),
-                Path(saved["general_heldout"]),
+                {Path(k): out_dir / Path(v).name for k, v in saved["training"].items()},
+                out_dir / Path(saved["icecat_heldout"]).name,
+                out_dir / Path(saved["general_heldout"]).name,
             )
     out_dir.mkdir(parents=True, exist_ok=True)
     products = split_products(data_dir, out_dir)
@@ -124,9 +125,9 @@ def split_study_data(data_dir: Path, out_dir: Path, general_share: int, min_char
     result = StudySplit(training, products.icecat_heldout, general_path)
     document = {
         "key": key,
-        "training": {str(k): str(v) for k, v in training.items()},
-        "icecat_heldout": str(result.icecat_heldout),
-        "general_heldout": str(general_path),
+        "training": {str(k): v.name for k, v in training.items()},
+        "icecat_heldout": result.icecat_heldout.name,
+        "general_heldout": general_path.name,
     }
     atomic_write(marker, lambda tmp: Path(tmp).write_text(json.dumps(document, indent=1), encoding="utf-8"))
     return result

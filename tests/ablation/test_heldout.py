@@ -69,6 +69,16 @@ def test_split_is_deterministic(split, data_dir, tmp_path):
         assert path.read_bytes() == again.training[original].read_bytes(), original
 
 
+def test_a_written_split_is_reused_from_any_working_folder(data_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    first = split_study_data(data_dir, tmp_path.relative_to(tmp_path) / "split", 8, 200)
+    stamp = first.general_heldout.stat().st_mtime_ns
+    monkeypatch.chdir(data_dir)  # another working folder: the marker still locates the files
+    again = split_study_data(data_dir, tmp_path / "split", 8, 200)
+    assert again == first and all(p.is_absolute() and p.is_file() for p in again.training.values())
+    assert again.general_heldout.stat().st_mtime_ns == stamp  # reused untouched, not rewritten
+
+
 def test_base_recipe_reads_the_original_files(write_study, data_dir):
     # the negative control of the first test: without the split, the recipe would train on held-out text
     recipe = base_recipe(load_ablation(write_study()))
