@@ -220,6 +220,8 @@ def build_model_card(inputs: CardInputs):
         size=inputs.size,
         num_parameters_human=_human(count_parameters(inputs.model_dir)),
         mask_token=mask_token if isinstance(mask_token, str) else mask_token.get("content", "[MASK]"),
+        # the pipeline's final folders are plain ModernBERT; a folder saved from RexBertForMaskedLM ships code
+        ships_code="auto_map" in config,
         training_phases=inputs.training_phases,
         results_table=markdown_report(records) if records else "",
         **{

@@ -91,6 +91,8 @@ def test_card_renders_results_and_model_index(modernbert_folder, tmp_path):
     text = card_path.read_text()
     assert "acme/RexBERT-micro" in text and "| 2 |" in text  # repo id in usage, 2 layers in the table
     assert "0.4321" in text and "someone-else" not in text
+    # a plain ModernBERT folder (what the pipeline writes): no remote code to trust
+    assert "plain ModernBERT checkpoint" in text and "trust_remote_code" not in text
     loaded = ModelCard.load(card_path)
     (result,) = loaded.data.eval_results
     assert result.metric_value == pytest.approx(0.4321) and result.dataset_type == "tasksource/esci"
@@ -190,6 +192,7 @@ def test_rexbert_folder_is_hub_ready_and_its_card_loads(tmp_path):
     assert report.ok and report.model_type == "rexbert"
     text = ModelCard.load(tmp_path / "README.md").text
     assert "| layers | 2 |" in text and "window 128" in text and "[MASK]" in text
+    assert 'from_pretrained("acme/RexBERT-micro", trust_remote_code=True)' in text  # this folder ships code
 
 
 # ------------------------------------------------------------------ our own outputs, and bad input
