@@ -51,7 +51,7 @@ def build_trainer(recipe: Recipe, settings: BaselineConfig, out: Path):
     )
 
     from modeling_rexbert.conversion import rexbert_config_to_modernbert
-    from training.curriculum import _model_for_phase, prepare_phase
+    from training.curriculum import model_for_phase, prepare_phase
     from training.data import load_source
     from training.phase_data import process_state
     from training.tokenizer import load_tokenizer
@@ -66,7 +66,7 @@ def build_trainer(recipe: Recipe, settings: BaselineConfig, out: Path):
     dataset = Dataset(InMemoryTable(rows.table.select(["input_ids"])))  # memory-mapped rows, no copy
     # the RexBERT arms' exact model config (size, overrides, context, special ids), as a ModernBertConfig
     # (training.curriculum builds it; a public hook there would avoid the private import)
-    config = rexbert_config_to_modernbert(_model_for_phase(recipe, "phase1", tokenizer, out).config)
+    config = rexbert_config_to_modernbert(model_for_phase(recipe, "phase1", tokenizer, out).config)
     config.sparse_prediction = True  # transformers' option: the head runs on masked tokens only (same math)
     torch.manual_seed(recipe.seed)
     model = ModernBertForMaskedLM(config)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import shlex
 
+from rexbert_common.config import add_override_argument
+
 
 def _run(args: argparse.Namespace) -> int:
     from ablation.config import load_ablation
@@ -59,12 +61,5 @@ def register(subparsers) -> None:
         metavar="I/N",
         help="train only the seeds at positions I, I+N, ... (one shard per GPU or node; default: all)",
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="FIELD=VALUE",
-        help="override a field, e.g. --set budget.tokens=2000000 --set seeds=[0,1] (repeatable)",
-    )
+    add_override_argument(parser, "budget.tokens=2000000")
     parser.set_defaults(func=_run)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from rexbert_common.config import add_override_argument
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -31,14 +33,7 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--workers", type=int, default=None, help="overrides executor.workers (-1 = all cores)"
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="dotted config override, e.g. --set sampling.per_domain=500",
-    )
+    add_override_argument(parser, "sampling.per_domain=500")
     parser.add_argument(
         "--stop-after",
         default=None,

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rexbert_common.config import ConfigError, checked, load_config, read_yaml
+from rexbert_common.config import ConfigError, add_override_argument, checked, load_config, read_yaml
 from rexbert_common.errors import UserError
 
 DEFAULT_CONFIG = Path(__file__).with_name("experiment_default.yaml")
@@ -379,13 +379,6 @@ def register(subparsers) -> None:
         if name == "experiment":
             parser.add_argument("--config", default=None, help="experiment YAML (default: the embedded one)")
         parser.add_argument("--output-dir", default=None, help="overrides output_dir")
-        parser.add_argument(
-            "--set",
-            dest="overrides",
-            action="append",
-            default=[],
-            metavar="FIELD=VALUE",
-            help="override a field, e.g. --set evaluation.esci=null (repeatable)",
-        )
+        add_override_argument(parser, "evaluation.esci=null")
         parser.add_argument("--force", action="store_true", help="recompute finished evaluations")
         parser.set_defaults(func=_run, config=None)

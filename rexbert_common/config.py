@@ -31,17 +31,28 @@ from rexbert_common.errors import UserError
 
 T = TypeVar("T")
 _ENV = re.compile(r"\$\{(\w+)\}")
-_BOUNDS = {"ge": (">=", lambda v, b: v >= b), "gt": (">", lambda v, b: v > b),
-           "le": ("<=", lambda v, b: v <= b), "lt": ("<", lambda v, b: v < b)}
+_BOUNDS = {
+    "ge": (">=", lambda v, b: v >= b),
+    "gt": (">", lambda v, b: v > b),
+    "le": ("<=", lambda v, b: v <= b),
+    "lt": ("<", lambda v, b: v < b),
+}
 
 
 class ConfigError(UserError, ValueError):
     """A config field is unknown or invalid; the message names the file, the field and the value."""
 
 
-def checked(default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING,
-            choices: tuple | None = None, ge: float | None = None, gt: float | None = None,
-            le: float | None = None, lt: float | None = None) -> Any:
+def checked(
+    default: Any = dataclasses.MISSING,
+    *,
+    default_factory: Any = dataclasses.MISSING,
+    choices: tuple | None = None,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+) -> Any:
     """A dataclass field whose value the loader checks: ``choices`` for strings, bounds for numbers.
 
     Bounds apply to every number of a list field too (``betas: list[float] = checked(..., gt=0, lt=1)``).
@@ -115,8 +126,9 @@ def _coerce(value: Any, tp: Any, where: str, source: str) -> Any:
                 return int(number)
             return float(number)
         except (TypeError, ValueError, OverflowError):
-            raise ConfigError(f"{source}: {where} must be {'an integer' if tp is int else 'a number'}, "
-                              f"got {value!r}") from None
+            raise ConfigError(
+                f"{source}: {where} must be {'an integer' if tp is int else 'a number'}, got {value!r}"
+            ) from None
     if tp is str:
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             raise ConfigError(f"{source}: {where} must be a string, got {value!r}")
@@ -167,6 +179,19 @@ def config_from_dict(cls: type[T], data: Any, source: str = "<dict>", prefix: st
         raise ConfigError(f"{source}: {prefix or cls.__name__}: {error}") from None
 
 
+def add_override_argument(parser, example: str) -> None:
+    """The ``--set FIELD=VALUE`` option every config-driven CLI shares (values parsed by
+    :func:`apply_overrides`)."""
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help=f"override a config field, e.g. --set {example} (repeatable; lists: a.0.b=v)",
+    )
+
+
 def apply_overrides(data: dict, overrides: list[str], source: str = "command line") -> dict:
     """Apply ``a.b.0.c=value`` overrides (values parsed as YAML) to a raw config mapping, in place."""
     for item in overrides:
@@ -180,8 +205,9 @@ def apply_overrides(data: dict, overrides: list[str], source: str = "command lin
             here = ".".join(keys[: depth + 1])
             if isinstance(node, list):
                 if not key.lstrip("-").isdigit() or not -len(node) <= int(key) < len(node):
-                    raise ConfigError(f"{source}: --set {path}: {here} is not an index of a "
-                                      f"{len(node)}-item list")
+                    raise ConfigError(
+                        f"{source}: --set {path}: {here} is not an index of a {len(node)}-item list"
+                    )
                 key = int(key)
             elif not isinstance(node, dict):
                 raise ConfigError(f"{source}: --set {path}: {'.'.join(keys[:depth])} is not a mapping")
@@ -189,8 +215,9 @@ def apply_overrides(data: dict, overrides: list[str], source: str = "command lin
                 try:
                     node[key] = yaml.safe_load(raw)
                 except yaml.YAMLError as error:
-                    raise ConfigError(f"{source}: --set {path}: invalid value {raw!r} ({_one_line(error)})") \
-                        from None
+                    raise ConfigError(
+                        f"{source}: --set {path}: invalid value {raw!r} ({_one_line(error)})"
+                    ) from None
             else:
                 node = node.setdefault(key, {}) if isinstance(node, dict) else node[key]
     return data
@@ -221,8 +248,12 @@ def read_yaml(path: str | os.PathLike) -> dict:
     return data
 
 
-def load_config(path: str | os.PathLike, cls: type[T], overrides: list[str] | None = None,
-                validate: Callable[[T, str], None] | None = None) -> T:
+def load_config(
+    path: str | os.PathLike,
+    cls: type[T],
+    overrides: list[str] | None = None,
+    validate: Callable[[T, str], None] | None = None,
+) -> T:
     """Read ``path``, apply ``--set`` overrides, build ``cls``, then run ``validate(config, source)``."""
     source = str(path)
     data = apply_overrides(read_yaml(path), overrides or [], source)

@@ -129,7 +129,7 @@ def _check_tokenizer_matches(config, tokenizer, source: str) -> None:
         )
 
 
-def _model_for_phase(recipe: Recipe, phase_name: str, tokenizer, out: Path):
+def model_for_phase(recipe: Recipe, phase_name: str, tokenizer, out: Path):
     """The phase's starting model, always with fp32 master weights and the sparse MLM head.
 
     Phase N starts from ``phaseN.init_from`` when set (any RexBERT / ModernBERT / Ettin folder or Hub id),
@@ -347,7 +347,7 @@ def run_phase(
     state = process_state()
     checkpoint = resume_checkpoint(phase_dir, allow_fresh_optimizer, _log) if resume else None
     carried = None if checkpoint else _optimizer_start(recipe, phase_name, out, allow_fresh_optimizer)
-    model = _model_for_phase(recipe, phase_name, tokenizer, out)
+    model = model_for_phase(recipe, phase_name, tokenizer, out)
     data, plan = prepare_phase(recipe, phase_name, tokenizer, general, domain, miner, out)
     steps = plan.steps
     summary = data.summary()

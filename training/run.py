@@ -8,6 +8,8 @@ import argparse
 import os
 import sys
 
+from rexbert_common.config import add_override_argument
+
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -50,14 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         action="store_true",
         help="build the phases' packed rows (parallel with data.workers, restartable) and train nothing",
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="FIELD=VALUE",
-        help="override a recipe field, e.g. --set phase1.lr=1e-3 (repeatable)",
-    )
+    add_override_argument(parser, "phase1.lr=1e-3")
     return parser
 
 

@@ -60,7 +60,7 @@ def test_phase3_alone_starts_from_a_bf16_modernbert_checkpoint_in_fp32_with_the_
     recipe = _recipe(tmp_path, init_from=str(folder), global_rope_theta=160_000.0, local_rope_theta=10_000.0)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # same RoPE θ as the checkpoint: no warning
-        model = curriculum._model_for_phase(recipe, "phase3", tokenizer, tmp_path / "out")
+        model = curriculum.model_for_phase(recipe, "phase3", tokenizer, tmp_path / "out")
     assert {p.dtype for p in model.parameters()} == {torch.float32}  # fp32 master weights
     assert model.config.sparse_prediction  # a converted ModernBERT config defaults to dense
     assert model.config.max_position_embeddings == 256  # the phase's context
@@ -76,7 +76,7 @@ def test_changing_the_checkpoints_rope_theta_warns(tmp_path, tokenizer):
     with pytest.warns(
         UserWarning, match=r"changes .*modernbert's RoPE θ \(global_rope_theta 160000.0 → 80000.0\)"
     ):
-        model = curriculum._model_for_phase(recipe, "phase3", tokenizer, tmp_path / "out")
+        model = curriculum.model_for_phase(recipe, "phase3", tokenizer, tmp_path / "out")
     assert model.config.global_rope_theta == 80_000.0
 
 
@@ -85,14 +85,14 @@ def test_a_checkpoint_of_another_tokenizer_is_refused(tmp_path, tokenizer):
     recipe = _recipe(tmp_path, init_from=str(folder))
     grown = train_bpe_tokenizer([" ".join(WORDS) * 30] * 300, vocab_size=400)
     with pytest.raises(UserError, match="320 embeddings but the recipe's tokenizer has .* tokens"):
-        curriculum._model_for_phase(recipe, "phase3", grown, tmp_path / "out")
+        curriculum.model_for_phase(recipe, "phase3", grown, tmp_path / "out")
 
 
 def test_a_later_phase_without_its_predecessor_names_both_ways_out(tmp_path, tokenizer):
     with pytest.raises(
         UserError, match="phase2 starts from .*phase1/final, which does not exist.*phase2.init_from"
     ):
-        curriculum._model_for_phase(_recipe(tmp_path), "phase2", tokenizer, tmp_path / "out")
+        curriculum.model_for_phase(_recipe(tmp_path), "phase2", tokenizer, tmp_path / "out")
 
 
 def test_optimizer_hand_off_source(tmp_path):
