@@ -166,7 +166,7 @@ def build_rows(setup: Setup, tokenizer, general, domain, exclude: set[str]) -> l
 def model_config(setup: Setup, tokenizer, kind: str):
     from modeling_rexbert import RexBertConfig
     from modeling_rexbert.conversion import rexbert_config_to_modernbert
-    from training.tokenizer import padded_vocab_size
+    from training.tokenizer import padded_vocab_size, special_token_ids
 
     config = RexBertConfig(
         vocab_size=padded_vocab_size(tokenizer),
@@ -176,12 +176,7 @@ def model_config(setup: Setup, tokenizer, kind: str):
         num_attention_heads=setup.heads,
         local_attention=setup.local_attention,
         max_position_embeddings=512,
-        pad_token_id=tokenizer.pad_token_id,
-        cls_token_id=tokenizer.cls_token_id,
-        sep_token_id=tokenizer.sep_token_id,
-        mask_token_id=tokenizer.mask_token_id,
-        bos_token_id=tokenizer.cls_token_id,
-        eos_token_id=tokenizer.sep_token_id,
+        **special_token_ids(tokenizer),
         global_rope_theta=10_000.0,
         local_rope_theta=10_000.0,
         attn_implementation="sdpa",

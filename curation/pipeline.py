@@ -238,7 +238,7 @@ def check_ray_capacity(config: CurationConfig) -> None:
     import ray
 
     if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False)
+        ray.init(include_dashboard=False, log_to_driver=False)  # RAY_ADDRESS selects a cluster
     options = config.executor.ray
     cpus = float(options.get("cpus_per_task", 1))
     memory = float(options.get("mem_per_cpu_gb", 2)) * cpus * 2**30

@@ -137,7 +137,7 @@ def model_for_phase(recipe: Recipe, phase_name: str, tokenizer, out: Path):
     (max_position_embeddings, RoPE θ and scaling) replace the checkpoint's.
     """
     from modeling_rexbert import RexBertConfig, RexBertForMaskedLM  # importing registers the Auto classes
-    from training.tokenizer import padded_vocab_size
+    from training.tokenizer import padded_vocab_size, special_token_ids
 
     phase = recipe.phase(phase_name)
     context = {
@@ -181,19 +181,11 @@ def model_for_phase(recipe: Recipe, phase_name: str, tokenizer, out: Path):
         return RexBertForMaskedLM.from_pretrained(
             source, config=config, attn_implementation=recipe.model.attn_implementation, dtype=torch.float32
         )
-    ids = {
-        "pad_token_id": tokenizer.pad_token_id,
-        "cls_token_id": tokenizer.cls_token_id,
-        "sep_token_id": tokenizer.sep_token_id,
-        "mask_token_id": tokenizer.mask_token_id,
-        "bos_token_id": tokenizer.cls_token_id,
-        "eos_token_id": tokenizer.sep_token_id,
-    }
     config = RexBertConfig.for_size(
         recipe.model.size,
         vocab_size=padded_vocab_size(tokenizer),
         attn_implementation=recipe.model.attn_implementation,
-        **{**ids, **context, **recipe.model.overrides, "sparse_prediction": True},
+        **{**special_token_ids(tokenizer), **context, **recipe.model.overrides, "sparse_prediction": True},
     )
     torch.manual_seed(recipe.seed)
     return RexBertForMaskedLM(config)

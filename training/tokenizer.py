@@ -99,6 +99,19 @@ def padded_vocab_size(tokenizer: PreTrainedTokenizerFast, multiple: int = 64) ->
     return -(-len(tokenizer) // multiple) * multiple
 
 
+def special_token_ids(tokenizer: PreTrainedTokenizerFast) -> dict[str, int]:
+    """The model-config special ids a RexBERT / ModernBERT config takes from its tokenizer ([CLS] / [SEP]
+    double as BOS / EOS, as in ModernBERT)."""
+    return {
+        "pad_token_id": tokenizer.pad_token_id,
+        "cls_token_id": tokenizer.cls_token_id,
+        "sep_token_id": tokenizer.sep_token_id,
+        "mask_token_id": tokenizer.mask_token_id,
+        "bos_token_id": tokenizer.cls_token_id,
+        "eos_token_id": tokenizer.sep_token_id,
+    }
+
+
 def save_tokenizer(tokenizer: PreTrainedTokenizerFast, directory: str | os.PathLike) -> None:
     """Save atomically: write into a temporary sibling folder, then move the files into place."""
     directory = Path(directory)

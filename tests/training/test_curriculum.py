@@ -133,3 +133,13 @@ def test_a_user_error_before_any_checkpoint_leaves_no_output(tmp_path, tokenizer
     with pytest.raises(UserError):
         curriculum.run_curriculum(recipe, ["phase1"], resume=True)
     assert (tmp_path / "out" / "phase1" / "checkpoint-2").exists()
+
+
+def test_a_fresh_phase1_model_takes_its_special_ids_from_the_tokenizer(tmp_path, tokenizer):
+    model = curriculum.model_for_phase(_recipe(tmp_path), "phase1", tokenizer, tmp_path / "out")
+    config = model.config
+    assert (config.pad_token_id, config.mask_token_id) == (tokenizer.pad_token_id, tokenizer.mask_token_id)
+    assert (config.cls_token_id, config.sep_token_id) == (tokenizer.cls_token_id, tokenizer.sep_token_id)
+    # ModernBERT's convention: [CLS] / [SEP] double as BOS / EOS
+    assert (config.bos_token_id, config.eos_token_id) == (tokenizer.cls_token_id, tokenizer.sep_token_id)
+    assert len({config.pad_token_id, config.mask_token_id, config.cls_token_id, config.sep_token_id}) == 4
