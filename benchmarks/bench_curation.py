@@ -64,10 +64,11 @@ def _config(input_dir: Path, out: Path, tasks: int, workers: int):
 
 
 def _prepare_executor(config):
-    from curation.pipeline import build_stages, make_executor
+    from curation.pipeline import build_stages
+    from rexbert_common.executors import make_executor
 
     stage = next(s for s in build_stages(config) if s.name == "prepare")
-    return make_executor(stage, config)
+    return make_executor(stage, config.executor)
 
 
 # ---------------------------------------------------------------------------------------- 1. throughput

@@ -14,6 +14,7 @@ from typing import Any
 from rexbert_common.config import ConfigError, checked, config_to_dict
 from rexbert_common.config import config_from_dict as _from_dict
 from rexbert_common.config import load_config as _load
+from rexbert_common.executors import ExecutorConfig
 
 __all__ = ["ConfigError", "CurationConfig", "config_from_dict", "config_to_dict", "load_config"]
 
@@ -289,28 +290,6 @@ class CleaningConfig:
     boilerplate: BoilerplateConfig = field(default_factory=BoilerplateConfig)
     adult: AdultConfig = field(default_factory=AdultConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)
-
-
-@dataclass
-class ExecutorConfig:
-    """Args:
-    kind: ``local``, ``ray`` or ``slurm`` (datatrove's executors; the pipeline is the same for all three).
-    tasks: units of work of the sharded stages (each task reads ``1/tasks`` of the input files). The output
-        does not depend on it; changing it recomputes the sharded stages.
-    workers: tasks running at once; -1 = one per CPU core (local) / as many as the cluster allows.
-    slurm: extra SlurmPipelineExecutor arguments (partition, time, cpus_per_task, mem_per_cpu_gb, ...).
-    ray: extra RayPipelineExecutor arguments (cpus_per_task, mem_per_cpu_gb, ...).
-    """
-
-    kind: str = checked("local", choices=("local", "ray", "slurm"))
-    tasks: int = checked(4, ge=1)
-    workers: int = checked(-1, ge=-1)
-    slurm: dict[str, Any] = field(default_factory=dict)
-    ray: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self):
-        if self.workers == 0:
-            raise ValueError("executor.workers must be >= 1 or -1 (all cores)")
 
 
 @dataclass

@@ -23,32 +23,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from curation.config import CurationConfig, SourceConfig, config_to_dict
-from rexbert_common.errors import UserError
+from rexbert_common.executors import Stage, run_stages
+from rexbert_common.executors import build_executors as _executors
 
 STAGES = ("prepare", "label", "buckets", "cluster", "select", "finalize")
-
-
-@dataclass
-class Stage:
-    name: str
-    tasks: int
-    pipeline: list
-    dir: Path
-    fingerprint: str
-
-    @property
-    def logging_dir(self) -> str:
-        return str(self.dir / "logs")
-
-    def done(self) -> bool:
-        completions = self.dir / "logs" / "completions"
-        return completions.is_dir() and len(list(completions.iterdir())) >= self.tasks
 
 
 def fingerprint(stage: str, payload: Any) -> str:
@@ -194,77 +176,19 @@ def build_stages(config: CurationConfig) -> list[Stage]:
     return list(stages.values())
 
 
-def make_executor(stage: Stage, config: CurationConfig, depends=None):
-    """The datatrove executor of ``stage`` (completed tasks are skipped on rerun)."""
-    kind, workers = config.executor.kind, config.executor.workers
-    common = {
-        "pipeline": stage.pipeline,
-        "tasks": stage.tasks,
-        "logging_dir": stage.logging_dir,
-        "depends": depends,
-        "skip_completed": True,
-    }
-    if kind == "local":
-        from datatrove.executor import LocalPipelineExecutor
-
-        n = workers if workers > 0 else (os.cpu_count() or 1)
-        return LocalPipelineExecutor(**common, workers=min(n, stage.tasks))
-    if kind == "ray":
-        from datatrove.executor import RayPipelineExecutor
-
-        return RayPipelineExecutor(**common, workers=workers, **config.executor.ray)
-    from datatrove.executor import SlurmPipelineExecutor
-
-    options = {"time": "24:00:00", "partition": "cpu", "cpus_per_task": 1, **config.executor.slurm}
-    return SlurmPipelineExecutor(**common, workers=workers, job_name=f"rexbert_{stage.name}", **options)
-
-
 def build_executors(config: CurationConfig, stop_after: str | None = None) -> list:
     """One executor per stage, each depending on the previous one."""
+    return _executors(_stages_until(config, stop_after), config.executor)
+
+
+def _stages_until(config: CurationConfig, stop_after: str | None) -> list[Stage]:
     if stop_after is not None and stop_after not in STAGES:
         raise ValueError(f"stop_after={stop_after!r} is not one of {STAGES}")
-    executors, previous = [], None
-    for stage in build_stages(config):
-        previous = make_executor(stage, config, depends=previous)
-        executors.append(previous)
-        if stage.name == stop_after:
-            break
-    return executors
-
-
-def check_ray_capacity(config: CurationConfig) -> None:
-    """Refuse a Ray run whose per-task request no node of the cluster can hold: Ray would keep the placement
-    group pending forever instead of failing."""
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(include_dashboard=False, log_to_driver=False)  # RAY_ADDRESS selects a cluster
-    options = config.executor.ray
-    cpus = float(options.get("cpus_per_task", 1))
-    memory = float(options.get("mem_per_cpu_gb", 2)) * cpus * 2**30
-    nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
-    if not any(res.get("CPU", 0) >= cpus and res.get("memory", 0) >= memory for res in nodes):
-        largest = max(nodes, key=lambda res: res.get("memory", 0), default={})
-        has_cpus, has_gib = largest.get("CPU", 0), largest.get("memory", 0) / 2**30
-        raise UserError(
-            f"executor.ray asks {cpus:g} CPU and {memory / 2**30:.2f} GiB per task, but the largest Ray node "
-            f"has {has_cpus:g} CPU and {has_gib:.2f} GiB of Ray 'memory': "
-            "lower executor.ray.cpus_per_task / mem_per_cpu_gb or add nodes"
-        )
-
-
-def run_stage(executor, name: str) -> None:
-    """Run one stage to the end and refuse to go on when any of its tasks failed. datatrove's Ray executor
-    gives up on a task after a few retries and its dependant then waits for it forever; here the run stops
-    with the stage, the failed ranks and where their logs are."""
-    executor.run()
-    failed = executor.get_incomplete_ranks(skip_completed=True)
-    if failed:
-        shown = ", ".join(map(str, failed[:10])) + (" ..." if len(failed) > 10 else "")
-        raise UserError(
-            f"curation stage {name!r}: {len(failed)} of {executor.world_size} tasks did not complete "
-            f"(ranks {shown}); see {executor.logging_dir.path}/logs — rerun to retry only those tasks"
-        )
+    stages = build_stages(config)
+    names = [stage.name for stage in stages]
+    if stop_after in names:  # a stage absent from this config (dedup off: buckets, cluster) stops nowhere
+        stages = stages[: names.index(stop_after) + 1]
+    return stages
 
 
 def run_pipeline(config: CurationConfig, stop_after: str | None = None) -> dict[str, Any] | None:
@@ -274,14 +198,8 @@ def run_pipeline(config: CurationConfig, stop_after: str | None = None) -> dict[
 
     root = Path(config.output.dir)
     root.mkdir(parents=True, exist_ok=True)
-    executors = build_executors(config, stop_after)
-    if config.executor.kind == "slurm":
-        executors[-1].run()
-        return None
-    if config.executor.kind == "ray":
-        check_ray_capacity(config)
-    for stage, executor in zip(STAGES, executors):
-        run_stage(executor, stage)
+    if not run_stages(_stages_until(config, stop_after), config.executor):
+        return None  # Slurm took the chain
     report = root / "report" / "report.json"
     if stop_after in (None, "finalize") and report.exists():
         return read_json(report)

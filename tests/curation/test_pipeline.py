@@ -128,7 +128,7 @@ class _FailOnRank:
 def test_a_failed_ray_task_stops_the_run_naming_its_stage(tmp_path, ray_cluster):
     from datatrove.executor import RayPipelineExecutor
 
-    from curation.pipeline import run_stage
+    from rexbert_common.executors import run_stage
 
     first = RayPipelineExecutor([_FailOnRank(1)], tasks=3, workers=2, logging_dir=str(tmp_path / "a"))
     first.mem_per_cpu_gb = 0.25
