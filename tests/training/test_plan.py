@@ -216,3 +216,30 @@ def test_the_cli_offers_every_gpu_of_the_table():
     from training.plan_cli import GPU_CHOICES
 
     assert set(GPU_CHOICES) == set(GPUS)
+
+
+@pytest.mark.slow
+def test_accelerate_launch_with_fsdp_is_refused_before_anything_is_built(tmp_path):
+    """`accelerate launch --use_fsdp` on 2 CPU processes: every rank prints the refusal as its first error
+    (accelerate's own traceback used to come first) and no output folder is written."""
+    import os
+    import subprocess
+
+    repo = RECIPES.parents[1]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    env["REXBERT_DATA_DIR"] = str(tmp_path)  # never read
+    out = tmp_path / "run"
+    cmd = [str(Path(sys.executable).with_name("accelerate")), "launch", "--use_fsdp", "--num_processes", "2"]
+    cmd += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    cmd += [
+        str(repo / "training" / "run.py"),
+        "--recipe",
+        str(RECIPES / "tiny.yaml"),
+        "--output-dir",
+        str(out),
+    ]
+    done = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode != 0
+    errors = [line for line in done.stderr.splitlines() if "error" in line.lower() or "Traceback" in line]
+    assert errors[:2] == [f"error: {FSDP_REFUSAL}"] * 2, done.stderr[-2000:]
+    assert not out.exists()
