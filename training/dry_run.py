@@ -230,14 +230,19 @@ def fake_model(config, mode: FakeTensorMode):
 
 
 def gpu_training_config(config):
-    """The config a GPU run uses: PyTorch's varlen FlashAttention kernel, sparse MLM head, no dropout in
-    attention (the varlen kernel has none)."""
+    """The config as the trainer runs it: sparse MLM head, no attention dropout (the varlen kernel has
+    none)."""
     config = copy.deepcopy(config)
-    config.attention_backend = "varlen"
-    config._attn_implementation = "sdpa"  # transformers' switch: leave the choice to attention_backend
     config.sparse_prediction = True
     config.attention_dropout = 0.0
     return config
+
+
+def use_gpu_attention(model) -> None:
+    """Make ``model`` (a masked-LM model) attend with the kernel a GPU forward picks: PyTorch's varlen
+    FlashAttention (bf16 activations, compute capability >= 8.0, no attention dropout). The simulated device
+    is such a GPU; the model's own choice would see a CPU and take sdpa."""
+    model.model.attention_backend = lambda *args, **kwargs: "varlen"
 
 
 def _rows(shape: StepShape, vocab_size: int, first_id: int, seed: int) -> list[dict]:
@@ -320,6 +325,7 @@ def dry_run(
     host_batch = synthetic_micro_batch(config, shape, seed)
     mode = FakeTensorMode()
     model = fake_model(config, mode)
+    use_gpu_attention(model)
     if activation_checkpointing:
         model.gradient_checkpointing_enable({"use_reentrant": False})
     model.train()

@@ -21,6 +21,7 @@ from training.dry_run import (
     gpu_training_config,
     synthetic_micro_batch,
     train_step,
+    use_gpu_attention,
 )
 from training.masking import MaskingConfig
 from training.optim import StableAdamW, param_groups
@@ -117,6 +118,7 @@ def test_the_peak_tracker_agrees_with_torchs_mem_tracker():
     for tracker in (_PeakMemory, MemTracker):
         mode = FakeTensorMode()
         model = fake_model(config, mode)
+        use_gpu_attention(model)
         with mode:
             optimizer = StableAdamW(param_groups(model, 1e-5), lr=1e-3)
             create_optimizer_state(model, optimizer)
@@ -228,6 +230,7 @@ def _real_cpu_peak(config, shape: StepShape) -> int:
     gc.collect()  # nothing of an earlier test is freed inside the window
     torch.manual_seed(0)
     model = RexBertForMaskedLM(config)
+    use_gpu_attention(model)
     model.train()
     optimizer = StableAdamW(param_groups(model, 1e-5), lr=1e-3)
     batch = synthetic_micro_batch(config, shape, seed=0)
