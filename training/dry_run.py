@@ -242,7 +242,12 @@ def use_gpu_attention(model) -> None:
     """Make ``model`` (a masked-LM model) attend with the kernel a GPU forward picks: PyTorch's varlen
     FlashAttention (bf16 activations, compute capability >= 8.0, no attention dropout). The simulated device
     is such a GPU; the model's own choice would see a CPU and take sdpa."""
-    model.model.attention_backend = lambda *args, **kwargs: "varlen"
+
+    def varlen(*args, **kwargs) -> str:
+        return "varlen"
+
+    model.model.attention_backend = varlen
+    model.model.attention_implementation = varlen  # the method's name once the attention switch is one
 
 
 def _rows(shape: StepShape, vocab_size: int, first_id: int, seed: int) -> list[dict]:

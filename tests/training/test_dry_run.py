@@ -86,20 +86,19 @@ def test_a_planted_host_read_fails_the_dry_run(kind, monkeypatch):
         dry_run(_config("base"), StepShape(rows=2, row_tokens=512, masking=PHASE1))
 
 
-def test_a_host_read_in_the_packing_layout_fails_the_dry_run(monkeypatch):
-    """The layout the model builds from cu_seqlens is on the checked path too, not only the kernel call:
-    reading the document lengths on the host (what the CPU backends do) fails."""
-    from modeling_rexbert import packing_rexbert
+def test_a_host_read_outside_the_attention_kernel_fails_the_dry_run(monkeypatch):
+    """The whole step is checked, not only the kernel call: RoPE tables sized from the longest position
+    read back on the host fail too."""
+    from modeling_rexbert import modeling_rexbert
 
-    pack_flat = packing_rexbert.pack_flat
+    rope_cos_sin = modeling_rexbert.rope_cos_sin
 
-    def pack_flat_reading_lengths(*args, **kwargs):
-        batch = pack_flat(*args, **kwargs)
-        batch.host_seqlens()
-        return batch
+    def rope_reading_positions(position_ids, head_dim, theta):
+        longest = int(position_ids.max())  # noqa: F841 -- the planted host read
+        return rope_cos_sin(position_ids, head_dim, theta)
 
-    monkeypatch.setattr(packing_rexbert, "pack_flat", pack_flat_reading_lengths)
-    with pytest.raises(HostSyncError, match="host_seqlens"):
+    monkeypatch.setattr(modeling_rexbert, "rope_cos_sin", rope_reading_positions)
+    with pytest.raises(HostSyncError, match="int\\(tensor\\) .* in rope_reading_positions"):
         dry_run(_config("micro"), StepShape(rows=2, row_tokens=256, masking=PHASE1))
 
 
