@@ -240,3 +240,16 @@ def test_accelerate_launch_with_fsdp_is_refused_before_anything_is_built(tmp_pat
     errors = [line for line in done.stderr.splitlines() if "error" in line.lower() or "Traceback" in line]
     assert errors[:2] == [f"error: {FSDP_REFUSAL}"] * 2, done.stderr[-2000:]
     assert not out.exists()
+
+
+def test_vocabulary_from_a_local_tokenizer_else_modernberts(data_dir, tmp_path):
+    """A local tokenizer folder gives its size (rounded up to 64); a Hub id not in the cache is assumed to
+    be ModernBERT's 50,368 ids, and the plan says so; a trained BPE is its target size."""
+    from benchmarks._common import bert_tokenizer
+    from training.plan import vocab_size
+
+    bert_tokenizer().save_pretrained(tmp_path / "tok")  # 30,522 ids
+    assert vocab_size(_recipe("tiny", f"tokenizer.name_or_path={tmp_path / 'tok'}"))[0] == 30528
+    size, note = vocab_size(_recipe("base", "tokenizer.name_or_path=nobody/not-a-cached-tokenizer"))
+    assert size == 50368 and "assumed" in note and "nobody/not-a-cached-tokenizer" in note
+    assert vocab_size(_recipe("tiny", "tokenizer.vocab_size=5000"))[0] == 5056
