@@ -7,7 +7,7 @@ host. It takes seconds at any size and allocates no tensor memory.
 
 How it runs. The model is built on the meta device (no init, no memory) and every parameter becomes a
 FakeTensor (``torch._subclasses.fake_tensor.FakeTensorMode``: shape, dtype and device, no storage). The
-fake tensors are *CPU* tensors: this CPU-only torch aborts when autograd meets a fake CUDA tensor (no
+fake tensors are *CPU* tensors: a CPU-only torch build aborts when autograd meets a fake CUDA tensor (no
 CUDA device guard), and the meta device has no autocast. Attention is forced onto the GPU's backend,
 PyTorch's varlen FlashAttention op (``torch.ops.torch_attn._varlen_attn`` and its backward), which runs
 here through the fake kernels torch registers for it, so the op's autograd saves exactly what it saves
@@ -26,8 +26,8 @@ useless on a GPU without a read, and every read raises.
 
 Memory. :class:`_PeakMemory` counts the bytes of every storage alive during the step, by category, and
 keeps the peak. It is what ``torch.distributed._tools.mem_tracker.MemTracker`` reports as its total
-(a test checks the two agree); MemTracker also keeps per-module snapshots by scanning every module on
-every op, ≈ 10× slower here (35 s for the base model's phase-1 step).
+(a test checks the two agree); MemTracker also keeps per-module snapshots, scanning every module on
+every op, which makes a base-size step about ten times slower.
 """
 
 from __future__ import annotations
@@ -332,7 +332,7 @@ def dry_run(
     model = fake_model(config, mode)
     use_gpu_attention(model)
     if activation_checkpointing:
-        model.gradient_checkpointing_enable({"use_reentrant": False})
+        model.activation_checkpointing_enable()  # as the Trainer does for trainer.activation_checkpointing
     model.train()
     memory = _PeakMemory()
     with mode, memory, _HostReadGuard(), _syncs_as_errors():

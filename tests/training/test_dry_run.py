@@ -102,6 +102,16 @@ def test_a_host_read_outside_the_attention_kernel_fails_the_dry_run(monkeypatch)
         dry_run(_config("micro"), StepShape(rows=2, row_tokens=256, masking=PHASE1))
 
 
+def test_activation_checkpointing_recomputes_the_layers_and_lowers_the_peak():
+    """trainer.activation_checkpointing as the Trainer enables it: every layer's attention runs again in the
+    backward (3 varlen calls per layer and micro-batch), still without a host read, in less memory."""
+    config = _config("micro")
+    shape = StepShape(rows=4, row_tokens=2048, masking=PHASE1, micro_batches=2)
+    plain, recomputed = dry_run(config, shape), dry_run(config, shape, activation_checkpointing=True)
+    assert recomputed.attention_calls == 3 * 2 * config.num_hidden_layers
+    assert recomputed.at_peak["activations"] < 0.8 * plain.at_peak["activations"]
+
+
 # -- memory --------------------------------------------------------------------------------------------
 
 
