@@ -57,8 +57,8 @@ GPUS = {
 }
 
 # ModernBERT's pace: ModernBERT-base trained 1.719T tokens in 194 h on 8 x H100, 307k tokens/s per GPU, which
-# is 25% of 989 TFLOP/s at MlmFlops' 0.82 GFLOP per token (base, 1,024-token rows). Use --mfu with one your
-# run's logs measure (the `mfu` log).
+# is 25% of 989 TFLOP/s at MlmFlops' 0.82 GFLOP per token (base, 1,024-token rows). Pass --mfu with the
+# `mfu` your own run logs.
 DEFAULT_MFU = 0.25
 # Share of the GPU's memory kept free: the caching allocator's fragmentation and block rounding.
 MEMORY_HEADROOM = 0.10
