@@ -243,10 +243,14 @@ def make_executor(stage: Stage, config: ExecutorConfig, depends=None, job_prefix
 
 
 def build_executors(stages: list[Stage], config: ExecutorConfig, job_prefix: str = "rexbert") -> list:
-    """One executor per stage, each depending on the previous one."""
+    """One executor per stage. On Slurm each depends on the previous one (the chain of job arrays); local
+    and Ray stages are run one after the other by :func:`run_stages` instead: a datatrove ``depends`` there
+    would pickle every finished upstream executor -- with the models its steps loaded -- into the next
+    stage's worker pool or Ray tasks."""
     executors, previous = [], None
     for stage in stages:
-        previous = make_executor(stage, config, depends=previous, job_prefix=job_prefix)
+        depends = previous if config.kind == "slurm" else None
+        previous = make_executor(stage, config, depends=depends, job_prefix=job_prefix)
         executors.append(previous)
     return executors
 

@@ -146,3 +146,31 @@ def test_a_failed_task_stops_the_stage_in_one_line_with_its_error(tmp_path):
     assert "\n" not in message
     assert "stage 'label': 2 of 3 tasks did not complete (ranks 1, 2)" in message
     assert "rank 1: UserError: labels cover 3 of 10 documents on rank 1" in message
+
+
+class _Model:
+    def __reduce__(self):
+        raise TypeError("cannot pickle a loaded model")
+
+
+class _LoadsAModel:
+    """A step that keeps an unpicklable object once it has run in-process (as a loaded fastText does)."""
+
+    def __init__(self):
+        self.model = None
+
+    def __call__(self, data, rank: int = 0, world_size: int = 1):
+        self.model = _Model()
+        yield from data or ()
+
+
+def test_a_stage_that_ran_in_process_is_not_pickled_into_the_next_stages_workers(tmp_path):
+    """One task in-process (a loaded model stays on the step), then a stage with a worker pool: the pool
+    must not receive the first executor (`rexbert curate --tasks 1` crashed that way)."""
+    stages = [
+        Stage("one", 1, [_LoadsAModel()], tmp_path / "one", "fp"),
+        Stage("many", 2, [_noop], tmp_path / "many", "fp"),
+    ]
+    config = config_from_dict(ExecutorConfig, {"kind": "local", "workers": 2})
+    assert run_stages(stages, config, job="test") is True
+    assert all(stage.done() for stage in stages)
