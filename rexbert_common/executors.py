@@ -308,11 +308,13 @@ def run_stage(executor, name: str, job: str = "curation") -> None:
     except Exception as error:  # noqa: BLE001 - reported below with the rank and its log
         raised = error
     failed = executor.get_incomplete_ranks(skip_completed=True)
-    if raised is not None and not failed:
-        raise raised
+    error = task_error(executor.logging_dir, failed[0]) if failed else None
+    if raised is not None and (not failed or (error is None and not isinstance(raised, UserError))):
+        raise raised  # not a task's reported failure (e.g. the pool could not start): keep the traceback
     if failed:
         shown = ", ".join(map(str, failed[:10])) + (" ..." if len(failed) > 10 else "")
-        error = task_error(executor.logging_dir, failed[0])
+        if error is None and raised is not None:
+            error = f"{type(raised).__name__}: {raised}"
         raise UserError(
             f"{job} stage {name!r}: {len(failed)} of {executor.world_size} tasks did not complete "
             f"(ranks {shown}){f'; rank {failed[0]}: {error}' if error else ''}; see "
