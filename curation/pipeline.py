@@ -94,13 +94,13 @@ def input_sources(config: CurationConfig, work: Path) -> list[tuple[str, SourceC
     return sources
 
 
-# Measured per-document costs (docs/curation.md, *Resources per stage*, and benchmarks/bench_curation.py
-# --costs); the stage defaults below are derived from them with head-room.
+# Per-document costs behind the stage defaults (docs/curation.md, *Resources per stage*, says which were
+# measured and how); each default adds head-room over them.
 BASE_GIB = 1.0  # interpreter, datatrove, pyarrow, sklearn
 ENCODER_GIB = 1.5  # torch + a sentence-transformers encoder
-PREPARE_GIB = 2.0  # + lid.176, spaCy, the URL blocklist (4.5 M domains)
-KEY_BYTES = 300  # one (key, id, rank) of the sample held by the merge
-DOC_BYTES = 24_000  # one sampled document held by label/train (text + cleaned copy + fastText line)
+PREPARE_GIB = 2.0  # + lid.176, spaCy, the URL blocklist (4.5 M domains); one prepare task measured ~0.5 GiB
+KEY_BYTES = 300  # one (key, id, rank) of the sample held by the merge (tracemalloc: ~250)
+DOC_BYTES = 24_000  # one sampled document held by label/train: text (<= a few kB) + cleaned copy + features
 CLUSTER_BYTES_PER_DUPLICATE = 250  # union-find node + keeper of a document that has a duplicate
 CLUSTER_BYTES_PER_DOC = 8  # the id-hash key file of every document, read per file
 DUPLICATE_SHARE = 0.3  # FineWeb-like web crawls
