@@ -1,12 +1,11 @@
 """RexBERT: a ModernBERT-architecture encoder that runs on real tokens only, on every attention backend.
 
 Remote code (torch, transformers and the standard library only), shipped with its siblings
-``configuration_rexbert.py``, ``packing_rexbert.py`` (input layout) and ``attention_rexbert.py`` (backends).
-Packed (1, N) input with ``cu_seqlens`` / ``max_seqlen`` or padded (B, S) input with ``attention_mask``
-becomes a :class:`PackedBatch`; every Linear / MLP / LayerNorm then runs on the N real tokens, attention
-runs per document through one backend registry, and padded input is re-padded once at the end. With
-packed input, forward and backward read nothing back from the device. State-dict names equal
-transformers' ``ModernBertForMaskedLM``, so weights move both ways.
+``configuration_rexbert.py``, ``packing_rexbert.py`` (input conventions) and ``attention_rexbert.py``
+(backends). Packed (1, N) or padded (B, S) input becomes a :class:`PackedBatch`; every Linear / MLP /
+LayerNorm then runs on the N real tokens, attention runs per document, and padded input is re-padded once
+at the end. With packed input and the ``varlen`` backend, forward and backward read nothing back from the
+device. State-dict names equal transformers' ``ModernBertForMaskedLM``, so weights move both ways.
 """
 
 from __future__ import annotations
@@ -27,11 +26,12 @@ from transformers.modeling_outputs import (
     SequenceClassifierOutput,
     TokenClassifierOutput,
 )
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import logging
 
-from .attention_rexbert import ATTENTION_BACKENDS, GLOBAL_WINDOW, select_backend
+from .attention_rexbert import ATTENTION_BACKENDS, GLOBAL_WINDOW, select_attention
 from .configuration_rexbert import RexBertConfig
-from .packing_rexbert import PackedBatch, check_inputs, pack_inputs
+from .packing_rexbert import PackedBatch, pack_inputs
 
 logger = logging.get_logger(__name__)
 
@@ -71,42 +71,47 @@ class RexBertEmbeddings(nn.Module):
 
 # ====================================================================== attention
 class RexBertAttention(nn.Module):
-    """Fused QKV projection, RoPE, attention per document through the backend registry, output projection."""
+    """Fused QKV projection, RoPE, attention per document, output projection."""
+
+    is_causal = False  # read by transformers' flash attention functions
 
     def __init__(self, config: RexBertConfig, layer_idx: int):
         super().__init__()
-        self.config = config
-        self.num_heads = config.num_attention_heads
-        self.head_dim = config.head_dim
-        is_local = config.layer_types[layer_idx] == _LOCAL
+        self.config, self.layer_idx = config, layer_idx
+        self.num_heads, self.head_dim = config.num_attention_heads, config.head_dim
         # FlashAttention's (left, right): query i sees keys i - left .. i + right, i.e. |i - j| <= window/2.
-        window_size = (config.sliding_window, config.sliding_window) if is_local else GLOBAL_WINDOW
-        self.kernel_args = {
-            "window_size": window_size,
-            "scale": self.head_dim**-0.5,
-            "deterministic": config.deterministic_flash_attn,
-        }
+        is_local = config.layer_types[layer_idx] == _LOCAL
+        self.window = (config.sliding_window, config.sliding_window) if is_local else GLOBAL_WINDOW
         self.Wqkv = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=config.attention_bias)
         self.Wo = nn.Linear(config.hidden_size, config.hidden_size, bias=config.attention_bias)
         self.out_drop = nn.Dropout(config.attention_dropout)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        batch: PackedBatch,
-        rope: tuple[torch.Tensor, torch.Tensor],
-        backend: str,
-        rows: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, x, batch: PackedBatch, rope, backend: str, rows=None, need_weights=False):
         """(N, H) -> (N, H), or (M, H) for token ``rows`` only (every token still serves as a key)."""
         N = x.shape[0]
         qkv = self.Wqkv(x).view(N, 3, self.num_heads, self.head_dim)  # (N, 3, heads, d)
         qk, v = qkv.split([2, 1], dim=1)
         q, k = apply_rope(qk, *rope).unbind(1)  # (N, heads, d) views
-        dropout = self.config.attention_dropout if self.training else 0.0
-        out, weights = ATTENTION_BACKENDS[backend](
-            q, k, v.squeeze(1), batch, dropout=dropout, **self.kernel_args
-        )
+        args = {
+            "dropout": self.config.attention_dropout if self.training else 0.0,
+            "scale": self.head_dim**-0.5,
+        }
+        if backend in ATTENTION_BACKENDS:
+            fn = ATTENTION_BACKENDS[backend]
+            out, weights = fn(
+                q, k, v.squeeze(1), batch, window=self.window, need_weights=need_weights, **args
+            )
+        else:  # transformers' AttentionInterface (flash_attention_2/3, Hub kernels): its packed convention
+            fn = ALL_ATTENTION_FUNCTIONS.get_interface(backend, None)
+            q, k, v = (t.transpose(0, 1)[None] for t in (q, k, v.squeeze(1)))  # (1, heads, N, d)
+            cu, m = batch.cu_seqlens, batch.max_seqlen
+            packed = {"cu_seq_lens_q": cu, "cu_seq_lens_k": cu, "max_length_q": m, "max_length_k": m}
+            half = self.window[0]
+            out, weights = fn(
+                self, q, k, v, None, scaling=args["scale"], dropout=args["dropout"],
+                sliding_window=half + 1 if half >= 0 else None,  # transformers' flash: (sw - 1, sw - 1)
+                deterministic=self.config.deterministic_flash_attn, **packed,
+            )  # fmt: skip
         out = out.reshape(N, self.num_heads * self.head_dim)
         if rows is not None:
             out = out.index_select(0, rows)
@@ -144,17 +149,11 @@ class RexBertEncoderLayer(GradientCheckpointingLayer):
         self.attention_type = config.layer_types[layer_idx]
 
     def forward(
-        self,
-        hidden: torch.Tensor,
-        cos: torch.Tensor,
-        sin: torch.Tensor,
-        batch: PackedBatch = None,
-        backend: str = "sdpa",
-        rows: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        self, hidden, cos, sin, batch: PackedBatch = None, backend="sdpa", rows=None, need_weights=False
+    ):
         """(N, H) -> (N, H); with ``rows`` (M,) only those tokens' outputs (M, H): everything after
         attention is per token, so the last layer of the sparse MLM head runs on labelled tokens only."""
-        attn_out, weights = self.attn(self.attn_norm(hidden), batch, (cos, sin), backend, rows)
+        attn_out, weights = self.attn(self.attn_norm(hidden), batch, (cos, sin), backend, rows, need_weights)
         hidden = (hidden if rows is None else hidden.index_select(0, rows)) + attn_out
         hidden = hidden + self.mlp(self.mlp_norm(hidden))
         return hidden, weights
@@ -179,11 +178,22 @@ class RexBertPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _no_split_modules = ["RexBertEmbeddings", "RexBertEncoderLayer"]
     _supports_sdpa = True
-    # flash-attn 2 only: transformers redirects requests for other flash variants to it.
-    _supports_flash_attn = True
-    _compatible_flash_implementations = ["flash_attention_2"]
+    _supports_flash_attn = True  # through transformers' AttentionInterface, with its packed convention
     _supports_flex_attn = False
-    _supports_attention_backend = False
+
+    def get_correct_attn_implementation(self, requested: str | None, is_init_check: bool = False) -> str:
+        """One switch, transformers' ``attn_implementation``: RexBERT's own backends (``varlen``, the
+        default, ``sdpa``, ``eager``; see attention_rexbert.py) or a flash function registered in
+        transformers' ``AttentionInterface``. Its sdpa / eager / flex functions take a dense (B, 1, S, S)
+        mask, not packed documents, so RexBERT uses its own under those names."""
+        if requested is None or requested in ATTENTION_BACKENDS:
+            return requested or "varlen"
+        if "flex" in requested or "paged" in requested:
+            raise ValueError(
+                f"attn_implementation={requested!r}: RexBERT supports 'varlen', 'sdpa', 'eager' and flash "
+                "attention functions (flash_attention_2, ...)"
+            )
+        return super().get_correct_attn_implementation(requested, is_init_check)
 
     def _initialize_weights(self, module: nn.Module, is_custom_code: bool = False) -> None:
         # transformers 5 skips, for remote code, every module without parameters of its own (a guard for code
@@ -220,7 +230,7 @@ class RexBertPreTrainedModel(PreTrainedModel):
             trunc(module.dense, std_out)
         elif isinstance(module, RexBertForMaskedLM):
             trunc(module.decoder, std_out)
-        elif isinstance(module, (RexBertForSequenceClassification, RexBertForTokenClassification)):
+        elif isinstance(module, _RexBertClassifier):
             trunc(module.classifier, cfg.hidden_size**-0.5)
 
     def save_pretrained(self, save_directory, *args, **kwargs):
@@ -263,16 +273,9 @@ class RexBertModel(RexBertPreTrainedModel):
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.embeddings.tok_embeddings = value
 
-    def attention_backend(self, device: torch.device, dtype: torch.dtype, output_attentions: bool = False):
-        """Registry key used for a forward on ``device`` with activations of ``dtype``."""
-        if output_attentions:  # only eager materialises attention weights
-            return "eager"
-        requested = self.config.attention_backend
-        impl = self.config._attn_implementation
-        if requested == "auto" and impl in ("eager", "flash_attention_2"):
-            requested = impl
-        dropout = self.config.attention_dropout if self.training else 0.0
-        return select_backend(requested, device, dtype, dropout)
+    def attention_implementation(self, device: torch.device, dtype: torch.dtype, output_attentions=False):
+        """The attention a forward on ``device`` with ``dtype`` activations uses (see attention_rexbert)."""
+        return select_attention(self.config, device, dtype, self.training, output_attentions)
 
     def encode(
         self,
@@ -291,7 +294,7 @@ class RexBertModel(RexBertPreTrainedModel):
             hidden = self.embeddings(inputs_embeds=batch.unpad(inputs_embeds))
         autocast = torch.is_autocast_enabled(hidden.device.type)
         dtype = torch.get_autocast_dtype(hidden.device.type) if autocast else hidden.dtype
-        backend = self.attention_backend(hidden.device, dtype, output_attentions)
+        backend = self.attention_implementation(hidden.device, dtype, output_attentions)
         ropes = {
             t: rope_cos_sin(batch.position_ids, self.config.head_dim, self.config.rope_theta_for(t))
             for t in set(self.config.layer_types)
@@ -302,7 +305,7 @@ class RexBertModel(RexBertPreTrainedModel):
         for i, layer in enumerate(self.layers):
             only = rows if i == last and all_hidden is None else None
             cos, sin = ropes[layer.attention_type]
-            hidden, weights = layer(hidden, cos, sin, batch=batch, backend=backend, rows=only)
+            hidden, weights = layer(hidden, cos, sin, batch, backend, only, output_attentions)
             if all_hidden is not None:
                 all_hidden.append(hidden)
             if attentions is not None:
@@ -311,32 +314,11 @@ class RexBertModel(RexBertPreTrainedModel):
             hidden = hidden.index_select(0, rows)
         return _Encoded(self.final_norm(hidden), _maybe_tuple(all_hidden), _maybe_tuple(attentions))
 
-    def _prepare(
-        self,
-        input_ids,
-        inputs_embeds,
-        attention_mask,
-        position_ids,
-        cu_seqlens,
-        max_seqlen,
-        labels=None,
-        label_positions=None,
-        **kwargs,
-    ) -> PackedBatch:
-        """Check shapes (and values with ``config.validate_inputs``); return the batch layout."""
-        if "document_ids" in kwargs:  # the packing convention before cu_seqlens: never ignore it silently
-            raise ValueError(
-                "document_ids is no longer accepted: pass packed input as input_ids (1, N) with "
-                "cu_seqlens, max_seqlen and position_ids (see packing_rexbert.py)"
-            )
-        if self.config.validate_inputs:  # value checks read the device: for debugging, not training
-            args = (input_ids, attention_mask, position_ids, cu_seqlens, max_seqlen, labels, label_positions)
-            limits = {
-                "vocab_size": self.config.vocab_size,
-                "ignore_index": self.config.sparse_pred_ignore_index,
-            }
-            check_inputs(*args, **limits)
-        batch = pack_inputs(input_ids, inputs_embeds, attention_mask, position_ids, cu_seqlens, max_seqlen)
+    def _prepare(self, input_ids, inputs_embeds, attention_mask, position_ids, cu_seqlens, max_seqlen, **kw):
+        """The batch layout (shapes checked, values never read; see packing_rexbert.py)."""
+        batch = pack_inputs(
+            input_ids, inputs_embeds, attention_mask, position_ids, cu_seqlens, max_seqlen, **kw
+        )
         if batch.max_seqlen > self.config.max_position_embeddings:
             logger.warning_once(
                 f"A document of {batch.max_seqlen} tokens exceeds max_position_embeddings="
@@ -363,41 +345,44 @@ class RexBertModel(RexBertPreTrainedModel):
             input_ids: (B, S) token ids, or inputs_embeds: (B, S, H).
             attention_mask: (B, S) 1 = real token, 0 = padding (dropped before any computation).
                 A row that is all zeros yields an all-zero hidden-state row (never NaN).
-            position_ids: (B, S) RoPE positions; for packed input (1, N), restarting at every document.
+            position_ids: (B, S) RoPE positions; for packed input (1, N), restarting at every document
+                (alone, they also mark the documents, as in transformers' DataCollatorWithFlattening).
             cu_seqlens, max_seqlen: packed input (1, N): (D+1,) int32 document boundaries and the longest
                 document's length (host int). Attention never crosses a boundary.
+            kwargs: the same as transformers names them (cu_seq_lens_q/k, max_length_q/k, seq_idx);
+                any other name raises TypeError.
         Returns:
             `BaseModelOutput`, states re-padded to the input's (B, S); attentions (B, heads, S, S) come
             from the eager backend.
         """
-        output_attentions = bool(
-            output_attentions if output_attentions is not None else self.config.output_attentions
-        )
-        output_hidden_states = bool(
-            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
-        )
         batch = self._prepare(
             input_ids, inputs_embeds, attention_mask, position_ids, cu_seqlens, max_seqlen, **kwargs
         )
-        enc = self.encode(batch, input_ids, inputs_embeds, output_attentions, output_hidden_states)
-        out = BaseModelOutput(
-            last_hidden_state=batch.repad(enc.hidden),
-            hidden_states=_repad_all(batch, enc.all_hidden),
-            attentions=enc.attentions,
+        enc = self.encode(
+            batch, input_ids, inputs_embeds, *_flags(self.config, output_attentions, output_hidden_states)
         )
-        return out if _want_dict(return_dict, self.config) else out.to_tuple()
+        return _output(
+            BaseModelOutput, batch, enc, self.config, return_dict, last_hidden_state=batch.repad(enc.hidden)
+        )
 
 
 def _maybe_tuple(items: list | None) -> tuple | None:
     return tuple(items) if items is not None else None
 
 
-def _repad_all(batch: PackedBatch, states: tuple | None) -> tuple | None:
-    return tuple(batch.repad(h) for h in states) if states is not None else None
+def _flags(config: RexBertConfig, output_attentions, output_hidden_states) -> tuple[bool, bool]:
+    """The forward's output flags, defaulting to the config's (transformers' convention)."""
+    pick = lambda value, default: bool(default if value is None else value)  # noqa: E731
+    return pick(output_attentions, config.output_attentions), pick(
+        output_hidden_states, config.output_hidden_states
+    )
 
 
-def _want_dict(return_dict: bool | None, config: RexBertConfig) -> bool:
-    return config.return_dict if return_dict is None else return_dict
+def _output(output_class, batch: PackedBatch, enc: _Encoded, config: RexBertConfig, return_dict, **fields):
+    """A transformers output with the per-layer states re-padded to the input's (B, S)."""
+    states = tuple(batch.repad(h) for h in enc.all_hidden) if enc.all_hidden is not None else None
+    out = output_class(**fields, hidden_states=states, attentions=enc.attentions)
+    return out if (config.return_dict if return_dict is None else return_dict) else out.to_tuple()
 
 
 # ====================================================================== heads
@@ -485,24 +470,18 @@ class RexBertForMaskedLM(RexBertPreTrainedModel):
     ) -> MaskedLMOutput | tuple:
         r"""
         labels: (B, S) or packed (1, N) targets, ``config.sparse_pred_ignore_index`` where not predicted.
-        label_positions: packed input only, (M,) ascending flat indices of the labelled tokens (the
+        label_positions: packed input, (M,) ascending indices of the labelled tokens in the (1, N) row (the
             collator's host copy of ``labels != -100``), so the sparse head gathers without a host read.
         num_items_in_batch: labelled tokens of the whole optimizer step; the loss is then sum / that.
         (Other arguments as :meth:`RexBertModel.forward`.)
         """
         ignore = self.config.sparse_pred_ignore_index
-        if label_positions is not None and cu_seqlens is None:
-            raise ValueError("label_positions indexes packed input: pass it with cu_seqlens")
+        if label_positions is not None and attention_mask is not None:
+            raise ValueError(
+                "label_positions indexes the (1, N) row of packed input: pass it without attention_mask"
+            )
         batch = self.model._prepare(
-            input_ids,
-            inputs_embeds,
-            attention_mask,
-            position_ids,
-            cu_seqlens,
-            max_seqlen,
-            labels,
-            label_positions,
-            **kwargs,
+            input_ids, inputs_embeds, attention_mask, position_ids, cu_seqlens, max_seqlen, **kwargs
         )
         targets = batch.unpad(labels) if labels is not None else None  # (N,)
         rows = None
@@ -511,29 +490,19 @@ class RexBertForMaskedLM(RexBertPreTrainedModel):
                 label_positions = (targets != ignore).nonzero().squeeze(1)
             rows = label_positions.to(targets.device)
             targets = targets.index_select(0, rows)  # (M,)
-        enc = self.model.encode(
-            batch, input_ids, inputs_embeds, bool(output_attentions), bool(output_hidden_states), rows=rows
-        )
+        flags = _flags(self.config, output_attentions, output_hidden_states)
+        enc = self.model.encode(batch, input_ids, inputs_embeds, *flags, rows=rows)
         logits = self.decoder(self.head(enc.hidden))  # (N or M, V)
         loss = None
         if targets is not None:
             loss = masked_lm_loss(logits, targets, ignore, num_items_in_batch, all_valid=rows is not None)
         if rows is None:
             logits = batch.repad(logits)
-        out = MaskedLMOutput(
-            loss=loss,
-            logits=logits,
-            hidden_states=_repad_all(batch, enc.all_hidden),
-            attentions=enc.attentions,
-        )
-        return out if _want_dict(return_dict, self.config) else out.to_tuple()
+        return _output(MaskedLMOutput, batch, enc, self.config, return_dict, loss=loss, logits=logits)
 
 
-class RexBertForSequenceClassification(RexBertPreTrainedModel):
-    """Pooled (``config.classifier_pooling``: cls | mean) encoder output -> head -> dropout -> classifier.
-
-    Loss by ``config.problem_type`` (inferred like BERT when unset): regression (MSE),
-    single-label (CE) or multi-label (BCE-with-logits)."""
+class _RexBertClassifier(RexBertPreTrainedModel):
+    """Encoder -> prediction head -> dropout -> linear classifier, on packed or padded input."""
 
     # The loss is a per-batch mean: Trainer must scale it for gradient accumulation itself.
     accepts_loss_kwargs = False
@@ -547,6 +516,16 @@ class RexBertForSequenceClassification(RexBertPreTrainedModel):
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.drop(self.head(x)))
+
+
+class RexBertForSequenceClassification(_RexBertClassifier):
+    """One prediction per document: per row of padded input, per packed document of packed input (the
+    token states pooled by ``config.classifier_pooling``: first token or mean). Loss by
+    ``config.problem_type`` (inferred like BERT when unset): regression (MSE), single-label (CE) or
+    multi-label (BCE-with-logits)."""
+
     def forward(
         self,
         input_ids: torch.Tensor | None = None,
@@ -554,35 +533,34 @@ class RexBertForSequenceClassification(RexBertPreTrainedModel):
         position_ids: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        cu_seqlens: torch.Tensor | None = None,
+        max_seqlen: int | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         **kwargs,
     ) -> SequenceClassifierOutput | tuple:
-        out = self.model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            inputs_embeds=inputs_embeds,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
+        r"""logits (D, num_labels) and labels (D,) or (D, num_labels): D = B rows of padded input, or the
+        documents of packed input. (Other arguments as :meth:`RexBertModel.forward`.)"""
+        batch = self.model._prepare(
+            input_ids, inputs_embeds, attention_mask, position_ids, cu_seqlens, max_seqlen, **kwargs
         )
-        h = out.last_hidden_state  # (B, S, H), zeros at padding
-        if attention_mask is None:
-            attention_mask = torch.ones(h.shape[:2], dtype=torch.long, device=h.device)
-        if self.config.classifier_pooling == "cls":
-            first = attention_mask.long().argmax(dim=1)  # first real token (left or right padding)
-            pooled = h[torch.arange(h.shape[0], device=h.device), first]
-        else:
-            m = attention_mask.to(h.dtype).unsqueeze(-1)
-            pooled = (h * m).sum(1) / m.sum(1).clamp(min=1.0)  # empty rows pool to zeros, not NaN
-        logits = self.classifier(self.drop(self.head(pooled)))
+        flags = _flags(self.config, output_attentions, output_hidden_states)
+        enc = self.model.encode(batch, input_ids, inputs_embeds, *flags)
+        cu = batch.cu_seqlens.long()
+        lengths = (cu[1:] - cu[:-1])[:, None]  # (D, 1)
+        if self.config.classifier_pooling == "cls":  # the first token of every document
+            pooled = enc.hidden.index_select(0, cu[:-1].clamp(max=batch.num_tokens - 1)) * (lengths > 0)
+        else:  # empty documents pool to zeros, not NaN
+            sums = enc.hidden.new_zeros(batch.num_docs, enc.hidden.shape[1]).index_add_(
+                0, batch.doc_ids(), enc.hidden
+            )
+            pooled = sums / lengths.clamp(min=1)
+        logits = self.classify(pooled)  # (D, num_labels)
         loss = self._loss(logits, labels) if labels is not None else None
-        result = SequenceClassifierOutput(
-            loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions
+        return _output(
+            SequenceClassifierOutput, batch, enc, self.config, return_dict, loss=loss, logits=logits
         )
-        return result if _want_dict(return_dict, self.config) else result.to_tuple()
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if self.config.problem_type is None:
@@ -600,20 +578,9 @@ class RexBertForSequenceClassification(RexBertPreTrainedModel):
         return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
 
 
-class RexBertForTokenClassification(RexBertPreTrainedModel):
-    """Per-token head -> dropout -> classifier on real tokens only; logits (B, S, C), zeros at padding."""
-
-    # The loss is a per-batch mean: Trainer must scale it for gradient accumulation itself.
-    accepts_loss_kwargs = False
-
-    def __init__(self, config: RexBertConfig):
-        super().__init__(config)
-        self.num_labels = config.num_labels
-        self.model = RexBertModel(config)
-        self.head = RexBertPredictionHead(config)
-        self.drop = nn.Dropout(config.classifier_dropout)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
-        self.post_init()
+class RexBertForTokenClassification(_RexBertClassifier):
+    """A prediction per real token; logits (B, S, C) with zeros at padding, (1, N, C) for packed input.
+    The loss is transformers' token-classification loss: the mean cross-entropy over labels != -100."""
 
     def forward(
         self,
@@ -630,22 +597,17 @@ class RexBertForTokenClassification(RexBertPreTrainedModel):
         **kwargs,
     ) -> TokenClassifierOutput | tuple:
         batch = self.model._prepare(
-            input_ids, inputs_embeds, attention_mask, position_ids, cu_seqlens, max_seqlen, labels, **kwargs
+            input_ids, inputs_embeds, attention_mask, position_ids, cu_seqlens, max_seqlen, **kwargs
         )
-        enc = self.model.encode(
-            batch, input_ids, inputs_embeds, bool(output_attentions), bool(output_hidden_states)
-        )
-        logits = self.classifier(self.drop(self.head(enc.hidden)))  # (N, C)
-        loss = masked_lm_loss(logits, batch.unpad(labels), -100) if labels is not None else None
-        hidden_states = _repad_all(batch, enc.all_hidden)
-        result = TokenClassifierOutput(
-            loss=loss, logits=batch.repad(logits), hidden_states=hidden_states, attentions=enc.attentions
-        )
-        return result if _want_dict(return_dict, self.config) else result.to_tuple()
+        flags = _flags(self.config, output_attentions, output_hidden_states)
+        enc = self.model.encode(batch, input_ids, inputs_embeds, *flags)
+        logits = self.classify(enc.hidden)  # (N, C)
+        loss = F.cross_entropy(logits.float(), batch.unpad(labels)) if labels is not None else None
+        logits = batch.repad(logits)
+        return _output(TokenClassifierOutput, batch, enc, self.config, return_dict, loss=loss, logits=logits)
 
 
 __all__ = [
-    "ATTENTION_BACKENDS",
     "PackedBatch",
     "RexBertPreTrainedModel",
     "RexBertModel",
