@@ -70,7 +70,7 @@ def varlen_unavailable(device: torch.device, dtype: torch.dtype, dropout: float)
         have = (
             "no torch.nn.attention.varlen" if params is None else "a varlen_attn without window_size / scale"
         )
-        return f"torch {torch.__version__} has {have} (torch >= 2.11 has both)"
+        return f"torch {torch.__version__} has {have} (torch 2.13 has both)"
     if dtype not in (torch.float16, torch.bfloat16):
         return f"it needs fp16 / bf16 activations, not {dtype} (train under bf16 autocast)"
     if cuda_capability(device) < (8, 0):

@@ -52,12 +52,6 @@ class PackedBatch:
             self.cache["doc_ids"] = document_ids(self.cu_seqlens, self.num_tokens)
         return self.cache["doc_ids"]
 
-    def host_seqlens(self) -> list[int]:
-        """Document lengths on the host: a device-to-host read (CPU scheduling only, never on varlen)."""
-        if "seqlens" not in self.cache:
-            self.cache["seqlens"] = torch.diff(self.cu_seqlens).tolist()
-        return self.cache["seqlens"]
-
     def unpad(self, x: torch.Tensor) -> torch.Tensor:
         """(B, S, ...) -> (N, ...)."""
         flat = x.reshape(self.batch_size * self.seq_len, *x.shape[2:])

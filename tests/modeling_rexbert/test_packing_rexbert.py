@@ -38,7 +38,7 @@ def test_data_collator_with_flattening_gives_the_documents(lengths, collator_kwa
 def test_cu_seqlens_alone_derive_positions_and_the_longest_document(lengths):
     packed = pack_inputs(torch.zeros(1, sum(lengths), dtype=torch.long), cu_seqlens=cu_seqlens(lengths))
     assert packed.position_ids.tolist() == [p for n in lengths for p in range(n)]
-    assert packed.max_seqlen == max(lengths) and packed.host_seqlens() == lengths
+    assert packed.max_seqlen == max(lengths) and torch.diff(packed.cu_seqlens).tolist() == lengths
 
 
 def test_pack_padded_handles_left_and_right_padding_empty_rows_and_any_row_order():
