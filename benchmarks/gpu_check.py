@@ -276,15 +276,14 @@ def mlm_batch(lengths: list[int], vocab: int, seed: int = 0) -> dict:
     return {"packed": packed, "padded": padded, "counts": counts, "lengths": lengths}
 
 
-def to_device(batch: dict, device: torch.device, pin: bool = False) -> dict:
-    """Host tensors -> device; from pinned memory the copy is asynchronous (non_blocking)."""
-    moved = {}
-    for key, value in batch.items():
-        if torch.is_tensor(value):
-            value = value.pin_memory() if pin else value
-            value = value.to(device, non_blocking=pin)
-        moved[key] = value
-    return moved
+def to_device(batch: dict, device: torch.device) -> dict:
+    """Host tensors -> device, asynchronously from pinned memory (a DataLoader's pin_memory=True)."""
+    move = lambda t: t.to(device, non_blocking=t.is_pinned())  # noqa: E731
+    return {key: move(value) if torch.is_tensor(value) else value for key, value in batch.items()}
+
+
+def pinned(batch: dict) -> dict:
+    return {key: value.pin_memory() if torch.is_tensor(value) else value for key, value in batch.items()}
 
 
 def step_flops(cfg: RexBertConfig, batch: dict) -> float:
@@ -417,15 +416,13 @@ def syncs(ctx: Context) -> dict:
     optimizer = StableAdamW(param_groups(model, 0.01), lr=1e-4)
     rows = phase1_rows(ctx)
     host = mlm_batch([m for row in rows for m in row], ctx.sizes.vocab)["packed"]
-    pin = ctx.device.type == "cuda"
+    host = pinned(host) if ctx.device.type == "cuda" else host  # pinned before the step, as by the DataLoader
     num_items = host["label_positions"].numel()  # a host int, as the trainer passes it
-    train_step(
-        runner, optimizer, lambda: to_device(host, ctx.device, pin), ctx.device, num_items
-    )()  # warm-up
+    train_step(runner, optimizer, lambda: to_device(host, ctx.device), ctx.device, num_items)()  # warm-up
     ctx.sync()
     phases = {}
     with capture_syncs(ctx.device) as found:
-        batch = to_device(host, ctx.device, pin)
+        batch = to_device(host, ctx.device)
         phases["copy"] = _take(found)
         with torch.autocast(ctx.device.type, dtype=torch.bfloat16):
             loss = runner(**batch, num_items_in_batch=num_items).loss
