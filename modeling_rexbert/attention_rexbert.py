@@ -22,7 +22,6 @@ with i - left <= j <= i + right; (-1, -1) is global. ``config._attn_implementati
 
 from __future__ import annotations
 
-import functools
 import inspect
 
 import torch
@@ -46,19 +45,28 @@ def varlen_attention(q, k, v, batch: PackedBatch, *, window, dropout, scale, nee
     return varlen_attn(q, k, v, cu, cu, m, m, scale=scale, window_size=tuple(window)), None
 
 
-@functools.lru_cache
-def varlen_parameters() -> frozenset[str] | None:
+# The probes answer the same for the whole process: memoised, and constants under torch.compile.
+_PROBED: dict = {}
+
+
+@torch.compiler.assume_constant_result
+def varlen_parameters() -> tuple[str, ...] | None:
     """Parameters of this torch's ``varlen_attn`` (None before torch 2.10, which introduced it)."""
-    try:
-        from torch.nn.attention.varlen import varlen_attn
-    except ImportError:
-        return None
-    return frozenset(inspect.signature(varlen_attn).parameters)
+    if "varlen" not in _PROBED:
+        try:
+            from torch.nn.attention.varlen import varlen_attn
+
+            _PROBED["varlen"] = tuple(inspect.signature(varlen_attn).parameters)
+        except ImportError:
+            _PROBED["varlen"] = None
+    return _PROBED["varlen"]
 
 
-@functools.lru_cache
+@torch.compiler.assume_constant_result
 def cuda_capability(device: torch.device) -> tuple[int, int]:
-    return torch.cuda.get_device_capability(device)
+    if device not in _PROBED:
+        _PROBED[device] = torch.cuda.get_device_capability(device)
+    return _PROBED[device]
 
 
 def varlen_unavailable(device: torch.device, dtype: torch.dtype, dropout: float) -> str | None:
@@ -66,7 +74,7 @@ def varlen_unavailable(device: torch.device, dtype: torch.dtype, dropout: float)
     if device.type != "cuda":
         return "it is CUDA-only"
     params = varlen_parameters()
-    if params is None or not {"window_size", "scale"} <= params:
+    if params is None or not {"window_size", "scale"} <= set(params):
         have = (
             "no torch.nn.attention.varlen" if params is None else "a varlen_attn without window_size / scale"
         )

@@ -238,7 +238,7 @@ def test_varlen_needs_signature_dtype_capability_and_no_dropout(capable_gpu, cha
 
 
 def test_real_torch_varlen_signature_passes_the_check():
-    assert {"window_size", "scale"} <= attention_rexbert.varlen_parameters()
+    assert {"window_size", "scale"} <= set(attention_rexbert.varlen_parameters())
 
 
 def test_fallback_to_sdpa_logs_one_line_on_cuda_only(capable_gpu, caplog):
@@ -260,6 +260,20 @@ def test_fallback_to_sdpa_logs_one_line_on_cuda_only(capable_gpu, caplog):
     model.config._attn_implementation = "eager"  # an explicit choice is never second-guessed
     assert model.attention_implementation(CUDA, BF16) == "eager"
     assert model.attention_implementation(CUDA, BF16, output_attentions=True) == "eager"
+
+
+def test_backend_selection_compiles_into_the_graph(monkeypatch):
+    """Under torch.compile the real probes (signature, compute capability) are constants: choosing the
+    backend on a GPU adds no graph break (fullgraph) and no recompile."""
+    monkeypatch.setattr(attention_rexbert, "_PROBED", {})
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    model = RexBertModel(tiny_config())
+
+    def step(x):
+        return x + (model.attention_implementation(CUDA, BF16) == "varlen")
+
+    compiled = torch.compile(step, backend="eager", fullgraph=True)
+    assert compiled(torch.zeros(2)).tolist() == [1.0, 1.0]
 
 
 def test_training_dropout_falls_back_but_eval_keeps_varlen(capable_gpu):
