@@ -100,6 +100,23 @@ def test_sections_past_the_budget_are_skipped_not_run(tmp_path, monkeypatch):
     assert status.startswith("error: TimeoutError")
 
 
+def test_the_watchdog_stops_a_section_that_overruns_the_budget(tmp_path, monkeypatch):
+    """A section that overruns (a compile slower than its estimate) is stopped at budget + grace; the run
+    still skips the rest and writes its verdict."""
+    import time
+
+    monkeypatch.setattr(gpu_check, "GRACE_S", 0.0)
+    sections = [("stuck", lambda ctx: time.sleep(30)), ("after", lambda ctx: {"ran": True})]
+    monkeypatch.setattr(gpu_check, "SECTIONS", sections)
+    start = time.monotonic()
+    assert gpu_check.run(tmp_path, CPU, dry_run=True, budget_s=0.5) == 1
+    assert time.monotonic() - start < 10
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert report["sections"]["stuck"]["status"].startswith("error: TimeoutError: the budget")
+    assert report["sections"]["after"]["status"].startswith("error: TimeoutError: budget spent")
+    assert report["verdict"]
+
+
 def test_agreement_catches_a_wrong_window_and_a_wrong_gradient(monkeypatch):
     sdpa, eager = (attention_rexbert.ATTENTION_BACKENDS[n] for n in ("sdpa", "eager"))
 
