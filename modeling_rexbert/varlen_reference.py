@@ -77,13 +77,23 @@ for (op, kernel), disabled in zip(_VARLEN_OPS, _DISABLED):  # registered once, o
 
 
 @contextlib.contextmanager
+def assume_varlen_kernel():
+    """Tell the model the varlen kernel can run (whatever the device), without giving the op a kernel:
+    for FakeTensor / meta dry runs, where the op's registered fake kernel serves."""
+    probe = attention_rexbert.varlen_unavailable
+    attention_rexbert.varlen_unavailable = lambda device, dtype, dropout: None
+    try:
+        yield
+    finally:
+        attention_rexbert.varlen_unavailable = probe
+
+
+@contextlib.contextmanager
 def varlen_on_cpu():
     """PyTorch's own ``varlen_attn`` (its Python API, custom ops, autograd formula and fake kernel for
     torch.compile) with the reference above as its CPU kernel, and the model told the kernel can run."""
     with contextlib.ExitStack() as stack:
         for op, _ in _VARLEN_OPS:
             stack.enter_context(op.set_kernel_enabled("cpu", True))
-        probe = attention_rexbert.varlen_unavailable
-        attention_rexbert.varlen_unavailable = lambda device, dtype, dropout: None
-        stack.callback(setattr, attention_rexbert, "varlen_unavailable", probe)
+        stack.enter_context(assume_varlen_kernel())
         yield
