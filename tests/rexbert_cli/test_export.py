@@ -42,7 +42,7 @@ def test_parity_check_catches_a_wrong_window(saved_encoder, tmp_path):
     in one local layer must disagree with the (correct) graph."""
     export.export_onnx(saved_encoder, tmp_path / "good.onnx")
     model = RexBertModel.from_pretrained(saved_encoder).eval()
-    model.layers[1].attn.kernel_args["window_size"] = (-1, -1)
+    model.layers[1].attn.window = (-1, -1)  # attend globally in a local layer
     assert export.check_onnx_parity(model, tmp_path / "good.onnx")["max_abs_diff"] > 1e-3
 
 
