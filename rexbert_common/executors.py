@@ -73,7 +73,10 @@ def make_executor(stage: Stage, config: ExecutorConfig, depends=None, job_prefix
     if kind == "local":
         from datatrove.executor import LocalPipelineExecutor
 
+        from rexbert_common.orphans import WatchLauncher
+
         n = workers if workers > 0 else (os.cpu_count() or 1)
+        common["pipeline"] = [WatchLauncher(), *stage.pipeline]  # pool workers die with this process
         return LocalPipelineExecutor(**common, workers=min(n, stage.tasks))
     if kind == "ray":
         from datatrove.executor import RayPipelineExecutor
@@ -140,6 +143,10 @@ def run_stages(
         return False
     if config.kind == "ray":
         check_ray_capacity(config)
+    if config.kind == "local":
+        from rexbert_common.orphans import kill_forks_with_parent
+
+        kill_forks_with_parent()  # the pool's Manager process dies with this one too
     for stage, executor in zip(stages, executors):
         run_stage(executor, stage.name, job)
     return True

@@ -83,6 +83,7 @@ class AttributeMiner:
 
     def __init__(self, brands: Iterable[str] = (), product_types: Iterable[str] = PRODUCT_TYPES) -> None:
         self.brands = {b for b in brands if b and not b.isspace()}
+        self.documents_fitted = 0  # documents seen by the last fit()
         self.product_types = {p.lower() for p in product_types}
         self._brand_re = self._compile_brands()
         types = "|".join(sorted((re.escape(p) for p in self.product_types), key=len, reverse=True))
@@ -109,7 +110,9 @@ class AttributeMiner:
 
         firsts: Counter[str] = Counter()
         lowercase: Counter[str] = Counter()
+        self.documents_fitted = 0
         for document in documents:
+            self.documents_fitted += 1
             title = document.split("\n", 1)[0]
             words = title.split(maxsplit=1)
             if words and words[0][:1].isupper() and words[0].isalpha() and len(words[0]) > 1:
@@ -126,6 +129,13 @@ class AttributeMiner:
         self.brands |= learned
         self._brand_re = self._compile_brands()
         return self
+
+    def to_json(self) -> dict:
+        return {"brands": sorted(self.brands), "product_types": sorted(self.product_types)}
+
+    @classmethod
+    def from_json(cls, obj: dict) -> AttributeMiner:
+        return cls(obj["brands"], obj["product_types"])
 
     def mine(self, text: str) -> list[MinedSpan]:
         """All non-overlapping spans in ``text`` (longest wins), sorted by start."""
