@@ -17,6 +17,7 @@ from rexbert_common.executors import ExecutorConfig
 from tests.curation.test_pipeline import ray_cluster  # noqa: F401  (the module's Ray probe fixture)
 from tests.training._tiny import PREPARE_OVERRIDES as EXTRA
 from tests.training._tiny import prepare_recipe as recipe_for
+from tests.training.conftest import copy_setup
 from training.prepare import PrepareLayout, prepare_stages, prepared_rows, run_prepare
 
 
@@ -33,20 +34,17 @@ def prepare(out: Path, *sets: str, tasks: int = 1, workers: int = 1, kind: str =
 
 
 def with_setup_of(reference, out: Path) -> Path:
-    """``out`` holding the reference's index, setup and tokenizer (the same recipe's setup fingerprint): a
-    test then runs only the phase's stages."""
-    for name in ("prepare", "tokenizer"):
-        shutil.copytree(reference[0] / name, out / name)
-    return out
+    return copy_setup(reference[0], out)
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    """One task, in this process, through the command line: the rows every other run is compared with."""
+def reference(tmp_path_factory, tiny_setup):
+    """One task, in this process, through the command line: the rows every other run is compared with
+    (the session's setup copied in; the setup stages are tested on their own)."""
     from rexbert_cli.main import main
     from tests.training._tiny import args
 
-    out = tmp_path_factory.mktemp("reference")
+    out = copy_setup(tiny_setup, tmp_path_factory.mktemp("reference"))
     sets = [x for item in EXTRA for x in ("--set", item)]
     assert main(["prepare", *args(out), "--phase", "1", "--tasks", "1", "--workers", "1", *sets]) == 0
     return out, build_rows(out)
