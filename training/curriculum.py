@@ -66,9 +66,9 @@ def _prepared_tokenizer(layout, phases: list[str], poll_seconds: float = 2.0):
 def _refuse_unprepared(layout, phases: list[str], prepare_command) -> None:
     """A multi-process job does not build a large phase on its main process while the others idle."""
     processes = process_state().num_processes
-    recipe = layout.recipe
     if processes == 1:
         return
+    recipe = layout.recipe
     for name in phases:
         tokens = recipe.phase(name).tokens
         if tokens > recipe.data.in_process_max_tokens and not layout.phase_done(name):

@@ -332,7 +332,9 @@ class PrepareSetup(_PrepareStep):
         partial = PreparedInputs(layout, indexes, setup, tokenizer, miner)
         setup["epochs"] = {name: epoch_report(partial, recipe.phase(name)) for name in PHASES}
         for name in PHASES:
-            logger.info(f"source epochs, {format_epochs(name, setup['epochs'][name])}")
+            logger.debug(
+                f"source epochs, {format_epochs(name, setup['epochs'][name])}"
+            )  # the task's log file
         layout.setup_dir.mkdir(parents=True, exist_ok=True)
         durable_write_text(layout.setup_dir / SETUP_FILE, json.dumps(setup, indent=1))
 

@@ -317,3 +317,60 @@ def test_planned_shards_cover_the_budget_or_finalize_builds_more(reference):
     assert len(info["shards"]) <= info["planned_shards"]
     lengths = np.asarray(rows["length"])
     assert lengths.sum() >= 20000 and lengths[:-1].sum() < 20000  # cut at the row that reaches the budget
+
+
+@pytest.mark.slow
+def test_sigkill_mid_build_leaves_no_worker_and_the_rerun_builds_the_rest_identically(tiny_setup, tmp_path):
+    """`rexbert prepare` on a 2-worker pool, SIGKILLed once a few shards are on disk: no worker, fork
+    server or pool manager survives it (they would go on building beside the rerun), and the rerun builds
+    only the shards without a marker and ends with the rows of an uninterrupted build."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    from tests.training._tiny import args
+
+    sets = ["phase1.tokens=60000"]
+    killed, clean = copy_setup(tiny_setup, tmp_path / "killed"), copy_setup(tiny_setup, tmp_path / "clean")
+    folder = PrepareLayout.of(recipe_for(killed, *sets)).rows_dir("phase1")
+    words = [x for item in [*EXTRA, *sets] for x in ("--set", item)]
+    command = [sys.executable, "-m", "rexbert_cli.main", "prepare", *args(killed), "--phase", "1", *words]
+    repo = Path(__file__).resolve().parents[2]
+    child = subprocess.Popen(
+        [*command, "--tasks", "4", "--workers", "2"],
+        cwd=repo,
+        env={**os.environ, "PYTHONPATH": str(repo)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while len(list(folder.glob("shard-*.json"))) < 4:
+            assert child.poll() is None, f"the build ended before it could be killed ({child.returncode})"
+            assert time.monotonic() < deadline, "no shard was built in time"
+            time.sleep(0.05)
+        workers = psutil.Process(child.pid).children(recursive=True)
+        assert len(workers) >= 3  # pool manager, fork server, its workers
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    _, alive = psutil.wait_procs(workers, timeout=20)
+    assert not alive, [p.cmdline()[:4] for p in alive]
+    assert not (folder / "build.json").exists()
+    done = {
+        p.name: p.stat().st_mtime_ns
+        for p in folder.glob("shard-*.arrow")
+        if (folder / p.name.replace(".arrow", ".json")).exists()
+    }
+    assert len(done) >= 4
+    prepare(killed, *sets, tasks=4)
+    for name, mtime in done.items():
+        assert (folder / name).stat().st_mtime_ns == mtime, name  # kept, not rebuilt
+    prepare(clean, *sets)
+    assert build_rows(killed, "phase1", *sets) == build_rows(clean, "phase1", *sets)
