@@ -12,6 +12,7 @@ rows as flat arrays) and one block per source, whatever the size of the shard or
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -176,7 +177,9 @@ class ShardBuilder:
         self.data, self.phase, self.seed, self.chunk_docs = data, phase, seed, chunk_docs
 
     def build(self, shard: int, write: Callable[[RowBatch], None]) -> dict:
-        """Build shard ``shard``; returns its summary (rows, tokens, per-buffer stats, what was read)."""
+        """Build shard ``shard``; returns its summary (rows, tokens, per-buffer stats, what was read, the
+        seconds it took)."""
+        started = time.perf_counter()
         ranges, source_of, progress = self.plan.order(shard)
         streams = {r.source: self.sources[r.source].draws.read(r.start, r.stop) for r in ranges}
         blocks_before = sum(s.draws.blocks_read for s in self.sources)
@@ -192,6 +195,7 @@ class ShardBuilder:
         if buffer:
             self._flush(buffer, shard, marker, write)
         marker["blocks_read"] = sum(s.draws.blocks_read for s in self.sources) - blocks_before
+        marker["seconds"] = round(time.perf_counter() - started, 4)
         return marker
 
     def _flush(self, buffer: list, shard: int, marker: dict, write: Callable[[RowBatch], None]) -> None:
