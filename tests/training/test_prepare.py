@@ -220,15 +220,22 @@ def test_a_restart_builds_only_the_missing_shards(reference, tmp_path):
 
 
 def test_a_task_reads_only_the_documents_of_its_shards(reference, tmp_path):
-    """Split into 4 tasks, each task reads about a quarter of the phase's positions, and the tasks together
-    read exactly the positions of the planned shards: no process reads every document."""
+    """Split into 4 tasks, each task reads about a quarter of the phase's positions (datatrove's per-task
+    stats), and the tasks together read exactly the positions of the planned shards: no process reads
+    every document."""
+    from training.prepare import PreparedInputs
+
     prepare(with_setup_of(reference, tmp_path), tasks=4)
-    folder = PrepareLayout.of(recipe_for(tmp_path)).rows_dir("phase1")
-    info = json.loads((folder / "build.json").read_text())
-    markers = [json.loads(p.read_text()) for p in sorted(folder.glob("shard-*.json"))]
-    per_task = [sum(m["positions"] for m in markers if m["shard"] % 4 == task) for task in range(4)]
-    total = sum(per_task)
-    assert total == sum(m["positions"] for m in markers) and len(markers) == len(info["shards"])
+    layout = PrepareLayout.of(recipe_for(tmp_path))
+    folder = layout.rows_dir("phase1")
+    _, plan = PreparedInputs.load(layout).builder("phase1")
+    per_task = []
+    for rank in range(4):
+        stats = json.loads((folder / "build-4" / "logs" / "stats" / f"{rank:05d}.json").read_text())
+        read = [s["stats"].get("positions", 0) for s in stats]
+        per_task.append(sum(r["total"] if isinstance(r, dict) else r for r in read))
+    total = sum(r.stop - r.start for shard in range(plan.shards) for r in plan.ranges(shard))
+    assert sum(per_task) == total and all(per_task), per_task
     assert max(per_task) < 0.45 * total, per_task
 
 
