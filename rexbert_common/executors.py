@@ -60,6 +60,31 @@ class Stage:
         return completions.is_dir() and len(list(completions.iterdir())) >= self.tasks
 
 
+def add_executor_arguments(parser, config_key: str) -> None:
+    """``--executor``, ``--tasks`` and ``--workers`` of a command whose config holds an
+    :class:`ExecutorConfig` at ``config_key`` (see :func:`executor_overrides`)."""
+    parser.add_argument(
+        "--executor",
+        choices=("local", "ray", "slurm"),
+        default=None,
+        help=f"overrides {config_key}.kind (slurm submits the chain of dependent jobs and returns)",
+    )
+    parser.add_argument(
+        "--tasks", type=int, default=None, help=f"overrides {config_key}.tasks (units of work)"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=None, help=f"overrides {config_key}.workers (-1 = all cores)"
+    )
+
+
+def executor_overrides(args, config_key: str) -> list[str]:
+    """The ``--set``-style overrides of the flags :func:`add_executor_arguments` added."""
+    flags = (("executor", "kind"), ("tasks", "tasks"), ("workers", "workers"))
+    return [
+        f"{config_key}.{key}={getattr(args, flag)}" for flag, key in flags if getattr(args, flag) is not None
+    ]
+
+
 def make_executor(stage: Stage, config: ExecutorConfig, depends=None, job_prefix: str = "rexbert"):
     """The datatrove executor of ``stage`` (completed tasks are skipped on rerun)."""
     kind, workers = config.kind, config.workers

@@ -1,4 +1,6 @@
-"""Read data sources (local files or Hugging Face Hub datasets) into streams of document texts.
+"""Read data sources (local files or Hugging Face Hub datasets) into streams of document texts: the file
+formats, their records and their errors (the phase build addresses the same records by position through
+``training.source_index``; ``load_source`` reads a whole source, for the stages that want one).
 
 Local formats: parquet, json / jsonl (optionally .gz), plain text (.txt / .raw, optionally .gz) and zip
 archives of text files; a path may be a folder or a glob (e.g. the curation stage's parquet output).

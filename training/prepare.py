@@ -339,14 +339,16 @@ class PrepareSetup(_PrepareStep):
         durable_write_text(layout.setup_dir / SETUP_FILE, json.dumps(setup, indent=1))
 
 
-class BuildShards(_PrepareStep):
-    """Builds the phase's shards ``rank``, ``rank + world_size``, ... that have no completion marker."""
-
-    name = "build shards"
-
+class _PhaseStep(_PrepareStep):
     def __init__(self, recipe: Recipe, files: list[list[str]], phase_name: str) -> None:
         super().__init__(recipe, files)
         self.phase_name = phase_name
+
+
+class BuildShards(_PhaseStep):
+    """Builds the phase's shards ``rank``, ``rank + world_size``, ... that have no completion marker."""
+
+    name = "build shards"
 
     def work(self, rank: int, world_size: int) -> None:
         inputs = PreparedInputs.load(self.layout)
@@ -364,14 +366,10 @@ class BuildShards(_PrepareStep):
             self.stat_update("tokens", value=marker["tokens"])
 
 
-class FinalizePhase(_PrepareStep):
+class FinalizePhase(_PhaseStep):
     """Keeps the phase's shards until its tokens (building any that is missing) and writes build.json."""
 
     name = "finalize phase"
-
-    def __init__(self, recipe: Recipe, files: list[list[str]], phase_name: str) -> None:
-        super().__init__(recipe, files)
-        self.phase_name = phase_name
 
     def work(self, rank: int, world_size: int) -> None:
         from datatrove.utils.logging import logger

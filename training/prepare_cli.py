@@ -11,6 +11,7 @@ import argparse
 import json
 
 from rexbert_common.config import add_override_argument
+from rexbert_common.executors import add_executor_arguments, executor_overrides
 
 
 def register(subparsers) -> None:
@@ -25,16 +26,7 @@ def register(subparsers) -> None:
     parser.add_argument("--recipe", required=True, help="YAML recipe (training/recipes/<name>.yaml)")
     parser.add_argument("--phase", default="all", choices=["1", "2", "3", "all"], help="which phase(s)")
     parser.add_argument("--output-dir", default=None, help="overrides the recipe's output_dir")
-    parser.add_argument(
-        "--executor",
-        choices=("local", "ray", "slurm"),
-        default=None,
-        help="overrides data.executor.kind (slurm submits the chain of dependent jobs and returns)",
-    )
-    parser.add_argument("--tasks", type=int, default=None, help="overrides data.executor.tasks")
-    parser.add_argument(
-        "--workers", type=int, default=None, help="overrides data.executor.workers (-1 = all cores)"
-    )
+    add_executor_arguments(parser, "data.executor")
     add_override_argument(parser, "data.executor.slurm={partition: cpu, time: '12:00:00'}")
     parser.set_defaults(func=run)
 
@@ -43,10 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from training.prepare import PrepareLayout, format_epochs, read_setup, run_prepare
     from training.recipe import PHASES, load_recipe
 
-    overrides = list(args.overrides)
-    for flag, key in (("executor", "kind"), ("tasks", "tasks"), ("workers", "workers")):
-        if getattr(args, flag) is not None:
-            overrides.append(f"data.executor.{key}={getattr(args, flag)}")
+    overrides = [*args.overrides, *executor_overrides(args, "data.executor")]
     recipe = load_recipe(args.recipe, overrides)
     if args.output_dir:
         recipe.output_dir = args.output_dir

@@ -14,6 +14,7 @@ import pytest
 
 from rexbert_common.errors import UserError
 from rexbert_common.executors import ExecutorConfig
+from tests.curation.test_executors import sbatch  # noqa: F401  (records sbatch scripts)
 from tests.curation.test_pipeline import ray_cluster  # noqa: F401  (the module's Ray probe fixture)
 from tests.training._tiny import PREPARE_OVERRIDES as EXTRA
 from tests.training._tiny import prepare_recipe as recipe_for
@@ -78,22 +79,7 @@ def test_ray_four_tasks_give_the_rows_of_one_local_task(reference, tmp_path):
     assert build_rows(tmp_path) == expected
 
 
-@pytest.fixture()
-def sbatch(monkeypatch):
-    """Records every sbatch script instead of submitting it; job ids 1001, 1002, ..."""
-    import datatrove.executor.slurm as slurm
-
-    submitted = []
-
-    def fake_launch(contents, job_id_retriever, *args):
-        submitted.append((contents, args))
-        return str(1000 + len(submitted))
-
-    monkeypatch.setattr(slurm, "launch_slurm_job", fake_launch)
-    return submitted
-
-
-def test_slurm_submits_the_chain_and_the_launcher_reads_no_document(sbatch, tmp_path, monkeypatch):
+def test_slurm_submits_the_chain_and_the_launcher_reads_no_document(sbatch, tmp_path, monkeypatch):  # noqa: F811
     from training import source_index
 
     def no_reading(*args, **kwargs):

@@ -55,6 +55,13 @@ def test_every_epoch_visits_every_document_once_in_a_new_order(tmp_path):
     # documents of one block are not consecutive in file order (shuffled inside the block too)
     assert [d.split("-")[1] for d in epoch1[:10]] != [str(i) for i in range(10)]
 
+    def blocks(epoch):  # the order the epoch visits the 20 row groups of 10 documents in
+        return list(
+            dict.fromkeys(doc.split("-")[0] + "/" + str(int(doc.split("-")[1]) // 10) for doc in epoch)
+        )
+
+    assert len(blocks(epoch1)) == 20 and blocks(epoch1) != blocks(epoch2)  # a new block order too
+
 
 def test_any_split_of_the_positions_reads_the_same_documents(tmp_path):
     """The property every task count relies on: a range reads what a longer read has at those positions."""
