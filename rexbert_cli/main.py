@@ -25,6 +25,7 @@ STAGE_MODULES = (
     "curation.cli",
     "training.cli",
     "training.prepare_cli",
+    "training.plan_cli",
     "evaluation.cli",
     "model_cards.cli",
     "rexbert_cli.experiment",

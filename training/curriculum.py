@@ -49,7 +49,8 @@ def _prepared_tokenizer(layout, phases: list[str], poll_seconds: float = 2.0):
     by the main process -- and every rank loads the tokenizer from the output folder."""
     import time
 
-    from training.prepare import format_epochs, load_prepared_tokenizer, read_setup, run_prepare
+    from training.epochs import format_report
+    from training.prepare import load_prepared_tokenizer, read_setup, run_prepare
 
     state = process_state()
     if state.is_main_process and not layout.setup_done():
@@ -59,7 +60,7 @@ def _prepared_tokenizer(layout, phases: list[str], poll_seconds: float = 2.0):
         time.sleep(poll_seconds)
     setup = read_setup(layout.setup_dir)
     for name in phases:
-        _log(f"source epochs, {format_epochs(name, setup['epochs'][name])}")
+        _log(f"source epochs, {format_report(name, setup['epochs'][name])}")
     return load_prepared_tokenizer(layout)
 
 
@@ -104,6 +105,17 @@ def _check_tokenizer_matches(config, tokenizer, source: str) -> None:
         )
 
 
+def phase_context(phase) -> dict:
+    """The model-config fields a phase sets on whatever checkpoint it starts from."""
+    return {
+        "max_position_embeddings": phase.max_position_embeddings,
+        "global_rope_theta": phase.global_rope_theta,
+        "local_rope_theta": phase.local_rope_theta,
+        "global_rope_scaling": phase.global_rope_scaling,
+        "local_rope_scaling": phase.local_rope_scaling,
+    }
+
+
 def model_for_phase(recipe: Recipe, phase_name: str, tokenizer, out: Path):
     """The phase's starting model, always with fp32 master weights and the sparse MLM head.
 
@@ -115,13 +127,7 @@ def model_for_phase(recipe: Recipe, phase_name: str, tokenizer, out: Path):
     from training.tokenizer import padded_vocab_size, special_token_ids
 
     phase = recipe.phase(phase_name)
-    context = {
-        "max_position_embeddings": phase.max_position_embeddings,
-        "global_rope_theta": phase.global_rope_theta,
-        "local_rope_theta": phase.local_rope_theta,
-        "global_rope_scaling": phase.global_rope_scaling,
-        "local_rope_scaling": phase.local_rope_scaling,
-    }
+    context = phase_context(phase)
     index = PHASES.index(phase_name)
     external = recipe.init_source(phase_name)
     source = external or (str(out / PHASES[index - 1] / "final") if index > 0 else None)
@@ -431,20 +437,21 @@ def run_curriculum(
     """Run ``phases`` (a subset of phase1..phase3, in order); returns their final folders.
 
     Everything that can be checked is checked before anything is written: the world size against the
-    batch sizes, Guided MLM against the sources, the sources' files, that a multi-process job has its large
-    phases prepared (else the ``prepare_command(phase)`` to run is in the error), and -- without ``resume``
-    -- that no phase folder already holds a run (``overwrite`` deletes it). If a user error (bad data, bad
-    settings) stops the run before any checkpoint exists, the folders this call created are removed.
-    ``stop_after_steps`` stops each phase after that many steps without writing its final folder (used to
-    test resume: run again with ``resume=True``). ``prepare_only`` prepares the phases' rows in-process
-    (``rexbert prepare`` does it on any executor) and trains nothing: a later run reuses them."""
-    from training.batch_plan import check_world_size
+    batch sizes, FSDP, a training step against the GPU's memory (``training.plan.check_launch``), Guided MLM
+    against the sources, the sources' files, that a multi-process job has its large phases prepared (else
+    the ``prepare_command(phase)`` to run is in the error), and -- without ``resume`` -- that no phase
+    folder already holds a run (``overwrite`` deletes it). If a user error (bad data, bad settings) stops
+    the run before any checkpoint exists, the folders this call created are removed. ``stop_after_steps``
+    stops each phase after that many steps without writing its final folder (used to test resume: run
+    again with ``resume=True``). ``prepare_only`` prepares the phases' rows in-process (``rexbert prepare``
+    does it on any executor) and trains nothing: a later run reuses them."""
     from training.checkpoints import refuse_or_clear_previous_run
+    from training.plan import check_launch
     from training.prepare import PrepareLayout, check_guided_sources
     from training.trainer_settings import check_report_to
 
-    for name in phases:  # before any source is read or row built
-        check_world_size(recipe.phase(name), process_state().num_processes, name)
+    # world size, FSDP and (on CUDA) GPU memory: before any source is read or row built
+    check_launch(recipe, phases, process_state().num_processes)
     check_guided_sources(recipe, phases)
     check_report_to(recipe.trainer.report_to)
     out = Path(recipe.output_dir)

@@ -45,9 +45,10 @@ import numpy as np
 from datatrove.pipeline.base import PipelineStep
 
 from rexbert_common.errors import UserError
-from rexbert_common.executors import ExecutorConfig, Stage, run_stages
+from rexbert_common.executors import ExecutorConfig, Stage, StageResources, run_stages
 from training.attribute_miner import AttributeMiner
 from training.data import DataError
+from training.epochs import epoch_report, format_report
 from training.mixture import MixturePlan, PlannedSource, temperature_weights
 from training.phase_build import (
     FORMAT_VERSION,
@@ -330,10 +331,10 @@ class PrepareSetup(_PrepareStep):
             "sources": sources,
         }
         partial = PreparedInputs(layout, indexes, setup, tokenizer, miner)
-        setup["epochs"] = {name: epoch_report(partial, recipe.phase(name)) for name in PHASES}
+        setup["epochs"] = {name: epoch_report(partial.plan(recipe.phase(name)), sources) for name in PHASES}
         for name in PHASES:
             logger.debug(
-                f"source epochs, {format_epochs(name, setup['epochs'][name])}"
+                f"source epochs, {format_report(name, setup['epochs'][name])}"
             )  # the task's log file
         layout.setup_dir.mkdir(parents=True, exist_ok=True)
         durable_write_text(layout.setup_dir / SETUP_FILE, json.dumps(setup, indent=1))
@@ -489,60 +490,39 @@ def check_task_memory(recipe: Recipe, sources: list[dict]) -> dict:
     return {**estimate, "budget": data.task_memory_bytes}
 
 
-def epoch_report(inputs: PreparedInputs, phase: PhaseConfig) -> list[dict]:
-    """Per source: tokens the phase draws, tokens the source holds (documents × mean tokens), and their
-    ratio: how many epochs of it the phase repeats."""
-    plan = inputs.plan(phase)
-    report = []
-    for number, measured in enumerate(inputs.setup["sources"]):
-        drawn = plan.due(number, 1.0)
-        size = measured["documents"] * measured["mean_tokens"]
-        report.append(
-            {"source": measured["name"], "drawn_tokens": drawn, "source_tokens": size, "epochs": drawn / size}
-        )
-    return report
-
-
-def format_epochs(phase_name: str, report: list[dict]) -> str:
-    parts = [
-        f"{r['source']} ≈{r['epochs']:.3g} epochs "
-        f"(≈{r['drawn_tokens']:.3g} of ≈{r['source_tokens']:.3g} tokens)"
-        for r in report
-        if r["drawn_tokens"] > 0
-    ]
-    return f"{phase_name}: " + "; ".join(parts)
-
-
 # -- launching --------------------------------------------------------------------------------------
 
 
 def prepare_stages(recipe: Recipe, phases: list[str], config: ExecutorConfig) -> list[Stage]:
     """The stages still to run for ``phases`` (finished ones are left out; an unfinished one resumes). The
     one-task stages whose output is missing run again even if datatrove recorded them as complete (their
-    output was deleted): they are cheap, and what they read is kept."""
+    output was deleted): they are cheap, and what they read is kept. A task asks the scheduler for one CPU
+    and ``data.task_memory_bytes`` + 1 GiB (the interpreter and libraries); ``executor.<kind>.stages``
+    overrides it per stage."""
     layout = PrepareLayout.of(recipe)
+    task = StageResources(cpus=1, mem=recipe.data.task_memory_bytes / 2**30 + 1.0)
     stages = []
     if not layout.setup_done():
         n_files = sum(len(f) for f in layout.files)
         tasks = max(1, min(config.tasks, n_files))
         index = IndexSources(recipe, layout.files)
+        folder = layout.index_dir / f"tasks-{tasks}"
         stages.append(
-            Stage("index", tasks, [index], layout.index_dir / f"tasks-{tasks}", layout.index_fingerprint)
+            Stage("index", tasks, [index], folder, layout.index_fingerprint, StageResources(1, 2.0))
         )
         shutil.rmtree(layout.setup_dir / "logs", ignore_errors=True)
         setup = PrepareSetup(recipe, layout.files)
-        stages.append(Stage("setup", 1, [setup], layout.setup_dir, layout.setup_fingerprint))
+        stages.append(Stage("setup", 1, [setup], layout.setup_dir, layout.setup_fingerprint, task))
     for name in phases:
         if layout.phase_done(name):
             continue
         rows, fingerprint = layout.rows_dir(name), layout.phase_fingerprint(name)
         build = BuildShards(recipe, layout.files, name)
-        stages.append(
-            Stage(f"build_{name}", config.tasks, [build], rows / f"build-{config.tasks}", fingerprint)
-        )
+        folder = rows / f"build-{config.tasks}"
+        stages.append(Stage(f"build_{name}", config.tasks, [build], folder, fingerprint, task))
         shutil.rmtree(rows / "finalize", ignore_errors=True)
         final = FinalizePhase(recipe, layout.files, name)
-        stages.append(Stage(f"finalize_{name}", 1, [final], rows / "finalize", fingerprint))
+        stages.append(Stage(f"finalize_{name}", 1, [final], rows / "finalize", fingerprint, task))
     return stages
 
 

@@ -32,7 +32,8 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from training.prepare import PrepareLayout, format_epochs, read_setup, run_prepare
+    from training.epochs import format_report
+    from training.prepare import PrepareLayout, read_setup, run_prepare
     from training.recipe import PHASES, load_recipe
 
     overrides = [*args.overrides, *executor_overrides(args, "data.executor")]
@@ -49,6 +50,6 @@ def run(args: argparse.Namespace) -> int:
     for name in phases:
         rows = layout.rows_dir(name)
         stats = json.loads((rows / "build.json").read_text())["stats"]
-        print(f"{format_epochs(name, setup['epochs'][name])}")
+        print(f"{format_report(name, setup['epochs'][name])}")
         print(f"{name}: {stats['rows']} rows, {stats['tokens']} tokens in {rows}")
     return 0

@@ -99,6 +99,8 @@ def test_slurm_submits_the_chain_and_the_launcher_reads_no_document(sbatch, tmp_
     for previous, job in zip(jobs, jobs[1:]):  # each stage waits for the previous one to succeed
         assert f"afterok:{ids[previous]}" in job + " ".join(a for c, a in sbatch if c == job for a in a)
     assert all("#SBATCH --partition=cpu-long" in c and "#SBATCH --cpus-per-task=2" in c for c in jobs)
+    # a build task asks for its memory budget (4 GiB) + 1 GiB, over its 2 CPUs
+    assert "#SBATCH --mem-per-cpu=2560M" in jobs[2], re.findall(r"#SBATCH --mem\S*", jobs[2])
 
 
 # -- fingerprints -----------------------------------------------------------------------------------

@@ -487,26 +487,6 @@ def test_prepare_only_builds_the_rows_that_training_then_reuses(tmp_path, capsys
     assert build.stat().st_mtime_ns == built_at and (out / "phase1" / "final" / "config.json").exists()
 
 
-def test_epoch_report_counts_drawn_over_available_tokens(tmp_path):
-    from training.data import load_source
-    from training.epochs import epoch_report
-    from training.recipe import MixtureConfig, PhaseConfig, SourceConfig
-
-    (tmp_path / "small.txt").write_text("\n".join(["abcd " * 20] * 10))  # 10 docs × 100 chars
-    (tmp_path / "big.txt").write_text("\n".join(["wxyz " * 20] * 40))  # 40 docs × 100 chars
-    small = load_source(SourceConfig(name="small", path=str(tmp_path / "small.txt"), doc_per_line=True))
-    big = load_source(SourceConfig(name="big", path=str(tmp_path / "big.txt"), doc_per_line=True))
-    phase = PhaseConfig(tokens=5000, mixture=MixtureConfig(domain_start=0.2, domain_end=0.2))
-    report = {r["source"]: r for r in epoch_report([big], [small], phase, 1.0, {False: 4.0, True: 4.0})}
-    # 25 tokens a document: small = 250 tokens, big = 1000; the domain (small) gets 20% of 5000 tokens
-    assert report["small"]["source_tokens"] == pytest.approx(250) and report["big"][
-        "source_tokens"
-    ] == pytest.approx(1000)
-    assert report["small"]["epochs"] == pytest.approx(1000 / 250) and report["big"][
-        "epochs"
-    ] == pytest.approx(4000 / 1000)
-
-
 def test_script_defaults_the_data_folder_to_the_embedded_sample(monkeypatch, tmp_path, capsys):
     """`accelerate launch training/run.py` on a fresh clone reads sample_data/ like the `rexbert` CLI."""
     from rexbert_common.data import SAMPLE_DIR
