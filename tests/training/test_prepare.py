@@ -369,3 +369,29 @@ def test_sigkill_mid_build_leaves_no_worker_and_the_rerun_builds_the_rest_identi
         assert (folder / name).stat().st_mtime_ns == mtime, name  # kept, not rebuilt
     prepare(clean, *sets)
     assert build_rows(killed, "phase1", *sets) == build_rows(clean, "phase1", *sets)
+
+
+def test_a_training_rank_reads_no_source_when_the_phase_is_prepared(reference, tmp_path, monkeypatch):
+    """Every rank of a training job loads the tokenizer and the rows from the output folder: none reads a
+    source, trains a tokenizer or fits the miner (here rank 1 of 2, the phase prepared beforehand)."""
+    from unittest import mock
+
+    from training import curriculum, source_index
+    from training.attribute_miner import AttributeMiner
+
+    out = tmp_path / "out"
+    shutil.copytree(reference[0], out)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a training rank read a source or rebuilt a prepared output")
+
+    for module, name in (
+        (source_index, "read_block"),
+        (source_index, "count_blocks"),
+        (AttributeMiner, "fit"),
+    ):
+        monkeypatch.setattr(module, name, forbidden)
+    monkeypatch.setattr("training.tokenizer.train_bpe_tokenizer", forbidden)
+    rank1 = mock.Mock(num_processes=2, is_main_process=False)
+    with mock.patch.object(curriculum, "process_state", return_value=rank1):
+        curriculum.run_curriculum(recipe_for(out), ["phase1"], prepare_only=True)
