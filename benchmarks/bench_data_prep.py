@@ -124,8 +124,8 @@ def _child_build(
 
 def _child_encode(data_dir: str, work: str, tokens: int, out: str, phase: str) -> dict:
     """``encode_batch`` alone on the documents of the built shards, in the build's 64-document chunks."""
-    from training.phase_data import fast_encoder
-    from training.prepare import CHUNK_DOCS, PreparedInputs, PrepareLayout
+    from training.phase_data import CHUNK_DOCS, fast_encoder
+    from training.prepare import PreparedInputs, PrepareLayout
 
     recipe = _recipe(data_dir, work, 1, tokens, out)
     layout = PrepareLayout.of(recipe)

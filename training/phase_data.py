@@ -25,6 +25,8 @@ from training.packing import best_fit_rows, piece_bounds
 from training.recipe import DataConfig, PhaseConfig
 from training.source_index import DrawOrder
 
+CHUNK_DOCS = 64  # documents per encode_batch call: long enough to amortise the call, short to hold
+
 
 @dataclass
 class PhaseStats:
@@ -170,7 +172,7 @@ class ShardBuilder:
         data: DataConfig,
         phase: PhaseConfig,
         seed: int,
-        chunk_docs: int = 64,
+        chunk_docs: int = CHUNK_DOCS,
     ) -> None:
         self.plan, self.sources, self.miner = plan, list(sources), miner
         self.encoder = fast_encoder(tokenizer)

@@ -39,6 +39,7 @@ import math
 import shlex
 import shutil
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +59,7 @@ from training.phase_build import (
     load_build,
     read_marker,
 )
-from training.phase_data import ShardBuilder, ShardSource, fast_encoder
+from training.phase_data import CHUNK_DOCS, ShardBuilder, ShardSource, fast_encoder
 from training.recipe import PHASES, PhaseConfig, Recipe, SourceConfig
 from training.source_index import DrawOrder, SourceIndex, count_blocks, file_stamp, list_files, usable
 
@@ -69,7 +70,6 @@ SETUP_FILE = "setup.json"
 # tokens, masks: ~100). An estimate to refuse impossible budgets early, not an accounting.
 BUFFER_BYTES_PER_TOKEN = 12
 ENCODING_BYTES_PER_TOKEN = 100
-CHUNK_DOCS = 64
 
 
 def recipe_sources(recipe: Recipe) -> list[tuple[SourceConfig, bool]]:
@@ -115,7 +115,8 @@ class PrepareLayout:
     def out(self) -> Path:
         return Path(self.recipe.output_dir)
 
-    def _documents_key(self) -> list:
+    @cached_property
+    def _documents_key(self) -> list:  # stats every file once per layout
         keys = []
         for (src, is_domain), files in zip(recipe_sources(self.recipe), self.files):
             fields = dataclasses.asdict(src)
@@ -126,7 +127,7 @@ class PrepareLayout:
 
     @property
     def index_fingerprint(self) -> str:
-        return _digest({"index": 1, "sources": self._documents_key()})
+        return _digest({"index": 1, "sources": self._documents_key})
 
     @property
     def setup_fingerprint(self) -> str:
@@ -468,7 +469,7 @@ def _measure_sources(recipe: Recipe, indexes: list[SourceIndex], tokenizer) -> l
     return measured
 
 
-def check_task_memory(recipe: Recipe, sources: list[dict]) -> dict:
+def check_task_memory(recipe: Recipe, sources: list[dict]) -> None:
     """A task holds one packing buffer, one ``encode_batch`` chunk and one block per source: refuse a recipe
     whose estimate (from the sources' measured sizes) exceeds ``data.task_memory_bytes`` before a task
     builds any shard."""
@@ -478,8 +479,7 @@ def check_task_memory(recipe: Recipe, sources: list[dict]) -> dict:
     buffer = data.buffer_docs * (chars + tokens * BUFFER_BYTES_PER_TOKEN)
     chunk = CHUNK_DOCS * tokens * ENCODING_BYTES_PER_TOKEN
     blocks = sum(s["largest_block"] * s["mean_chars"] * 2 for s in sources)  # text + its Arrow column
-    estimate = {"buffer": int(buffer), "encode_chunk": int(chunk), "blocks": int(blocks)}
-    total = sum(estimate.values())
+    total = buffer + chunk + blocks
     if total > data.task_memory_bytes:
         raise UserError(
             f"a preparation task needs ≈ {total / 2**30:.2f} GiB (packing buffer of data.buffer_docs="
@@ -487,7 +487,6 @@ def check_task_memory(recipe: Recipe, sources: list[dict]) -> dict:
             f"{blocks / 2**30:.2f} GiB) over data.task_memory_bytes={data.task_memory_bytes}: raise it, "
             "lower data.buffer_docs, or split large row groups / files"
         )
-    return {**estimate, "budget": data.task_memory_bytes}
 
 
 # -- launching --------------------------------------------------------------------------------------
