@@ -236,16 +236,15 @@ def test_malformed_jsonl_source_names_source_path_and_line_and_leaves_nothing(tm
     out = tmp_path / "out"
     code = script_main(args(out, "--set", f"data.general.1.path={source}"))
     error = capsys.readouterr().err.strip().splitlines()[-1]  # after the datasets progress bar
-    assert (
-        code == 2
-        and error == f"error: source 'gutenberg': {source}: line 3 is not valid JSON (Expecting value)"
-    )
+    # one line: the preparation stage and task that met it, then the source, the file and the line
+    assert code == 2 and error.startswith("error: prepare stage 'index'"), error
+    assert f"source 'gutenberg': {source}: line 3 is not valid JSON (Expecting value)" in error
     assert not out.exists()
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")  # a zero-length input
     assert script_main(args(out, "--set", f"data.general.1.path={empty}")) == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
-    assert error == f"error: source 'gutenberg': no usable document in {empty}"
+    assert f"source 'gutenberg': no usable document in {empty}" in error
     assert not out.exists()
 
 
