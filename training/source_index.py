@@ -253,6 +253,7 @@ class DrawOrder:
 
     def _documents(self, block: int) -> list[str | None]:
         if self._block is None or self._block[0] != block:
+            self._block = None  # one block held at a time, also while the next is read
             self._block = (block, self.index.read(block))
             self.blocks_read += 1
         return self._block[1]
@@ -272,4 +273,5 @@ class DrawOrder:
             documents = self._documents(block)
             for k in visit:
                 yield documents[k]
+            del documents  # the next block may replace this one in the cache: keep no second reference
             position += take
