@@ -171,9 +171,15 @@ class _HostReadGuard(TorchFunctionMode):
         torch.Tensor.__index__: "a tensor used as an index",
     }
 
+    # Tensors made from host data during the step: on a GPU each is a blocking host-to-device copy (the
+    # stream drains first). Host scalars belong in kernel arguments (torch.full, foreach scalar lists).
+    _COPIES_IN = {torch.tensor: "torch.tensor(host data)", torch.as_tensor: "torch.as_tensor(host data)"}
+
     def __torch_function__(self, func, types, args=(), kwargs=None):
         if func in self._READS:
             raise HostSyncError(f"{self._READS[func]} copies a device value to the host")
+        if func in self._COPIES_IN:
+            raise HostSyncError(f"{self._COPIES_IN[func]} is a blocking host-to-device copy")
         return func(*args, **(kwargs or {}))
 
 
@@ -289,7 +295,7 @@ def train_step(
     forward ("activations") and the backward ("temporaries") start."""
     on_phase = on_phase or (lambda name: None)
     device = next(model.parameters()).device
-    labelled = torch.tensor(sum(mb[STATS_KEY]["labelled"] for mb in micro_batches), device=device)
+    labelled = torch.full((), sum(mb[STATS_KEY]["labelled"] for mb in micro_batches), device=device)
     for micro_batch in micro_batches:
         inputs = {k: v for k, v in micro_batch.items() if k != STATS_KEY}
         on_phase("activations")

@@ -102,6 +102,23 @@ def test_a_host_read_outside_the_attention_kernel_fails_the_dry_run(monkeypatch)
         dry_run(_config("micro"), StepShape(rows=2, row_tokens=256, masking=PHASE1))
 
 
+def test_a_tensor_built_from_host_data_in_the_optimizer_step_fails_the_dry_run(monkeypatch):
+    """The optimizer step is part of the checked step: a tensor made from a host list there (on a GPU a
+    blocking host-to-device copy that waits for every queued kernel) fails, as StableAdamW's per-tensor
+    element counts once did."""
+    from training import optim
+
+    foreach_div = torch._foreach_div_
+
+    def numels_as_a_device_tensor(tensors, scalars):
+        device_numels = torch.tensor(scalars, device=tensors[0].device)  # the planted copy
+        return foreach_div(tensors, list(device_numels.unbind()))
+
+    monkeypatch.setattr(optim.torch, "_foreach_div_", numels_as_a_device_tensor)
+    with pytest.raises(HostSyncError, match=r"torch.tensor\(host data\) is a blocking host-to-device copy"):
+        dry_run(_config("micro"), StepShape(rows=2, row_tokens=256, masking=PHASE1))
+
+
 def test_activation_checkpointing_recomputes_the_layers_and_lowers_the_peak():
     """trainer.activation_checkpointing as the Trainer enables it: every layer's attention runs again in the
     backward (3 varlen calls per layer and micro-batch), still without a host read, in less memory."""
