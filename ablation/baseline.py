@@ -52,17 +52,13 @@ def build_trainer(recipe: Recipe, settings: BaselineConfig, out: Path):
 
     from modeling_rexbert.conversion import rexbert_config_to_modernbert
     from training.curriculum import model_for_phase, prepare_phase
-    from training.data import load_source
     from training.phase_data import process_state
     from training.tokenizer import load_tokenizer
     from training.trainer_settings import use_bf16
 
     phase = recipe.phase1
     tokenizer = load_tokenizer(recipe.tokenizer.name_or_path)
-    buffer = recipe.data.shuffle_buffer_docs
-    general = [load_source(s, buffer) for s in recipe.data.general]
-    domain = [load_source(s, buffer) for s in recipe.data.domain]
-    rows, _ = prepare_phase(recipe, "phase1", tokenizer, general, domain, None, out)
+    rows, _ = prepare_phase(recipe, "phase1", tokenizer)  # prepared once, or built here
     dataset = Dataset(InMemoryTable(rows.table.select(["input_ids"])))  # memory-mapped rows, no copy
     # the RexBERT arms' exact model config (size, overrides, context, special ids), as a ModernBertConfig
     # (training.curriculum builds it; a public hook there would avoid the private import)

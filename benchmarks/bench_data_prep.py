@@ -1,14 +1,22 @@
-"""Data-preparation benchmark: tokenize + mine + pack a phase's rows into on-disk shards.
+"""Training-data preparation benchmark: the build stage of ``rexbert prepare`` (read, tokenize, mine, pack,
+write shards) against the limit of this step, and its scaling.
 
-* **throughput**: the same phase built with ``data.workers`` = 1 and 2 (runs interleaved 1, 2, 2, 1, ...;
-  medians), real tokens per second of wall time including the worker pool's start-up;
-* **memory**: peak RSS (this process + its children, fresh subprocesses) of a build over a corpus and a
-  budget 10× larger than the small one (every source streaming: folders of 1 vs 10 copies of the files).
+* **per core vs the tokenizer**: one task on one worker builds a phase; its real tokens per second of
+  shard building (and of the stages' wall time, start-up included) are compared with the tokenizer's own
+  ``encode_batch`` (Rust, one thread) on the same documents in the same chunks (the step cannot beat it;
+  goal >= 0.5 of it), for a phase that mines product text for Guided MLM and one of general text only;
+* **1 vs 2 workers**: the same phase in 4 tasks on 1 and on 2 workers (runs 1, 2, 2, 1, ...; medians;
+  goal >= 1.7×). Two workers need two idle cores: the 1-minute load average is recorded before and after,
+  and when it leaves fewer than two cores free the ratio is printed as "not measurable";
+* **memory**: the peak RSS one build task adds to its (fresh) process, over sources of 1 vs 10 copies of
+  the files and a 10× larger phase (the kernel's high-water mark reset after the imports).
 
-Sources: WikiText-2 (general, text) and Icecat products (domain, parquet, attribute mining), a 4096-token
-BPE trained on them, 512-token rows, domain share 0.2 → 0.9.
+Sources: WikiText-2 (general, text) and Icecat products (domain, parquet, attribute mining), a 4096-token BPE
+trained on them once (the setup stage, outside the timings), 512-token rows, domain share 0.2 → 0.9.
+Every measured run is a fresh process (``--child``), so nothing is cached between runs.
 
-    REXBERT_DATA_DIR=../shared/data .venv/bin/python -m benchmarks.bench_data_prep [--tokens 400000]
+    REXBERT_DATA_DIR=../shared/data HF_HUB_OFFLINE=1 .venv/bin/python -m benchmarks.bench_data_prep \
+        [--tokens 2000000] [--repeats 2] [--memory-tokens 200000]
 """
 
 from __future__ import annotations
@@ -16,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -45,104 +52,220 @@ def _corpus(data_dir: Path, work: Path, copies: int) -> tuple[str, str]:
     return str(wiki), str(icecat)
 
 
-def _build(data_dir: str, work: str, copies: int, tokens: int, workers: int, out: str) -> dict:
-    """One build in this process; returns its size, wall time and peak RSS."""
-    from training.attribute_miner import AttributeMiner
-    from training.data import load_source
-    from training.phase_build import build_phase_rows
-    from training.recipe import DataConfig, MixtureConfig, PhaseConfig, SourceConfig
-    from training.tokenizer import load_tokenizer
+def _recipe(data_dir: str, work: str, copies: int, tokens: int, out: str):
+    """Phase 1 mixes in products (mined for Guided MLM), 0.2 → 0.9; phase 2 is general text only."""
+    from training.recipe import recipe_from_dict
 
-    wiki_dir, icecat_dir = _corpus(Path(data_dir), Path(work), copies)
-    wiki = load_source(SourceConfig(name="wiki", path=wiki_dir, streaming=True), shuffle_buffer=1000)
-    icecat = load_source(
-        SourceConfig(
-            name="icecat",
-            path=icecat_dir,
-            text_fields=["title", "short_description"],
-            streaming=True,
-            mine_attributes=True,
-        ),
-        shuffle_buffer=1000,
+    wiki, icecat = _corpus(Path(data_dir), Path(work), copies)
+    phase = {"tokens": tokens, "max_seq_len": 512, "batch_size": 8, "micro_batch_size": 8}
+    mixed = {**phase, "mixture": {"domain_start": 0.2, "domain_end": 0.9}}
+    return recipe_from_dict(
+        {
+            "name": "bench",
+            "output_dir": out,
+            "tokenizer": {"vocab_size": 4096, "train_docs": 2000},
+            "data": {
+                "buffer_docs": 256,
+                "shard_buffers": 4,
+                "max_doc_tokens": None,  # whole documents: the same tokens as encode_batch's
+                "general": [{"name": "wiki", "path": wiki}],
+                "domain": [
+                    {
+                        "name": "icecat",
+                        "path": icecat,
+                        "text_fields": ["title", "short_description"],
+                        "mine_attributes": True,
+                    }
+                ],
+            },
+            "phase1": mixed,
+            "phase2": phase,
+            "phase3": mixed,
+        }
     )
-    miner = AttributeMiner().fit(icecat.sample(5000, __import__("numpy").random.default_rng(0)))
-    tok = load_tokenizer(str(Path(work) / "tokenizer"))
-    data = DataConfig(buffer_docs=256, shard_buffers=4, max_doc_tokens=2048, workers=workers)
-    phase = PhaseConfig(
-        tokens=tokens, max_seq_len=512, mixture=MixtureConfig(domain_start=0.2, domain_end=0.9)
-    )
+
+
+def _child_build(
+    data_dir: str,
+    work: str,
+    copies: int,
+    tokens: int,
+    tasks: int,
+    workers: int,
+    out: str,
+    phase: str = "phase1",
+):
+    """One build of ``phase`` (setup copied in beforehand): tokens, wall seconds of the stages, seconds spent
+    building shards, and the peak RSS the build adds to the process (one worker: the tasks run here)."""
+    from benchmarks._common import peak_rss_delta_mib
+    from rexbert_common.executors import ExecutorConfig
+    from training.prepare import PreparedInputs, PrepareLayout, prepared_rows, run_prepare
+
+    recipe = _recipe(data_dir, work, copies, tokens, out)
+    layout = PrepareLayout.of(recipe)
+    PreparedInputs.load(layout)  # imports and first loads outside the measurement
+    timing = {}
+
+    def build() -> None:
+        start = time.perf_counter()
+        run_prepare(recipe, [phase], ExecutorConfig(kind="local", tasks=tasks, workers=workers))
+        timing["seconds"] = time.perf_counter() - start
+
+    added = peak_rss_delta_mib(build)
+    markers = [json.loads(p.read_text()) for p in layout.rows_dir(phase).glob("shard-*.json")]
+    return {
+        "built_tokens": sum(m["tokens"] for m in markers),
+        "kept_tokens": prepared_rows(layout, phase).stats.num_tokens,
+        "seconds": timing["seconds"],
+        "shard_seconds": sum(m["seconds"] for m in markers),
+        "peak_rss_added_mb": added,
+    }
+
+
+def _child_encode(data_dir: str, work: str, tokens: int, out: str, phase: str) -> dict:
+    """``encode_batch`` alone on the documents of the built shards, in the build's 64-document chunks."""
+    from training.phase_data import CHUNK_DOCS, fast_encoder
+    from training.prepare import PreparedInputs, PrepareLayout
+
+    recipe = _recipe(data_dir, work, 1, tokens, out)
+    layout = PrepareLayout.of(recipe)
+    inputs = PreparedInputs.load(layout)
+    builder, plan = inputs.builder(phase)
+    shards = len(list(layout.rows_dir(phase).glob("shard-*.json")))
+    texts = []
+    for shard in range(shards):
+        for r in plan.ranges(shard):
+            texts += [t for t in builder.sources[r.source].draws.read(r.start, r.stop) if t is not None]
+    encoder = fast_encoder(inputs.tokenizer)
+    encoder.encode_batch(texts[:CHUNK_DOCS])  # warm-up
     start = time.perf_counter()
-    rows = build_phase_rows([wiki], [icecat], data, phase, tok, miner, 0, Path(out))
-    elapsed = time.perf_counter() - start
-    peak_kb = (
-        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        + resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    )
-    return {"tokens": rows.stats.num_tokens, "seconds": elapsed, "peak_rss_mb": peak_kb / 1024}
+    count = 0
+    for k in range(0, len(texts), CHUNK_DOCS):
+        count += sum(
+            len(e.ids) for e in encoder.encode_batch(texts[k : k + CHUNK_DOCS], add_special_tokens=True)
+        )
+    seconds = time.perf_counter() - start
+    return {"tokens": count, "seconds": seconds, "documents": len(texts)}
 
 
-def _subprocess(args: list[str]) -> dict:
+def _run(args: list[str]) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks.bench_data_prep", "--child", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env=env,
     )
     if done.returncode:
         raise RuntimeError(done.stderr[-3000:])
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _fresh(work: Path, name: str, setup: Path) -> str:
+    """A new output folder holding the shared setup (index, tokenizer, miner, sizes): only the phase runs."""
+    out = work / name
+    shutil.rmtree(out, ignore_errors=True)
+    for part in ("prepare", "tokenizer"):
+        shutil.copytree(setup / part, out / part)
+    return str(out)
+
+
+def quiet_enough(load: float, cores: int) -> bool:
+    """Two workers can show their speed-up only with two cores free of other work."""
+    return cores >= 2 and load <= cores - 2 + 0.5
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--tokens", type=int, default=400_000, help="budget of the throughput runs")
-    parser.add_argument("--memory-tokens", type=int, default=100_000, help="budget of the 1× memory run")
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--child", nargs=6, metavar=("DATA", "WORK", "COPIES", "TOKENS", "WORKERS", "OUT"))
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--tokens", type=int, default=2_000_000, help="phase budget of the throughput runs")
+    parser.add_argument(
+        "--memory-tokens", type=int, default=200_000, help="phase budget of the 1× memory run"
+    )
+    parser.add_argument("--repeats", type=int, default=2, help="runs per worker count")
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        data_dir, work, copies, tokens, workers, out = args.child
-        print(json.dumps(_build(data_dir, work, int(copies), int(tokens), int(workers), out)))
+        kind, *rest = args.child
+        if kind == "build":
+            d, w, copies, tokens, tasks, workers, out, *phase = rest
+            print(
+                json.dumps(
+                    _child_build(d, w, int(copies), int(tokens), int(tasks), int(workers), out, *phase)
+                )
+            )
+        else:
+            d, w, tokens, out, phase = rest
+            print(json.dumps(_child_encode(d, w, int(tokens), out, phase)))
         return
-    import torch
-
-    from training.data import load_source
-    from training.recipe import SourceConfig
-    from training.tokenizer import save_tokenizer, train_bpe_tokenizer
+    from rexbert_common.executors import ExecutorConfig
+    from training.prepare import run_prepare
 
     data_dir = Path(os.environ.get("REXBERT_DATA_DIR", ROOT.parent / "shared" / "data"))
     work = Path(tempfile.mkdtemp(prefix="bench_data_prep_"))
+    cores = os.cpu_count() or 1
     try:
-        wiki = load_source(
-            SourceConfig(name="w", path=str(data_dir / "wikitext2_raw_test/wiki.test.raw"), max_docs=300)
+        setup = work / "setup"
+        run_prepare(
+            _recipe(str(data_dir), str(work), 1, args.tokens, str(setup)),
+            [],
+            ExecutorConfig(tasks=1, workers=1),
         )
-        save_tokenizer(train_bpe_tokenizer(wiki.texts, vocab_size=4096), work / "tokenizer")
-        cpu = torch.backends.cpu.get_cpu_capability()
-        print(f"load: {os.getloadavg()}, cpu: {cpu}, cores: {os.cpu_count()}")
-        runs: dict[int, list[dict]] = {1: [], 2: []}
-        order = [1, 2, 2, 1] * ((args.repeats + 1) // 2)
-        for k, workers in enumerate(order[: 2 * args.repeats]):
-            result = _subprocess(
-                [str(data_dir), str(work), "1", str(args.tokens), str(workers), str(work / f"t{k}")]
+        setup10 = work / "setup10"
+        recipe10 = _recipe(str(data_dir), str(work), 10, args.memory_tokens * 10, str(setup10))
+        shutil.copytree(setup / "tokenizer", setup10 / "tokenizer")
+        run_prepare(recipe10, [], ExecutorConfig(tasks=1, workers=1))
+        load_before = os.getloadavg()[0]
+        print(f"cores: {cores}, load (1 min) before: {load_before:.2f}", flush=True)
+
+        # per core, against encode_batch on the same documents: with products mined, and general text only
+        for phase, what in (("phase1", "products 0.2 → 0.9, mined"), ("phase2", "general text, no mining")):
+            out = _fresh(work, f"core-{phase}", setup)
+            build = _run(["build", str(data_dir), str(work), "1", str(args.tokens), "1", "1", out, phase])
+            encode = _run(["encode", str(data_dir), str(work), str(args.tokens), out, phase])
+            shard_rate = build["built_tokens"] / build["shard_seconds"]
+            wall_rate = build["built_tokens"] / build["seconds"]
+            encode_rate = encode["tokens"] / encode["seconds"]
+            print(
+                f"one worker, {what}: {build['built_tokens']:,} tokens, building shards "
+                f"{shard_rate:,.0f} tokens/s ({wall_rate:,.0f} with the stages' start-up); encode_batch "
+                f"{encode_rate:,.0f} tokens/s on the same {encode['documents']:,} documents; "
+                f"ratio {shard_rate / encode_rate:.2f} ({wall_rate / encode_rate:.2f}) (goal >= 0.5)",
+                flush=True,
             )
-            runs[workers].append(result)
-            print(f"workers={workers}: {result}", flush=True)
-        rate = {w: statistics.median(r["tokens"] / r["seconds"] for r in rs) for w, rs in runs.items()}
-        ratio = rate[2] / rate[1]
-        print(f"throughput tokens/s: 1 worker {rate[1]:.0f}, 2 workers {rate[2]:.0f}, ratio {ratio:.2f}")
-        memory = {}
-        for copies in (1, 10, 1, 10):
+
+        # 1 vs 2 workers, 4 tasks, interleaved 1, 2, 2, 1, ...
+        rates: dict[int, list[float]] = {1: [], 2: []}
+        order = ([1, 2, 2, 1] * args.repeats)[: 2 * args.repeats]
+        for k, workers in enumerate(order):
+            out = _fresh(work, f"w{k}", setup)
+            result = _run(["build", str(data_dir), str(work), "1", str(args.tokens), "4", str(workers), out])
+            rates[workers].append(result["built_tokens"] / result["seconds"])
+            print(f"4 tasks, {workers} worker(s): {result}", flush=True)
+        load_after = os.getloadavg()[0]
+        one, two = statistics.median(rates[1]), statistics.median(rates[2])
+        load = max(load_before, load_after)
+        scaling = f"{two / one:.2f}" if quiet_enough(load, cores) else "not measurable"
+        print(
+            f"4 tasks: 1 worker {one:,.0f} tokens/s, 2 workers {two:,.0f} tokens/s; 2 vs 1: {scaling} "
+            f"(goal >= 1.7; load {load_before:.2f} → {load_after:.2f} on {cores} cores)",
+            flush=True,
+        )
+
+        # memory of one task at 1× and 10× (input and phase)
+        peaks = {}
+        for copies, root in ((1, setup), (10, setup10)):
+            out = _fresh(work, f"m{copies}", root)
             tokens = args.memory_tokens * copies
-            result = _subprocess(
-                [str(data_dir), str(work), str(copies), str(tokens), "1", str(work / f"m{copies}")]
-            )
-            shutil.rmtree(work / f"m{copies}", ignore_errors=True)
-            memory.setdefault(copies, []).append(result)
-            print(f"corpus ×{copies}, {tokens} tokens: {result}", flush=True)
-        peak = {c: statistics.median(r["peak_rss_mb"] for r in rs) for c, rs in memory.items()}
-        print(f"peak RSS MB: ×1 {peak[1]:.0f}, ×10 {peak[10]:.0f}, ratio {peak[10] / peak[1]:.2f}")
-        print(f"per-core rate (1 worker): {rate[1]:.0f} tokens/s; load after: {os.getloadavg()}")
+            result = _run(["build", str(data_dir), str(work), str(copies), str(tokens), "1", "1", out])
+            peaks[copies] = result["peak_rss_added_mb"]
+            print(f"memory: corpus ×{copies}, {tokens:,} tokens, one task: {result}", flush=True)
+        print(
+            f"peak RSS a one-worker build adds, ×1 {peaks[1]:.0f} MiB, ×10 {peaks[10]:.0f} MiB: "
+            f"{peaks[10] / peaks[1]:.2f}"
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -81,15 +81,16 @@ class LanguageFilter(DomainFilter):
         super().__init__(batch_size=batch_size)
         self.config = config
         self.model_path = model_path
-        self._lid = None
+        self._loaded = _Loaded()
 
     def judge_batch(self, batch: list[Document]) -> list[Verdict]:
         from curation.cleaning.lid import LanguageId
 
-        if self._lid is None:  # loaded in the worker, not pickled with the step
-            self._lid = LanguageId(self.model_path, self.config.languages, self.config.threshold)
+        models = self._loaded.models
+        if "lid" not in models:  # loaded in the task that uses it, never pickled or copied with the step
+            models["lid"] = LanguageId(self.model_path, self.config.languages, self.config.threshold)
         out: list[Verdict] = []
-        for doc, (kept, lang, score) in zip(batch, self._lid.predict([d.text for d in batch])):
+        for doc, (kept, lang, score) in zip(batch, models["lid"].predict([d.text for d in batch])):
             doc.metadata["language"], doc.metadata["language_score"] = lang, round(score, 4)
             out.append(True if kept else (False, "language"))
         return out
@@ -169,13 +170,19 @@ class AdultFilter(DomainFilter):
 
 class _Loaded:
     """Models loaded by a running step. Deliberately not a dict or dataclass: datatrove's executor writes its
-    pipeline to ``executor.json`` and would try to deep-copy (and fail on) anything it can walk into."""
+    pipeline to ``executor.json`` and would try to deep-copy (and fail on) anything it can walk into. Copied
+    or pickled empty: datatrove deep-copies a pipeline per task when one worker runs them, and pickles every
+    earlier stage's executor (through ``depends``) to a pool's workers -- a loaded fastText model can be
+    neither; each task loads its own."""
 
     def __init__(self):
         self.models: dict[str, Any] = {}
 
     def __str__(self) -> str:
         return f"<{len(self.models)} loaded models>"
+
+    def __getstate__(self) -> dict:
+        return {"models": {}}
 
 
 class RelevanceFilter(DomainFilter):

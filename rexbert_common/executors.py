@@ -163,6 +163,31 @@ class Stage:
         return completions.is_dir() and len(list(completions.iterdir())) >= self.tasks
 
 
+def add_executor_arguments(parser, config_key: str) -> None:
+    """``--executor``, ``--tasks`` and ``--workers`` of a command whose config holds an
+    :class:`ExecutorConfig` at ``config_key`` (see :func:`executor_overrides`)."""
+    parser.add_argument(
+        "--executor",
+        choices=("local", "ray", "slurm"),
+        default=None,
+        help=f"overrides {config_key}.kind (slurm submits the chain of dependent jobs and returns)",
+    )
+    parser.add_argument(
+        "--tasks", type=int, default=None, help=f"overrides {config_key}.tasks (units of work)"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=None, help=f"overrides {config_key}.workers (-1 = all cores)"
+    )
+
+
+def executor_overrides(args, config_key: str) -> list[str]:
+    """The ``--set``-style overrides of the flags :func:`add_executor_arguments` added."""
+    flags = (("executor", "kind"), ("tasks", "tasks"), ("workers", "workers"))
+    return [
+        f"{config_key}.{key}={getattr(args, flag)}" for flag, key in flags if getattr(args, flag) is not None
+    ]
+
+
 def _slurm_executor_class():
     from datatrove.executor import SlurmPipelineExecutor
 
@@ -212,7 +237,10 @@ def make_executor(stage: Stage, config: ExecutorConfig, depends=None, job_prefix
     if kind == "local":
         from datatrove.executor import LocalPipelineExecutor
 
+        from rexbert_common.orphans import WatchLauncher
+
         n = workers if workers > 0 else max(1, (os.cpu_count() or 1) // res.cpus)
+        common["pipeline"] = [WatchLauncher(), *stage.pipeline]  # pool workers die with this process
         return LocalPipelineExecutor(**common, workers=min(n, stage.tasks))
     extra = {k: v for k, v in config.options().items() if k not in (*_LEGACY, "stages")}
     per_cpu_gb = res.mem / res.cpus
@@ -333,6 +361,10 @@ def run_stages(
         return False
     if config.kind == "ray":
         check_ray_capacity(config, stages)
+    if config.kind == "local":
+        from rexbert_common.orphans import kill_forks_with_parent
+
+        kill_forks_with_parent()  # the pool's Manager process dies with this one too
     for stage, executor in zip(stages, executors):
         run_stage(executor, stage.name, job)
     return True

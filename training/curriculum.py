@@ -17,6 +17,7 @@ import logging
 import os
 import shutil
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -34,74 +35,49 @@ def _log(message: str) -> None:
         print(f"[rexbert train] {message}", flush=True)
 
 
-def _load_sources(recipe: Recipe):
-    from training.data import load_source
+def _in_process(recipe: Recipe):
+    """Training's own build: the recipe's tasks and workers, on this machine (``rexbert prepare`` runs the
+    same stages on Ray or Slurm)."""
+    from rexbert_common.executors import ExecutorConfig
 
-    buffer = recipe.data.shuffle_buffer_docs
-    general = [load_source(s, buffer) for s in recipe.data.general]
-    domain = [load_source(s, buffer) for s in recipe.data.domain]
-    for src in (*general, *domain):
-        st = src.stats
-        _log(
-            f"source {src.config.name}: {st.documents} docs (dropped {st.dropped_whitespace} "
-            f"whitespace-only, {st.dropped_missing_field} without text)"
-            if src.texts is not None
-            else f"source {src.config.name}: streaming from {src.config.path}"
-        )
-    return general, domain
+    executor = recipe.data.executor
+    return ExecutorConfig(kind="local", tasks=executor.tasks, workers=executor.workers)
 
 
-def _miner(recipe: Recipe, general, domain):
-    """The Guided-MLM attribute miner, its brand lexicon fitted on a bounded sample
-    (``data.miner_sample_docs`` documents) of each ``mine_attributes`` source, streaming or not;
-    None when no source is mined."""
-    import numpy as np
+def _prepared_tokenizer(layout, phases: list[str], poll_seconds: float = 2.0):
+    """The tokenizer, the miner and the sources' sizes are prepared once -- by ``rexbert prepare`` or here
+    by the main process -- and every rank loads the tokenizer from the output folder."""
+    import time
 
-    from training.attribute_miner import AttributeMiner
+    from training.epochs import format_report
+    from training.prepare import load_prepared_tokenizer, read_setup, run_prepare
 
-    mined = [s for s in (*general, *domain) if s.config.mine_attributes]
-    if not mined:
-        return None
-    n = recipe.data.miner_sample_docs
-    sample = (
-        text for i, s in enumerate(mined) for text in s.sample(n, np.random.default_rng([recipe.seed, 11, i]))
-    )
-    miner = AttributeMiner().fit(sample)
-    names = ", ".join(s.config.name for s in mined)
-    _log(f"attribute miner: {len(miner.brands)} brands learned from ≤ {n} documents of each of {names}")
-    return miner
-
-
-def _check_guided_sources(recipe: Recipe, phases: list[str]) -> None:
-    """Guided MLM asked for with no source to mine is a recipe error (it would silently do nothing)."""
-    mined = [s.name for s in (*recipe.data.general, *recipe.data.domain) if s.mine_attributes]
-    for name in phases:
-        fraction = recipe.phase(name).masking.guided_fraction
-        if fraction > 0 and not mined:
-            raise UserError(
-                f"{name}.masking.guided_fraction is {fraction} but no data source sets mine_attributes: true "
-                "(set it on the product sources, or guided_fraction: 0)"
-            )
-
-
-def _tokenizer(recipe: Recipe, general, domain, out: Path):
-    from training.tokenizer import load_tokenizer, save_tokenizer, train_bpe_tokenizer
-
-    if recipe.tokenizer.name_or_path:
-        return load_tokenizer(recipe.tokenizer.name_or_path)
-    folder = out / "tokenizer"
     state = process_state()
-    with state.main_process_first():
-        if not (folder / "tokenizer.json").exists() and state.is_main_process:
-            import numpy as np
+    if state.is_main_process and not layout.setup_done():
+        _log("preparing the tokenizer, the attribute miner and the sources' document sizes")
+        run_prepare(layout.recipe, [], _in_process(layout.recipe))
+    while not layout.setup_done():  # the other ranks: the main process is preparing
+        time.sleep(poll_seconds)
+    setup = read_setup(layout.setup_dir)
+    for name in phases:
+        _log(f"source epochs, {format_report(name, setup['epochs'][name])}")
+    return load_prepared_tokenizer(layout)
 
-            # round-robin over sources so every corpus shapes the vocabulary
-            sources = (*general, *domain)
-            streams = [s.cycle(np.random.default_rng([recipe.seed, i])) for i, s in enumerate(sources)]
-            texts = [next(streams[i % len(streams)]) for i in range(recipe.tokenizer.train_docs)]
-            _log(f"training a {recipe.tokenizer.vocab_size}-token byte-level BPE on {len(texts)} documents")
-            save_tokenizer(train_bpe_tokenizer(texts, vocab_size=recipe.tokenizer.vocab_size), folder)
-    return load_tokenizer(str(folder))
+
+def _refuse_unprepared(layout, phases: list[str], prepare_command) -> None:
+    """A multi-process job does not build a large phase on its main process while the others idle."""
+    processes = process_state().num_processes
+    if processes == 1:
+        return
+    recipe = layout.recipe
+    for name in phases:
+        tokens = recipe.phase(name).tokens
+        if tokens > recipe.data.in_process_max_tokens and not layout.phase_done(name):
+            raise UserError(
+                f"{name} is not prepared and has {tokens:,} tokens, more than data.in_process_max_tokens="
+                f"{recipe.data.in_process_max_tokens:,} that a {processes}-process job builds on its main "
+                f"process while the others wait: run `{prepare_command(name)}` first, then this job again"
+            )
 
 
 def _rope_change_message(config, context: dict, source: str) -> str | None:
@@ -244,24 +220,31 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def prepare_phase(recipe: Recipe, phase_name: str, tokenizer, general, domain, miner, out: Path):
-    """Build (or reuse) the phase's rows on disk and plan its steps; returns ``(PhaseRows, BatchPlan)``."""
+def prepare_phase(recipe: Recipe, phase_name: str, tokenizer, layout=None):
+    """The phase's rows (prepared, or built here by the main process while the other ranks wait) and its
+    step plan; returns ``(PhaseRows, BatchPlan)``."""
     from training.batch_plan import plan_batches
-    from training.phase_build import build_phase_rows
+    from training.phase_build import wait_for_build
+    from training.prepare import PrepareLayout, prepared_rows, run_prepare, tokenizer_digest
 
-    phase = recipe.phase(phase_name)
-    data = build_phase_rows(
-        general,
-        domain,
-        recipe.data,
-        phase,
-        tokenizer,
-        miner,
-        seed=recipe.data.seed * 1000 + PHASES.index(phase_name),
-        folder=out / phase_name / "rows",
-        on_build=lambda message: _log(f"{phase_name}: {message}"),
-    )
-    plan = plan_batches(data.lengths, phase, process_state().num_processes)
+    layout = layout or PrepareLayout.of(recipe)
+    phase, state = recipe.phase(phase_name), process_state()
+    data = prepared_rows(layout, phase_name)
+    if data is None and state.is_main_process:
+        _log(
+            f"{phase_name}: building {phase.tokens} tokens of packed rows into {layout.rows_dir(phase_name)}"
+        )
+        run_prepare(recipe, [phase_name], _in_process(recipe))
+        data = prepared_rows(layout, phase_name)
+    elif data is None:
+        data = wait_for_build(layout.rows_dir(phase_name), layout.phase_fingerprint(phase_name))
+    state.wait_for_everyone()
+    if data.info.get("tokenizer") != tokenizer_digest(tokenizer):
+        used = recipe.tokenizer.name_or_path or layout.out / "tokenizer"
+        raise UserError(
+            f"{phase_name}: {data.folder} was built with another tokenizer than {used}: delete it to rebuild"
+        )
+    plan = plan_batches(data.lengths, phase, state.num_processes)
     summary = data.summary()
     _log(
         f"{phase_name}: {summary['rows']} rows × {phase.max_seq_len}, {summary['tokens']} tokens, "
@@ -272,16 +255,6 @@ def prepare_phase(recipe: Recipe, phase_name: str, tokenizer, general, domain, m
         f"mined spans {summary['mined_spans']} in {summary['rows_with_spans']} rows"
     )
     return data, plan
-
-
-def _report_epochs(recipe: Recipe, phases: list[str], general, domain, tokenizer) -> None:
-    from training.epochs import epoch_report, format_report
-    from training.phase_data import chars_per_token
-
-    ratio = chars_per_token(general, domain, tokenizer, recipe.data.seed)
-    for name in phases:
-        report = epoch_report(general, domain, recipe.phase(name), recipe.data.temperature, ratio)
-        _log(f"source epochs, {format_report(name, report)}")
 
 
 def _phase_train_loss(log_history: list[dict], steps: int) -> float | None:
@@ -322,9 +295,6 @@ def run_phase(
     recipe: Recipe,
     phase_name: str,
     tokenizer,
-    general,
-    domain,
-    miner,
     out: Path,
     resume: bool,
     stop_after_steps: int | None = None,
@@ -345,7 +315,7 @@ def run_phase(
     checkpoint = resume_checkpoint(phase_dir, allow_fresh_optimizer, _log) if resume else None
     carried = None if checkpoint else _optimizer_start(recipe, phase_name, out, allow_fresh_optimizer)
     model = model_for_phase(recipe, phase_name, tokenizer, out)
-    data, plan = prepare_phase(recipe, phase_name, tokenizer, general, domain, miner, out)
+    data, plan = prepare_phase(recipe, phase_name, tokenizer)
     steps = plan.steps
     summary = data.summary()
     special = sorted(set(tokenizer.all_special_ids))  # never masked, never a random replacement
@@ -462,28 +432,35 @@ def run_curriculum(
     overwrite: bool = False,
     allow_fresh_optimizer: bool = False,
     prepare_only: bool = False,
+    prepare_command: Callable[[str], str] | None = None,
 ) -> dict[str, Path | None]:
     """Run ``phases`` (a subset of phase1..phase3, in order); returns their final folders.
 
     Everything that can be checked is checked before anything is written: the world size against the
     batch sizes, FSDP, a training step against the GPU's memory (``training.plan.check_launch``), Guided MLM
-    against the sources, the sources, and -- without ``resume`` -- that no phase
+    against the sources, the sources' files, that a multi-process job has its large phases prepared (else
+    the ``prepare_command(phase)`` to run is in the error), and -- without ``resume`` -- that no phase
     folder already holds a run (``overwrite`` deletes it). If a user error (bad data, bad settings) stops
     the run before any checkpoint exists, the folders this call created are removed. ``stop_after_steps``
     stops each phase after that many steps without writing its final folder (used to test resume: run
-    again with ``resume=True``). ``prepare_only`` builds the phases' rows (restartable, parallel with
-    ``data.workers``) and trains nothing: a later run reuses them."""
+    again with ``resume=True``). ``prepare_only`` prepares the phases' rows in-process (``rexbert prepare``
+    does it on any executor) and trains nothing: a later run reuses them."""
     from training.checkpoints import refuse_or_clear_previous_run
     from training.plan import check_launch
+    from training.prepare import PrepareLayout, check_guided_sources
     from training.trainer_settings import check_report_to
 
     # world size, FSDP and (on CUDA) GPU memory: before any source is read or row built
     check_launch(recipe, phases, process_state().num_processes)
-    _check_guided_sources(recipe, phases)
+    check_guided_sources(recipe, phases)
     check_report_to(recipe.trainer.report_to)
     out = Path(recipe.output_dir)
     state = process_state()
-    general, domain = _load_sources(recipe)
+    layout = PrepareLayout.of(recipe)  # lists the sources' files: a missing one fails here
+    to_train = [
+        n for n in phases if prepare_only or not (resume and (out / n / "final" / "config.json").exists())
+    ]
+    _refuse_unprepared(layout, to_train, prepare_command or _default_prepare_command(recipe))
     if not resume and not prepare_only:
         for name in phases:
             refuse_or_clear_previous_run(out / name, overwrite, state.is_main_process)
@@ -493,13 +470,11 @@ def run_curriculum(
         out.mkdir(parents=True, exist_ok=True)
         if state.is_main_process:
             _atomic_write(out / "recipe.json", json.dumps(recipe_to_dict(recipe), indent=1))
-        tokenizer = _tokenizer(recipe, general, domain, out)
-        miner = _miner(recipe, general, domain)
-        _report_epochs(recipe, phases, general, domain, tokenizer)
+        tokenizer = _prepared_tokenizer(layout, phases)
         finals = {}
         if prepare_only:
             for name in phases:
-                prepare_phase(recipe, name, tokenizer, general, domain, miner, out)
+                prepare_phase(recipe, name, tokenizer, layout)
             return finals
         for name in phases:
             final_dir = out / name / "final"
@@ -511,9 +486,6 @@ def run_curriculum(
                 recipe,
                 name,
                 tokenizer,
-                general,
-                domain,
-                miner,
                 out,
                 resume,
                 stop_after_steps,
@@ -526,3 +498,11 @@ def run_curriculum(
         if created and state.is_main_process and not _has_training_state(out):
             shutil.rmtree(out, ignore_errors=True)
         raise
+
+
+def _default_prepare_command(recipe: Recipe) -> Callable[[str], str]:
+    from training.prepare import prepare_command
+
+    return lambda name: prepare_command(
+        "<recipe.yaml>", name[-1], recipe.output_dir, [], recipe.data.executor
+    )

@@ -1,4 +1,6 @@
-"""Read data sources (local files or Hugging Face Hub datasets) into streams of document texts.
+"""Read data sources (local files or Hugging Face Hub datasets) into streams of document texts: the file
+formats, their records and their errors (the phase build addresses the same records by position through
+``training.source_index``; ``load_source`` reads a whole source, for the stages that want one).
 
 Local formats: parquet, json / jsonl (optionally .gz), plain text (.txt / .raw, optionally .gz) and zip
 archives of text files; a path may be a folder or a glob (e.g. the curation stage's parquet output).
@@ -134,23 +136,26 @@ def _files(src: SourceConfig) -> list[str] | None:
             raise DataError(f"source {src.name!r}: no file matches {path}")
         return files
     if os.path.isdir(path):
-        files = sorted(str(p) for p in Path(path).rglob("*") if p.is_file() and _kind(str(p)))
+        files = sorted(str(p) for p in Path(path).rglob("*") if p.is_file() and file_kind(str(p)))
         if not files:
             raise DataError(f"source {src.name!r}: folder {path} has no parquet/json/txt/zip file")
         return files
     if os.path.exists(path):
         return [path]
-    if path.startswith(("/", "./", "../", "~")) or _kind(path):
+    if path.startswith(("/", "./", "../", "~")) or file_kind(path):
         raise DataError(f"source {src.name!r}: file not found: {path}")
     return None
 
 
-def source_files(src: SourceConfig) -> list[str] | None:
+def local_files(src: SourceConfig) -> list[str] | None:
     """The local files a source reads (sorted), or None when ``path`` is a Hub dataset id."""
     return _files(src)
 
 
-def _kind(path: str) -> str | None:
+source_files = local_files
+
+
+def file_kind(path: str) -> str | None:
     lower = path.lower()
     if lower.endswith(".parquet"):
         return "parquet"
@@ -163,7 +168,7 @@ def _kind(path: str) -> str | None:
     return None
 
 
-def _text_blocks(text: str, per_line: bool) -> Iterator[str]:
+def text_documents(text: str, per_line: bool) -> Iterator[str]:
     """Documents of a plain-text file: one per line, or blocks of lines of about TEXT_BLOCK_CHARS
     cut at a blank line (paragraph end), or at any line once twice that size (texts without blank lines)."""
     lines = text.splitlines()
@@ -182,7 +187,7 @@ def _text_blocks(text: str, per_line: bool) -> Iterator[str]:
         yield "\n".join(block).strip("\n")
 
 
-def _join_fields(row: dict, fields: list[str]) -> str | None:
+def join_fields(row: dict, fields: list[str]) -> str | None:
     parts = []
     for name in fields:
         value = row.get(name)
@@ -191,25 +196,28 @@ def _join_fields(row: dict, fields: list[str]) -> str | None:
     return "\n".join(parts) if parts else None
 
 
-def _records(src: SourceConfig, path: str) -> Iterator[str | None]:
-    """Raw document texts of one local file (None = the text field was empty)."""
-    kind = _kind(path)
+def records(src: SourceConfig, path: str) -> Iterator[str | None]:
+    """Raw document texts of one file, local or a URL (None = the text field was empty)."""
+    import fsspec
+
+    kind = file_kind(path)
     try:
         if kind == "text":
-            opener = gzip.open if path.endswith(".gz") else open
-            with opener(path, "rt", encoding="utf-8") as handle:
-                yield from _text_blocks(handle.read(), src.doc_per_line)
+            with fsspec.open(path, "rt", encoding="utf-8", compression="infer") as handle:
+                yield from text_documents(handle.read(), src.doc_per_line)
         elif kind == "zip":
-            with zipfile.ZipFile(path) as archive:
+            with fsspec.open(path, "rb") as handle, zipfile.ZipFile(handle) as archive:
                 for member in sorted(archive.namelist()):
                     if member.endswith("/"):
                         continue
                     text = io.TextIOWrapper(archive.open(member), encoding="utf-8", errors="replace").read()
-                    yield from _text_blocks(text, src.doc_per_line)
+                    yield from text_documents(text, src.doc_per_line)
         elif kind in ("parquet", "json"):
             import datasets
 
-            if os.path.getsize(path) == 0:  # no records (datasets' json builder fails on it obscurely)
+            if (
+                "://" not in path and os.path.getsize(path) == 0
+            ):  # no records (datasets' json builder fails on it obscurely)
                 return
 
             # a lazy reader: parquet row groups / json lines as they are consumed, no Arrow cache copy
@@ -221,7 +229,7 @@ def _records(src: SourceConfig, path: str) -> Iterator[str | None]:
                             f"source {src.name!r}: text field {src.text_fields[0]!r} not in {path} "
                             f"(columns: {sorted(row)})"
                         )
-                    yield _join_fields(row, src.text_fields)
+                    yield join_fields(row, src.text_fields)
             except DataError:
                 raise
             except (ValueError, datasets.exceptions.DatasetGenerationError):
@@ -259,7 +267,7 @@ def _hub_stream(src: SourceConfig, shuffle_buffer: int):
                     f"source {src.name!r}: text field {src.text_fields[0]!r} not in "
                     f"{src.path} (columns: {sorted(row)})"
                 )
-            yield _join_fields(row, src.text_fields)
+            yield join_fields(row, src.text_fields)
 
     def factory(rng: np.random.Generator) -> Iterator[str]:
         dataset = datasets.load_dataset(src.path, src.subset, split=src.split, streaming=True)
@@ -273,7 +281,7 @@ def _local_stream(src: SourceConfig, files: list[str], shuffle_buffer: int):
     def factory(rng: np.random.Generator) -> Iterator[str]:
         def documents() -> Iterator[str | None]:
             for k in rng.permutation(len(files)):
-                yield from _records(src, files[k])
+                yield from records(src, files[k])
 
         yield from buffer_shuffle(_clean(src, documents(), SourceStats()), rng, shuffle_buffer)
 
@@ -289,7 +297,7 @@ def load_source(src: SourceConfig, shuffle_buffer: int = 10_000) -> LoadedSource
     if src.streaming:
         if files is None:
             return LoadedSource(src, None, stats, _hub_stream(src, shuffle_buffer))
-        for _ in _clean(src, _records(src, files[0]), stats):  # unreadable file, missing field: fail now
+        for _ in _clean(src, records(src, files[0]), stats):  # unreadable file, missing field: fail now
             break
         return LoadedSource(src, None, stats, _local_stream(src, files, shuffle_buffer))
     if files is None:  # a Hub dataset id
@@ -304,7 +312,7 @@ def load_source(src: SourceConfig, shuffle_buffer: int = 10_000) -> LoadedSource
                 f"source {src.name!r}: text field {src.text_fields[0]!r} not in "
                 f"{src.path} (columns: {dataset.column_names})"
             )
-        raw = (_join_fields(row, src.text_fields) for row in dataset)
+        raw = (join_fields(row, src.text_fields) for row in dataset)
         texts = list(_clean(src, raw, stats))
     else:
         texts = []
@@ -312,7 +320,7 @@ def load_source(src: SourceConfig, shuffle_buffer: int = 10_000) -> LoadedSource
             remaining = None if src.max_docs is None else src.max_docs - len(texts)
             if remaining == 0:
                 break
-            texts.extend(_clean(src, _records(src, path), stats))
+            texts.extend(_clean(src, records(src, path), stats))
     if not texts:
         raise DataError(
             f"source {src.name!r}: no usable document in {src.path} "

@@ -1,25 +1,37 @@
-"""Weighted, temperature-scaled mixture of sources with a domain share annealed over a phase.
+"""Weighted, temperature-scaled mixture of sources with a domain share annealed over a phase, planned per
+shard in closed form.
 
-Two groups: *general* and *domain*. The phase's schedule ``domain_share(progress)`` (from
-``domain_start`` to ``domain_end``) is the share of *tokens* from the domain group: the phase builder
-picks the group whose token share lags the schedule (documents differ 100× in length, so a per-document
-coin would let a few long web pages swamp short product records). Inside a group, likewise, a source's
-``weight ** (1 / temperature)`` (normalised) is its share of the group's *tokens*: the next document comes
-from the source furthest behind its share. (Drawn per document, ESCI's long product pages at weight 0.5
-took 87% of the demo's product tokens and Icecat's short records 13%, for weights meant as 2 : 1.)
+Two groups: *general* and *domain*. The phase's schedule ``domain_share(progress)`` (from ``domain_start``
+to ``domain_end``) is the share of *tokens* from the domain group, and inside a group a source's normalised
+``weight ** (1 / temperature)`` is its share of the group's tokens (documents differ 100× in length: drawn
+per document, ESCI's long product pages at weight 0.5 took 87% of the demo's product tokens for weights
+meant as 2 : 1). So source ``s`` is due ``E_s(x) = tokens · w_s · ∫₀ˣ share`` tokens by progress ``x``
+(its group's share), and -- with ``μ_s`` its mean tokens per document, measured on a bounded sample -- the
+first ``⌊E_s(x) / μ_s⌋`` of its draw positions (``source_index.DrawOrder``).
+
+A shard covers ``[k·Δ, (k+1)·Δ)`` of the phase's progress, so its range of positions in every source is
+known without reading any document or any other shard: shards are built independently, by any number of
+tasks, and the rows do not depend on how the shards are split. Inside a shard each source's documents are
+spread evenly over the shard's progress range and merged by that progress, so the annealing holds inside a
+shard too. Token shares hold in expectation (the mean of ``μ_s`` over a source's documents); the realised
+shares are measured on the real tokens and reported.
+
+This replaces a sequential controller that predicted every document's tokens before choosing the next one:
+exact, but one process had to read every document of the phase in order.
 """
 
 from __future__ import annotations
 
 import math
-from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from training.data import LoadedSource
 from training.recipe import MixtureConfig
+
+SHARDS_PER_PHASE = 8  # a phase has at least this many shards (small phases still split into parallel work)
+SHARD_MARGIN = 0.05  # planned shards expect this much more than the phase's tokens (mean sizes are estimates)
 
 
 def temperature_weights(weights: Sequence[float], temperature: float) -> np.ndarray:
@@ -29,7 +41,7 @@ def temperature_weights(weights: Sequence[float], temperature: float) -> np.ndar
 
 
 def domain_share(mixture: MixtureConfig, progress: float) -> float:
-    """Share of domain documents at ``progress`` ∈ [0, 1] of the phase."""
+    """Share of domain tokens at ``progress`` ∈ [0, 1] of the phase (past the end: the end value)."""
     p = min(1.0, max(0.0, progress))
     start, end = mixture.domain_start, mixture.domain_end
     if mixture.schedule == "linear":
@@ -41,76 +53,88 @@ def domain_share(mixture: MixtureConfig, progress: float) -> float:
     return start + (end - start) * t
 
 
-def cumulative_domain_share(mixture: MixtureConfig, progress: float, points: int = 64) -> float:
-    """∫₀^progress domain_share(q) dq: the domain tokens due by ``progress`` (as a share of the phase)."""
+def cumulative_domain_share(mixture: MixtureConfig, progress: float) -> float:
+    """∫₀^progress domain_share(q) dq, exactly (monotone in ``progress``; past 1 the end share goes on)."""
     p = min(1.0, max(0.0, progress))
-    qs = np.linspace(0.0, p, points)
-    values = np.array([domain_share(mixture, q) for q in qs])
-    return float(((values[1:] + values[:-1]) / 2 * np.diff(qs)).sum())
+    start, end = mixture.domain_start, mixture.domain_end
+    if mixture.schedule == "linear":
+        ramp = p * p / 2
+    elif mixture.schedule == "cosine":
+        ramp = p / 2 - math.sin(math.pi * p) / (2 * math.pi)
+    else:  # step
+        ramp = max(0.0, p - 0.5)
+    return start * p + (end - start) * ramp + max(0.0, progress - 1.0) * end
 
 
-@dataclass
-class MixedDoc:
-    text: str
-    source: str
+@dataclass(frozen=True)
+class PlannedSource:
+    """One source of the plan: its group, its share of that group and its mean tokens per position."""
+
+    name: str
     is_domain: bool
+    weight: float  # normalised within the group (temperature applied)
+    mean_tokens: float
 
 
-class MixtureSampler:
-    """Draws documents from the general and domain groups.
+@dataclass(frozen=True)
+class ShardRange:
+    """Positions ``start`` .. ``stop - 1`` of a source's draw order that a shard takes."""
+
+    source: int
+    start: int
+    stop: int
+
+
+class MixturePlan:
+    """Which documents of which source every shard of a phase takes (see the module docstring).
 
     Args:
-        general / domain: loaded sources of each group (a group may be empty if never sampled).
-        mixture: the phase's domain-share schedule.
-        temperature: source-weight temperature inside each group.
-        seed: sampler seed (group choice and per-source shuffles).
-        doc_tokens: ``(text, is_domain) -> tokens`` a document will contribute (estimated; default its
-            characters): sources are balanced on it.
+        sources: general and domain sources, in recipe order (their order seeds their draw orders).
+        mixture: the phase's domain-share schedule.  tokens: the phase's budget.
+        shard_documents: documents a shard aims at (``shard_buffers × buffer_docs``); a phase has at
+            least ``SHARDS_PER_PHASE`` shards.
     """
 
     def __init__(
-        self,
-        general: Sequence[LoadedSource],
-        domain: Sequence[LoadedSource],
-        mixture: MixtureConfig,
-        temperature: float,
-        seed: int,
-        doc_tokens: Callable[[str, bool], float] | None = None,
+        self, sources: Sequence[PlannedSource], mixture: MixtureConfig, tokens: int, shard_documents: int
     ) -> None:
-        self.rng = np.random.default_rng(seed)
-        self.doc_tokens = doc_tokens or (lambda text, is_domain: float(len(text)))
-        self.mixture = mixture
-        self.groups = {False: list(general), True: list(domain)}
-        self.probs = {
-            k: temperature_weights([s.config.weight for s in v], temperature) if v else None
-            for k, v in self.groups.items()
-        }
-        self.streams = {
-            k: [s.cycle(np.random.default_rng([seed, int(k), i])) for i, s in enumerate(v)]
-            for k, v in self.groups.items()
-        }
-        self.counts: Counter[str] = Counter()
-        self.tokens = {k: np.zeros(len(v)) for k, v in self.groups.items()}  # drawn per source
+        self.sources, self.mixture, self.tokens = list(sources), mixture, float(tokens)
+        groups = {s.is_domain for s in self.sources}
+        self.only = groups.pop() if len(groups) == 1 else None  # a lone group takes every token
+        documents = sum(self.due(s, 1.0) / self.sources[s].mean_tokens for s in range(len(self.sources)))
+        self.width = min(1.0 / SHARDS_PER_PHASE, shard_documents / max(documents, 1.0))
+        self.shards = math.ceil((1.0 + SHARD_MARGIN) / self.width - 1e-9)
 
-    def sample(self, progress: float) -> MixedDoc:
-        """A document whose group is drawn with the scheduled domain share (a per-document share)."""
-        share = domain_share(self.mixture, progress)
-        return self.sample_group(bool(self.rng.random() < share))
+    def due(self, source: int, progress: float) -> float:
+        """Tokens source ``source`` is due by ``progress`` (may exceed 1: shards past the planned end)."""
+        s = self.sources[source]
+        if self.only is not None:
+            share = progress
+        else:
+            domain = cumulative_domain_share(self.mixture, progress)
+            share = domain if s.is_domain else progress - domain
+        return self.tokens * s.weight * share
 
-    def sample_group(self, is_domain: bool) -> MixedDoc:
-        """A document from the given group (the other one if that group has no source): from the source
-        whose token share lags its weight the most (ties: the first)."""
-        if not self.groups[is_domain]:
-            is_domain = not is_domain
-        drawn = self.tokens[is_domain]
-        index = int(np.argmax(self.probs[is_domain] * drawn.sum() - drawn))
-        source = self.groups[is_domain][index]
-        self.counts[source.config.name] += 1
-        text = next(self.streams[is_domain][index])
-        drawn[index] += self.doc_tokens(text, is_domain)
-        return MixedDoc(text, source.config.name, is_domain)
+    def position(self, source: int, shard: int) -> int:
+        """The source's first position drawn by ``shard`` (= the positions drawn by shards before it)."""
+        return math.floor(self.due(source, shard * self.width) / self.sources[source].mean_tokens)
 
-    def iterate(self, progress_fn) -> Iterator[MixedDoc]:
-        """Endless documents; ``progress_fn()`` gives the phase progress at each draw."""
-        while True:
-            yield self.sample(progress_fn())
+    def ranges(self, shard: int) -> list[ShardRange]:
+        return [
+            ShardRange(s, self.position(s, shard), self.position(s, shard + 1))
+            for s in range(len(self.sources))
+        ]
+
+    def order(self, shard: int) -> tuple[list[ShardRange], np.ndarray, np.ndarray]:
+        """The shard's ranges and, for its documents in order, their source and phase progress: each
+        source's documents sit at evenly spaced progress points of the shard's range, merged by progress
+        (ties: the earlier source)."""
+        ranges = self.ranges(shard)
+        progress, source = [], []
+        for r in ranges:
+            n = r.stop - r.start
+            progress.append(self.width * (shard + (np.arange(n) + 0.5) / max(n, 1)))
+            source.append(np.full(n, r.source, dtype=np.int64))
+        progress, source = np.concatenate(progress), np.concatenate(source)
+        order = np.lexsort((source, progress))
+        return ranges, source[order], progress[order]

@@ -38,41 +38,65 @@ class PackedRow:
         self.spans.extend((a + offset, b + offset) for a, b in doc.spans)
 
 
-def split_long(doc: TokenizedDoc, max_len: int) -> list[TokenizedDoc]:
-    """Cut a document into pieces of at most ``max_len`` tokens; spans are clipped to their piece."""
-    ids = list(doc.input_ids)
-    if len(ids) <= max_len:
-        return [doc]
+def piece_bounds(
+    length: int, spans: Sequence[tuple[int, int]], max_len: int
+) -> list[tuple[int, int, list[tuple[int, int]]]]:
+    """``(start, end, spans)`` of the row-sized pieces a ``length``-token document is cut into (spans
+    clipped to their piece, in piece coordinates)."""
+    if length <= max_len:
+        return [(0, length, list(spans))]
     pieces = []
-    for start in range(0, len(ids), max_len):
-        end = min(start + max_len, len(ids))
-        spans = [(max(a, start) - start, min(b, end) - start) for a, b in doc.spans if a < end and b > start]
-        pieces.append(TokenizedDoc(ids[start:end], spans))
+    for start in range(0, length, max_len):
+        end = min(start + max_len, length)
+        clipped = [(max(a, start) - start, min(b, end) - start) for a, b in spans if a < end and b > start]
+        pieces.append((start, end, clipped))
     return pieces
 
 
+def split_long(doc: TokenizedDoc, max_len: int) -> list[TokenizedDoc]:
+    """Cut a document into pieces of at most ``max_len`` tokens; spans are clipped to their piece."""
+    if len(doc.input_ids) <= max_len:
+        return [doc]
+    ids = list(doc.input_ids)
+    return [TokenizedDoc(ids[a:b], spans) for a, b, spans in piece_bounds(len(ids), doc.spans, max_len)]
+
+
+def best_fit_rows(lengths: Sequence[int], max_len: int) -> list[list[int]]:
+    """Best-fit decreasing on piece lengths (each <= ``max_len``): the rows, in creation order, as the
+    indices of their pieces in placement order. Pieces are placed longest first (ties: input order) into
+    the open row with the least room that still fits."""
+    if max_len < 1:
+        raise ValueError(f"max_len must be >= 1, got {max_len}")
+    rows: list[list[int]] = []
+    free_keys: list[tuple[int, int]] = []  # sorted (room left, row index) of rows with room
+    for piece in sorted(range(len(lengths)), key=lambda i: -lengths[i]):  # stable
+        need = lengths[piece]
+        k = bisect.bisect_left(free_keys, (need, -1))  # tightest row with room >= need
+        if k < len(free_keys):
+            room, idx = free_keys.pop(k)
+        else:
+            room, idx = max_len, len(rows)
+            rows.append([])
+        rows[idx].append(piece)
+        if room - need > 0:
+            bisect.insort(free_keys, (room - need, idx))
+    return rows
+
+
 def best_fit_pack(docs: Iterable[TokenizedDoc], max_len: int) -> list[PackedRow]:
-    """Pack ``docs`` into rows of at most ``max_len`` tokens (best-fit decreasing).
+    """Pack ``docs`` into rows of at most ``max_len`` tokens (best-fit decreasing, :func:`best_fit_rows`).
 
     Returns the rows in creation order. Every token of every document appears exactly once.
     """
     if max_len < 1:
         raise ValueError(f"max_len must be >= 1, got {max_len}")
     pieces = [p for d in docs for p in split_long(d, max_len) if len(p.input_ids) > 0]
-    pieces.sort(key=lambda p: len(p.input_ids), reverse=True)  # stable: ties keep input order
-    rows: list[PackedRow] = []
-    free_keys: list[tuple[int, int]] = []  # sorted (room left, row index) of rows with room
-    for piece in pieces:
-        need = len(piece.input_ids)
-        k = bisect.bisect_left(free_keys, (need, -1))  # tightest row with room >= need
-        if k < len(free_keys):
-            room, idx = free_keys.pop(k)
-        else:
-            room, idx = max_len, len(rows)
-            rows.append(PackedRow())
-        rows[idx].add(piece)
-        if room - need > 0:
-            bisect.insort(free_keys, (room - need, idx))
+    rows = []
+    for members in best_fit_rows([len(p.input_ids) for p in pieces], max_len):
+        row = PackedRow()
+        for piece in members:
+            row.add(pieces[piece])
+        rows.append(row)
     return rows
 
 

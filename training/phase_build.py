@@ -1,56 +1,47 @@
-"""A phase's rows on disk: shards built in parallel worker processes, restartable, memory-mapped.
+"""A phase's rows on disk: shards written as Arrow record batches while they are packed, restartable shard
+by shard, memory-mapped by training.
 
-Layout of a finished build folder::
+Layout of a build folder (``<output_dir>/<phase>/rows-<fingerprint>/``)::
 
     shard-00000.arrow   rows of shard 0 (Arrow IPC *file* format: a footer indexes the record batches,
-    shard-00000.json    so opening is O(1) and reads are memory-mapped); the .json (stats) is written
-    ...                 after its .arrow and marks the shard complete
-    build.json          fingerprint, the shards and rows kept, the phase's stats; written last
+    shard-00000.json    so opening is O(1) and reads are memory-mapped); the .json (what went into the
+    ...                 shard) is its completion marker, written only once the rows are durable
+    build.json          the shards and rows kept, the phase's stats; written last: the build is complete
+    logs/               datatrove's logs and task completions of the stages that built it
 
-The build runs in ``<folder>.partial``: completed shards survive a crash or SIGKILL and a rerun with the
-same fingerprint only builds the missing ones (re-sampling the documents is cheap: no tokenization), then
-the folder is renamed into place. With ``data.workers`` > 1 shards are tokenized, mined and packed in a
-pool of spawned processes, at most ``2 × workers`` shards in flight (memory is bounded by the shard size,
-not the phase). Rows do not depend on the worker count. Only the main process of a multi-process job
-builds; the others wait for ``build.json`` and memory-map the same files.
+A shard's rows go to ``shard-<k>.arrow.tmp`` one packing buffer at a time, in record batches of at most
+``data.task_memory_bytes / 16`` bytes, so a task never holds a shard's rows. Then: fsync the file, rename it
+into place, fsync the folder, and only then write the marker (itself through a fsynced temporary file): a
+crash anywhere leaves either no marker -- the shard is rebuilt -- or a marker whose rows are on disk, and a
+marker whose file is missing or of another size is not trusted either. :func:`finalize_build` keeps shards
+0, 1, 2, ... until the phase's ``tokens`` are reached (cutting the last one at the row that reaches them),
+builds any shard it needs that is missing (past the planned shards when the sources' documents were shorter
+than their sampled mean, or one whose task did not run), removes unused shards and stale builds of the
+phase, and writes ``build.json``.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
-import hashlib
 import json
-import multiprocessing
 import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from training.attribute_miner import AttributeMiner
-from training.data import LoadedSource, source_files
-from training.packing import PackedRow
-from training.phase_data import (
-    PhaseStats,
-    ShardDocs,
-    chars_per_token,
-    kept_stats,
-    mined_source_names,
-    process_shard,
-    rows_within_budget,
-    sample_shards,
-    scheduled_domain_share,
-)
-from training.recipe import DataConfig, PhaseConfig
+from training.phase_data import PhaseStats, RowBatch, kept_stats, rows_within_budget, scheduled_domain_share
+from training.recipe import PhaseConfig
 
 # Bump when the generation or the on-disk layout changes: it is part of the build fingerprint.
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 BUILD_INFO = "build.json"
-FINGERPRINT_FILE = "fingerprint"
-RECORD_BATCH_TOKENS = 262_144  # tokens per Arrow record batch (bounds the writer's memory)
+
+
+def shard_name(index: int) -> str:
+    return f"shard-{index:05d}"
 
 
 def _schema(vocab_size: int | None):
@@ -68,99 +59,181 @@ def _schema(vocab_size: int | None):
     )
 
 
-def _record_batch(rows: list[PackedRow], schema):
+def _offsets(counts: np.ndarray):
     import pyarrow as pa
 
-    # spans are fixed-size pairs: build the nested arrays from flat numpy buffers (no per-span objects)
-    span_counts = np.array([len(r.spans) for r in rows], dtype=np.int32)
-    flat_spans = np.array([x for r in rows for pair in r.spans for x in pair], dtype=np.int32)
-    pairs = pa.FixedSizeListArray.from_arrays(pa.array(flat_spans, pa.int32()), 2)
-    spans = pa.ListArray.from_arrays(
-        pa.array(np.concatenate([[0], np.cumsum(span_counts)]), pa.int32()), pairs
-    )
+    return pa.array(np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]).astype(np.int32), pa.int32())
+
+
+def record_batch(rows: RowBatch, first: int, stop: int, schema):
+    """Rows ``first`` .. ``stop - 1`` of ``rows`` as one Arrow record batch, built from the flat arrays."""
+    import pyarrow as pa
+
+    def bounds(counts: np.ndarray) -> tuple[int, int]:
+        ends = np.cumsum(counts, dtype=np.int64)
+        return (int(ends[first - 1]) if first else 0), int(ends[stop - 1])
+
+    lengths = rows.row_lengths[first:stop]
+    a, b = bounds(rows.row_lengths)
+    ids = pa.array(rows.ids[a:b].astype(schema.field("input_ids").type.value_type.to_pandas_dtype()))
+    c, d = bounds(rows.docs_per_row)
+    e, f = bounds(rows.spans_per_row)
+    pairs = pa.FixedSizeListArray.from_arrays(pa.array(rows.spans[e:f].reshape(-1), pa.int32()), 2)
     columns = [
-        pa.array([r.input_ids for r in rows], schema.field("input_ids").type),
-        pa.array([r.doc_lengths for r in rows], pa.list_(pa.int32())),
-        spans,
-        pa.array([len(r.input_ids) for r in rows], pa.int32()),
+        pa.ListArray.from_arrays(_offsets(lengths), ids),
+        pa.ListArray.from_arrays(_offsets(rows.docs_per_row[first:stop]), pa.array(rows.doc_lengths[c:d])),
+        pa.ListArray.from_arrays(_offsets(rows.spans_per_row[first:stop]), pairs),
+        pa.array(lengths, pa.int32()),
     ]
     return pa.RecordBatch.from_arrays(columns, schema=schema)
 
 
-def write_shard(rows: list[PackedRow], marker: dict, folder: Path, index: int, vocab_size: int | None):
-    """Write ``shard-<index>.arrow`` then its completion marker ``shard-<index>.json`` (atomically)."""
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def durable_write_text(path: Path, text: str) -> None:
+    """Write ``path`` atomically and durably: a fsynced temporary file renamed into place, then the folder
+    fsynced (a crash leaves the old content or the new one, never a part)."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    _fsync(path.parent)
+
+
+class ShardWriter:
+    """Streams a shard's rows into ``shard-<k>.arrow.tmp``; :meth:`commit` makes them durable, renames the
+    file into place and then writes the completion marker (see the module docstring)."""
+
+    def __init__(self, folder: Path, index: int, vocab_size: int | None, batch_bytes: int) -> None:
+        import pyarrow as pa
+
+        self.folder, self.index, self.batch_bytes = Path(folder), index, batch_bytes
+        self.path = self.folder / f"{shard_name(index)}.arrow"
+        self.tmp = self.path.with_name(self.path.name + ".tmp")
+        self.schema = _schema(vocab_size)
+        self._sink = pa.OSFile(str(self.tmp), "wb")
+        self._writer = pa.ipc.new_file(self._sink, self.schema)
+
+    def write(self, rows: RowBatch) -> None:
+        """Append rows as record batches of at most ``batch_bytes`` of token ids (at least one row each)."""
+        itemsize = 2 if self.schema.field("input_ids").type.value_type.bit_width == 16 else 4
+        cumulative = np.cumsum(rows.row_lengths.astype(np.int64) * itemsize)
+        first = 0
+        while first < rows.rows:
+            before = int(cumulative[first - 1]) if first else 0
+            stop = max(first + 1, int(np.searchsorted(cumulative, before + self.batch_bytes, side="right")))
+            self._writer.write_batch(record_batch(rows, first, min(stop, rows.rows), self.schema))
+            first = stop
+
+    def commit(self, marker: dict) -> dict:
+        self._writer.close()
+        self._sink.close()
+        _fsync(self.tmp)  # the rows are on disk before the file gets its name
+        os.replace(self.tmp, self.path)
+        _fsync(self.folder)  # ... and before the marker says so
+        marker = {**marker, "file": self.path.name, "bytes": self.path.stat().st_size}
+        durable_write_text(self.folder / f"{shard_name(self.index)}.json", json.dumps(marker))
+        return marker
+
+    def abort(self) -> None:
+        try:
+            self._writer.close()
+            self._sink.close()
+        finally:
+            self.tmp.unlink(missing_ok=True)
+
+
+def read_marker(folder: Path, index: int) -> dict | None:
+    """The completion marker of shard ``index`` when the shard is complete (its rows file is there with
+    the size the marker recorded), else None."""
+    try:
+        marker = json.loads((folder / f"{shard_name(index)}.json").read_text(encoding="utf-8"))
+        if (folder / marker["file"]).stat().st_size == marker["bytes"]:
+            return marker
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return None
+
+
+def build_shard(builder, folder: Path, index: int, vocab_size: int | None, batch_bytes: int) -> dict:
+    """Build shard ``index`` with a ``phase_data.ShardBuilder`` into ``folder``; returns its marker."""
+    writer = ShardWriter(folder, index, vocab_size, batch_bytes)
+    try:
+        marker = builder.build(index, writer.write)
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.commit(marker)
+
+
+def _open_shard(folder: Path, file: str):
     import pyarrow as pa
 
-    schema = _schema(vocab_size)
-    path = folder / f"shard-{index:05d}.arrow"
-    tmp = path.with_suffix(".arrow.tmp")
-    with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
-        start, tokens = 0, 0
-        for k, row in enumerate(rows):
-            tokens += len(row.input_ids)
-            if tokens >= RECORD_BATCH_TOKENS or k == len(rows) - 1:
-                writer.write_batch(_record_batch(rows[start : k + 1], schema))
-                start, tokens = k + 1, 0
-    os.replace(tmp, path)
-    _atomic_write(folder / f"shard-{index:05d}.json", json.dumps(marker))
+    return pa.ipc.open_file(pa.memory_map(str(folder / file), "r")).read_all()  # zero-copy, memory-mapped
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+def finalize_build(
+    folder: Path,
+    phase: PhaseConfig,
+    fingerprint: str,
+    build_missing: Callable[[int], dict],
+    extra: dict | None = None,
+    max_shards: int = 1 << 20,
+) -> dict:
+    """Keep shards 0, 1, ... until ``phase.tokens`` (building any missing one with ``build_missing``),
+    delete the rest, write ``build.json``; returns it. ``extra`` is stored in ``build.json`` too."""
+    import pyarrow.compute as pc
 
-
-# -- worker processes ------------------------------------------------------------------------------
-
-_WORKER: dict = {}
-
-
-def _init_worker(context: dict) -> None:
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # one process per core already
-    _WORKER.update(context)
-
-
-def _build_shard(shard: ShardDocs) -> dict:
-    """Tokenize, mine, pack and write one shard; returns its completion marker."""
-    c = _WORKER
-    result = process_shard(
-        shard, c["data"], c["phase"], c["tokenizer"], c["miner"], c["mined"], c["seed"], c["chunk_docs"]
-    )
-    marker = result.marker()
-    write_shard(result.rows, marker, c["folder"], shard.index, c["vocab_size"])
-    return marker
-
-
-# -- the build -------------------------------------------------------------------------------------
-
-
-def _tokenizer_digest(tokenizer) -> str:
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    text = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def phase_fingerprint(
-    general, domain, data: DataConfig, phase: PhaseConfig, tokenizer, miner, seed: int
-) -> str:
-    """A hash of everything the rows depend on: the data config (not the worker count), the phase's
-    budget/length/mixture, the seed, the tokenizer, the miner's lexicons, and the size + mtime of every
-    local source file (Hub sources are identified by id/subset/split only)."""
-    files = {
-        s.config.name: [(p, os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in source_files(s.config) or []]
-        for s in (*general, *domain)
-    }
-    key = {
+    stats = PhaseStats(max_seq_len=phase.max_seq_len, domain_share_log=scheduled_domain_share(phase))
+    kept, built_here = [], []
+    while stats.num_tokens < phase.tokens:
+        index = len(kept)
+        if index >= max_shards:
+            raise RuntimeError(
+                f"{folder}: {index} shards hold only {stats.num_tokens} of {phase.tokens} tokens"
+            )
+        marker = read_marker(folder, index)
+        if marker is None:
+            marker = build_missing(index)
+            built_here.append(index)
+        if stats.num_tokens + marker["tokens"] < phase.tokens:
+            keep = marker["rows"]
+            shard_stats = PhaseStats(max_seq_len=phase.max_seq_len)
+            for buffer in marker["buffers"]:  # whole buffers: their stats are exact
+                shard_stats.add(PhaseStats.from_json(buffer["stats"]))
+        else:  # the shard that reaches the budget: cut at the row that does
+            table = _open_shard(folder, marker["file"])
+            lengths = table.column("length").to_numpy()
+            spans = pc.list_value_length(table.column("spans")).to_numpy(zero_copy_only=False)
+            keep = rows_within_budget(lengths, stats.num_tokens, phase.tokens)
+            shard_stats = kept_stats(marker, keep, lengths, spans, phase.max_seq_len)
+        stats.add(shard_stats)
+        kept.append({"file": marker["file"], "rows": keep})
+    keep_names = {shard_name(k) for k in range(len(kept))}
+    for path in folder.glob("shard-*"):
+        if path.name.split(".")[0] not in keep_names:
+            path.unlink()  # shards planned past the budget
+    info = {
+        "fingerprint": fingerprint,
         "format": FORMAT_VERSION,
-        "data": {k: v for k, v in asdict(data).items() if k != "workers"},
-        "phase": {"tokens": phase.tokens, "max_seq_len": phase.max_seq_len, "mixture": asdict(phase.mixture)},
-        "seed": seed,
-        "tokenizer": _tokenizer_digest(tokenizer),
-        "miner": None if miner is None else [sorted(miner.brands), sorted(miner.product_types)],
-        "files": files,
+        "shards": kept,
+        "built_by_finalize": built_here,
+        "stats": stats.to_json(),
+        **(extra or {}),
     }
-    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode("utf-8")).hexdigest()
+    durable_write_text(folder / BUILD_INFO, json.dumps(info, indent=1))
+    for stale in folder.parent.glob("rows*"):  # earlier builds of this phase (other recipes, older formats)
+        if stale.is_dir() and stale != folder:
+            shutil.rmtree(stale, ignore_errors=True)
+    return info
 
 
 @dataclass
@@ -170,13 +243,17 @@ class PhaseRows:
     Attributes:
         table: ``pyarrow.Table`` of the kept rows, memory-mapped from the shard files (columns
             ``input_ids``, ``doc_lengths``, ``spans``, ``length``).
-        stats: what went into the rows.  folder: the build folder.  fingerprint: the hash it was built for.
+        stats: what went into the rows.  folder: the build folder.  info: its ``build.json``.
     """
 
     table: object
     stats: PhaseStats
     folder: Path
-    fingerprint: str
+    info: dict
+
+    @property
+    def fingerprint(self) -> str:
+        return self.info["fingerprint"]
 
     @property
     def packing_efficiency(self) -> float:
@@ -191,145 +268,28 @@ class PhaseRows:
         return self.stats.summary()
 
 
-def _load_build(folder: Path, fingerprint: str) -> PhaseRows | None:
+def read_build_info(folder: Path) -> dict | None:
+    try:
+        return json.loads((Path(folder) / BUILD_INFO).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # missing or unreadable: not built
+
+
+def load_build(folder: Path, fingerprint: str) -> PhaseRows | None:
+    """The finished build in ``folder`` when it was built for ``fingerprint``, else None."""
     import pyarrow as pa
 
-    try:
-        info = json.loads((folder / BUILD_INFO).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None  # missing or unreadable: (re)build
-    if info.get("fingerprint") != fingerprint:
-        return None
-    tables = []
-    for shard in info["shards"]:
-        reader = pa.ipc.open_file(pa.memory_map(str(folder / shard["file"]), "r"))
-        tables.append(reader.read_all().slice(0, shard["rows"]))  # zero-copy views of the mapped file
-    return PhaseRows(pa.concat_tables(tables), PhaseStats.from_json(info["stats"]), folder, fingerprint)
-
-
-def build_phase_rows(
-    general: list[LoadedSource],
-    domain: list[LoadedSource],
-    data: DataConfig,
-    phase: PhaseConfig,
-    tokenizer,
-    miner: AttributeMiner | None,
-    seed: int,
-    folder: Path,
-    on_build: Callable[[str], None] | None = None,
-    chunk_docs: int = 64,
-    poll_seconds: float = 2.0,
-) -> PhaseRows:
-    """The phase's rows in ``folder``, built (or finished) unless a build with the same fingerprint is
-    there. ``on_build`` receives a message when a build starts; ``chunk_docs`` is the most documents
-    per tokenizer call."""
-    from training.phase_data import process_state  # imports torch: not in the worker processes
-
     folder = Path(folder)
-    fingerprint = phase_fingerprint(general, domain, data, phase, tokenizer, miner, seed)
-    state = process_state()
-    if state.is_main_process:
-        found = _load_build(folder, fingerprint)
-        if found is None:
-            if on_build is not None:
-                on_build(
-                    f"building {phase.tokens} tokens of packed rows into {folder} ({data.workers} workers)"
-                )
-            _build(general, domain, data, phase, tokenizer, miner, seed, folder, fingerprint, chunk_docs)
-            found = _load_build(folder, fingerprint)
-    else:
-        # poll the file system instead of waiting in a collective: a paper-scale build takes far longer
-        # than the process group's timeout (if rank 0 dies, the launcher stops this process too)
-        found = _load_build(folder, fingerprint)
-        while found is None:
-            time.sleep(poll_seconds)
-            found = _load_build(folder, fingerprint)
-    state.wait_for_everyone()
-    if found is None:
-        raise RuntimeError(f"{folder}: the build with fingerprint {fingerprint[:12]} cannot be read back")
-    return found
-
-
-def _build(
-    general, domain, data, phase, tokenizer, miner, seed, folder: Path, fingerprint, chunk_docs
-) -> None:
-    partial = folder.with_name(folder.name + ".partial")
-    if _read(partial / FINGERPRINT_FILE) != fingerprint:  # another recipe's leftovers
-        shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True, exist_ok=True)
-    (partial / FINGERPRINT_FILE).write_text(fingerprint)
-    context = {
-        "data": data,
-        "phase": phase,
-        "tokenizer": tokenizer,
-        "miner": miner,
-        "mined": mined_source_names(general, domain),
-        "seed": seed,
-        "chunk_docs": chunk_docs,
-        "folder": partial,
-        "vocab_size": len(tokenizer),
-    }
-    shards = sample_shards(
-        general, domain, data, phase, seed, chars_per_token(general, domain, tokenizer, seed)
-    )
-    stats = PhaseStats(max_seq_len=phase.max_seq_len, domain_share_log=scheduled_domain_share(phase))
-    kept: list[dict] = []
-    completed = _completed_shards(shards, partial, context, data.workers)
-    try:
-        for index, marker in completed:
-            keep = rows_within_budget(marker["lengths"], stats.num_tokens, phase.tokens)
-            stats.add(kept_stats(marker, keep, phase.max_seq_len))
-            kept.append({"file": f"shard-{index:05d}.arrow", "rows": keep})
-            if stats.num_tokens >= phase.tokens:
-                break
-    finally:
-        completed.close()  # stops the pool; shards already running finish writing first
-    for extra in partial.glob("shard-*"):  # shards computed ahead of the budget's end
-        if extra.name.split(".")[0] not in {k["file"].split(".")[0] for k in kept}:
-            extra.unlink()
-    (partial / FINGERPRINT_FILE).unlink()
-    info = {"fingerprint": fingerprint, "format": FORMAT_VERSION, "shards": kept, "stats": stats.to_json()}
-    _atomic_write(partial / BUILD_INFO, json.dumps(info, indent=1))
-    shutil.rmtree(folder, ignore_errors=True)  # a stale build (other fingerprint)
-    os.replace(partial, folder)
-
-
-def _read(path: Path) -> str | None:
-    try:
-        return path.read_text()
-    except OSError:
+    info = read_build_info(folder)
+    if info is None or info.get("fingerprint") != fingerprint:
         return None
+    tables = [_open_shard(folder, shard["file"]).slice(0, shard["rows"]) for shard in info["shards"]]
+    return PhaseRows(pa.concat_tables(tables), PhaseStats.from_json(info["stats"]), folder, info)
 
 
-def _completed_shards(shards, partial: Path, context: dict, workers: int):
-    """Yield ``(index, completion marker)`` for shards 0, 1, 2, ... in order, building the missing ones
-    (in-process with one worker, else in a spawned pool with at most ``2 × workers`` in flight)."""
-
-    def done(index: int) -> dict | None:
-        text = _read(partial / f"shard-{index:05d}.json")
-        return None if text is None else json.loads(text)
-
-    if workers <= 1:
-        _init_worker(context)
-        for shard in shards:
-            yield shard.index, done(shard.index) or _build_shard(shard)
-        return
-    # spawn, not fork: the parent may hold tokenizer threads / a torch process group
-    pool = concurrent.futures.ProcessPoolExecutor(
-        workers,
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=_init_worker,
-        initargs=(context,),
-    )
-    pending: list[tuple[int, object]] = []  # (index, Future or finished marker), in shard order
-    try:
-        for shard in shards:
-            marker = done(shard.index)
-            pending.append((shard.index, marker if marker is not None else pool.submit(_build_shard, shard)))
-            while pending and (
-                len(pending) >= 2 * workers or not isinstance(pending[0][1], concurrent.futures.Future)
-            ):
-                index, item = pending.pop(0)
-                yield index, item.result() if isinstance(item, concurrent.futures.Future) else item
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+def wait_for_build(folder: Path, fingerprint: str, poll_seconds: float = 2.0) -> PhaseRows:
+    """Poll the file system for another process's build (a paper-scale build takes far longer than a
+    collective's timeout; if the building process dies, the launcher stops this one too)."""
+    while (found := load_build(folder, fingerprint)) is None:
+        time.sleep(poll_seconds)
+    return found

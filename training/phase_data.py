@@ -1,33 +1,31 @@
-"""A phase's training rows: mixture sampling → shards of documents → tokenization (+ Guided-MLM spans) →
-best-fit packing.
+"""A phase's training rows, shard by shard: the shard's documents (``mixture.MixturePlan`` positions read
+through ``source_index.DrawOrder``) → tokenization (+ Guided-MLM spans) → best-fit packing, written to a sink
+one packing buffer at a time.
 
-Sampling is cheap and sequential: the mixture controller picks each document's group so the *token*
-share of the domain group follows the phase's schedule, predicting a document's tokens from its
-characters (a chars-per-token ratio measured per group on a fixed sample). The document sequence is cut
-into shards of ``data.shard_buffers × data.buffer_docs`` documents. Tokenizing, mining and packing a
-shard depends only on the shard, so shards are processed in parallel (``phase_build``) and the rows are
-the same for any number of workers. Rows are taken shard by shard, in order, until ``phase.tokens`` real
-tokens are reached. ``build_phase_data`` returns the rows in memory (small phases, tests); training uses
-the sharded on-disk build of ``training.phase_build``, which yields the same rows.
+A shard is a pure function of the recipe, the sources' indexes, the tokenizer, the miner and the shard's
+number, so shards are built by any number of tasks on any number of machines and the rows do not depend on
+the split (``training.prepare`` runs them as datatrove tasks). Packing buffers of ``data.buffer_docs``
+documents keep the sampling order across buffers (it carries the phase-3 annealing); rows are shuffled
+within a buffer (best-fit orders them by length). A task holds one packing buffer (its texts, token ids and
+rows as flat arrays) and one block per source, whatever the size of the shard or of the phase.
 """
 
 from __future__ import annotations
 
-import math
+import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from training.attribute_miner import AttributeMiner, char_to_token_spans
-from training.data import LoadedSource
-from training.mixture import MixtureSampler, cumulative_domain_share, domain_share
-from training.packing import PackedRow, TokenizedDoc, best_fit_pack
+from training.mixture import MixturePlan, domain_share
+from training.packing import best_fit_rows, piece_bounds
 from training.recipe import DataConfig, PhaseConfig
+from training.source_index import DrawOrder
 
-CALIBRATION_DOCS = 256  # documents per group tokenized to measure characters per token
-SHARDS_PER_PHASE = 8  # a phase has at least this many shards (its documents' predicted tokens)
+CHUNK_DOCS = 64  # documents per encode_batch call: long enough to amortise the call, short to hold
 
 
 @dataclass
@@ -106,183 +104,179 @@ class PhaseStats:
         )
 
 
-@dataclass
-class PhaseData(PhaseStats):
-    """Packed rows in memory and what went into them (``build_phase_data``)."""
-
-    rows: list[PackedRow] = field(default_factory=list)
-
-
-# -- sampling --------------------------------------------------------------------------------------
+# -- one shard: read, tokenize, mine, pack ---------------------------------------------------------
 
 
 @dataclass
-class ShardDocs:
-    """The documents of one shard, in sampling order, with their source, group and phase progress."""
+class RowBatch:
+    """Packed rows as flat arrays (what the Arrow writer stores; no Python object per token).
 
-    index: int
-    texts: list[str]
-    sources: list[str]
-    is_domain: list[bool]
-    progress: list[float]  # predicted share of the phase's tokens sampled before each document
-
-
-def chars_per_token(general, domain, tokenizer, seed: int) -> dict[bool, float]:
-    """Characters per token of each group, measured on ``CALIBRATION_DOCS`` documents drawn with a fixed
-    seed (the controller's token predictions; deterministic, so the document sequence is too)."""
-    ratio = {}
-    for is_domain, group in ((False, general), (True, domain)):
-        if not group:
-            continue
-        per_source = max(1, CALIBRATION_DOCS // len(group))
-        texts = [
-            t for i, s in enumerate(group) for t in s.sample(per_source, np.random.default_rng([seed, 5, i]))
-        ]
-        tokens = sum(
-            len(ids) for ids in tokenizer(texts, add_special_tokens=True, verbose=False)["input_ids"]
-        )
-        ratio[is_domain] = max(1e-3, sum(len(t) for t in texts) / max(1, tokens))
-    return ratio
-
-
-def sample_shards(
-    general: list[LoadedSource],
-    domain: list[LoadedSource],
-    data: DataConfig,
-    phase: PhaseConfig,
-    seed: int,
-    ratio: dict[bool, float],
-) -> Iterator[ShardDocs]:
-    """Endless shards of documents; the consumer stops once enough tokens are packed.
-
-    A document is domain when the domain's predicted tokens lag the integral of the schedule (a
-    cumulative controller; past the predicted end of the phase the schedule stays at its end value).
-    A shard holds ``shard_buffers × buffer_docs`` documents, or fewer once its predicted tokens reach
-    1/``SHARDS_PER_PHASE`` of the phase (small phases still split into several shards of parallel work).
+    ``ids``: the rows' token ids, concatenated; ``row_lengths``: tokens per row; ``doc_lengths`` /
+    ``docs_per_row``: the rows' document lengths, row after row; ``spans`` (n, 2) / ``spans_per_row``:
+    Guided-MLM spans in row coordinates, row after row.
     """
-    limit = data.max_doc_tokens or math.inf
 
-    def predicted_tokens(text: str, is_domain: bool) -> float:
-        return min(limit, len(text) / ratio[is_domain])
+    ids: np.ndarray
+    row_lengths: np.ndarray
+    doc_lengths: np.ndarray
+    docs_per_row: np.ndarray
+    spans: np.ndarray
+    spans_per_row: np.ndarray
 
-    sampler = MixtureSampler(general, domain, phase.mixture, data.temperature, seed, predicted_tokens)
-    per_shard = data.shard_buffers * data.buffer_docs
-    shard_tokens = phase.tokens / SHARDS_PER_PHASE
-    budget = float(phase.tokens)
-    total, dom = 0.0, 0.0
-    end_share = domain_share(phase.mixture, 1.0)
-    for index in range(1 << 62):
-        shard = ShardDocs(index, [], [], [], [])
-        start = total
-        while len(shard.texts) < per_shard and total - start < shard_tokens:
-            if total == 0:
-                want = sampler.rng.random() < phase.mixture.domain_start
-            else:
-                due = budget * cumulative_domain_share(phase.mixture, total / budget)
-                due += max(0.0, total - budget) * end_share
-                want = dom < due
-            doc = sampler.sample_group(bool(want))
-            shard.texts.append(doc.text)
-            shard.sources.append(doc.source)
-            shard.is_domain.append(doc.is_domain)
-            shard.progress.append(total / budget)
-            predicted = predicted_tokens(doc.text, doc.is_domain)
-            total += predicted
-            dom += predicted * doc.is_domain
-        yield shard
-
-
-# -- one shard: tokenize, mine, pack -------------------------------------------------------------
+    @property
+    def rows(self) -> int:
+        return len(self.row_lengths)
 
 
 @dataclass
-class ShardResult:
-    """A shard's rows and what went into them: per packing buffer (rows made, stats of its documents)."""
+class ShardSource:
+    """One source as a shard builder reads it."""
 
-    rows: list[PackedRow]
-    buffers: list[tuple[int, PhaseStats]]
-
-    def marker(self) -> dict:
-        """The JSON-able summary the on-disk build keeps next to the shard's rows."""
-        return {
-            "lengths": [len(r.input_ids) for r in self.rows],
-            "span_counts": [len(r.spans) for r in self.rows],
-            "buffers": [{"rows": n, "stats": st.to_json()} for n, st in self.buffers],
-        }
+    name: str
+    is_domain: bool
+    mined: bool
+    draws: DrawOrder
 
 
-def process_shard(
-    shard: ShardDocs,
-    data: DataConfig,
-    phase: PhaseConfig,
-    tokenizer,
-    miner: AttributeMiner | None,
-    mined_sources: frozenset[str],
-    seed: int,
-    chunk_docs: int = 64,
-) -> ShardResult:
-    """The shard's packed rows (a pure function of its arguments) and their stats.
+def fast_encoder(tokenizer):
+    """The tokenizer's Rust backend without truncation or padding: ``encode_batch`` is what the
+    ``transformers`` fast tokenizer calls, minus its per-call Python conversions."""
+    from tokenizers import Tokenizer
 
-    Packing buffers of ``data.buffer_docs`` documents keep the sampling order across buffers (it carries
-    the phase-3 annealing); rows are shuffled within a buffer (best-fit orders them by length).
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise ValueError(f"{type(tokenizer).__name__} is not a fast tokenizer: the build needs one")
+    encoder = Tokenizer.from_str(backend.to_str())
+    encoder.no_truncation()
+    encoder.no_padding()
+    return encoder
+
+
+class ShardBuilder:
+    """Builds a phase's shards: :meth:`build` reads, tokenizes, mines and packs one shard and hands its
+    rows to ``write`` one packing buffer at a time.
+
+    Args:
+        plan: the phase's mixture plan.  sources: the plan's sources, in its order.
+        tokenizer: a fast tokenizer.  miner: the Guided-MLM miner (None: no spans).
+        data / phase: the recipe's data section and the phase.  seed: the phase's seed.
+        chunk_docs: documents per ``encode_batch`` call.
     """
-    result = ShardResult([], [])
-    buffer: list[TokenizedDoc] = []
-    stats = PhaseStats(max_seq_len=phase.max_seq_len)
-    limit = data.max_doc_tokens
 
-    def flush() -> None:
-        nonlocal stats
-        packed = best_fit_pack(buffer, phase.max_seq_len)
+    def __init__(
+        self,
+        plan: MixturePlan,
+        sources: Sequence[ShardSource],
+        tokenizer,
+        miner: AttributeMiner | None,
+        data: DataConfig,
+        phase: PhaseConfig,
+        seed: int,
+        chunk_docs: int = CHUNK_DOCS,
+    ) -> None:
+        self.plan, self.sources, self.miner = plan, list(sources), miner
+        self.encoder = fast_encoder(tokenizer)
+        self.data, self.phase, self.seed, self.chunk_docs = data, phase, seed, chunk_docs
+
+    def build(self, shard: int, write: Callable[[RowBatch], None]) -> dict:
+        """Build shard ``shard``; returns its summary (rows, tokens, per-buffer stats, what was read, the
+        seconds it took)."""
+        started = time.perf_counter()
+        ranges, source_of, progress = self.plan.order(shard)
+        streams = {r.source: self.sources[r.source].draws.read(r.start, r.stop) for r in ranges}
+        blocks_before = sum(s.draws.blocks_read for s in self.sources)
+        marker: dict = {"shard": shard, "rows": 0, "tokens": 0, "positions": len(source_of), "buffers": []}
+        buffer: list[tuple[str, int, float]] = []  # (text, source, progress)
+        for source, at in zip(source_of.tolist(), progress.tolist()):
+            text = next(streams[source])
+            if text is None:  # a parquet row without text: its position stays empty
+                continue
+            buffer.append((text, source, at))
+            if len(buffer) >= self.data.buffer_docs:
+                self._flush(buffer, shard, marker, write)
+        if buffer:
+            self._flush(buffer, shard, marker, write)
+        marker["blocks_read"] = sum(s.draws.blocks_read for s in self.sources) - blocks_before
+        marker["seconds"] = round(time.perf_counter() - started, 4)
+        return marker
+
+    def _flush(self, buffer: list, shard: int, marker: dict, write: Callable[[RowBatch], None]) -> None:
+        stats = PhaseStats(max_seq_len=self.phase.max_seq_len)
+        docs: list[tuple[np.ndarray, list[tuple[int, int]]]] = []
+        limit = self.data.max_doc_tokens
+        for start in range(0, len(buffer), self.chunk_docs):
+            chunk = buffer[start : start + self.chunk_docs]
+            encodings = self.encoder.encode_batch([text for text, _, _ in chunk], add_special_tokens=True)
+            for (text, source, at), encoding in zip(chunk, encodings):
+                ids = np.asarray(encoding.ids[:limit] if limit else encoding.ids, dtype=np.int32)
+                spans: list[tuple[int, int]] = []
+                if self.miner is not None and self.sources[source].mined:
+                    mined = char_to_token_spans(encoding.offsets, self.miner.mine(text))
+                    spans = [(a, min(b, len(ids))) for a, b in mined if a < len(ids)]
+                docs.append((ids, spans))
+                name, is_domain = self.sources[source].name, self.sources[source].is_domain
+                decile = stats.decile_tokens[min(9, int(10 * at))]
+                decile[0] += len(ids) * is_domain
+                decile[1] += len(ids)
+                stats.docs_per_source[name] += 1
+                stats.tokens_per_source[name] += len(ids)
         buffer.clear()
-        order = np.random.default_rng([seed, 7, shard.index, len(result.buffers)]).permutation(len(packed))
-        result.rows.extend(packed[i] for i in order)
-        stats.num_rows = len(packed)
-        stats.num_tokens = sum(len(r.input_ids) for r in packed)
-        stats.rows_with_spans = sum(bool(r.spans) for r in packed)
-        result.buffers.append((len(packed), stats))
-        stats = PhaseStats(max_seq_len=phase.max_seq_len)
+        rows = self._pack(docs, shard, len(marker["buffers"]))
+        stats.num_rows, stats.num_tokens = rows.rows, int(rows.row_lengths.sum())
+        stats.rows_with_spans = int(np.count_nonzero(rows.spans_per_row))
+        stats.mined_spans = int(rows.spans_per_row.sum())
+        write(rows)
+        marker["rows"] += stats.num_rows
+        marker["tokens"] += stats.num_tokens
+        marker["buffers"].append({"rows": stats.num_rows, "stats": stats.to_json()})
 
-    n_docs = len(shard.texts)
-    for start in range(0, n_docs, chunk_docs):
-        chunk = range(start, min(n_docs, start + chunk_docs))
-        offsets = miner is not None and any(shard.sources[i] in mined_sources for i in chunk)
-        enc = tokenizer(
-            [shard.texts[i] for i in chunk],
-            add_special_tokens=True,
-            verbose=False,
-            return_offsets_mapping=offsets,
-            return_attention_mask=False,
+    def _pack(self, docs: list, shard: int, buffer_number: int) -> RowBatch:
+        """Best-fit pack one buffer's documents and shuffle its rows (seeded by shard and buffer)."""
+        max_len = self.phase.max_seq_len
+        pieces = [
+            (doc, a, b, spans)
+            for doc, (ids, doc_spans) in enumerate(docs)
+            for a, b, spans in piece_bounds(len(ids), doc_spans, max_len)
+            if b > a
+        ]
+        rows = best_fit_rows([b - a for _, a, b, _ in pieces], max_len)
+        order = np.random.default_rng([self.seed, 7, shard, buffer_number]).permutation(len(rows))
+        ids, row_lengths, doc_lengths, docs_per_row, spans, spans_per_row = [], [], [], [], [], []
+        for r in order:
+            offset, row_spans = 0, 0
+            for piece in rows[r]:
+                doc, a, b, piece_spans = pieces[piece]
+                ids.append(docs[doc][0][a:b])
+                doc_lengths.append(b - a)
+                spans.extend((s + offset, e + offset) for s, e in piece_spans)
+                row_spans += len(piece_spans)
+                offset += b - a
+            row_lengths.append(offset)
+            docs_per_row.append(len(rows[r]))
+            spans_per_row.append(row_spans)
+        return RowBatch(
+            ids=np.concatenate(ids) if ids else np.zeros(0, dtype=np.int32),
+            row_lengths=np.asarray(row_lengths, dtype=np.int32),
+            doc_lengths=np.asarray(doc_lengths, dtype=np.int32),
+            docs_per_row=np.asarray(docs_per_row, dtype=np.int32),
+            spans=np.asarray(spans, dtype=np.int32).reshape(-1, 2),
+            spans_per_row=np.asarray(spans_per_row, dtype=np.int32),
         )
-        for j, i in enumerate(chunk):
-            ids = enc["input_ids"][j][:limit] if limit else enc["input_ids"][j]
-            spans: list[tuple[int, int]] = []
-            if offsets and shard.sources[i] in mined_sources:
-                mined = char_to_token_spans(enc["offset_mapping"][j], miner.mine(shard.texts[i]))
-                spans = [(a, min(b, len(ids))) for a, b in mined if a < len(ids)]
-            buffer.append(TokenizedDoc(ids, spans))
-            decile = stats.decile_tokens[min(9, int(10 * shard.progress[i]))]
-            decile[0] += len(ids) * shard.is_domain[i]
-            decile[1] += len(ids)
-            stats.docs_per_source[shard.sources[i]] += 1
-            stats.tokens_per_source[shard.sources[i]] += len(ids)
-            if len(buffer) >= data.buffer_docs:
-                flush()
-    if buffer:
-        flush()
-    return result
 
 
-def rows_within_budget(lengths: list[int] | np.ndarray, tokens_before: int, budget: int) -> int:
+def rows_within_budget(lengths: Sequence[int] | np.ndarray, tokens_before: int, budget: int) -> int:
     """How many of a shard's rows (``lengths``) the phase keeps: all, or up to the row that reaches the
     budget of ``budget`` tokens when ``tokens_before`` are already taken."""
     cumulative = tokens_before + np.cumsum(np.asarray(lengths, dtype=np.int64))
     return int(min(len(cumulative), np.searchsorted(cumulative, budget, side="left") + 1))
 
 
-def kept_stats(marker: dict, keep: int, max_seq_len: int) -> PhaseStats:
-    """Stats of a shard's first ``keep`` rows: rows, tokens and spans exact; per-source and per-tenth
-    counts of the packing buffers with a kept row (the phase's last buffer may be counted whole)."""
+def kept_stats(
+    marker: dict, keep: int, lengths: np.ndarray, span_counts: np.ndarray, max_seq_len: int
+) -> PhaseStats:
+    """Stats of a shard's first ``keep`` rows (``lengths`` / ``span_counts``: all its rows'): rows, tokens
+    and spans exact; per-source and per-tenth counts of the packing buffers with a kept row (the phase's
+    last buffer may be counted whole)."""
     stats = PhaseStats(max_seq_len=max_seq_len)
     rows = 0
     for buffer in marker["buffers"]:
@@ -291,41 +285,10 @@ def kept_stats(marker: dict, keep: int, max_seq_len: int) -> PhaseStats:
         stats.add(PhaseStats.from_json(buffer["stats"]))
         rows += buffer["rows"]
     stats.num_rows = keep
-    stats.num_tokens = int(sum(marker["lengths"][:keep]))
-    stats.rows_with_spans = sum(1 for n in marker["span_counts"][:keep] if n)
-    stats.mined_spans = int(sum(marker["span_counts"][:keep]))
+    stats.num_tokens = int(np.asarray(lengths[:keep], dtype=np.int64).sum())
+    stats.rows_with_spans = int(np.count_nonzero(span_counts[:keep]))
+    stats.mined_spans = int(np.asarray(span_counts[:keep], dtype=np.int64).sum())
     return stats
-
-
-def mined_source_names(general, domain) -> frozenset[str]:
-    return frozenset(s.config.name for s in (*general, *domain) if s.config.mine_attributes)
-
-
-def build_phase_data(
-    general: list[LoadedSource],
-    domain: list[LoadedSource],
-    data: DataConfig,
-    phase: PhaseConfig,
-    tokenizer,
-    miner: AttributeMiner | None,
-    seed: int,
-    chunk_docs: int = 64,
-) -> PhaseData:
-    """The phase's rows as an in-memory list (memory grows with ``phase.tokens``: small phases only;
-    training uses ``phase_build.build_phase_rows``, which yields the same rows)."""
-    result = PhaseData(max_seq_len=phase.max_seq_len)
-    result.domain_share_log = scheduled_domain_share(phase)
-    ratio = chars_per_token(general, domain, tokenizer, seed)
-    mined = mined_source_names(general, domain)
-    for shard in sample_shards(general, domain, data, phase, seed, ratio):
-        shard_result = process_shard(shard, data, phase, tokenizer, miner, mined, seed, chunk_docs)
-        marker = shard_result.marker()
-        keep = rows_within_budget(marker["lengths"], result.num_tokens, phase.tokens)
-        result.add(kept_stats(marker, keep, phase.max_seq_len))
-        result.rows.extend(shard_result.rows[:keep])
-        if result.num_tokens >= phase.tokens:
-            return result
-    raise AssertionError("unreachable: shards are endless")
 
 
 def scheduled_domain_share(phase: PhaseConfig) -> list[tuple[float, float]]:

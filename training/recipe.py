@@ -17,6 +17,7 @@ from typing import Any
 
 from rexbert_common.config import ConfigError, checked, config_from_dict, config_to_dict, load_config
 from rexbert_common.config import apply_overrides as apply_overrides  # re-exported for callers
+from rexbert_common.executors import ExecutorConfig
 from training.masking import MaskingConfig
 
 PHASES = ("phase1", "phase2", "phase3")
@@ -39,9 +40,10 @@ class SourceConfig:
         text_fields: columns joined (by newline) into the document text; the first must exist.
         split: split to read (Hub datasets / HF loaders).
         subset: Hub dataset configuration name.
-        streaming: read lazily, file by file (large local corpora such as the curation output, Hub
-            corpora), reshuffled each epoch through a ``data.shuffle_buffer_docs`` buffer; else in memory.
-        max_docs: read at most this many documents (None = all).
+        streaming: ``load_source`` reads the source lazily (file by file, reshuffled each epoch through a
+            ``data.shuffle_buffer_docs`` buffer) instead of into memory. The phase build reads every source
+            block by block whatever this says (training/source_index.py), so it does not change the rows.
+        max_docs: use only the first ``max_docs`` documents, in file order (None = all).
         mine_attributes: extract Guided-MLM spans from this source's documents (product text).
         doc_per_line: for txt files, one document per non-empty line (True) or per blank-line block (False).
     """
@@ -69,13 +71,22 @@ class DataConfig:
         buffer_docs: documents packed together (best-fit window).
         max_doc_tokens: documents longer than this are truncated (None = keep whole; packing splits
             them into rows anyway). Small phases need it so one long web page cannot fill the phase.
-        seed: seed of the mixture sampler.
-        shuffle_buffer_docs: documents in the per-epoch shuffle buffer of each streaming source.
+        seed: seed of the sources' draw orders and of the row shuffles.
+        shuffle_buffer_docs: documents in the per-epoch shuffle buffer of ``load_source`` streams (not
+            used by the phase build).
         miner_sample_docs: documents read from each ``mine_attributes`` source to fit the Guided-MLM
-            attribute miner's brand lexicon (a bounded sample: works on streams).
-        shard_buffers: packing buffers per on-disk shard (a shard is the unit of parallel work and
-            of restart; 64 × 2048 documents ≈ 50-150 MB of rows).
-        workers: processes that tokenize, mine and pack shards in parallel (rows do not depend on it).
+            attribute miner's brand lexicon (a bounded sample).
+        shard_buffers: packing buffers a shard aims at (a shard is the unit of parallel work and of
+            restart; 64 × 2048 documents ≈ 50-150 MB of rows).
+        task_memory_bytes: memory budget of one preparation task: rows go to disk in record batches of
+            budget/16 bytes as they are packed, and a recipe whose packing buffer or source blocks would
+            not fit is refused before any shard is built. Does not change the rows.
+        in_process_max_tokens: a multi-process training job builds a phase that was not prepared only up
+            to this many tokens (on its main process, the others waiting); a larger one refuses at once
+            with the ``rexbert prepare`` command to run (one process always builds in-process).
+        executor: how ``rexbert prepare`` and training's in-process build run their datatrove tasks
+            (``local`` / ``ray`` / ``slurm``, tasks, workers; rows do not depend on it). Training's
+            in-process build always runs ``local`` with these tasks and workers.
     """
 
     general: list[SourceConfig] = field(default_factory=list)
@@ -87,7 +98,9 @@ class DataConfig:
     shuffle_buffer_docs: int = checked(10_000, ge=1)
     miner_sample_docs: int = checked(20_000, ge=1)
     shard_buffers: int = checked(64, ge=1)
-    workers: int = checked(1, ge=1)
+    task_memory_bytes: int = checked(4 << 30, ge=1 << 20)
+    in_process_max_tokens: int = checked(50_000_000, ge=0)
+    executor: ExecutorConfig = field(default_factory=lambda: ExecutorConfig(tasks=1, workers=1))
 
 
 @dataclass

@@ -50,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument(
         "--prepare-only",
         action="store_true",
-        help="build the phases' packed rows (parallel with data.workers, restartable) and train nothing",
+        help="build the phases' packed rows here and train nothing (`rexbert prepare`: on any executor)",
     )
     add_override_argument(parser, "phase1.lr=1e-3")
     return parser
@@ -59,6 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from rexbert_common.errors import UserError
     from training.curriculum import run_curriculum
+    from training.prepare import prepare_command
     from training.recipe import load_recipe
 
     overrides = list(args.overrides) + list(getattr(args, "extra_overrides", []) or [])
@@ -76,6 +77,9 @@ def run(args: argparse.Namespace) -> int:
         prepare_only=args.prepare_only,
         overwrite=args.overwrite,
         allow_fresh_optimizer=args.allow_fresh_optimizer,
+        prepare_command=lambda name: prepare_command(
+            args.recipe, name[-1], recipe.output_dir, overrides, recipe.data.executor
+        ),
     )
     return 0
 

@@ -105,7 +105,7 @@ def test_real_grid_equal_budgets_resume_and_reproduce(write_study, monkeypatch):
     real_run_phase = training.curriculum.run_phase
 
     def interrupted(*args, **kwargs):
-        return real_run_phase(*args[:8], stop_after_steps=3, allow_fresh_optimizer=False)
+        return real_run_phase(*args[:5], stop_after_steps=3, allow_fresh_optimizer=False)
 
     shutil.rmtree(f"{out}/cells/b_anneal/seed0")
     monkeypatch.setattr(training.curriculum, "run_phase", interrupted)

@@ -41,3 +41,16 @@ def args(out, *extra):
     for item in TINY_OVERRIDES:
         result += ["--set", item]
     return result + list(extra)
+
+
+# ~15 shards of 8-document buffers in phase 1: enough shards for 3 or 4 preparation tasks to split unevenly
+PREPARE_OVERRIDES = ["phase1.tokens=20000", "data.buffer_docs=8", "data.shard_buffers=1"]
+
+
+def prepare_recipe(out, *sets):
+    """The tiny recipe with the test overrides (+ ``sets``), writing to ``out``."""
+    from training.recipe import load_recipe
+
+    recipe = load_recipe(RECIPE, [*TINY_OVERRIDES, *PREPARE_OVERRIDES, *sets])
+    recipe.output_dir = str(out)
+    return recipe

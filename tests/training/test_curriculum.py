@@ -115,10 +115,11 @@ def test_optimizer_hand_off_source(tmp_path):
 
 
 def test_a_user_error_before_any_checkpoint_leaves_no_output(tmp_path, tokenizer, monkeypatch):
+    from training import prepare
+
     recipe = _recipe(tmp_path)
-    monkeypatch.setattr(curriculum, "_load_sources", lambda recipe: ([], []))
-    monkeypatch.setattr(curriculum, "_tokenizer", lambda *a: tokenizer)
-    monkeypatch.setattr(curriculum, "_miner", lambda *a: None)
+    monkeypatch.setattr(prepare.PrepareLayout, "of", classmethod(lambda cls, recipe: None))  # no source read
+    monkeypatch.setattr(curriculum, "_prepared_tokenizer", lambda *a: tokenizer)
 
     def failing_phase(*args, **kwargs):
         (tmp_path / "out" / "phase1" / "rows").mkdir(parents=True)

@@ -4,8 +4,7 @@ import json
 import pytest
 
 from training.data import DataError, load_source
-from training.mixture import MixtureSampler, domain_share, temperature_weights
-from training.recipe import MixtureConfig, SourceConfig
+from training.recipe import SourceConfig
 
 
 def test_local_formats_and_whitespace_drop(tmp_path):
@@ -51,51 +50,6 @@ def test_clear_errors(tmp_path, data_dir):
         load_source(SourceConfig(name="b", path=str(tmp_path / "bad.parquet")))
 
 
-def _src(tmp_path, name, n):
-    path = tmp_path / f"{name}.txt"
-    path.write_text("\n".join(f"{name} {i}" for i in range(n)))
-    return load_source(SourceConfig(name=name, path=str(path), doc_per_line=True, weight=1.0))
-
-
-def test_temperature_and_annealing_schedule():
-    assert temperature_weights([9, 1], 1.0).tolist() == pytest.approx([0.9, 0.1])
-    assert temperature_weights([9, 1], 1e9).tolist() == pytest.approx([0.5, 0.5])
-    mix = MixtureConfig(domain_start=0.2, domain_end=0.8)
-    assert [domain_share(mix, p) for p in (0, 0.5, 1)] == pytest.approx([0.2, 0.5, 0.8])
-    cos = MixtureConfig(domain_start=0.0, domain_end=1.0, schedule="cosine")
-    assert domain_share(cos, 0.25) < 0.25 and domain_share(cos, 0.5) == pytest.approx(0.5)
-
-
-def test_sampler_follows_the_annealed_share(tmp_path):
-    general = [_src(tmp_path, "g", 50)]
-    domain = [_src(tmp_path, "d", 50)]
-    sampler = MixtureSampler(general, domain, MixtureConfig(domain_start=0.1, domain_end=0.9), 1.0, seed=0)
-    early = sum(sampler.sample(0.0).is_domain for _ in range(2000)) / 2000
-    late = sum(sampler.sample(1.0).is_domain for _ in range(2000)) / 2000
-    assert abs(early - 0.1) < 0.03 and abs(late - 0.9) < 0.03
-
-
-@pytest.mark.parametrize("weights", [(1.0, 1.0), (2.0, 1.0)])
-def test_source_weights_are_token_shares_not_document_shares(tmp_path, weights):
-    """A source of long documents (ESCI pages) must not crowd out one of short records (Icecat titles):
-    weights 2 : 1 give 2/3 of the group's tokens to the first source whatever the document lengths."""
-    short = tmp_path / "short.txt"
-    short.write_text("\n".join(f"usb cable {i}" for i in range(200)))
-    long = tmp_path / "long.txt"
-    long.write_text("\n".join(f"page {i} " + "bullet point text " * 40 for i in range(200)))
-    sources = [
-        load_source(SourceConfig(name=n, path=str(p), doc_per_line=True, weight=w))
-        for n, p, w in (("short", short, weights[0]), ("long", long, weights[1]))
-    ]
-    sampler = MixtureSampler([], sources, MixtureConfig(domain_start=1.0, domain_end=1.0), 1.0, seed=0)
-    chars = {"short": 0, "long": 0}
-    for _ in range(3000):
-        doc = sampler.sample_group(True)
-        chars[doc.source] += len(doc.text)
-    share = chars["short"] / sum(chars.values())
-    assert share == pytest.approx(weights[0] / sum(weights), abs=0.01)
-
-
 def _parquet_shards(folder, shards=4, rows=50):
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -116,8 +70,8 @@ def test_streaming_local_folder_is_lazy_and_reshuffled_each_epoch(tmp_path, monk
 
     every = _parquet_shards(tmp_path / "curated")  # a curation-style folder of parquet shards
     opened = []
-    records = data_module._records
-    monkeypatch.setattr(data_module, "_records", lambda src, path: opened.append(path) or records(src, path))
+    records = data_module.records
+    monkeypatch.setattr(data_module, "records", lambda src, path: opened.append(path) or records(src, path))
     src = load_source(
         SourceConfig(name="c", path=str(tmp_path / "curated"), streaming=True), shuffle_buffer=16
     )

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -82,27 +83,24 @@ def test_three_phases_hand_off_and_hub_folders(full_run):
     assert summary3["data"]["mined_spans"] > 0
 
 
-def test_tiny_recipe_rows_are_memory_mapped_and_equal_the_in_memory_rows(full_run):
-    from training.curriculum import _load_sources, _miner
-    from training.phase_build import build_phase_rows
-    from training.phase_data import build_phase_data
-    from training.recipe import load_recipe
-    from training.tokenizer import load_tokenizer
+def test_the_rows_training_built_are_what_rexbert_prepare_builds(full_run, tmp_path):
+    """Training built each phase through the preparation stages: `rexbert prepare` with the same recipe
+    finds every phase done, and a 3-task build of phase 3 is the same rows."""
+    from rexbert_common.executors import ExecutorConfig
+    from tests.training.conftest import copy_setup
+    from training.prepare import PrepareLayout, prepare_stages, prepared_rows, run_prepare
+    from training.recipe import PHASES, load_recipe
 
     recipe = load_recipe(str(full_run / "recipe.json"), [])
-    general, domain = _load_sources(recipe)
-    tokenizer, miner = load_tokenizer(str(full_run / "tokenizer")), _miner(recipe, general, domain)
-    for index, phase_name in ((0, "phase1"), (2, "phase3")):
-        phase, folder = recipe.phase(phase_name), full_run / phase_name / "rows"
-        seed = recipe.data.seed * 1000 + index
-        built_at = (folder / "build.json").stat().st_mtime_ns
-        disk = build_phase_rows(general, domain, recipe.data, phase, tokenizer, miner, seed, folder)
-        assert (folder / "build.json").stat().st_mtime_ns == built_at  # the run's build, reused
-        memory = build_phase_data(general, domain, recipe.data, phase, tokenizer, miner, seed)
-        assert disk.table["input_ids"].to_pylist() == [r.input_ids for r in memory.rows]
-        assert disk.table["doc_lengths"].to_pylist() == [r.doc_lengths for r in memory.rows]
-        assert disk.table["spans"].to_pylist() == [[list(p) for p in r.spans] for r in memory.rows]
-        assert disk.summary() == memory.summary()
+    layout = PrepareLayout.of(recipe)
+    assert prepare_stages(recipe, list(PHASES), ExecutorConfig(tasks=4)) == []
+    for name in PHASES:
+        summary = json.loads((full_run / name / "final" / "phase_summary.json").read_text())
+        assert summary["data"] == json.loads(json.dumps(prepared_rows(layout, name).summary()))
+    recipe.output_dir = str(copy_setup(full_run, tmp_path))
+    run_prepare(recipe, ["phase3"], ExecutorConfig(tasks=3, workers=1))
+    again = prepared_rows(PrepareLayout.of(recipe), "phase3").table
+    assert again.to_pydict() == prepared_rows(layout, "phase3").table.to_pydict()
 
 
 def test_final_folder_loads_in_a_fresh_process_without_code_or_prompt(full_run):
@@ -175,7 +173,7 @@ def test_resume_reproduces_the_uninterrupted_losses(full_run, tmp_path):
     out = tmp_path / "resumed"
     assert main(args(out, "--phase", "1", "--stop-after-steps", "3")) == 0
     assert not (out / "phase1" / "final").exists() and (out / "phase1" / "checkpoint-3").exists()
-    build = out / "phase1" / "rows" / "build.json"
+    (build,) = (out / "phase1").glob("rows-*/build.json")
     built_at = build.stat().st_mtime_ns
     assert main(args(out, "--phase", "1", "--resume")) == 0
     assert build.stat().st_mtime_ns == built_at  # the resumed run reused the finished on-disk rows
@@ -238,19 +236,15 @@ def test_malformed_jsonl_source_names_source_path_and_line_and_leaves_nothing(tm
     out = tmp_path / "out"
     code = script_main(args(out, "--set", f"data.general.1.path={source}"))
     error = capsys.readouterr().err.strip().splitlines()[-1]  # after the datasets progress bar
-    assert (
-        code == 2
-        and error == f"error: source 'gutenberg': {source}: line 3 is not valid JSON (Expecting value)"
-    )
+    # one line: the preparation stage and task that met it, then the source, the file and the line
+    assert code == 2 and error.startswith("error: prepare stage 'index'"), error
+    assert f"source 'gutenberg': {source}: line 3 is not valid JSON (Expecting value)" in error
     assert not out.exists()
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")  # a zero-length input
     assert script_main(args(out, "--set", f"data.general.1.path={empty}")) == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
-    assert (
-        error
-        == f"error: source 'gutenberg': no usable document in {empty} (0 whitespace-only, 0 without text)"
-    )
+    assert f"source 'gutenberg': no usable document in {empty}" in error
     assert not out.exists()
 
 
@@ -483,33 +477,13 @@ def test_prepare_only_builds_the_rows_that_training_then_reuses(tmp_path, capsys
     printed = capsys.readouterr().out
     # the epoch report comes before any build
     assert printed.index("source epochs, phase1: wikitext2 ≈") < printed.index("phase1: building")
-    build = out / "phase1" / "rows" / "build.json"
+    (build,) = (out / "phase1").glob("rows-*/build.json")
     assert build.exists() and not (out / "phase1" / "final").exists()
     assert not list((out / "phase1").glob("checkpoint-*"))
     built_at = build.stat().st_mtime_ns
     assert main(args(out, "--phase", "1")) == 0
     assert "phase1: building" not in capsys.readouterr().out
     assert build.stat().st_mtime_ns == built_at and (out / "phase1" / "final" / "config.json").exists()
-
-
-def test_epoch_report_counts_drawn_over_available_tokens(tmp_path):
-    from training.data import load_source
-    from training.epochs import epoch_report
-    from training.recipe import MixtureConfig, PhaseConfig, SourceConfig
-
-    (tmp_path / "small.txt").write_text("\n".join(["abcd " * 20] * 10))  # 10 docs × 100 chars
-    (tmp_path / "big.txt").write_text("\n".join(["wxyz " * 20] * 40))  # 40 docs × 100 chars
-    small = load_source(SourceConfig(name="small", path=str(tmp_path / "small.txt"), doc_per_line=True))
-    big = load_source(SourceConfig(name="big", path=str(tmp_path / "big.txt"), doc_per_line=True))
-    phase = PhaseConfig(tokens=5000, mixture=MixtureConfig(domain_start=0.2, domain_end=0.2))
-    report = {r["source"]: r for r in epoch_report([big], [small], phase, 1.0, {False: 4.0, True: 4.0})}
-    # 25 tokens a document: small = 250 tokens, big = 1000; the domain (small) gets 20% of 5000 tokens
-    assert report["small"]["source_tokens"] == pytest.approx(250) and report["big"][
-        "source_tokens"
-    ] == pytest.approx(1000)
-    assert report["small"]["epochs"] == pytest.approx(1000 / 250) and report["big"][
-        "epochs"
-    ] == pytest.approx(4000 / 1000)
 
 
 def test_script_defaults_the_data_folder_to_the_embedded_sample(monkeypatch, tmp_path, capsys):
@@ -521,3 +495,33 @@ def test_script_defaults_the_data_folder_to_the_embedded_sample(monkeypatch, tmp
     assert script_main(["--recipe", str(tmp_path / "missing.yaml")]) == 2
     assert os.environ["REXBERT_DATA_DIR"] == str(SAMPLE_DIR.resolve())
     assert "missing.yaml" in capsys.readouterr().err
+
+
+def test_a_multi_process_job_refuses_an_unprepared_large_phase_with_the_command(tmp_path, capsys):
+    """Instead of building on one rank while the others idle: refused at once, with the exact command; a
+    phase under the threshold is still built in-process (by the main process)."""
+    import shlex
+    from unittest import mock
+
+    from rexbert_common.errors import UserError
+    from training import curriculum
+
+    state = mock.Mock(num_processes=2, is_main_process=True)
+    out = tmp_path / "run"
+    extra = ["--phase", "1", "--set", "data.in_process_max_tokens=2999", "--set", "data.executor.tasks=8"]
+    with mock.patch.object(curriculum, "process_state", return_value=state):
+        with pytest.raises(UserError, match="phase1 is not prepared and has 3,000 tokens") as refused:
+            main(args(out, *extra))
+        assert not out.exists()  # nothing read, nothing written
+        command = re.search(r"run `([^`]+)` first", str(refused.value)).group(1)
+        words = shlex.split(command)
+        assert words[:2] == ["rexbert", "prepare"] and words[words.index("--tasks") + 1] == "8"
+        assert words[words.index("--output-dir") + 1] == str(out) and words[words.index("--phase") + 1] == "1"
+        from rexbert_cli.main import main as rexbert
+
+        assert rexbert(words[1:]) == 0  # the command prepares exactly what the job needs
+        assert main(args(out, *extra, "--prepare-only")) == 0  # and the job now finds it
+        assert "phase1: building" not in capsys.readouterr().out
+        small = ["--phase", "1", "--set", "data.in_process_max_tokens=3000"]
+        assert main(args(tmp_path / "small", *small, "--prepare-only")) == 0  # small: built in-process
+        assert list((tmp_path / "small" / "phase1").glob("rows-*/build.json"))
