@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curation.demo_data import is_heldout_product
-from curation.io_utils import atomic_write
+from rexbert_common.files import atomic_write
 
 ICECAT = Path("icecat_products_chorus") / "icecat_text.parquet"
 ESCI = Path("esci_union_with_text") / "esci_union_with_text.parquet"
