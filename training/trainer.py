@@ -7,24 +7,42 @@ progress bars) is the Trainer's; this subclass only swaps in:
     (batch-size warmup by gradient accumulation, see ``batch_plan``; phase-3 annealing order);
   * a loss normalised over all labelled tokens of the optimizer step, across micro-batches and
     processes (not per micro-batch);
-  * logs: masked-token accuracy, tokens/s, rows per step, packing efficiency, masking counts, MFU.
+  * logs: masked-token accuracy, tokens/s, rows per step, packing efficiency, masking counts, MFU;
+  * reliability: checkpoints carry a manifest of checksums (``checkpoints.MANIFEST``), a non-finite loss or
+    gradient norm on any process stops the run (or skips a bounded number of steps) before anything it
+    produced is saved, and SIGTERM / Ctrl-C checkpoint at the next step boundary, then stop.
+
+Divergence and stop requests cost no host synchronisation of their own. A non-finite loss on any process
+turns its gradients non-finite (see ``compute_loss``), DDP's gradient all-reduce carries that to every
+process, so the gradient norm the Trainer computes each step is the one all-process flag; stop requests
+ride in the step's label-count all-reduce. Both stay on the device and reach the host one step late
+(``_HostCopy``), after the Trainer's own synchronisation on each step's loss: a non-finite step t is seen
+at the end of step t+2 and stops the run there (every process at the same step); a save before that
+checks the flag itself (one synchronisation per save), so nothing a non-finite step produced is saved. A
+stop request received during step t checkpoints step t+1 on every process. Skipping bad steps
+(``skip_nonfinite_steps`` > 0) must decide before the optimizer step: one extra synchronisation per step
+on the gradient norm, only then.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import os
+import signal
 import time
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
-from transformers import Trainer
+from transformers import ProgressCallback, Trainer
 
 from rexbert_common.errors import UserError
+from rexbert_common.files import OutputError, writing
+from rexbert_common.signals import Stopped, deferred_stop, stop_requested
 from training.batch_plan import BatchPlan, StepSampler
-from training.checkpoints import OPTIMIZER_FILE, SCHEDULER_FILE
+from training.checkpoints import MANIFEST, OPTIMIZER_FILE, SCHEDULER_FILE, ChecksumWriter, checkpoints
 from training.collator import MICRO_BATCHES_KEY, STATS_KEY
 from training.mfu import MlmFlops
 from training.optim import StableAdamW, carry_moments, param_groups
@@ -43,6 +61,46 @@ _STAT_COUNTERS = (  # summed from the collator's host-side stats
     "labelled",
 )
 _COUNTERS = (*_STAT_COUNTERS, "correct", "flops", "micro_batches", "steps")
+SKIPPED_KEY = "skipped_nonfinite_step"  # a log_history entry per skipped step (survives resumes)
+
+
+class TrainingDiverged(UserError):
+    """A non-finite loss or gradient norm stopped the run (the message names the step and what to do)."""
+
+
+class _HostCopy:
+    """Small device values read on the host one step late, without a synchronisation of their own.
+
+    :meth:`exchange` starts copying this step's values into page-locked host memory and returns the
+    previous step's. By then the copy has long finished: the Trainer synchronises the host with the device
+    on every step's loss (``logging_nan_inf_filter``); a CUDA event makes the read safe when it does not.
+    """
+
+    def __init__(self) -> None:
+        self._pending: tuple[torch.Tensor, object] | None = None
+
+    def exchange(self, values: torch.Tensor) -> list[float] | None:
+        previous = None
+        if self._pending is not None:
+            host, done = self._pending
+            if done is not None:
+                done.synchronize()  # returns at once when the copy is complete
+            previous = host.tolist()
+        if values.is_cuda:
+            host = torch.empty(values.shape, dtype=values.dtype, pin_memory=True)
+            host.copy_(values, non_blocking=True)
+            done = torch.cuda.Event()
+            done.record()
+        else:
+            host, done = values.clone(), None
+        self._pending = (host, done)
+        return previous
+
+
+class _Diverged(Exception):
+    def __init__(self, step: int, norm: float, reason: str) -> None:
+        super().__init__(reason)
+        self.step, self.norm, self.reason = step, norm, reason
 
 
 class RexBertTrainer(Trainer):
@@ -56,6 +114,8 @@ class RexBertTrainer(Trainer):
         phase_packing_efficiency: real tokens / slots of the phase's packed rows (logged).
         optimizer_state_from: a checkpoint of the previous phase whose optimizer moments this phase continues
             from (its LR / weight decay / betas are this phase's); None = fresh moments.
+        skip_nonfinite_steps: optimizer steps with a non-finite loss or gradient norm skipped (no update,
+            logged as ``skipped_nonfinite_step``) before the run stops; 0 = stop at the first.
     """
 
     def __init__(
@@ -66,6 +126,7 @@ class RexBertTrainer(Trainer):
         peak_flops: float | None = None,
         phase_packing_efficiency: float | None = None,
         optimizer_state_from: str | os.PathLike | None = None,
+        skip_nonfinite_steps: int = 0,
         **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -87,6 +148,19 @@ class RexBertTrainer(Trainer):
         # this train() call, this process: what was trained (row coverage, realised Guided MLM)
         self.totals = {k: 0 for k in ("rows", "row_id_sum", "steps", "guided_sequences", "guided_spans")}
         self._reset_counters()
+        self.skip_nonfinite_steps = skip_nonfinite_steps
+        self.stopped_by: int | None = None  # the signal that stopped training early
+        # on the device: whether a step since the start had a non-finite gradient norm (the same on every
+        # process), and the first such step and its norm
+        device = self.args.device
+        self._bad = torch.zeros((), dtype=torch.bool, device=device)
+        self._first_bad = torch.full((2,), -1.0, dtype=torch.float64, device=device)  # step, norm
+        self._host_flags = _HostCopy()
+        self._checksums = ChecksumWriter()
+        # Old checkpoints are rotated after the new one's manifest exists, never before (a save killed
+        # halfway must leave an intact checkpoint), so the Trainer's own rotation is off.
+        self.keep_checkpoints = self.args.save_total_limit
+        self.args.save_total_limit = None
         if self.args.gradient_accumulation_steps != 1:
             raise ValueError(
                 "RexBertTrainer accumulates the batch plan's micro-batches itself: "
@@ -153,9 +227,11 @@ class RexBertTrainer(Trainer):
         on the last only, the loss normalised by the labelled tokens of the whole step on all processes."""
         micro_batches = inputs[MICRO_BATCHES_KEY]
         local = sum(mb[STATS_KEY]["labelled"] for mb in micro_batches)  # Python int: no device sync
-        total = torch.tensor(local, device=self.args.device)
+        # one collective: the step's labelled tokens and whether any process was asked to stop
+        counts = torch.tensor([local, stop_requested() is not None], device=self.args.device)
         if self.accelerator.num_processes > 1:
-            total = self.accelerator.reduce(total, reduction="sum")  # a collective, not a host sync
+            counts = self.accelerator.reduce(counts, reduction="sum")  # a collective, not a host sync
+        total = counts[0]
         loss = torch.zeros((), device=self.args.device)
         for i, micro_batch in enumerate(micro_batches):
             last = i == len(micro_batches) - 1
@@ -166,7 +242,118 @@ class RexBertTrainer(Trainer):
                 loss += super().training_step(model, micro_batch, total)
         self._counters["steps"] += 1
         self.totals["steps"] += 1
+        self._check_step(counts[1])
         return loss
+
+    # -- reliability ---------------------------------------------------------------------------
+    def _check_step(self, stop_votes: torch.Tensor) -> None:
+        """Hand this step's guard values to the host and act on the previous step's (see the module
+        docstring): a stop request checkpoints this step and stops; a non-finite step stops the run."""
+        values = torch.cat([torch.stack([stop_votes.double(), self._bad.double()]), self._first_bad])
+        previous = self._host_flags.exchange(values)
+        if previous is None:
+            return
+        votes, bad, step, norm = previous
+        if bad:
+            raise _Diverged(int(step), norm, "a non-finite loss or gradient norm")
+        if votes and self.stopped_by is None:
+            self.stopped_by = stop_requested() or signal.SIGTERM  # another process received it
+            self.control.should_save = True  # at the end of this step, on every process
+            self.control.should_training_stop = True
+
+    def _get_grad_norm(self, model, grad_norm=None):
+        norm = super()._get_grad_norm(model, grad_norm)
+        step = self.state.global_step + 1
+        if self.skip_nonfinite_steps and not math.isfinite(float(norm)):  # the one extra sync of skipping
+            skipped = len(self.skipped_steps()) + 1
+            if skipped > self.skip_nonfinite_steps:
+                limit = self.skip_nonfinite_steps
+                raise _Diverged(
+                    step, float(norm), f"{skipped} non-finite steps (skip_nonfinite_steps: {limit})"
+                )
+            model.zero_grad(set_to_none=True)  # the optimizer step that follows updates nothing
+            self.log({SKIPPED_KEY: step, "grad_norm": float(norm)})
+            return norm
+        # on the device, no synchronisation: remember the first non-finite step and its norm
+        device = self._bad.device
+        norm_here = torch.as_tensor(norm, device=device).detach().double()
+        bad = ~torch.isfinite(norm_here)
+        now = torch.stack([torch.full((), float(step), dtype=torch.float64, device=device), norm_here])
+        self._first_bad = torch.where(bad & ~self._bad, now, self._first_bad)
+        self._bad = self._bad | bad
+        return norm
+
+    def skipped_steps(self) -> list[int]:
+        """Steps skipped for a non-finite loss or gradient norm, this phase (also before a resume)."""
+        return [int(e[SKIPPED_KEY]) for e in self.state.log_history if SKIPPED_KEY in e]
+
+    def _save_checkpoint(self, model, trial):
+        """Save, then have the main process write the manifest of checksums (in the background) once
+        every process has written its files. A step whose gradient norm is not finite is never saved."""
+        if self._bad:  # one synchronisation per save
+            step, norm = self._first_bad.tolist()
+            raise _Diverged(int(step), norm, "a non-finite loss or gradient norm")
+        self._checksums.finish()  # the previous save's manifest, and its error if any
+        run_dir = Path(self._get_output_dir(trial=trial))
+        folder = run_dir / f"checkpoint-{self.state.global_step}"
+        try:
+            with writing(folder):
+                super()._save_checkpoint(model, trial)
+        except RuntimeError as error:  # torch.save reports a failed write (disk full) as a RuntimeError
+            if "write" not in str(error):
+                raise
+            raise OutputError(
+                f"cannot write the checkpoint {folder}: {' '.join(str(error).split())}"
+            ) from None
+        self.accelerator.wait_for_everyone()  # every process has written its RNG state
+        if self.args.should_save:
+            self._checksums.start(folder, self.keep_checkpoints)
+
+    def train(self, *args, **kwargs):
+        """Trainer.train with SIGTERM / Ctrl-C deferred to the next step boundary (checkpoint, then
+        :class:`~rexbert_common.signals.Stopped`) and divergence reported as :class:`TrainingDiverged`."""
+        try:
+            with deferred_stop():
+                result = super().train(*args, **kwargs)
+        except BaseException as error:
+            self._close_progress_bars()  # else tqdm redraws its bar after the error line
+            with contextlib.suppress(Exception):
+                self._checksums.finish()
+            if isinstance(error, _Diverged):
+                raise TrainingDiverged(self._divergence_message(error)) from None
+            raise
+        self._checksums.finish()
+        if self.stopped_by is not None:
+            name = signal.Signals(self.stopped_by).name
+            raise Stopped(
+                self.stopped_by,
+                f"stopped by {name} at step {self.state.global_step} of {self.state.max_steps}, saved "
+                f"{self._last_checkpoint()}: resume with --resume",
+            )
+        return result
+
+    def _close_progress_bars(self) -> None:
+        for callback in self.callback_handler.callbacks:
+            bar = getattr(callback, "training_bar", None)
+            if isinstance(callback, ProgressCallback) and bar is not None:
+                bar.close()
+                callback.training_bar = None
+
+    def _last_checkpoint(self) -> str:
+        done = [c for c in checkpoints(Path(self.args.output_dir)) if (c / MANIFEST).is_file()]
+        return str(done[0]) if done else "no checkpoint yet"
+
+    def _divergence_message(self, diverged: _Diverged) -> str:
+        last = self._last_checkpoint()
+        resume = (
+            f"resume from {last} with --resume" if last != "no checkpoint yet" else "no checkpoint to resume"
+        )
+        phase = Path(self.args.output_dir).name
+        return (
+            f"{phase}: training diverged at step {diverged.step}: {diverged.reason} "
+            f"(gradient norm {diverged.norm}); nothing after it was saved; {resume} -- lower the LR, or set "
+            "trainer.skip_nonfinite_steps to skip a few such steps"
+        )
 
     def floating_point_ops(self, inputs) -> int:
         return sum(super(RexBertTrainer, self).floating_point_ops(mb) for mb in inputs[MICRO_BATCHES_KEY])
@@ -182,6 +369,12 @@ class RexBertTrainer(Trainer):
         loss = outputs.loss
         if num_items_in_batch is not None and model.training:
             loss = loss * self.accelerator.num_processes
+        if model.training:
+            # A non-finite loss here makes this process's gradients NaN (x 1.0 when finite: exact), which
+            # DDP's all-reduce hands to every process: the gradient norm is then the all-process flag.
+            loss = loss * torch.where(
+                torch.isfinite(loss), torch.ones_like(loss), torch.full_like(loss, math.nan)
+            )
         with torch.no_grad():
             logits = outputs.logits
             if logits.dim() == 3:  # dense logits (1, N, V) → the labelled positions' (M, V)

@@ -193,21 +193,43 @@ def _train_loss(final_dir):
     return json.loads((Path(final_dir) / "phase_summary.json").read_text())["train"]["train_loss"]
 
 
-def test_resume_falls_back_from_a_damaged_latest_checkpoint(full_run, tmp_path, capsys):
-    reference = _losses(full_run / "phase1" / "final")
+def _same_weights(a, b):
+    """Bit-identical safetensors tensors (the files' bytes also hold the run's metadata)."""
+    first, second = load_file(Path(a) / "model.safetensors"), load_file(Path(b) / "model.safetensors")
+    return first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_resume_falls_back_past_damaged_checkpoints_to_the_uninterrupted_weights(full_run, tmp_path, capsys):
+    """The issue's fault: random bytes inside the latest optimizer.pt (same length), and a truncated RNG
+    state in the one before: both are refused, the run resumes from the one before them and ends with the
+    uninterrupted run's weights, bit for bit."""
+    from training.checkpoints import MANIFEST
+
     out = tmp_path / "damaged"
-    extra = ["--phase", "1", "--set", "phase1.save_steps=2"]
-    assert main(args(out, *extra, "--stop-after-steps", "4")) == 0
-    latest = out / "phase1" / "checkpoint-4" / "model.safetensors"
-    latest.write_bytes(latest.read_bytes()[:1000])  # killed while writing the checkpoint
+    extra = ["--phase", "1", "--set", "phase1.save_steps=2", "--set", "phase1.save_total_limit=3"]
+    assert main(args(out, *extra, "--stop-after-steps", "6")) == 0
+    phase = out / "phase1"
+    assert [p.name for p in sorted(phase.glob("checkpoint-*"))] == [
+        "checkpoint-2", "checkpoint-4", "checkpoint-6",
+    ]  # fmt: skip
+    assert all((phase / f"checkpoint-{s}" / MANIFEST).is_file() for s in (2, 4, 6))
+    optimizer = phase / "checkpoint-6" / "optimizer.pt"
+    data = bytearray(optimizer.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 4096] = os.urandom(4096)
+    optimizer.write_bytes(bytes(data))
+    rng = phase / "checkpoint-4" / "rng_state.pth"
+    rng.write_bytes(rng.read_bytes()[:100])
     capsys.readouterr()
     assert main(args(out, *extra, "--resume")) == 0
     printed = capsys.readouterr().out
-    assert f"checkpoint {latest.parent} is damaged (model.safetensors is truncated" in printed
-    summary = json.loads((out / "phase1" / "final" / "phase_summary.json").read_text())
-    assert summary["resumed_from"] == str(out / "phase1" / "checkpoint-2")
-    for (step, a), (_, b) in zip(reference, _losses(out / "phase1" / "final")):
-        assert a == pytest.approx(b, rel=1e-5, abs=1e-6), step
+    assert f"checkpoint {optimizer.parent} is damaged (optimizer.pt does not match its checksum" in printed
+    assert f"checkpoint {rng.parent} is damaged (rng_state.pth has 100 bytes" in printed
+    summary = json.loads((phase / "final" / "phase_summary.json").read_text())
+    assert summary["resumed_from"] == str(phase / "checkpoint-2")
+    assert summary["status"] == "complete" and summary["skipped_nonfinite_steps"] == []
+    reference = _losses(full_run / "phase1" / "final")
+    assert _losses(phase / "final") == reference
+    assert _same_weights(phase / "final", full_run / "phase1" / "final")
 
 
 def test_missing_optimizer_state_is_an_error_unless_allowed(tmp_path, data_dir):
