@@ -197,6 +197,14 @@ class _Stages:
 
 
 def run_experiment(config: ExperimentConfig, force_eval: bool = False, flags: tuple[str, ...] = ()) -> Path:
+    """Run (or resume) every stage; one run per output folder (a second one refuses, naming the first)."""
+    from rexbert_common.locks import output_lock
+
+    with output_lock(config.output_dir, log=print):
+        return _run_stages(config, force_eval, flags)
+
+
+def _run_stages(config: ExperimentConfig, force_eval: bool, flags: tuple[str, ...]) -> Path:
     from rexbert_cli import plots, product_check, summary
     from rexbert_cli.heldout import split_products
     from rexbert_common.data import data_dir

@@ -31,7 +31,9 @@ class ProductSplit:
 
 
 def _write(table: pa.Table, path: Path) -> Path:
-    atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+    # an unchanged split keeps its file (and modification time): the training rows built from it, whose
+    # fingerprint includes it, stay valid when the demo is rerun
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp), keep_identical=True)
     return path
 
 

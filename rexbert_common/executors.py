@@ -71,10 +71,8 @@ def make_executor(stage: Stage, config: ExecutorConfig, depends=None, job_prefix
         "skip_completed": True,
     }
     if kind == "local":
-        from datatrove.executor import LocalPipelineExecutor
-
         n = workers if workers > 0 else (os.cpu_count() or 1)
-        return LocalPipelineExecutor(**common, workers=min(n, stage.tasks))
+        return _local_executor_class()(**common, workers=min(n, stage.tasks))
     if kind == "ray":
         from datatrove.executor import RayPipelineExecutor
 
@@ -83,6 +81,27 @@ def make_executor(stage: Stage, config: ExecutorConfig, depends=None, job_prefix
 
     options = {"time": "24:00:00", "partition": "cpu", "cpus_per_task": 1, **config.slurm}
     return SlurmPipelineExecutor(**common, workers=workers, job_name=f"{job_prefix}_{stage.name}", **options)
+
+
+def _local_executor_class():
+    from datatrove.executor import LocalPipelineExecutor
+
+    class LocalExecutor(LocalPipelineExecutor):
+        """datatrove's local executor whose pool workers die with the process that runs the job: killed
+        with SIGKILL, it cannot stop them, and they would go on writing beside its rerun."""
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.owner_pid = os.getpid()
+
+        def _launch_run_for_rank(self, rank, *args, **kwargs):
+            if os.getpid() != self.owner_pid:  # in a pool worker (its parent is the forkserver)
+                from rexbert_common.signals import exit_with_parent
+
+                exit_with_parent(self.owner_pid)
+            return super()._launch_run_for_rank(rank, *args, **kwargs)
+
+    return LocalExecutor
 
 
 def build_executors(stages: list[Stage], config: ExecutorConfig, job_prefix: str = "rexbert") -> list:

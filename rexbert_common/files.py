@@ -34,13 +34,15 @@ class OutputError(UserError):
     """An output could not be written (disk full, quota, read-only or unwritable folder)."""
 
 
-def output_error(error: OSError, path: str | os.PathLike) -> OutputError | OSError:
-    """The one-line :class:`OutputError` for a failed write of ``path``; other OS errors are returned
-    unchanged (bugs or bad input, reported as they are)."""
+RERUN = "rerun the same command; finished work is kept and resumed"
+
+
+def output_error(error: OSError, path: str | os.PathLike, then: str = RERUN) -> OutputError | OSError:
+    """The one-line :class:`OutputError` for a failed write of ``path`` (``then``: how to go on once space
+    is freed); other OS errors are returned unchanged (bugs or bad input, reported as they are)."""
     if error.errno in _NO_SPACE:
         return OutputError(
-            f"no space left on the device writing {path} ({error.strerror}): free space and rerun the same "
-            "command; finished work is kept and resumed"
+            f"no space left on the device writing {path} ({error.strerror}): free space and {then}"
         )
     if error.errno in _UNWRITABLE:
         return OutputError(f"cannot write {path} ({error.strerror}): choose a writable output folder")
@@ -48,13 +50,13 @@ def output_error(error: OSError, path: str | os.PathLike) -> OutputError | OSErr
 
 
 @contextlib.contextmanager
-def writing(path: str | os.PathLike) -> Iterator[None]:
+def writing(path: str | os.PathLike, then: str = RERUN) -> Iterator[None]:
     """A failed write inside the block (disk full, read-only folder) becomes the one-line
     :class:`OutputError` naming ``path``; other errors pass through unchanged."""
     try:
         yield
     except OSError as error:
-        converted = output_error(error, path)
+        converted = output_error(error, path, then)
         if converted is error:
             raise
         raise converted from error
@@ -74,10 +76,12 @@ def fsync_folder(folder: str | os.PathLike) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None], keep_identical: bool = False) -> Path:
     """Call ``write(tmp_path)``, flush it to disk and rename it onto ``path``.
 
     ``write`` may be any writer that takes a path (``pq.write_table``, ``model.save_model``, ...).
+    ``keep_identical``: when ``path`` already holds the same bytes it is left as it is (with its
+    modification time: caches keyed on it stay valid).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -87,6 +91,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
         try:
             os.chmod(tmp, 0o644)  # mkstemp creates 0600; outputs are shared (reports, datasets, cards)
             write(tmp)
+            if keep_identical and path.is_file() and _same_bytes(path, Path(tmp)):
+                os.unlink(tmp)
+                return path
             with open(tmp, "rb") as handle:
                 os.fsync(handle.fileno())
             os.replace(tmp, path)
@@ -96,6 +103,16 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
             raise
     fsync_folder(path.parent)
     return path
+
+
+def _same_bytes(a: Path, b: Path) -> bool:
+    if a.stat().st_size != b.stat().st_size:
+        return False
+    with a.open("rb") as first, b.open("rb") as second:
+        while chunk := first.read(1 << 20):
+            if chunk != second.read(1 << 20):
+                return False
+    return True
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:

@@ -107,7 +107,13 @@ def exit_with_parent(pid: int | None = None) -> None:
     _watch(pid)
 
 
+_WATCHED: set[int] = set()
+
+
 def _watch(pid: int) -> None:
+    if pid in _WATCHED:  # a pool worker runs many tasks: one watcher is enough
+        return
+    _WATCHED.add(pid)
     try:
         handle = os.pidfd_open(pid)
     except ProcessLookupError:

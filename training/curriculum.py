@@ -302,7 +302,7 @@ def _save_final(trainer, tokenizer, phase, phase_dir: Path, summary: dict) -> Pa
     if state.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
     trainer.accelerator.wait_for_everyone()
-    with writing(tmp):  # disk full: one line naming the folder
+    with writing(tmp, "resume with --resume (the phase's checkpoints are kept)"):  # one line, named
         trainer.save_model(str(tmp))  # on every process: FSDP gathers the full state dict collectively
         if state.is_main_process:
             save_for_model(tokenizer, tmp, model_max_length=phase.max_position_embeddings)
@@ -400,10 +400,7 @@ def run_phase(
                 default=str,
             )  # fmt: skip
         raise
-    totals = torch.tensor(
-        [float(v) for v in trainer.totals.values()], dtype=torch.float64, device=args.device
-    )
-    trained = dict(zip(trainer.totals, trainer.accelerator.reduce(totals, reduction="sum").tolist()))
+    trained = trainer.reduced_totals()  # the whole phase, across resumes
     guided = {
         "target_share": phase.masking.guided_fraction,
         "share": round(trained["guided_sequences"] / max(1.0, trained["rows"]), 4),
@@ -425,8 +422,8 @@ def run_phase(
         "steps": steps,
         "global_step": trainer.state.global_step,
         "planned_rows": plan.planned_rows,
-        # rows / Σ row index trained by this run, summed over processes (checks every
-        # planned row was trained once: compare with planned_rows, Σ range(planned_rows))
+        # rows / Σ row index the phase trained (all processes, across resumes): every planned row
+        # was trained once when they equal planned_rows and Σ range(planned_rows)
         "trained_rows": int(trained["rows"]),
         "trained_row_id_sum": int(trained["row_id_sum"]),
         "guided_mlm": guided,

@@ -19,7 +19,8 @@ ride in the step's label-count all-reduce. Both stay on the device and reach the
 (``_HostCopy``), after the Trainer's own synchronisation on each step's loss: a non-finite step t is seen
 at the end of step t+2 and stops the run there (every process at the same step); a save before that
 checks the flag itself (one synchronisation per save), so nothing a non-finite step produced is saved. A
-stop request received during step t checkpoints step t+1 on every process. Skipping bad steps
+stop request (SIGTERM, Ctrl-C) checkpoints at the end of the step it arrives in; with several processes,
+which must agree on the step, at the end of the second step after it. Skipping bad steps
 (``skip_nonfinite_steps`` > 0) must decide before the optimizer step: one extra synchronisation per step
 on the gradient norm, only then.
 """
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import math
 import os
 import signal
@@ -39,7 +41,7 @@ from torch.utils.data import DataLoader
 from transformers import ProgressCallback, Trainer
 
 from rexbert_common.errors import UserError
-from rexbert_common.files import OutputError, writing
+from rexbert_common.files import OutputError, write_json_atomic, writing
 from rexbert_common.signals import Stopped, deferred_stop, stop_requested
 from training.batch_plan import BatchPlan, StepSampler
 from training.checkpoints import MANIFEST, OPTIMIZER_FILE, SCHEDULER_FILE, ChecksumWriter, checkpoints
@@ -62,6 +64,7 @@ _STAT_COUNTERS = (  # summed from the collator's host-side stats
 )
 _COUNTERS = (*_STAT_COUNTERS, "correct", "flops", "micro_batches", "steps")
 SKIPPED_KEY = "skipped_nonfinite_step"  # a log_history entry per skipped step (survives resumes)
+TOTALS_FILE = "rexbert_totals.json"  # what the phase trained up to a checkpoint, all processes
 
 
 class TrainingDiverged(UserError):
@@ -251,11 +254,11 @@ class RexBertTrainer(Trainer):
         docstring): a stop request checkpoints this step and stops; a non-finite step stops the run."""
         values = torch.cat([torch.stack([stop_votes.double(), self._bad.double()]), self._first_bad])
         previous = self._host_flags.exchange(values)
-        if previous is None:
-            return
-        votes, bad, step, norm = previous
+        votes, bad, step, norm = previous or (0.0, 0.0, 0.0, 0.0)
         if bad:
             raise _Diverged(int(step), norm, "a non-finite loss or gradient norm")
+        if self.accelerator.num_processes == 1:  # nobody to agree with: stop at this step's end
+            votes = stop_requested() is not None
         if votes and self.stopped_by is None:
             self.stopped_by = stop_requested() or signal.SIGTERM  # another process received it
             self.control.should_save = True  # at the end of this step, on every process
@@ -296,22 +299,40 @@ class RexBertTrainer(Trainer):
         self._checksums.finish()  # the previous save's manifest, and its error if any
         run_dir = Path(self._get_output_dir(trial=trial))
         folder = run_dir / f"checkpoint-{self.state.global_step}"
+        then = "resume with --resume (the last complete checkpoint is kept)"
         try:
-            with writing(folder):
+            with writing(folder, then):
                 super()._save_checkpoint(model, trial)
         except RuntimeError as error:  # torch.save reports a failed write (disk full) as a RuntimeError
             if "write" not in str(error):
                 raise
-            raise OutputError(
-                f"cannot write the checkpoint {folder}: {' '.join(str(error).split())}"
-            ) from None
+            message = " ".join(str(error).split())
+            raise OutputError(f"cannot write the checkpoint {folder} ({message}): {then}") from None
+        totals = self.reduced_totals()  # a collective: every process is here
+        if self.args.should_save:
+            write_json_atomic(folder / TOTALS_FILE, totals)
         self.accelerator.wait_for_everyone()  # every process has written its RNG state
         if self.args.should_save:
             self._checksums.start(folder, self.keep_checkpoints)
 
+    def reduced_totals(self) -> dict[str, int]:
+        """What this phase trained so far on all processes (rows, Σ row ids, steps, guided MLM), also across
+        resumes: checkpoints carry it (:data:`TOTALS_FILE`)."""
+        values = torch.tensor(
+            [float(v) for v in self.totals.values()], dtype=torch.float64, device=self.args.device
+        )
+        if self.accelerator.num_processes > 1:
+            values = self.accelerator.reduce(values, reduction="sum")
+        return {k: int(v) for k, v in zip(self.totals, values.tolist())}
+
     def train(self, *args, **kwargs):
         """Trainer.train with SIGTERM / Ctrl-C deferred to the next step boundary (checkpoint, then
         :class:`~rexbert_common.signals.Stopped`) and divergence reported as :class:`TrainingDiverged`."""
+        checkpoint = kwargs.get("resume_from_checkpoint") or (args[0] if args else None)
+        if isinstance(checkpoint, str) and self.accelerator.is_main_process:  # counted once, on the main one
+            saved = Path(checkpoint) / TOTALS_FILE
+            if saved.is_file():
+                self.totals.update(json.loads(saved.read_text(encoding="utf-8")))
         try:
             with deferred_stop():
                 result = super().train(*args, **kwargs)

@@ -3,6 +3,7 @@
 import errno
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -92,3 +93,12 @@ def test_replace_folder_swaps_in_a_complete_folder(tmp_path, monkeypatch):
         replace_folder(staged, final)
     assert (tmp_path / "final.old" / "model.safetensors").read_text() == "v2"
     assert (staged / "model.safetensors").read_text() == "v3"
+
+
+def test_an_identical_rewrite_keeps_the_file_and_its_modification_time(tmp_path):
+    path = write_text_atomic(tmp_path / "split.parquet", "rows")
+    os.utime(path, ns=(1_000_000_000, 1_000_000_000))
+    atomic_write(path, lambda tmp: Path(tmp).write_text("rows"), keep_identical=True)
+    assert path.stat().st_mtime_ns == 1_000_000_000 and sorted(os.listdir(tmp_path)) == ["split.parquet"]
+    atomic_write(path, lambda tmp: Path(tmp).write_text("other rows"), keep_identical=True)
+    assert path.read_text() == "other rows"

@@ -230,6 +230,45 @@ def test_resume_falls_back_past_damaged_checkpoints_to_the_uninterrupted_weights
     reference = _losses(full_run / "phase1" / "final")
     assert _losses(phase / "final") == reference
     assert _same_weights(phase / "final", full_run / "phase1" / "final")
+    _assert_every_planned_row_trained_once(summary)
+
+
+def test_sigterm_checkpoints_at_the_step_boundary_and_resumes_to_the_same_weights(
+    full_run, tmp_path, capsys, monkeypatch
+):
+    """SIGTERM during step 4 (a pre-emption notice): step 4 finishes, is checkpointed with its manifest,
+    the run stops with one line (exit status 143) naming the checkpoint; --resume ends on the uninterrupted
+    run's weights, bit for bit."""
+    import signal
+
+    from training.checkpoints import MANIFEST
+    from training.run import script_main
+    from training.trainer import RexBertTrainer
+
+    original = RexBertTrainer.training_step
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        if self.state.global_step + 1 == 4:
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler runs in this (main) thread
+        return original(self, model, inputs, num_items_in_batch)
+
+    monkeypatch.setattr(RexBertTrainer, "training_step", training_step)
+    out = tmp_path / "terminated"
+    capsys.readouterr()
+    assert script_main(args(out, "--phase", "1")) == 143
+    checkpoint = out / "phase1" / "checkpoint-4"
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1] == (
+        f"stopped by SIGTERM at step 4 of 9, saved {checkpoint}: resume with --resume"
+    )
+    assert "Traceback" not in err
+    assert (checkpoint / MANIFEST).is_file() and not (out / "phase1" / "final").exists()
+    monkeypatch.setattr(RexBertTrainer, "training_step", original)
+    assert script_main(args(out, "--phase", "1", "--resume")) == 0
+    assert _same_weights(out / "phase1" / "final", full_run / "phase1" / "final")
+    # the summary counts the whole phase, not only the steps after the resume
+    summary = json.loads((out / "phase1" / "final" / "phase_summary.json").read_text())
+    _assert_every_planned_row_trained_once(summary)
 
 
 def test_missing_optimizer_state_is_an_error_unless_allowed(tmp_path, data_dir):
@@ -358,23 +397,10 @@ def test_batch_warmup_plan_in_the_single_process_run(full_run):
 def test_two_processes_with_batch_warmup_match_one_process(full_run, tmp_path):
     """Acceptance: 2 CPU processes with batch-size warmup on reach exactly the planned steps, train every
     planned row once, and log the 1-process run's losses (tolerance: float reduction order only)."""
-    accelerate = Path(sys.executable).with_name("accelerate")
+    from scripts.chaos import launch_command
+
     env = {**os.environ, "ACCELERATE_USE_CPU": "true", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    cmd = [
-        str(accelerate),
-        "launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        str(REPO / "training" / "run.py"),
-        *args(tmp_path, "--phase", "1"),
-    ]
+    cmd = launch_command(REPO / "training" / "run.py", *args(tmp_path, "--phase", "1"), processes=2)
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     summary = json.loads((tmp_path / "phase1" / "final" / "phase_summary.json").read_text())
