@@ -110,11 +110,14 @@ _HELD_GUARD = threading.Lock()
 
 @contextlib.contextmanager
 def output_lock(
-    folder: str | os.PathLike, command: str | None = None, log: Callable[[str], None] | None = None
+    folder: str | os.PathLike,
+    command: str | None = None,
+    log: Callable[[str], None] | None = None,
+    what: str | None = None,
 ) -> Iterator[Holder]:
     """Hold ``folder``'s lock for the ``with`` block; raise :class:`FolderBusy` at once when another
     process holds it. Re-entrant within a process. ``log`` hears about a lock taken over from an ended
-    run."""
+    run; ``what`` names the output in the refusal (default: the folder)."""
     import fasteners
 
     folder = Path(folder).resolve()
@@ -150,7 +153,7 @@ def output_lock(
     if not acquired:
         holder = previous.describe() if previous else "another process (no holder recorded)"
         raise FolderBusy(
-            f"{folder} is in use by {holder}: wait for that run to end or stop it; its lock "
+            f"{what or folder} is in use by {holder}: wait for that run to end or stop it; its lock "
             f"({lock_file}) is released when it exits"
         )
     try:

@@ -79,7 +79,7 @@ class Run:
     stages: list[tuple[str, float]] = field(default_factory=list)  # (stage, seconds since start)
     step: tuple[str, int] | None = None  # train mode: (phase, last step shown by the progress bar)
     killed_in: str | None = None
-    orphans: list[int] = field(default_factory=list)
+    orphans: list[str] = field(default_factory=list)  # "pid command" of the processes that survived
 
 
 def _env() -> dict[str, str]:
@@ -117,6 +117,13 @@ def _follow(process: subprocess.Popen, run: Run, stages, started: float, log) ->
                 run.step = (phase, int(match.group(1)))
 
 
+def _cmdline(process) -> list[str]:
+    try:
+        return process.cmdline()
+    except Exception:  # gone meanwhile, or a zombie
+        return ["?"]
+
+
 def attempt(command: list[str], log_path: Path, stages, kill_when=None) -> Run:
     """Run ``command`` to its end, or SIGKILL it (the process itself, nothing else) as soon as
     ``kill_when(run, seconds)`` says so; then check that none of its descendants survives it."""
@@ -138,7 +145,7 @@ def attempt(command: list[str], log_path: Path, stages, kill_when=None) -> Run:
                 process.send_signal(signal.SIGKILL)
                 process.wait()
                 _, alive = psutil.wait_procs(descendants, timeout=15)
-                run.orphans = [p.pid for p in alive]
+                run.orphans = [f"{p.pid} {' '.join(_cmdline(p))[:200]}" for p in alive]
                 for orphan in alive:  # do not leave them running, but report them
                     orphan.kill()
                 break

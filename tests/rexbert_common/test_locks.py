@@ -128,3 +128,26 @@ def test_nested_locks_in_one_process_keep_the_outer_lock(tmp_path):
             pass
         assert seen_from_outside() == "busy"
     assert seen_from_outside() == "free"
+
+
+@pytest.mark.parametrize("stage", ["curate", "train", "eval", "demo"])
+def test_every_stage_refuses_a_folder_another_run_holds(tmp_path, holder, stage, capsys):
+    """Each CLI locks its output (the training folder, the curation folder, an evaluation's results, the
+    demo folder) before it writes anything: a second run refuses at once with the holder's line, exit 2."""
+    from rexbert_cli.main import main
+    from tests.training._tiny import RECIPE
+
+    out = tmp_path / "out"
+    argv = {
+        "curate": ["curate", "--output-dir", str(out)],
+        "train": ["train", "--recipe", RECIPE, "--output-dir", str(out)],
+        "eval": ["eval", "mlm", str(tmp_path / "model"), "--out", str(out)],
+        "demo": ["demo", "--output-dir", str(out)],
+    }[stage]
+    locked = out.with_name("out.mlm") if stage == "eval" else out
+    child = holder(locked)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    named = f"{out / 'mlm.json'}" if stage == "eval" else f"{out.resolve()}"
+    assert err[-1].startswith(f"rexbert {stage}: error: {named} is in use by pid {child.pid} on "), err
+    assert not out.exists()
