@@ -339,15 +339,12 @@ def run_phase(
     index = PHASES.index(phase_name)
     phase_dir = out / phase_name
     state = process_state()
-    # decided once, on the main process (it reads every byte of the checkpoint) and shared
-    checkpoint = (
-        decide_on_main(lambda: resume_checkpoint(phase_dir, allow_fresh_optimizer, _log)) if resume else None
-    )
-    carried = (
-        None
-        if checkpoint
-        else decide_on_main(lambda: _optimizer_start(recipe, phase_name, out, allow_fresh_optimizer))
-    )
+    # decided on the main process alone (it reads every byte of a checkpoint), shared with the others
+    checkpoint = carried = None
+    if resume:
+        checkpoint = decide_on_main(lambda: resume_checkpoint(phase_dir, allow_fresh_optimizer, _log))
+    if checkpoint is None:
+        carried = decide_on_main(lambda: _optimizer_start(recipe, phase_name, out, allow_fresh_optimizer))
     model = model_for_phase(recipe, phase_name, tokenizer, out)
     data, plan = prepare_phase(recipe, phase_name, tokenizer, general, domain, miner, out)
     steps = plan.steps

@@ -12,15 +12,10 @@ progress bars) is the Trainer's; this subclass only swaps in:
     gradient norm on any process stops the run (or skips a bounded number of steps) before anything it
     produced is saved, and SIGTERM / Ctrl-C checkpoint at the next step boundary, then stop.
 
-Divergence and stop requests cost no host synchronisation of their own. A non-finite loss on any process
-turns its gradients non-finite (see ``compute_loss``), DDP's gradient all-reduce carries that to every
-process, so the gradient norm the Trainer computes each step is the one all-process flag; stop requests
-ride in the step's label-count all-reduce. Both stay on the device and reach the host one step late
-(``_HostCopy``), after the Trainer's own synchronisation on each step's loss: a non-finite step t is seen
-at the end of step t+2 and stops the run there (every process at the same step); a save before that
-checks the flag itself (one synchronisation per save), so nothing a non-finite step produced is saved. A
-stop request (SIGTERM, Ctrl-C) checkpoints at the end of the step it arrives in; with several processes,
-which must agree on the step, at the end of the second step after it. Skipping bad steps
+Divergence and stop requests cost no host synchronisation of their own (``training.step_guard``): a
+non-finite step t stops every process at the end of step t+2, and a save before then checks first; a stop
+request (SIGTERM, Ctrl-C) checkpoints at the end of the step it arrives in -- with several processes, which
+must agree on the step, at the end of the second step after it. Skipping bad steps
 (``skip_nonfinite_steps`` > 0) must decide before the optimizer step: one extra synchronisation per step
 on the gradient norm, only then.
 """
@@ -50,6 +45,7 @@ from training.mfu import MlmFlops
 from training.optim import StableAdamW, carry_moments, param_groups
 from training.recipe import PhaseConfig
 from training.schedules import WSDSchedule, wsd_scheduler
+from training.step_guard import Diverged, StepGuard, TrainingDiverged
 
 _STAT_COUNTERS = (  # summed from the collator's host-side stats
     "real_tokens",
@@ -65,45 +61,6 @@ _STAT_COUNTERS = (  # summed from the collator's host-side stats
 _COUNTERS = (*_STAT_COUNTERS, "correct", "flops", "micro_batches", "steps")
 SKIPPED_KEY = "skipped_nonfinite_step"  # a log_history entry per skipped step (survives resumes)
 TOTALS_FILE = "rexbert_totals.json"  # what the phase trained up to a checkpoint, all processes
-
-
-class TrainingDiverged(UserError):
-    """A non-finite loss or gradient norm stopped the run (the message names the step and what to do)."""
-
-
-class _HostCopy:
-    """Small device values read on the host one step late, without a synchronisation of their own.
-
-    :meth:`exchange` starts copying this step's values into page-locked host memory and returns the
-    previous step's. By then the copy has long finished: the Trainer synchronises the host with the device
-    on every step's loss (``logging_nan_inf_filter``); a CUDA event makes the read safe when it does not.
-    """
-
-    def __init__(self) -> None:
-        self._pending: tuple[torch.Tensor, object] | None = None
-
-    def exchange(self, values: torch.Tensor) -> list[float] | None:
-        previous = None
-        if self._pending is not None:
-            host, done = self._pending
-            if done is not None:
-                done.synchronize()  # returns at once when the copy is complete
-            previous = host.tolist()
-        if values.is_cuda:
-            host = torch.empty(values.shape, dtype=values.dtype, pin_memory=True)
-            host.copy_(values, non_blocking=True)
-            done = torch.cuda.Event()
-            done.record()
-        else:
-            host, done = values.clone(), None
-        self._pending = (host, done)
-        return previous
-
-
-class _Diverged(Exception):
-    def __init__(self, step: int, norm: float, reason: str) -> None:
-        super().__init__(reason)
-        self.step, self.norm, self.reason = step, norm, reason
 
 
 class RexBertTrainer(Trainer):
@@ -153,12 +110,7 @@ class RexBertTrainer(Trainer):
         self._reset_counters()
         self.skip_nonfinite_steps = skip_nonfinite_steps
         self.stopped_by: int | None = None  # the signal that stopped training early
-        # on the device: whether a step since the start had a non-finite gradient norm (the same on every
-        # process), and the first such step and its norm
-        device = self.args.device
-        self._bad = torch.zeros((), dtype=torch.bool, device=device)
-        self._first_bad = torch.full((2,), -1.0, dtype=torch.float64, device=device)  # step, norm
-        self._host_flags = _HostCopy()
+        self.guard = StepGuard(self.args.device)
         self._checksums = ChecksumWriter()
         # Old checkpoints are rotated after the new one's manifest exists, never before (a save killed
         # halfway must leave an intact checkpoint), so the Trainer's own rotation is off.
@@ -250,13 +202,9 @@ class RexBertTrainer(Trainer):
 
     # -- reliability ---------------------------------------------------------------------------
     def _check_step(self, stop_votes: torch.Tensor) -> None:
-        """Hand this step's guard values to the host and act on the previous step's (see the module
-        docstring): a stop request checkpoints this step and stops; a non-finite step stops the run."""
-        values = torch.cat([torch.stack([stop_votes.double(), self._bad.double()]), self._first_bad])
-        previous = self._host_flags.exchange(values)
-        votes, bad, step, norm = previous or (0.0, 0.0, 0.0, 0.0)
-        if bad:
-            raise _Diverged(int(step), norm, "a non-finite loss or gradient norm")
+        """Hand this step's guard values to the host and act on the previous step's: a non-finite step
+        stops the run; a stop request checkpoints this step and stops."""
+        votes = self.guard.exchange(stop_votes)
         if self.accelerator.num_processes == 1:  # nobody to agree with: stop at this step's end
             votes = stop_requested() is not None
         if votes and self.stopped_by is None:
@@ -271,19 +219,13 @@ class RexBertTrainer(Trainer):
             skipped = len(self.skipped_steps()) + 1
             if skipped > self.skip_nonfinite_steps:
                 limit = self.skip_nonfinite_steps
-                raise _Diverged(
+                raise Diverged(
                     step, float(norm), f"{skipped} non-finite steps (skip_nonfinite_steps: {limit})"
                 )
             model.zero_grad(set_to_none=True)  # the optimizer step that follows updates nothing
             self.log({SKIPPED_KEY: step, "grad_norm": float(norm)})
-            return norm
-        # on the device, no synchronisation: remember the first non-finite step and its norm
-        device = self._bad.device
-        norm_here = torch.as_tensor(norm, device=device).detach().double()
-        bad = ~torch.isfinite(norm_here)
-        now = torch.stack([torch.full((), float(step), dtype=torch.float64, device=device), norm_here])
-        self._first_bad = torch.where(bad & ~self._bad, now, self._first_bad)
-        self._bad = self._bad | bad
+        else:
+            self.guard.observe(step, norm)
         return norm
 
     def skipped_steps(self) -> list[int]:
@@ -293,9 +235,7 @@ class RexBertTrainer(Trainer):
     def _save_checkpoint(self, model, trial):
         """Save, then have the main process write the manifest of checksums (in the background) once
         every process has written its files. A step whose gradient norm is not finite is never saved."""
-        if self._bad:  # one synchronisation per save
-            step, norm = self._first_bad.tolist()
-            raise _Diverged(int(step), norm, "a non-finite loss or gradient norm")
+        self.guard.check_before_save()  # one synchronisation per save
         self._checksums.finish()  # the previous save's manifest, and its error if any
         run_dir = Path(self._get_output_dir(trial=trial))
         folder = run_dir / f"checkpoint-{self.state.global_step}"
@@ -340,7 +280,7 @@ class RexBertTrainer(Trainer):
             self._close_progress_bars()  # else tqdm redraws its bar after the error line
             with contextlib.suppress(Exception):
                 self._checksums.finish()
-            if isinstance(error, _Diverged):
+            if isinstance(error, Diverged):
                 raise TrainingDiverged(self._divergence_message(error)) from None
             raise
         self._checksums.finish()
@@ -364,7 +304,7 @@ class RexBertTrainer(Trainer):
         done = [c for c in checkpoints(Path(self.args.output_dir)) if (c / MANIFEST).is_file()]
         return str(done[0]) if done else "no checkpoint yet"
 
-    def _divergence_message(self, diverged: _Diverged) -> str:
+    def _divergence_message(self, diverged: Diverged) -> str:
         last = self._last_checkpoint()
         resume = (
             f"resume from {last} with --resume" if last != "no checkpoint yet" else "no checkpoint to resume"

@@ -198,6 +198,7 @@ def test_disk_full_while_writing_the_curated_dataset(tmp_path, full_disk, capsys
             "input.max_chars=6000",
             "classifier.kfold=2",
             "classifier.epochs=5",
+            "audit.min_pairs=10",
         ]
         sets = [x for o in overrides for x in ("--set", o)]
         return main(["curate", "--output-dir", str(out), "--tasks", "2", "--workers", "1", *sets])
