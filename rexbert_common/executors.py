@@ -240,16 +240,38 @@ def make_executor(stage: Stage, config: ExecutorConfig, depends=None, job_prefix
     )
 
 
+def _manager_that_dies_with_its_job():
+    """``multiprocess.Manager()`` whose server process (a fork of the job) dies with the job."""
+    import multiprocess
+    from multiprocess.managers import SyncManager
+
+    from rexbert_common.signals import exit_with_parent
+
+    manager = SyncManager(ctx=multiprocess.get_context())
+    manager.start(initializer=exit_with_parent)
+    return manager
+
+
 def _local_executor_class():
     from datatrove.executor import LocalPipelineExecutor
 
     class LocalExecutor(LocalPipelineExecutor):
-        """datatrove's local executor whose pool workers die with the process that runs the job: killed
-        with SIGKILL, it cannot stop them, and they would go on writing beside its rerun."""
+        """datatrove's local executor whose processes die with the job: a job killed with SIGKILL cannot
+        stop them, and its pool workers would go on writing beside its rerun (its manager process, idle,
+        would stay forever)."""
 
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             self.owner_pid = os.getpid()
+
+        def run(self):
+            import multiprocess
+
+            start_manager, multiprocess.Manager = multiprocess.Manager, _manager_that_dies_with_its_job
+            try:  # datatrove calls multiprocess.Manager() once per run, in this thread
+                return super().run()
+            finally:
+                multiprocess.Manager = start_manager
 
         def _launch_run_for_rank(self, rank, *args, **kwargs):
             if os.getpid() != self.owner_pid:  # in a pool worker (its parent is the forkserver)
