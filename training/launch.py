@@ -25,21 +25,27 @@ _LAUNCHER_VARIABLES = ("TORCHELASTIC_RUN_ID", "ACCELERATE_MIXED_PRECISION")
 
 
 def decide_on_main(decide: Callable[[], T]) -> T:
-    """``decide()`` on the main process; every process returns its result, or raises its
-    :class:`UserError` (a user error on the main process stops all of them with the same line)."""
+    """``decide()`` on the main process; every process returns its result, or raises its error (a user
+    error on the main process stops all of them with the same line; any other error stops them too,
+    instead of leaving them waiting in the broadcast)."""
     from training.phase_data import process_state
 
     state = process_state()
     outcome: tuple[bool, object] | None = None
+    failure: BaseException | None = None
     if state.is_main_process:
         try:
             outcome = (True, decide())
         except UserError as error:
             outcome = (False, error)
+        except Exception as error:  # the main process re-raises it; the others get its line
+            failure, outcome = error, (False, RuntimeError(f"the main process failed: {error!r}"))
     if state.num_processes > 1:
         from accelerate.utils import broadcast_object_list
 
         outcome = broadcast_object_list([outcome])[0]
+    if failure is not None:
+        raise failure
     ok, value = outcome
     if not ok:
         raise value
