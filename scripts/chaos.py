@@ -291,8 +291,13 @@ class Kill:
                 order.index(run.step[0]) > order.index(self.stage)
                 or (run.step[0] == self.stage and run.step[1] >= self.step)
             )
-        reached = [t for name, t in run.stages if order.index(name) >= order.index(self.stage)]
-        return bool(reached) and now - reached[0] >= self.delay
+        reached = [(order.index(n), t) for n, t in run.stages if order.index(n) >= order.index(self.stage)]
+        if not reached:
+            return False
+        # the delay runs from the first stage at or after the aim; if the attempt moves on to a later stage
+        # first (it is faster than the reference, or resumed past the aim), it dies at that stage's start
+        moved_on = reached[-1][0] > reached[0][0]
+        return moved_on or now - reached[0][1] >= self.delay
 
 
 def plan_demo_kills(reference: Run, kills: int, rng: random.Random) -> list[Kill]:

@@ -67,3 +67,17 @@ def test_a_two_process_training_launch_killed_at_random_steps_ends_on_the_same_w
     report = chaos.chaos("train", kills=3, seed=3, work=tmp_path / "chaos", processes=2, log=print)
     assert report["orphans"] == [] and report["differences"] == [], report
     assert sum(not k["landed"].startswith("not killed") for k in report["kills"]) == 3, report
+
+
+def test_a_kill_lands_in_its_stage_or_at_the_start_of_the_next():
+    """An attempt faster than the reference must not run past the aimed stage to the end of the job."""
+    order = [name for name, _ in chaos.DEMO_STAGES]
+    kill = chaos.Kill("curate", delay=300.0)
+    run = chaos.Run(stages=[("curate", 1.0)])
+    assert not kill.due(run, order, now=100.0) and kill.due(run, order, now=301.0)
+    run.stages.append(("tokenizer", 50.0))  # curation finished early: die as the next stage starts
+    assert kill.due(run, order, now=50.1)
+    resumed = chaos.Run(
+        stages=[("train-phase1", 2.0)]
+    )  # an attempt resumed past the aim starts the delay there
+    assert not kill.due(resumed, order, now=100.0)
