@@ -150,9 +150,14 @@ def _recipe_path(recipe: str) -> Path:
 def _cli(argv: list[str], flags: tuple[str, ...] = ()) -> None:
     """Run one stage through the ``rexbert`` entry point; ``flags``: the caller's --verbose / --debug."""
     from rexbert_cli.main import main
+    from rexbert_common.signals import Stopped
 
     print(f"\n$ rexbert {shlex.join(argv)}", flush=True)
-    status = main([*flags, *argv])
+    try:
+        status = main([*flags, *argv])
+    except Stopped as stop:
+        stop.resume = "rerun the same command to resume"  # every stage resumes; the demo has no --resume
+        raise
     if status:
         raise UserError(
             f"stage `rexbert {argv[0]}` failed (exit status {status}); fix it and rerun to resume"

@@ -29,14 +29,21 @@ _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 class Stopped(BaseException):
     """The process was asked to stop by a signal (a ``BaseException``, like ``KeyboardInterrupt``, so
-    ``except Exception`` blocks do not swallow it). ``str()`` is the one line to print."""
+    ``except Exception`` blocks do not swallow it). ``str()`` is the one line to print: what was kept and
+    how to go on (a caller that knows better -- ``rexbert demo`` resumes by itself -- replaces ``resume``).
+    """
 
-    def __init__(self, signum: int, message: str | None = None) -> None:
-        self.signum = signum
-        name = signal.Signals(signum).name
-        super().__init__(
-            message or f"stopped by {name}; finished work is kept: rerun the same command to resume from it"
-        )
+    def __init__(
+        self,
+        signum: int,
+        kept: str = "finished work is kept",
+        resume: str = "rerun the same command to resume from it",
+    ) -> None:
+        super().__init__()
+        self.signum, self.kept, self.resume = signum, kept, resume
+
+    def __str__(self) -> str:
+        return f"stopped by {signal.Signals(self.signum).name}; {self.kept}: {self.resume}"
 
     @property
     def exit_status(self) -> int:

@@ -285,12 +285,9 @@ class RexBertTrainer(Trainer):
             raise
         self._checksums.finish()
         if self.stopped_by is not None:
-            name = signal.Signals(self.stopped_by).name
-            raise Stopped(
-                self.stopped_by,
-                f"stopped by {name} at step {self.state.global_step} of {self.state.max_steps}, saved "
-                f"{self._last_checkpoint()}: resume with --resume",
-            )
+            step, steps = self.state.global_step, self.state.max_steps
+            kept = f"saved {self._last_checkpoint()} at step {step} of {steps}"
+            raise Stopped(self.stopped_by, kept, resume="resume with --resume")
         return result
 
     def _close_progress_bars(self) -> None:

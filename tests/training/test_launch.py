@@ -133,11 +133,11 @@ def test_a_launch_holds_one_lock_stops_on_sigterm_and_its_ranks_die_with_it(tmp_
         rank.resume()
     text = _finish(first, timeout=300)
     assert first.returncode != 0 and not _traceback_from_our_code(text), text[-3000:]
-    pattern = r"stopped by SIGTERM at step (\d+) of (\d+), saved (\S+): resume with --resume"
+    pattern = r"stopped by SIGTERM; saved (\S+) at step (\d+) of (\d+): resume with --resume"
     lines = _our_lines(text)
     stopped = re.fullmatch(pattern, lines[0]) if len(lines) == 1 else None
     assert stopped, text[-3000:]
-    step, _, checkpoint = stopped.groups()
+    checkpoint, step, _ = stopped.groups()
     assert (
         checkpoint == str(out / "phase1" / f"checkpoint-{step}") and not (out / "phase1" / "final").exists()
     )

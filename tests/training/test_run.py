@@ -259,7 +259,7 @@ def test_sigterm_checkpoints_at_the_step_boundary_and_resumes_to_the_same_weight
     checkpoint = out / "phase1" / "checkpoint-4"
     err = capsys.readouterr().err
     assert err.strip().splitlines()[-1] == (
-        f"stopped by SIGTERM at step 4 of 9, saved {checkpoint}: resume with --resume"
+        f"stopped by SIGTERM; saved {checkpoint} at step 4 of 9: resume with --resume"
     )
     assert "Traceback" not in err
     assert (checkpoint / MANIFEST).is_file() and not (out / "phase1" / "final").exists()
