@@ -29,6 +29,7 @@ from rexbert_common.signals import Stopped, install_stop_handlers
 STAGE_MODULES = (
     "curation.cli",
     "training.cli",
+    "training.plan_cli",
     "evaluation.cli",
     "model_cards.cli",
     "rexbert_cli.experiment",

@@ -182,8 +182,11 @@ class RexBertTrainer(Trainer):
         on the last only, the loss normalised by the labelled tokens of the whole step on all processes."""
         micro_batches = inputs[MICRO_BATCHES_KEY]
         local = sum(mb[STATS_KEY]["labelled"] for mb in micro_batches)  # Python int: no device sync
-        # one collective: the step's labelled tokens and whether any process was asked to stop
-        counts = torch.tensor([local, stop_requested() is not None], device=self.args.device)
+        # one collective: the step's labelled tokens and whether any process was asked to stop. torch.full
+        # and an index fill write host scalars on the device; torch.tensor([...], device=...) would be a
+        # blocking host-to-device copy on a GPU (the stream waits for every queued kernel)
+        counts = torch.full((2,), local, dtype=torch.long, device=self.args.device)
+        counts[1] = stop_requested() is not None
         if self.accelerator.num_processes > 1:
             counts = self.accelerator.reduce(counts, reduction="sum")  # a collective, not a host sync
         total = counts[0]
