@@ -118,7 +118,8 @@ def checkpoint_problem(checkpoint: Path, verify_checksums: bool = True) -> str |
 def resume_checkpoint(
     phase_dir: Path, allow_fresh_optimizer: bool, log: Callable[[str], None]
 ) -> Path | None:
-    """The newest intact checkpoint of the phase (None when it has none).
+    """The newest intact checkpoint of the phase (None when it has none, or only unfinished saves: the
+    phase starts again).
 
     Run it on the main process only (it reads every byte of the checkpoint it returns). A damaged
     checkpoint is reported with its path and skipped; damaged checkpoints newer than the one returned are
@@ -143,6 +144,10 @@ def resume_checkpoint(
         for damaged, problem in skipped:
             _clear_damaged(damaged, problem, log)
         return checkpoint
+    if all(_unfinished(problem) for _, problem in skipped):  # killed while saving its first checkpoint
+        for damaged, problem in skipped:
+            _clear_damaged(damaged, problem, log)
+        return None
     if found:
         raise ResumeError(
             f"{phase_dir}: no intact checkpoint to resume from "
@@ -151,8 +156,12 @@ def resume_checkpoint(
     return None
 
 
+def _unfinished(problem: str) -> bool:
+    return problem.startswith(f"no {MANIFEST}")
+
+
 def _clear_damaged(checkpoint: Path, problem: str, log: Callable[[str], None]) -> None:
-    if problem.startswith(f"no {MANIFEST}"):
+    if _unfinished(problem):
         shutil.rmtree(checkpoint)
         log(f"deleted the unfinished {checkpoint}")
         return

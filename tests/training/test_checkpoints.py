@@ -125,6 +125,13 @@ def test_resume_without_optimizer_state_needs_the_flag(tmp_path):
     assert resume_checkpoint(tmp_path, allow_fresh_optimizer=True, log=print) == checkpoint
 
 
+def test_a_phase_killed_while_saving_its_first_checkpoint_starts_again(tmp_path):
+    unfinished = _checkpoint(tmp_path, 4, manifest=False)
+    messages = []
+    assert resume_checkpoint(tmp_path, allow_fresh_optimizer=False, log=messages.append) is None
+    assert not unfinished.exists() and messages[-1] == f"deleted the unfinished {unfinished}"
+
+
 def test_resume_with_only_damaged_checkpoints_is_an_error(tmp_path):
     _truncate(_checkpoint(tmp_path, 4) / "trainer_state.json")
     with pytest.raises(
