@@ -432,7 +432,7 @@ def run_phase(
         "num_processes": state.num_processes,
         "data": summary,
         "train": metrics,
-        "optimizer_state": f"carried from {carried}" if carried else "fresh",
+        "optimizer_state": trainer.optimizer_origin,  # also after a resume
         "resumed_from": str(checkpoint) if checkpoint else None,
         "skipped_nonfinite_steps": trainer.skipped_steps(),
         "phase_config": dataclasses.asdict(phase),

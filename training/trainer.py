@@ -60,7 +60,8 @@ _STAT_COUNTERS = (  # summed from the collator's host-side stats
 )
 _COUNTERS = (*_STAT_COUNTERS, "correct", "flops", "micro_batches", "steps")
 SKIPPED_KEY = "skipped_nonfinite_step"  # a log_history entry per skipped step (survives resumes)
-TOTALS_FILE = "rexbert_totals.json"  # what the phase trained up to a checkpoint, all processes
+# what the phase trained up to a checkpoint (all processes) and where its optimizer moments came from
+PHASE_RECORD = "rexbert_phase.json"
 
 
 class RexBertTrainer(Trainer):
@@ -99,6 +100,8 @@ class RexBertTrainer(Trainer):
             )
         self.phase = phase
         self.optimizer_state_from = optimizer_state_from
+        # where this phase's optimizer moments came from (kept across resumes by the phase record)
+        self.optimizer_origin = f"carried from {optimizer_state_from}" if optimizer_state_from else "fresh"
         self.batch_plan = batch_plan
         self.peak_flops = peak_flops
         self.phase_packing_efficiency = phase_packing_efficiency
@@ -253,14 +256,15 @@ class RexBertTrainer(Trainer):
             raise OutputError(f"cannot write the checkpoint {folder} ({message}): {then}") from None
         totals = self.reduced_totals()  # a collective: every process is here
         if self.args.should_save:
-            write_json_atomic(folder / TOTALS_FILE, totals)
+            record = {"totals": totals, "optimizer_state": self.optimizer_origin}
+            write_json_atomic(folder / PHASE_RECORD, record)
         self.accelerator.wait_for_everyone()  # every process has written its RNG state
         if self.args.should_save:
             self._checksums.start(folder, self.keep_checkpoints)
 
     def reduced_totals(self) -> dict[str, int]:
         """What this phase trained so far on all processes (rows, Σ row ids, steps, guided MLM), also across
-        resumes: checkpoints carry it (:data:`TOTALS_FILE`)."""
+        resumes: checkpoints carry it (:data:`PHASE_RECORD`)."""
         values = torch.tensor(
             [float(v) for v in self.totals.values()], dtype=torch.float64, device=self.args.device
         )
@@ -273,9 +277,11 @@ class RexBertTrainer(Trainer):
         :class:`~rexbert_common.signals.Stopped`) and divergence reported as :class:`TrainingDiverged`."""
         checkpoint = kwargs.get("resume_from_checkpoint") or (args[0] if args else None)
         if isinstance(checkpoint, str) and self.accelerator.is_main_process:  # counted once, on the main one
-            saved = Path(checkpoint) / TOTALS_FILE
+            saved = Path(checkpoint) / PHASE_RECORD
             if saved.is_file():
-                self.totals.update(json.loads(saved.read_text(encoding="utf-8")))
+                record = json.loads(saved.read_text(encoding="utf-8"))
+                self.totals.update(record["totals"])
+                self.optimizer_origin = record["optimizer_state"]
         try:
             with deferred_stop():
                 result = super().train(*args, **kwargs)

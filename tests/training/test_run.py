@@ -271,6 +271,20 @@ def test_sigterm_checkpoints_at_the_step_boundary_and_resumes_to_the_same_weight
     _assert_every_planned_row_trained_once(summary)
 
 
+def test_a_resumed_phase_still_says_where_its_optimizer_moments_came_from(full_run, tmp_path):
+    import shutil
+
+    out = tmp_path / "resumed"
+    shutil.copytree(full_run / "tokenizer", out / "tokenizer")
+    shutil.copytree(full_run / "phase1", out / "phase1", ignore=shutil.ignore_patterns("rows"))
+    assert main(args(out, "--phase", "2", "--stop-after-steps", "2")) == 0
+    assert main(args(out, "--phase", "2", "--resume")) == 0
+    summary = json.loads((out / "phase2" / "final" / "phase_summary.json").read_text())
+    assert summary["resumed_from"] == str(out / "phase2" / "checkpoint-2")
+    assert summary["optimizer_state"].startswith(f"carried from {out / 'phase1'}/checkpoint-")
+    _assert_every_planned_row_trained_once(summary)
+
+
 def test_missing_optimizer_state_is_an_error_unless_allowed(tmp_path, data_dir):
     decaying = ["--phase", "1", "--set", "phase1.decay_fraction=0.9"]  # an LR that changes every step
     out, reference = tmp_path / "no_optimizer", tmp_path / "reference"
