@@ -302,7 +302,9 @@ class Kill:
 
 def plan_demo_kills(reference: Run, kills: int, rng: random.Random) -> list[Kill]:
     """``kills`` moments spread over the stages the reference went through (every stage once before any
-    twice), each a random fraction into the stage, in the stages' order."""
+    twice), in the stages' order. The kills of one stage aim at increasing random fractions of it; each
+    attempt resumes roughly where the previous one was killed, so a kill waits for the part of the stage
+    between the previous aim and its own."""
     starts: dict[str, float] = {}
     for name, t in reference.stages:  # a stage's first marker (evaluation has three)
         starts.setdefault(name, t)
@@ -314,7 +316,14 @@ def plan_demo_kills(reference: Run, kills: int, rng: random.Random) -> list[Kill
     )
     order = [n for n, _ in DEMO_STAGES]
     chosen.sort(key=order.index)
-    return [Kill(name, delay=round(rng.uniform(0.05, 0.95) * durations[name], 2)) for name in chosen]
+    fractions = {name: sorted(rng.uniform(0.05, 0.95) for _ in range(chosen.count(name))) for name in names}
+    plan = []
+    for name in dict.fromkeys(chosen):
+        previous = 0.0
+        for fraction in fractions[name]:
+            plan.append(Kill(name, delay=round(max(0.5, (fraction - previous) * durations[name]), 2)))
+            previous = fraction
+    return plan
 
 
 def plan_train_kills(reference: Run, kills: int, rng: random.Random) -> list[Kill]:

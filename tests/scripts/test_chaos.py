@@ -44,6 +44,8 @@ def test_the_kill_plan_covers_every_stage_in_order():
     stages = [kill.stage for kill in plan]
     assert stages == sorted(stages, key=order.index) and set(stages) == set(order) - {"finish"}
     assert all(0 < kill.delay < 10 for kill in plan)
+    for stage in set(stages):  # two kills in one stage: the second waits for the rest of its aim
+        assert sum(k.delay for k in plan if k.stage == stage) <= 0.95 * 10 + 0.5
     assert [k.stage for k in chaos.plan_demo_kills(reference, 3, random.Random(0))] == [
         k.stage for k in chaos.plan_demo_kills(reference, 3, random.Random(0))
     ]  # the seed reproduces the plan
