@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ablation.config import AblationConfig, VariantConfig
+from rexbert_common import files
 
 if TYPE_CHECKING:
     from ablation.heldout import EvaluationTexts, StudySplit
@@ -52,10 +53,7 @@ def cells(config: AblationConfig) -> list[Cell]:
 
 
 def write_json_atomic(path: Path, document: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(document, indent=1, default=str), encoding="utf-8")
-    os.replace(tmp, path)
+    files.write_json_atomic(path, document, default=str)
 
 
 @dataclass

@@ -47,6 +47,8 @@ def run(args: argparse.Namespace) -> int:
 
     from curation.config import load_config
     from curation.pipeline import run_pipeline
+    from rexbert_common.files import writing
+    from rexbert_common.locks import output_lock
 
     overrides = list(args.overrides)
     for flag, key in (
@@ -58,7 +60,9 @@ def run(args: argparse.Namespace) -> int:
         if getattr(args, flag) is not None:
             overrides.append(f"{key}={getattr(args, flag)}")
     config = load_config(args.config, overrides)
-    report = run_pipeline(config, stop_after=args.stop_after)
+    # one run per output folder (a Slurm chain is submitted under the lock, then runs on its own)
+    with output_lock(config.output.dir, log=print), writing(config.output.dir):
+        report = run_pipeline(config, stop_after=args.stop_after)
     if report:
         summary = {
             "totals": report["totals"],

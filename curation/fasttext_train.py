@@ -36,6 +36,10 @@ def train_in_fresh_process(train_file: str, out_bin: str, kwargs: dict[str, Any]
 def _main(argv: list[str]) -> int:
     import fasttext
 
+    from rexbert_common.signals import exit_with_parent
+
+    exit_with_parent()  # a curation run killed with SIGKILL must not leave its trainings behind
+
     train_file, out_bin, kwargs = argv[0], argv[1], json.loads(argv[2])
     try:
         model = fasttext.train_supervised(input=train_file, **kwargs)

@@ -31,9 +31,16 @@ def _friendly(run):
 
     def wrapped(args) -> int:
         from rexbert_common import UserError
+        from rexbert_common.locks import output_lock
 
         try:
-            return run(args)
+            if args.eval_command == "report":
+                return run(args)
+            # one run per result name (two runs writing <out>/<name>.json at once would interleave); the
+            # lock sits beside the folder, so a refused or failed run creates nothing in it
+            out, name = Path(args.out), args.name or args.eval_command
+            with output_lock(out.with_name(f"{out.name}.{name}"), what=str(out / f"{name}.json")):
+                return run(args)
         except (UserError, FileNotFoundError) as error:
             print(f"rexbert eval: error: {error}", file=sys.stderr)
             return 2

@@ -28,12 +28,12 @@ Model cards read ``records[*].results`` and may filter on (kind, task, setting, 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
+
+from rexbert_common.files import atomic_write, write_json_atomic, write_text_atomic
 
 SCHEMA = "rexbert-eval/1"
 KINDS = ("mlm_recovery", "esci_similarity", "glue", "mteb")
@@ -125,14 +125,8 @@ def validate(document: dict) -> dict:
 
 def write_results(path: str | Path, records: Iterable[dict]) -> Path:
     """Write atomically (temp file + os.replace) so a crash never leaves half a results file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     document = validate({"schema": SCHEMA, "records": list(records)})
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(handle, "w") as stream:
-        json.dump(document, stream, indent=2, allow_nan=True)
-    os.replace(temp, path)
-    return path
+    return write_json_atomic(path, document, indent=2, allow_nan=True)
 
 
 def read_results(paths: Iterable[str | Path]) -> list[dict]:
@@ -143,13 +137,8 @@ def read_results(paths: Iterable[str | Path]) -> list[dict]:
 
 
 def write_text(path: str | Path, text: str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(handle, "w") as stream:
-        stream.write(text)
-    os.replace(temp, path)
-    return path
+    """Write atomically (``rexbert_common.files``)."""
+    return write_text_atomic(path, text)
 
 
 # --------------------------------------------------------------------------------------------- tables
@@ -334,10 +323,7 @@ def similarity_bar_chart(
     axis.set_ylabel(f"{metric.capitalize()} correlation")
     axis.set_title(f"{task.upper() if task else 'Semantic'} similarity")
     figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.stem}.tmp.png")
-    figure.savefig(temp, dpi=150)
-    plt.close(figure)
-    os.replace(temp, path)
-    return path
+    try:
+        return atomic_write(path, lambda temp: figure.savefig(temp, dpi=150, format="png"))
+    finally:
+        plt.close(figure)

@@ -150,9 +150,14 @@ def _recipe_path(recipe: str) -> Path:
 def _cli(argv: list[str], flags: tuple[str, ...] = ()) -> None:
     """Run one stage through the ``rexbert`` entry point; ``flags``: the caller's --verbose / --debug."""
     from rexbert_cli.main import main
+    from rexbert_common.signals import Stopped
 
     print(f"\n$ rexbert {shlex.join(argv)}", flush=True)
-    status = main([*flags, *argv])
+    try:
+        status = main([*flags, *argv])
+    except Stopped as stop:
+        stop.resume = "rerun the same command to resume"  # every stage resumes; the demo has no --resume
+        raise
     if status:
         raise UserError(
             f"stage `rexbert {argv[0]}` failed (exit status {status}); fix it and rerun to resume"
@@ -197,6 +202,14 @@ class _Stages:
 
 
 def run_experiment(config: ExperimentConfig, force_eval: bool = False, flags: tuple[str, ...] = ()) -> Path:
+    """Run (or resume) every stage; one run per output folder (a second one refuses, naming the first)."""
+    from rexbert_common.locks import output_lock
+
+    with output_lock(config.output_dir, log=print):
+        return _run_stages(config, force_eval, flags)
+
+
+def _run_stages(config: ExperimentConfig, force_eval: bool, flags: tuple[str, ...]) -> Path:
     from rexbert_cli import plots, product_check, summary
     from rexbert_cli.heldout import split_products
     from rexbert_common.data import data_dir

@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curation.demo_data import is_heldout_product
-from curation.io_utils import atomic_write
+from rexbert_common.files import atomic_write
 
 ICECAT = Path("icecat_products_chorus") / "icecat_text.parquet"
 ESCI = Path("esci_union_with_text") / "esci_union_with_text.parquet"
@@ -31,7 +31,9 @@ class ProductSplit:
 
 
 def _write(table: pa.Table, path: Path) -> Path:
-    atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+    # an unchanged split keeps its file (and modification time): the training rows built from it, whose
+    # fingerprint includes it, stay valid when the demo is rerun
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp), keep_identical=True)
     return path
 
 

@@ -7,7 +7,9 @@ imports happen inside ``func`` so ``rexbert --help`` stays fast.
 Every subcommand shares one error handler: a mistake the user can fix (a
 :class:`~rexbert_common.errors.UserError`, a missing file, malformed JSON/YAML)
 prints one line naming the problem and exits with status 2; ``--debug`` keeps
-the traceback. Library INFO logs are off unless ``--verbose``.
+the traceback. A stop by SIGTERM or Ctrl-C is one line saying what was kept and
+how to resume, exit status 128 + the signal. Library INFO logs are off unless
+``--verbose``.
 """
 
 from __future__ import annotations
@@ -15,11 +17,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import signal
 import sys
 
 from rexbert_cli.logs import quiet_libraries
 from rexbert_common.data import use_data_dir
 from rexbert_common.errors import UserError
+from rexbert_common.files import output_error
+from rexbert_common.signals import Stopped, install_stop_handlers
 
 STAGE_MODULES = (
     "curation.cli",
@@ -33,6 +38,7 @@ STAGE_MODULES = (
     "ablation.cli",
 )
 USAGE_ERROR = 2
+_active = 0  # main() calls running in this process: `rexbert demo` runs each stage through main()
 
 
 def _input_errors() -> tuple[type[BaseException], ...]:
@@ -91,23 +97,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global _active
     parser = build_parser()
     args = parser.parse_args(argv)
     quiet_libraries(verbose=args.verbose)
+    if not _active:
+        install_stop_handlers()
+    _active += 1
     try:
         use_data_dir(args.rexbert_data_dir)
         return int(args.func(args) or 0)
     except _input_errors() as error:
         if args.debug:
             raise
+        if isinstance(error, OSError):  # disk full, read-only folder: the one-line OutputError
+            error = output_error(error, error.filename or "an output")
         message = " ".join(str(error).split()) or type(error).__name__
         print(f"rexbert {args.command}: error: {message}", file=sys.stderr)
         return USAGE_ERROR
-    except KeyboardInterrupt:
-        if args.debug:
+    except (Stopped, KeyboardInterrupt) as stop:
+        if args.debug or _active > 1:  # the outermost command reports it, once
             raise
-        print(f"rexbert {args.command}: interrupted", file=sys.stderr)
-        return 130
+        stop = stop if isinstance(stop, Stopped) else Stopped(signal.SIGINT)
+        print(f"rexbert {args.command}: {stop}", file=sys.stderr)
+        return stop.exit_status
+    finally:
+        _active -= 1
 
 
 if __name__ == "__main__":

@@ -7,12 +7,11 @@ import os
 import platform
 from pathlib import Path
 
-from curation.io_utils import atomic_write
+from rexbert_common.files import write_json_atomic, write_text_atomic
 
 
 def write_json(path: Path, data: dict) -> Path:
-    text = json.dumps(data, indent=1, ensure_ascii=False) + "\n"
-    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    return write_json_atomic(path, data, indent=1, ensure_ascii=False)
 
 
 def _machine() -> str:
@@ -100,5 +99,4 @@ def write_summary(
     lines += [f"| {name} | {seconds:.0f} |" for name, seconds in timings.items()]
     lines += [f"| **total** | **{sum(timings.values()):.0f}** |", "", f"Machine: {_machine()}.", ""]
     path = out / "SUMMARY.md"
-    text = "\n".join(lines) + "\n"
-    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    return write_text_atomic(path, "\n".join(lines) + "\n")

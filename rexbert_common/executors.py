@@ -235,13 +235,8 @@ def make_executor(stage: Stage, config: ExecutorConfig, depends=None, job_prefix
         "skip_completed": True,
     }
     if kind == "local":
-        from datatrove.executor import LocalPipelineExecutor
-
-        from rexbert_common.orphans import WatchLauncher
-
         n = workers if workers > 0 else max(1, (os.cpu_count() or 1) // res.cpus)
-        common["pipeline"] = [WatchLauncher(), *stage.pipeline]  # pool workers die with this process
-        return LocalPipelineExecutor(**common, workers=min(n, stage.tasks))
+        return _local_executor_class()(**common, workers=min(n, stage.tasks))
     extra = {k: v for k, v in config.options().items() if k not in (*_LEGACY, "stages")}
     per_cpu_gb = res.mem / res.cpus
     if kind == "ray":
@@ -268,6 +263,49 @@ def make_executor(stage: Stage, config: ExecutorConfig, depends=None, job_prefix
         sbatch_args=sbatch,
         **options,
     )
+
+
+def _manager_that_dies_with_its_job():
+    """``multiprocess.Manager()`` whose server process (a fork of the job) dies with the job."""
+    import multiprocess
+    from multiprocess.managers import SyncManager
+
+    from rexbert_common.signals import exit_with_parent
+
+    manager = SyncManager(ctx=multiprocess.get_context())
+    manager.start(initializer=exit_with_parent)
+    return manager
+
+
+def _local_executor_class():
+    from datatrove.executor import LocalPipelineExecutor
+
+    class LocalExecutor(LocalPipelineExecutor):
+        """datatrove's local executor whose processes die with the job: a job killed with SIGKILL cannot
+        stop them, and its pool workers would go on writing beside its rerun (its manager process, idle,
+        would stay forever)."""
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.owner_pid = os.getpid()
+
+        def run(self):
+            import multiprocess
+
+            start_manager, multiprocess.Manager = multiprocess.Manager, _manager_that_dies_with_its_job
+            try:  # datatrove calls multiprocess.Manager() once per run, in this thread
+                return super().run()
+            finally:
+                multiprocess.Manager = start_manager
+
+        def _launch_run_for_rank(self, rank, *args, **kwargs):
+            if os.getpid() != self.owner_pid:  # in a pool worker (its parent is the forkserver)
+                from rexbert_common.signals import exit_with_parent
+
+                exit_with_parent(self.owner_pid)
+            return super()._launch_run_for_rank(rank, *args, **kwargs)
+
+    return LocalExecutor
 
 
 def build_executors(stages: list[Stage], config: ExecutorConfig, job_prefix: str = "rexbert") -> list:
@@ -361,10 +399,6 @@ def run_stages(
         return False
     if config.kind == "ray":
         check_ray_capacity(config, stages)
-    if config.kind == "local":
-        from rexbert_common.orphans import kill_forks_with_parent
-
-        kill_forks_with_parent()  # the pool's Manager process dies with this one too
     for stage, executor in zip(stages, executors):
         run_stage(executor, stage.name, job)
     return True

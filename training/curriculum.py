@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import shutil
 import warnings
 from collections.abc import Callable
@@ -24,6 +23,7 @@ import torch
 from transformers import TrainerCallback
 
 from rexbert_common.errors import UserError
+from rexbert_common.files import replace_folder, write_json_atomic, writing
 from training.phase_data import process_state
 from training.recipe import PHASES, Recipe, recipe_to_dict
 
@@ -209,15 +209,9 @@ def _peak_flops(recipe: Recipe, out: Path, device: torch.device, dtype: torch.dt
         return json.loads(cache.read_text())["peak_flops"]
     peak = measure_peak_flops(device, dtype)
     if process_state().is_main_process:
-        _atomic_write(cache, json.dumps({"peak_flops": peak, "device": str(device), "dtype": str(dtype)}))
+        write_json_atomic(cache, {"peak_flops": peak, "device": str(device), "dtype": str(dtype)})
     _log(f"measured peak {peak / 1e9:.1f} GFLOP/s ({device}, {dtype}) for MFU")
     return peak
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def prepare_phase(recipe: Recipe, phase_name: str, tokenizer, layout=None):
@@ -269,24 +263,31 @@ def _phase_train_loss(log_history: list[dict], steps: int) -> float | None:
 
 
 def _save_final(trainer, tokenizer, phase, phase_dir: Path, summary: dict) -> Path:
-    """Write ``phase_dir/final`` atomically with only what belongs on the Hub, as plain ModernBERT."""
+    """Write ``phase_dir/final`` atomically with only what belongs on the Hub, as plain ModernBERT; weights
+    that are not all finite are never exported."""
     from modeling_rexbert.conversion import rewrite_as_modernbert
     from training.checkpoints import keep_hub_files
     from training.tokenizer import save_for_model
 
     state = process_state()
+    bad = [name for name, p in trainer.model.named_parameters() if not torch.isfinite(p).all()]
+    if bad:  # the divergence guard stops a run first; this is the last line of defence
+        raise UserError(
+            f"{phase_dir.name}: not exporting {phase_dir / 'final'}: {len(bad)} weight tensors hold "
+            f"non-finite values ({', '.join(bad[:3])}); resume from an earlier checkpoint"
+        )
     final_dir, tmp = phase_dir / "final", phase_dir / "final.tmp"
     if state.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
     trainer.accelerator.wait_for_everyone()
-    trainer.save_model(str(tmp))  # on every process: FSDP gathers the full state dict collectively
-    if state.is_main_process:
-        save_for_model(tokenizer, tmp, model_max_length=phase.max_position_embeddings)
-        keep_hub_files(tmp)
-        rewrite_as_modernbert(tmp)
-        _atomic_write(tmp / "phase_summary.json", json.dumps(summary, indent=1, default=str))
-        shutil.rmtree(final_dir, ignore_errors=True)
-        os.replace(tmp, final_dir)
+    with writing(tmp, "resume with --resume (the phase's checkpoints are kept)"):  # one line, named
+        trainer.save_model(str(tmp))  # on every process: FSDP gathers the full state dict collectively
+        if state.is_main_process:
+            save_for_model(tokenizer, tmp, model_max_length=phase.max_position_embeddings)
+            keep_hub_files(tmp)
+            rewrite_as_modernbert(tmp)
+            write_json_atomic(tmp / "phase_summary.json", summary, default=str)
+            replace_folder(tmp, final_dir)
     trainer.accelerator.wait_for_everyone()
     return final_dir
 
@@ -303,17 +304,22 @@ def run_phase(
     """Train one phase; returns its final folder (None when stopped early by ``stop_after_steps``)."""
     from training.checkpoints import resume_checkpoint
     from training.collator import PackedMLMCollator, StepCollator
+    from training.launch import decide_on_main
     from training.masking import SpanMasker
     from training.phase_data import PackedDataset
-    from training.trainer import RexBertTrainer
+    from training.trainer import RexBertTrainer, TrainingDiverged
     from training.trainer_settings import training_arguments, use_bf16
 
     phase = recipe.phase(phase_name)
     index = PHASES.index(phase_name)
     phase_dir = out / phase_name
     state = process_state()
-    checkpoint = resume_checkpoint(phase_dir, allow_fresh_optimizer, _log) if resume else None
-    carried = None if checkpoint else _optimizer_start(recipe, phase_name, out, allow_fresh_optimizer)
+    # decided on the main process alone (it reads every byte of a checkpoint), shared with the others
+    checkpoint = carried = None
+    if resume:
+        checkpoint = decide_on_main(lambda: resume_checkpoint(phase_dir, allow_fresh_optimizer, _log))
+    if checkpoint is None:
+        carried = decide_on_main(lambda: _optimizer_start(recipe, phase_name, out, allow_fresh_optimizer))
     model = model_for_phase(recipe, phase_name, tokenizer, out)
     data, plan = prepare_phase(recipe, phase_name, tokenizer)
     steps = plan.steps
@@ -346,6 +352,7 @@ def run_phase(
         peak_flops=peak,
         phase_packing_efficiency=data.packing_efficiency,
         optimizer_state_from=carried,
+        skip_nonfinite_steps=recipe.trainer.skip_nonfinite_steps,
     )
     if stop_after_steps is not None:
         trainer.add_callback(_StopAfter(stop_after_steps))
@@ -354,11 +361,18 @@ def run_phase(
         _log(f"{phase_name}: resuming from {checkpoint}")
     if carried:
         _log(f"{phase_name}: optimizer moments carried over from {carried}")
-    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    totals = torch.tensor(
-        [float(v) for v in trainer.totals.values()], dtype=torch.float64, device=args.device
-    )
-    trained = dict(zip(trainer.totals, trainer.accelerator.reduce(totals, reduction="sum").tolist()))
+    try:
+        result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    except TrainingDiverged as diverged:
+        if state.is_main_process:  # the phase summary says so (there is no final folder to hold it)
+            write_json_atomic(
+                phase_dir / "phase_summary.json",
+                {"phase": phase_name, "status": "diverged", "error": str(diverged),
+                 "log_history": trainer.state.log_history},
+                default=str,
+            )  # fmt: skip
+        raise
+    trained = trainer.reduced_totals()  # the whole phase, across resumes
     guided = {
         "target_share": phase.masking.guided_fraction,
         "share": round(trained["guided_sequences"] / max(1.0, trained["rows"]), 4),
@@ -376,23 +390,27 @@ def run_phase(
     metrics["train_loss"] = _phase_train_loss(trainer.state.log_history, steps) or metrics.get("train_loss")
     summary = {
         "phase": phase_name,
+        "status": "complete",
         "steps": steps,
         "global_step": trainer.state.global_step,
         "planned_rows": plan.planned_rows,
-        # rows / Σ row index trained by this run, summed over processes (checks every
-        # planned row was trained once: compare with planned_rows, Σ range(planned_rows))
+        # rows / Σ row index the phase trained (all processes, across resumes): every planned row
+        # was trained once when they equal planned_rows and Σ range(planned_rows)
         "trained_rows": int(trained["rows"]),
         "trained_row_id_sum": int(trained["row_id_sum"]),
         "guided_mlm": guided,
         "num_processes": state.num_processes,
         "data": summary,
         "train": metrics,
-        "optimizer_state": f"carried from {carried}" if carried else "fresh",
+        "optimizer_state": trainer.optimizer_origin,  # also after a resume
         "resumed_from": str(checkpoint) if checkpoint else None,
+        "skipped_nonfinite_steps": trainer.skipped_steps(),
         "phase_config": dataclasses.asdict(phase),
         "log_history": [e for e in trainer.state.log_history if "loss" in e],
     }
     final_dir = _save_final(trainer, tokenizer, phase, phase_dir, summary)
+    if state.is_main_process:
+        (phase_dir / "phase_summary.json").unlink(missing_ok=True)  # a diverged attempt's, now outdated
     _log(f"{phase_name}: final checkpoint → {final_dir}")
     return final_dir
 
@@ -469,7 +487,7 @@ def run_curriculum(
     try:
         out.mkdir(parents=True, exist_ok=True)
         if state.is_main_process:
-            _atomic_write(out / "recipe.json", json.dumps(recipe_to_dict(recipe), indent=1))
+            write_json_atomic(out / "recipe.json", recipe_to_dict(recipe))
         tokenizer = _prepared_tokenizer(layout, phases)
         finals = {}
         if prepare_only:

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rexbert_common.files import fsync_folder, write_text_atomic
 from training.phase_data import PhaseStats, RowBatch, kept_stats, rows_within_budget, scheduled_domain_share
 from training.recipe import PhaseConfig
 
@@ -96,18 +97,6 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def durable_write_text(path: Path, text: str) -> None:
-    """Write ``path`` atomically and durably: a fsynced temporary file renamed into place, then the folder
-    fsynced (a crash leaves the old content or the new one, never a part)."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    _fsync(path.parent)
-
-
 class ShardWriter:
     """Streams a shard's rows into ``shard-<k>.arrow.tmp``; :meth:`commit` makes them durable, renames the
     file into place and then writes the completion marker (see the module docstring)."""
@@ -138,9 +127,9 @@ class ShardWriter:
         self._sink.close()
         _fsync(self.tmp)  # the rows are on disk before the file gets its name
         os.replace(self.tmp, self.path)
-        _fsync(self.folder)  # ... and before the marker says so
+        fsync_folder(self.folder)  # ... and before the marker says so
         marker = {**marker, "file": self.path.name, "bytes": self.path.stat().st_size}
-        durable_write_text(self.folder / f"{shard_name(self.index)}.json", json.dumps(marker))
+        write_text_atomic(self.folder / f"{shard_name(self.index)}.json", json.dumps(marker))
         return marker
 
     def abort(self) -> None:
@@ -229,7 +218,7 @@ def finalize_build(
         "stats": stats.to_json(),
         **(extra or {}),
     }
-    durable_write_text(folder / BUILD_INFO, json.dumps(info, indent=1))
+    write_text_atomic(folder / BUILD_INFO, json.dumps(info, indent=1))
     for stale in folder.parent.glob("rows*"):  # earlier builds of this phase (other recipes, older formats)
         if stale.is_dir() and stale != folder:
             shutil.rmtree(stale, ignore_errors=True)

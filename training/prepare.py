@@ -47,6 +47,7 @@ from datatrove.pipeline.base import PipelineStep
 
 from rexbert_common.errors import UserError
 from rexbert_common.executors import ExecutorConfig, Stage, StageResources, run_stages
+from rexbert_common.files import write_text_atomic
 from training.attribute_miner import AttributeMiner
 from training.data import DataError
 from training.epochs import epoch_report, format_report
@@ -54,7 +55,6 @@ from training.mixture import MixturePlan, PlannedSource, temperature_weights
 from training.phase_build import (
     FORMAT_VERSION,
     build_shard,
-    durable_write_text,
     finalize_build,
     load_build,
     read_marker,
@@ -309,7 +309,7 @@ class IndexSources(_PrepareStep):
             self.stat_update("blocks", value=len(counts[f"{src.name}\t{path}"]))
         folder = layout.index_dir / "counts"
         folder.mkdir(parents=True, exist_ok=True)
-        durable_write_text(folder / f"{rank:05d}-of-{world_size:05d}.json", json.dumps(counts))
+        write_text_atomic(folder / f"{rank:05d}-of-{world_size:05d}.json", json.dumps(counts))
 
 
 class PrepareSetup(_PrepareStep):
@@ -338,7 +338,7 @@ class PrepareSetup(_PrepareStep):
                 f"source epochs, {format_report(name, setup['epochs'][name])}"
             )  # the task's log file
         layout.setup_dir.mkdir(parents=True, exist_ok=True)
-        durable_write_text(layout.setup_dir / SETUP_FILE, json.dumps(setup, indent=1))
+        write_text_atomic(layout.setup_dir / SETUP_FILE, json.dumps(setup, indent=1))
 
 
 class _PhaseStep(_PrepareStep):

@@ -161,6 +161,11 @@ class TrainerSettings:
         torch_compile: compile the model with ``torch.compile`` (GPU; no gain on CPU).
         activation_checkpointing: recompute activations in backward (memory for compute; formerly
             gradient_checkpointing).
+        skip_nonfinite_steps: optimizer steps with a non-finite loss or gradient norm (on any process) that
+            a phase skips -- no update, the step's rows consumed, logged as ``skipped_nonfinite_step`` and
+            listed in the phase summary -- before it stops; 0 = stop at the first (the default: a spike is
+            worth a look). Stopping names the step and the checkpoint to resume from; nothing after the bad
+            step is saved. Skipping costs one host synchronisation per step (docs/training.md).
         extra: any other ``TrainingArguments`` field, e.g. ``{logging_dir: runs/, save_safetensors: true}``.
     """
 
@@ -174,6 +179,7 @@ class TrainerSettings:
     ddp_timeout: int = checked(7200, ge=1)
     torch_compile: bool = False
     activation_checkpointing: bool = False
+    skip_nonfinite_steps: int = checked(0, ge=0)
     extra: dict[str, Any] = field(default_factory=dict)
 
 

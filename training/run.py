@@ -1,11 +1,16 @@
 """Entry point: ``accelerate launch training/run.py --recipe training/recipes/tiny.yaml [--phase 1|2|3|all]
 [--output-dir DIR] [--resume | --overwrite] [--allow-fresh-optimizer] [--set field.path=value ...]``
-(plain ``python training/run.py`` works too)."""
+(plain ``python training/run.py`` works too).
+
+One launch at a time per output folder (a second one refuses, naming the holder); ranks die with their
+launcher; SIGTERM / Ctrl-C checkpoint at the next step and stop with one line (exit status 128 + signal).
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 
 from rexbert_common.config import add_override_argument
@@ -59,6 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from rexbert_common.errors import UserError
     from training.curriculum import run_curriculum
+    from training.launch import launch_lock
     from training.prepare import prepare_command
     from training.recipe import load_recipe
 
@@ -69,18 +75,19 @@ def run(args: argparse.Namespace) -> int:
     phases = list(PHASES) if args.phase == "all" else [PHASES[int(args.phase) - 1]]
     if args.resume and args.overwrite:
         raise UserError("--resume and --overwrite exclude each other: continue the run, or start it again")
-    run_curriculum(
-        recipe,
-        phases,
-        resume=args.resume,
-        stop_after_steps=args.stop_after_steps,
-        prepare_only=args.prepare_only,
-        overwrite=args.overwrite,
-        allow_fresh_optimizer=args.allow_fresh_optimizer,
-        prepare_command=lambda name: prepare_command(
-            args.recipe, name[-1], recipe.output_dir, overrides, recipe.data.executor
-        ),
-    )
+    with launch_lock(recipe.output_dir, lambda message: print(f"[rexbert train] {message}", flush=True)):
+        run_curriculum(
+            recipe,
+            phases,
+            resume=args.resume,
+            stop_after_steps=args.stop_after_steps,
+            prepare_only=args.prepare_only,
+            overwrite=args.overwrite,
+            allow_fresh_optimizer=args.allow_fresh_optimizer,
+            prepare_command=lambda name: prepare_command(
+                args.recipe, name[-1], recipe.output_dir, overrides, recipe.data.executor
+            ),
+        )
     return 0
 
 
@@ -100,17 +107,31 @@ def script_main(argv: list[str] | None = None) -> int:
     status 2 (``--debug`` keeps the traceback), like the ``rexbert`` CLI."""
     from rexbert_common.data import use_data_dir
     from rexbert_common.errors import UserError
+    from rexbert_common.signals import Stopped, install_stop_handlers
+    from training.launch import exit_with_launcher
 
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
+    exit_with_launcher()
+    install_stop_handlers()
+    main_rank = os.environ.get("RANK", "0") == "0"  # one line per launch, not one per process
     try:
         use_data_dir()  # $REXBERT_DATA_DIR, else the embedded sample (as the `rexbert` CLI does)
         return main([a for a in argv if a != "--debug"])
     except UserError as error:
         if debug:
             raise
-        print(f"error: {error}", file=sys.stderr)
+        if main_rank:
+            print(f"error: {error}", file=sys.stderr)
         return 2
+    except (Stopped, KeyboardInterrupt) as stop:
+        if debug:
+            raise
+        if not isinstance(stop, Stopped):
+            stop = Stopped(signal.SIGINT)
+        if main_rank:
+            print(f"{stop}", file=sys.stderr)
+        return stop.exit_status
 
 
 if __name__ == "__main__":

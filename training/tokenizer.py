@@ -113,12 +113,13 @@ def special_token_ids(tokenizer: PreTrainedTokenizerFast) -> dict[str, int]:
 
 
 def save_tokenizer(tokenizer: PreTrainedTokenizerFast, directory: str | os.PathLike) -> None:
-    """Save atomically: write into a temporary sibling folder, then move the files into place."""
+    """Save atomically: write into a temporary folder, then move the files into place, ``tokenizer.json``
+    last -- its presence is what marks the folder complete (a run killed between two moves retrains)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=directory) as tmp:
         tokenizer.save_pretrained(tmp)
-        for name in os.listdir(tmp):
+        for name in sorted(os.listdir(tmp), key=lambda name: name == "tokenizer.json"):
             os.replace(os.path.join(tmp, name), directory / name)
 
 

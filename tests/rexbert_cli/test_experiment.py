@@ -105,3 +105,13 @@ def test_every_stage_is_a_subcommand():
         with pytest.raises(SystemExit) as exit_info:
             parser.parse_args(argv)
         assert exit_info.value.code == 0
+
+
+def test_a_rerun_keeps_the_split_files_so_training_rows_stay_valid(data_dir, tmp_path):
+    """The training rows' fingerprint includes their source files' modification times: a rerun of the demo
+    must not rewrite unchanged splits (it would rebuild every phase's rows on every resume)."""
+    split = split_products(data_dir, tmp_path)
+    paths = (split.icecat_train, split.esci_train, split.icecat_heldout)
+    before = [p.stat().st_mtime_ns for p in paths]
+    split_products(data_dir, tmp_path)
+    assert [p.stat().st_mtime_ns for p in paths] == before

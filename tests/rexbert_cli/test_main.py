@@ -152,3 +152,48 @@ def test_curate_bad_override_fails_before_any_work(tmp_path, monkeypatch, capsys
     err = capsys.readouterr().err
     assert err.startswith("rexbert curate: error: ") and "sampling.per_domain" in err and "lots" in err
     assert err.count("\n") == 1 and list(tmp_path.iterdir()) == []  # no output folder, no work/ left behind
+
+
+@pytest.fixture
+def restore_sigterm():
+    import signal
+
+    previous = signal.getsignal(signal.SIGTERM)
+    yield
+    signal.signal(signal.SIGTERM, previous)
+
+
+def test_a_stop_by_signal_is_one_line_with_the_signal_exit_status(
+    tmp_path, capsys, monkeypatch, restore_sigterm
+):
+    """SIGTERM / Ctrl-C in any stage: one line saying what is kept and how to resume, exit 128 + signal; a
+    stage the demo runs reports nothing itself -- the demo's line is the one line."""
+    import signal
+
+    from rexbert_common.signals import Stopped
+    from training import run
+
+    def stopped(args):
+        raise Stopped(signal.SIGTERM)
+
+    monkeypatch.setattr(run, "run", stopped)
+    assert main(["train", "--recipe", "r.yaml"]) == 143
+    assert capsys.readouterr().err == (
+        "rexbert train: stopped by SIGTERM; finished work is kept: rerun the same command to resume from it\n"
+    )
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run, "run", interrupted)
+    assert main(["train", "--recipe", "r.yaml"]) == 130
+    assert capsys.readouterr().err.startswith("rexbert train: stopped by SIGINT; finished work is kept")
+
+    from curation import cli as curation_cli
+
+    monkeypatch.setattr(run, "run", stopped)
+    monkeypatch.setattr(curation_cli, "run", lambda args: 0)  # the demo's first stage: done
+    out = tmp_path / "demo"
+    assert main(["demo", "--output-dir", str(out), "--set", "training.hold_out_products=false"]) == 143
+    line = "rexbert demo: stopped by SIGTERM; finished work is kept: rerun the same command to resume"
+    assert capsys.readouterr().err == line + "\n"  # once: the train stage inside it printed nothing

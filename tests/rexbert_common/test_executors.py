@@ -1,12 +1,19 @@
 """The shared executor layer: per-stage resources (job defaults, config overrides), the sbatch scripts they
-produce (checked without Slurm), every Slurm array chunk a dependency of the next stage, and a failed task
-reported in one line with its error."""
+produce (checked without Slurm), every Slurm array chunk a dependency of the next stage, a failed task
+reported in one line with its error, and local workers that die with a SIGKILLed job (none left writing
+beside its rerun)."""
 
 from __future__ import annotations
 
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from rexbert_common.config import ConfigError, config_from_dict
@@ -174,3 +181,53 @@ def test_a_stage_that_ran_in_process_is_not_pickled_into_the_next_stages_workers
     config = config_from_dict(ExecutorConfig, {"kind": "local", "workers": 2})
     assert run_stages(stages, config, job="test") is True
     assert all(stage.done() for stage in stages)
+
+
+REPO = Path(__file__).resolve().parents[2]
+JOB = """
+import os, sys, time
+from pathlib import Path
+from rexbert_common.executors import ExecutorConfig, Stage, make_executor
+
+def task(data, rank=0, world_size=1):
+    out = Path(sys.argv[1])
+    (out / f"pid-{rank}").write_text(str(os.getpid()))
+    for i in range(600):
+        with open(out / f"beats-{rank}", "a") as handle:
+            handle.write(f"{i}\\n")
+        time.sleep(0.1)
+    return iter(())
+
+if __name__ == "__main__":
+    stage = Stage("slow", 2, [task], Path(sys.argv[1]) / "stage", "fp")
+    make_executor(stage, ExecutorConfig(kind="local", tasks=2, workers=2)).run()
+"""
+
+
+def test_no_process_of_a_killed_job_survives_it(tmp_path):
+    """SIGKILL the job while its two tasks run in datatrove's pool: its workers (children of datatrove's
+    forkserver), the forkserver, the manager and the resource tracker all end, and no task writes on."""
+    script = tmp_path / "job.py"
+    script.write_text(JOB)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    job = subprocess.Popen([sys.executable, str(script), str(tmp_path)], env=env, cwd=tmp_path)
+    descendants = []
+    try:
+        deadline = time.monotonic() + 120
+        while not all((tmp_path / f"beats-{r}").exists() for r in (0, 1)):
+            assert time.monotonic() < deadline and job.poll() is None, "the workers never started"
+            time.sleep(0.1)
+        descendants = psutil.Process(job.pid).children(recursive=True)
+        workers = {int((tmp_path / f"pid-{r}").read_text()) for r in (0, 1)}
+        assert workers <= {p.pid for p in descendants} and len(descendants) >= 4  # + manager, forkserver
+        job.send_signal(signal.SIGKILL)
+        job.wait()
+        _, alive = psutil.wait_procs(descendants, timeout=10)
+        assert not alive, f"{[' '.join(p.cmdline())[:80] for p in alive]} outlived the job"
+        sizes = [(tmp_path / f"beats-{r}").stat().st_size for r in (0, 1)]
+        time.sleep(1)
+        assert [(tmp_path / f"beats-{r}").stat().st_size for r in (0, 1)] == sizes  # nobody writes
+    finally:
+        for process in descendants:  # orphans are not our children any more
+            if process.is_running():
+                process.kill()

@@ -72,19 +72,19 @@ def test_a_crash_between_rows_and_marker_rebuilds_the_shard(built, monkeypatch):
     expected = load_build(folder, "fp").table.to_pydict()
     shutil.rmtree(folder)
     folder.mkdir()
-    real_write = phase_build.durable_write_text
+    real_write = phase_build.write_text_atomic
 
     def crash_at_third_marker(path, text):
         if path.name == "shard-00002.json":
             raise KeyboardInterrupt("killed after the rows, before the marker")
         return real_write(path, text)
 
-    monkeypatch.setattr(phase_build, "durable_write_text", crash_at_third_marker)
+    monkeypatch.setattr(phase_build, "write_text_atomic", crash_at_third_marker)
     with pytest.raises(KeyboardInterrupt):
         for index in range(plan.shards):
             build_shard(builder, folder, index, vocab, 4096)
     assert (folder / "shard-00002.arrow").exists() and read_marker(folder, 2) is None
-    monkeypatch.setattr(phase_build, "durable_write_text", real_write)
+    monkeypatch.setattr(phase_build, "write_text_atomic", real_write)
     calls = []
     info = _finalize(builder, plan, phase, vocab, folder, calls)
     assert calls[0] == 2 and info["stats"] == reference["stats"]  # shards 0, 1 reused; 2 rebuilt

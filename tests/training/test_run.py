@@ -191,21 +191,96 @@ def _train_loss(final_dir):
     return json.loads((Path(final_dir) / "phase_summary.json").read_text())["train"]["train_loss"]
 
 
-def test_resume_falls_back_from_a_damaged_latest_checkpoint(full_run, tmp_path, capsys):
-    reference = _losses(full_run / "phase1" / "final")
+def _same_weights(a, b):
+    """Bit-identical safetensors tensors (the files' bytes also hold the run's metadata)."""
+    first, second = load_file(Path(a) / "model.safetensors"), load_file(Path(b) / "model.safetensors")
+    return first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_resume_falls_back_past_damaged_checkpoints_to_the_uninterrupted_weights(full_run, tmp_path, capsys):
+    """The issue's fault: random bytes inside the latest optimizer.pt (same length), and a truncated RNG
+    state in the one before: both are refused, the run resumes from the one before them and ends with the
+    uninterrupted run's weights, bit for bit."""
+    from training.checkpoints import MANIFEST
+
     out = tmp_path / "damaged"
-    extra = ["--phase", "1", "--set", "phase1.save_steps=2"]
-    assert main(args(out, *extra, "--stop-after-steps", "4")) == 0
-    latest = out / "phase1" / "checkpoint-4" / "model.safetensors"
-    latest.write_bytes(latest.read_bytes()[:1000])  # killed while writing the checkpoint
+    extra = ["--phase", "1", "--set", "phase1.save_steps=2", "--set", "phase1.save_total_limit=3"]
+    assert main(args(out, *extra, "--stop-after-steps", "6")) == 0
+    phase = out / "phase1"
+    assert [p.name for p in sorted(phase.glob("checkpoint-*"))] == [
+        "checkpoint-2", "checkpoint-4", "checkpoint-6",
+    ]  # fmt: skip
+    assert all((phase / f"checkpoint-{s}" / MANIFEST).is_file() for s in (2, 4, 6))
+    optimizer = phase / "checkpoint-6" / "optimizer.pt"
+    data = bytearray(optimizer.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 4096] = os.urandom(4096)
+    optimizer.write_bytes(bytes(data))
+    rng = phase / "checkpoint-4" / "rng_state.pth"
+    rng.write_bytes(rng.read_bytes()[:100])
     capsys.readouterr()
     assert main(args(out, *extra, "--resume")) == 0
     printed = capsys.readouterr().out
-    assert f"checkpoint {latest.parent} is damaged (model.safetensors is truncated" in printed
+    assert f"checkpoint {optimizer.parent} is damaged (optimizer.pt does not match its checksum" in printed
+    assert f"checkpoint {rng.parent} is damaged (rng_state.pth has 100 bytes" in printed
+    summary = json.loads((phase / "final" / "phase_summary.json").read_text())
+    assert summary["resumed_from"] == str(phase / "checkpoint-2")
+    assert summary["status"] == "complete" and summary["skipped_nonfinite_steps"] == []
+    reference = _losses(full_run / "phase1" / "final")
+    assert _losses(phase / "final") == reference
+    assert _same_weights(phase / "final", full_run / "phase1" / "final")
+    _assert_every_planned_row_trained_once(summary)
+
+
+def test_sigterm_checkpoints_at_the_step_boundary_and_resumes_to_the_same_weights(
+    full_run, tmp_path, capsys, monkeypatch
+):
+    """SIGTERM during step 4 (a pre-emption notice): step 4 finishes, is checkpointed with its manifest,
+    the run stops with one line (exit status 143) naming the checkpoint; --resume ends on the uninterrupted
+    run's weights, bit for bit."""
+    import signal
+
+    from training.checkpoints import MANIFEST
+    from training.run import script_main
+    from training.trainer import RexBertTrainer
+
+    original = RexBertTrainer.training_step
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        if self.state.global_step + 1 == 4:
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler runs in this (main) thread
+        return original(self, model, inputs, num_items_in_batch)
+
+    monkeypatch.setattr(RexBertTrainer, "training_step", training_step)
+    out = tmp_path / "terminated"
+    capsys.readouterr()
+    assert script_main(args(out, "--phase", "1")) == 143
+    checkpoint = out / "phase1" / "checkpoint-4"
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1] == (
+        f"stopped by SIGTERM; saved {checkpoint} at step 4 of 9: resume with --resume"
+    )
+    assert "Traceback" not in err
+    assert (checkpoint / MANIFEST).is_file() and not (out / "phase1" / "final").exists()
+    monkeypatch.setattr(RexBertTrainer, "training_step", original)
+    assert script_main(args(out, "--phase", "1", "--resume")) == 0
+    assert _same_weights(out / "phase1" / "final", full_run / "phase1" / "final")
+    # the summary counts the whole phase, not only the steps after the resume
     summary = json.loads((out / "phase1" / "final" / "phase_summary.json").read_text())
-    assert summary["resumed_from"] == str(out / "phase1" / "checkpoint-2")
-    for (step, a), (_, b) in zip(reference, _losses(out / "phase1" / "final")):
-        assert a == pytest.approx(b, rel=1e-5, abs=1e-6), step
+    _assert_every_planned_row_trained_once(summary)
+
+
+def test_a_resumed_phase_still_says_where_its_optimizer_moments_came_from(full_run, tmp_path):
+    import shutil
+
+    out = tmp_path / "resumed"
+    shutil.copytree(full_run / "tokenizer", out / "tokenizer")
+    shutil.copytree(full_run / "phase1", out / "phase1", ignore=shutil.ignore_patterns("rows"))
+    assert main(args(out, "--phase", "2", "--stop-after-steps", "2")) == 0
+    assert main(args(out, "--phase", "2", "--resume")) == 0
+    summary = json.loads((out / "phase2" / "final" / "phase_summary.json").read_text())
+    assert summary["resumed_from"] == str(out / "phase2" / "checkpoint-2")
+    assert summary["optimizer_state"].startswith(f"carried from {out / 'phase1'}/checkpoint-")
+    _assert_every_planned_row_trained_once(summary)
 
 
 def test_missing_optimizer_state_is_an_error_unless_allowed(tmp_path, data_dir):
@@ -330,23 +405,10 @@ def test_batch_warmup_plan_in_the_single_process_run(full_run):
 def test_two_processes_with_batch_warmup_match_one_process(full_run, tmp_path):
     """Acceptance: 2 CPU processes with batch-size warmup on reach exactly the planned steps, train every
     planned row once, and log the 1-process run's losses (tolerance: float reduction order only)."""
-    accelerate = Path(sys.executable).with_name("accelerate")
+    from scripts.chaos import launch_command
+
     env = {**os.environ, "ACCELERATE_USE_CPU": "true", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    cmd = [
-        str(accelerate),
-        "launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        str(REPO / "training" / "run.py"),
-        *args(tmp_path, "--phase", "1"),
-    ]
+    cmd = launch_command(REPO / "training" / "run.py", *args(tmp_path, "--phase", "1"), processes=2)
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     summary = json.loads((tmp_path / "phase1" / "final" / "phase_summary.json").read_text())

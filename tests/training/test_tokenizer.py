@@ -28,3 +28,23 @@ def test_trains_modernbert_style_bpe_and_roundtrips(data_dir, tmp_path):
 def test_empty_corpus_is_an_error():
     with pytest.raises(ValueError, match="empty corpus"):
         train_bpe_tokenizer(["", "   \n"], vocab_size=300)
+
+
+def test_a_save_killed_between_two_files_never_looks_complete(data_dir, tmp_path, monkeypatch):
+    """The curriculum treats a folder with tokenizer.json as a trained tokenizer: it is moved in last."""
+    import os
+
+    tok = train_bpe_tokenizer(_wiki_lines(data_dir, 300), vocab_size=300)
+    moved = []
+    real_replace = os.replace
+
+    def replace(src, dst):
+        if moved:  # killed after the first file
+            raise KeyboardInterrupt
+        moved.append(os.path.basename(dst))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(KeyboardInterrupt):
+        save_tokenizer(tok, tmp_path / "tok")
+    assert moved and moved[0] != "tokenizer.json" and not (tmp_path / "tok" / "tokenizer.json").exists()

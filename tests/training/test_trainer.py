@@ -1,5 +1,7 @@
 """RexBertTrainer: one optimizer step over a variable number of micro-batches, loss normalised per step."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -191,3 +193,101 @@ def test_training_step_never_syncs_the_device_with_the_host(trainer):
     names = {event.name for event in prof.events()}
     syncs = {"aten::_local_scalar_dense", "aten::item", "aten::nonzero", "aten::is_nonzero"} & names
     assert not syncs, syncs
+
+
+# -- divergence: a non-finite loss or gradient norm stops the run, or is skipped a bounded number of times ---
+
+
+@pytest.fixture
+def spoil_steps(monkeypatch):
+    """``spoil_steps({5: inf})`` adds ``inf`` (or NaN, or multiplies by 0·inf) to the training loss of
+    optimizer step 5 -- as an overflow in one micro-batch would."""
+    from training import trainer as module
+
+    current = {"step": 0}
+    original_step = module.RexBertTrainer.training_step
+    original_forward = RexBertForMaskedLM.forward
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        current["step"] = self.state.global_step + 1
+        return original_step(self, model, inputs, num_items_in_batch)
+
+    def install(values: dict[int, float]):
+        def forward(self, *args, **kwargs):
+            out = original_forward(self, *args, **kwargs)
+            if self.training and out.loss is not None and current["step"] in values:
+                out.loss = out.loss + values[current["step"]]
+            return out
+
+        monkeypatch.setattr(module.RexBertTrainer, "training_step", training_step)
+        monkeypatch.setattr(RexBertForMaskedLM, "forward", forward)
+
+    return install
+
+
+def _tiny_phase1(out, *extra, save_steps=2):
+    from tests.training._tiny import args
+
+    return args(out, "--phase", "1", "--set", f"phase1.save_steps={save_steps}", *extra)
+
+
+def test_an_infinite_loss_stops_the_run_before_anything_after_it_is_saved(tmp_path, spoil_steps, capsys):
+    """An infinite loss has finite gradients (softmax - one-hot): only the loss check catches it. The run
+    stops within two steps with one line naming the step and the checkpoint to resume from, saves nothing
+    after the bad step, exports nothing, and the phase summary says why."""
+    import json
+
+    from training.checkpoints import MANIFEST
+    from training.run import script_main
+
+    spoil_steps({5: math.inf})
+    out = tmp_path / "diverged"
+    assert script_main(_tiny_phase1(out, save_steps=4)) == 2  # no save between step 5 and its detection
+    error = capsys.readouterr().err.strip().splitlines()
+    assert error[-1] == (
+        f"error: phase1: training diverged at step 5: a non-finite loss or gradient norm (gradient norm "
+        f"nan); nothing after it was saved; resume from {out / 'phase1' / 'checkpoint-4'} with --resume -- "
+        "lower the LR, or set trainer.skip_nonfinite_steps to skip a few such steps"
+    )
+    phase = out / "phase1"
+    assert sorted(p.name for p in phase.glob("checkpoint-*")) == ["checkpoint-4"]
+    assert (phase / "checkpoint-4" / MANIFEST).is_file()
+    assert not (phase / "final").exists()
+    summary = json.loads((phase / "phase_summary.json").read_text())
+    assert summary["status"] == "diverged" and "step 5" in summary["error"]
+    # seen two steps late, on the host, without a synchronisation of its own: during step 7
+    assert max(e["step"] for e in summary["log_history"] if "loss" in e) == 6
+
+
+def test_a_non_finite_last_step_is_never_exported(tmp_path, spoil_steps):
+    from training.run import main
+    from training.trainer import TrainingDiverged
+
+    spoil_steps({9: math.nan})  # the tiny phase 1 has 9 steps: only the final save can catch it
+    out = tmp_path / "last"
+    with pytest.raises(TrainingDiverged, match="diverged at step 9: .* resume from .*checkpoint-8"):
+        main(_tiny_phase1(out))
+    assert not (out / "phase1" / "final").exists() and not (out / "phase1" / "checkpoint-9").exists()
+
+
+def test_skipping_bounded_non_finite_steps(tmp_path, spoil_steps):
+    """With trainer.skip_nonfinite_steps the bad steps do not update the model and are listed in the phase
+    summary; one more than allowed stops the run."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from training.run import main
+    from training.trainer import TrainingDiverged
+
+    spoil_steps({4: math.nan, 6: math.inf})
+    out = tmp_path / "skipped"
+    assert main(_tiny_phase1(out, "--set", "trainer.skip_nonfinite_steps=2")) == 0
+    summary = json.loads((out / "phase1" / "final" / "phase_summary.json").read_text())
+    assert summary["status"] == "complete" and summary["skipped_nonfinite_steps"] == [4, 6]
+    weights = load_file(out / "phase1" / "final" / "model.safetensors")
+    assert all(torch.isfinite(t).all() for t in weights.values())
+    with pytest.raises(
+        TrainingDiverged, match=r"diverged at step 6: 2 non-finite steps \(skip_nonfinite_steps: 1"
+    ):
+        main(_tiny_phase1(tmp_path / "one", "--set", "trainer.skip_nonfinite_steps=1"))
