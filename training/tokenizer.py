@@ -122,23 +122,12 @@ def save_tokenizer(tokenizer: PreTrainedTokenizerFast, directory: str | os.PathL
             os.replace(os.path.join(tmp, name), directory / name)
 
 
-# Loading options transformers records in ``init_kwargs`` and writes back on save: not properties of the
-# tokenizer, and ``local_files_only: true`` in a published folder is wrong for everyone who downloads it.
-_LOAD_OPTIONS = ("is_local", "local_files_only", "cache_dir", "token", "revision", "_commit_hash")
-
-
 def save_for_model(
     tokenizer: PreTrainedTokenizerFast, directory: str | os.PathLike, model_max_length: int
 ) -> None:
     """Save the tokenizer that ships with a model: ``model_max_length`` is the model's context (so
-    ``truncation=True`` yields inputs the model accepts), and no load-time options are written."""
-    import json
+    ``truncation=True`` yields inputs the model accepts), no load-time options are written, and the files
+    load in transformers 4.x as in 5.x (:func:`modeling_rexbert.conversion.save_portable_tokenizer`)."""
+    from modeling_rexbert.conversion import save_portable_tokenizer
 
-    tokenizer.model_max_length = model_max_length
-    tokenizer.save_pretrained(str(directory))
-    config_path = Path(directory) / "tokenizer_config.json"
-    config = json.loads(config_path.read_text(encoding="utf-8"))
-    for key in _LOAD_OPTIONS:
-        config.pop(key, None)
-    config["model_max_length"] = model_max_length
-    config_path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    save_portable_tokenizer(tokenizer, directory, model_max_length=model_max_length)

@@ -1,0 +1,43 @@
+"""Output locations checked before any work: a bad ``--output-dir`` fails in one line at once, not after an
+hour of training or evaluation with a ``NotADirectoryError`` traceback."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from rexbert_common.errors import UserError
+
+
+def _creatable(target: Path, flag: str) -> None:
+    """The nearest existing ancestor of ``target`` must be a folder this process can write into."""
+    existing = target.parent
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"{flag} {target} cannot be created: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{flag} {target} cannot be written: no write permission on {existing}")
+
+
+def check_output_dir(path: str | os.PathLike, flag: str = "--output-dir") -> Path:
+    """``path`` as a folder this process can create or write into, else a :class:`UserError` naming it.
+    Creates nothing."""
+    folder = Path(path)
+    if folder.exists():
+        if not folder.is_dir():
+            raise UserError(f"{flag} {folder} is a file, not a folder")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise UserError(f"{flag} {folder} cannot be written: no write permission")
+        return folder
+    _creatable(folder, flag)
+    return folder
+
+
+def check_output_file(path: str | os.PathLike, flag: str = "--output") -> Path:
+    """``path`` as a file this process can create or replace, else a :class:`UserError` naming it."""
+    file = Path(path)
+    if file.is_dir():
+        raise UserError(f"{flag} {file} is a folder, not a file")
+    _creatable(file, flag)
+    return file
