@@ -16,10 +16,11 @@ import numpy as np
 import pytest
 import torch
 
-from modeling_rexbert import RexBertConfig, RexBertForMaskedLM
+from modeling_rexbert import RexBertForMaskedLM
 from modeling_rexbert.conversion import export_to_modernbert, rewrite_as_modernbert
 from rexbert_cli.export import export_onnx
 from tests import transformers4_env
+from tests.modeling_rexbert.conftest import tiny_config
 from tests.tiny_models import tiny_bpe_tokenizer
 from training.tokenizer import save_for_model, special_token_ids
 
@@ -61,17 +62,14 @@ np.savez(out, **res)
 
 
 def _phase1_model(tokenizer) -> RexBertForMaskedLM:
-    config = RexBertConfig(
+    config = tiny_config(
+        **special_token_ids(tokenizer),
         vocab_size=320,
         hidden_size=64,
         intermediate_size=96,
-        num_hidden_layers=4,
-        num_attention_heads=2,
-        max_position_embeddings=256,
         local_attention=8,
         global_rope_theta=10_000.0,
         sparse_prediction=True,  # as training sets it in memory
-        **special_token_ids(tokenizer),
     )
     torch.manual_seed(0)
     model = RexBertForMaskedLM(config).eval()

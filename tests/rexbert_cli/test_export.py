@@ -13,7 +13,7 @@ from modeling_rexbert import RexBertConfig, RexBertForMaskedLM, RexBertModel
 from rexbert_cli import export
 from rexbert_cli.main import main
 from rexbert_common import UserError
-from tests.modeling_rexbert.conftest import right_padded
+from tests.modeling_rexbert.conftest import right_padded, tiny_config
 from tests.tiny_models import tiny_bpe_tokenizer
 from training.tokenizer import special_token_ids
 
@@ -21,16 +21,13 @@ VOCAB = 320
 
 
 def _config(tokenizer) -> RexBertConfig:
-    return RexBertConfig(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=3,
-        num_attention_heads=2,
-        max_position_embeddings=256,
-        local_attention=8,
-        global_rope_theta=10_000.0,  # a phase-1 model: a loader that falls back to θ 160k would differ
+    # a phase-1 model (global θ 10k): a loader that falls back to θ 160k would differ
+    return tiny_config(
         **special_token_ids(tokenizer),
+        vocab_size=VOCAB,
+        num_hidden_layers=3,
+        local_attention=8,
+        global_rope_theta=1e4,
     )
 
 

@@ -45,8 +45,10 @@ def test_valid_mapping_builds_nested_dataclasses_and_coerces_numbers():
         ({"name": "x", "batch": 0}, "cfg.yaml: batch = 0 must be >= 1"),
         ({"name": "x", "batch": 2.5}, "cfg.yaml: batch must be an integer, got 2.5"),
         ({"name": "x", "batch": "lots"}, "cfg.yaml: batch must be an integer, got 'lots'"),
-        ({"name": "x", "shape": "linaer"}, "cfg.yaml: shape = 'linaer' is not one of ['1-sqrt', 'linear']"
-                                           " -- did you mean 'linear'?"),
+        (
+            {"name": "x", "shape": "linaer"},
+            "cfg.yaml: shape = 'linaer' is not one of ['1-sqrt', 'linear'] -- did you mean 'linear'?",
+        ),
         ({"name": "x", "inner": {"rate": 2}}, "cfg.yaml: inner.rate = 2.0 must be <= 1"),
         ({"name": "x", "inner": {"betas": [0.9, 1.0]}}, "cfg.yaml: inner.betas = 1.0 must be < 1"),
         ({"name": "x", "items": [{}, {"rate": -1}]}, "cfg.yaml: items.1.rate = -1.0 must be >= 0"),
