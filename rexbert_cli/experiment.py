@@ -334,8 +334,6 @@ def run_experiment(config: ExperimentConfig, force_eval: bool = False, flags: tu
         annealed_model,
         "--repo-id",
         config.card.repo_id,
-        "--recipe",
-        str(recipe),
         "--result-model-name",
         annealed_model,
     ]

@@ -326,6 +326,8 @@ def run_phase(
     allow_fresh_optimizer: bool = False,
 ) -> Path | None:
     """Train one phase; returns its final folder (None when stopped early by ``stop_after_steps``)."""
+    import pyarrow.compute as pc
+
     from training.checkpoints import resume_checkpoint
     from training.collator import PackedMLMCollator, StepCollator
     from training.masking import SpanMasker
@@ -408,6 +410,8 @@ def run_phase(
         # planned row was trained once: compare with planned_rows, Σ range(planned_rows))
         "trained_rows": int(trained["rows"]),
         "trained_row_id_sum": int(trained["row_id_sum"]),
+        # steps train rows [0, planned_rows) in order (BatchPlan): the tokens this phase trained on
+        "trained_tokens": int(pc.sum(data.lengths.slice(0, plan.planned_rows)).as_py() or 0),
         "guided_mlm": guided,
         "num_processes": state.num_processes,
         "data": summary,
