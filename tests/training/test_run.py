@@ -521,3 +521,23 @@ def test_script_defaults_the_data_folder_to_the_embedded_sample(monkeypatch, tmp
     assert script_main(["--recipe", str(tmp_path / "missing.yaml")]) == 2
     assert os.environ["REXBERT_DATA_DIR"] == str(SAMPLE_DIR.resolve())
     assert "missing.yaml" in capsys.readouterr().err
+
+
+def test_summary_records_the_tokens_trained_and_the_card_tables_them(full_run):
+    """trained_tokens is the length of the rows the plan trained ([0, planned_rows), BatchPlan), and the
+    card's training table shows those numbers for every phase of the run, not the recipe's budgets."""
+    import pyarrow as pa
+
+    from model_cards.card import training_rows
+
+    rows = training_rows(full_run / "phase3" / "final")
+    assert [row["name"] for row in rows] == ["phase1", "phase2", "phase3"]
+    for row in rows:
+        summary = json.loads((full_run / row["name"] / "final" / "phase_summary.json").read_text())
+        build = json.loads((full_run / row["name"] / "rows" / "build.json").read_text())
+        lengths = []
+        for shard in build["shards"]:
+            reader = pa.ipc.open_file(pa.memory_map(str(full_run / row["name"] / "rows" / shard["file"])))
+            lengths += reader.read_all().column("length").to_pylist()[: shard["rows"]]
+        assert summary["trained_tokens"] == sum(lengths[: summary["planned_rows"]]) > 0
+        assert row["tokens"] == f"{summary['trained_tokens']:,}" and row["steps"] == summary["global_step"]
