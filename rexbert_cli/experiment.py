@@ -200,6 +200,7 @@ def run_experiment(config: ExperimentConfig, force_eval: bool = False, flags: tu
     from rexbert_cli import plots, product_check, summary
     from rexbert_cli.heldout import split_products
     from rexbert_common.data import data_dir
+    from training.curriculum import _has_training_state
 
     out = Path(config.output_dir)
     stages = _Stages(force_eval)
@@ -230,7 +231,7 @@ def run_experiment(config: ExperimentConfig, force_eval: bool = False, flags: tu
                 str(training_dir),
                 "--phase",
                 phase,
-                "--resume",
+                *(["--resume"] if _has_training_state(training_dir, [f"phase{phase}"]) else []),
                 "--set",
                 domain,
             ]

@@ -17,6 +17,7 @@ import logging
 import os
 import shutil
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -449,8 +450,10 @@ class _LogAtCheckpoints(TrainerCallback):
         return control
 
 
-def _has_training_state(out: Path) -> bool:
-    return any(p.name == "final" or p.name.startswith("checkpoint-") for p in out.glob("phase*/*"))
+def _has_training_state(out: Path, phases: Iterable[str] = PHASES) -> bool:
+    """Whether any of ``phases`` under ``out`` has a checkpoint or a final model (built rows do not count)."""
+    found = (p.name for name in phases for p in out.glob(f"{name}/*"))
+    return any(name == "final" or name.startswith("checkpoint-") for name in found)
 
 
 def run_curriculum(
@@ -480,6 +483,11 @@ def run_curriculum(
     _check_guided_sources(recipe, phases)
     check_report_to(recipe.trainer.report_to)
     out = Path(recipe.output_dir)
+    if resume and not prepare_only and not _has_training_state(out, phases):
+        raise UserError(
+            f"--resume: nothing to resume in {out} (no checkpoint or final model of {', '.join(phases)}): "
+            "check --output-dir, or run without --resume to start"
+        )
     state = process_state()
     general, domain = _load_sources(recipe)
     if not resume and not prepare_only:

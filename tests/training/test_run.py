@@ -291,6 +291,19 @@ def test_phase3_alone_anneals_from_a_modernbert_checkpoint(full_run, tmp_path):
     assert not (out / "phase1").exists() and not (out / "phase2").exists()
 
 
+def test_resume_with_nothing_to_resume_names_the_folder_and_starts_nothing(tmp_path, capsys):
+    """A mistyped --output-dir with --resume must not silently train from scratch."""
+    from rexbert_cli.main import main as rexbert
+
+    out = tmp_path / "typo"
+    (out / "phase1" / "rows").mkdir(parents=True)  # built rows are a cache, not a run to resume
+    argv = ["train", *args(out, "--phase", "1", "--resume")]
+    assert rexbert(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--resume: nothing to resume in {out} (no checkpoint" in err
+    assert sorted(p.name for p in out.rglob("*")) == ["phase1", "rows"]
+
+
 def test_resume_and_overwrite_exclude_each_other(tmp_path):
     from rexbert_common.errors import UserError
 
