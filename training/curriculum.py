@@ -472,8 +472,9 @@ def run_curriculum(
     folder already holds a run (``overwrite`` deletes it). If a user error (bad data, bad settings) stops
     the run before any checkpoint exists, the folders this call created are removed. ``stop_after_steps``
     stops each phase after that many steps without writing its final folder (used to test resume: run
-    again with ``resume=True``). ``prepare_only`` builds the phases' rows (restartable, parallel with
-    ``data.workers``) and trains nothing: a later run reuses them."""
+    again with ``resume=True``). ``resume`` with no checkpoint or final model of ``phases`` in the output
+    folder is an error (a mistyped folder must not start from scratch). ``prepare_only`` builds the
+    phases' rows (restartable, parallel with ``data.workers``) and trains nothing: a later run reuses them."""
     from training.batch_plan import check_world_size
     from training.checkpoints import refuse_or_clear_previous_run
     from training.trainer_settings import check_report_to
@@ -528,7 +529,7 @@ def run_curriculum(
             if finals[name] is None:
                 break
         return finals
-    except UserError:
+    except Exception:  # bad input (a UserError, an unreachable Hub id...) before any checkpoint: no debris
         if created and state.is_main_process and not _has_training_state(out):
             shutil.rmtree(out, ignore_errors=True)
         raise

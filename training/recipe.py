@@ -345,9 +345,10 @@ def _validate(recipe: Recipe, source: str) -> None:
             f"{source}: trainer.dataloader_persistent_workers / dataloader_prefetch_factor "
             "need trainer.dataloader_num_workers > 0"
         )
-    from training.trainer_settings import check_extra_arguments
+    if settings.extra:  # the check imports torch and transformers (seconds): only when there is something
+        from training.trainer_settings import check_extra_arguments
 
-    check_extra_arguments(settings.extra, source)
+        check_extra_arguments(settings.extra, source)
 
 
 def _as_recipe_error(error: ConfigError) -> RecipeError:

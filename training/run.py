@@ -58,16 +58,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from rexbert_common.errors import UserError
-    from training.curriculum import run_curriculum
+    from rexbert_common.outputs import check_output_dir
     from training.recipe import load_recipe
 
+    # every check on the command line and the recipe first: torch and transformers take seconds to import
+    if args.resume and args.overwrite:
+        raise UserError("--resume and --overwrite exclude each other: continue the run, or start it again")
     overrides = list(args.overrides) + list(getattr(args, "extra_overrides", []) or [])
     recipe = load_recipe(args.recipe, overrides)
     if args.output_dir:
         recipe.output_dir = args.output_dir
+    check_output_dir(recipe.output_dir, "--output-dir" if args.output_dir else f"{args.recipe}: output_dir")
     phases = list(PHASES) if args.phase == "all" else [PHASES[int(args.phase) - 1]]
-    if args.resume and args.overwrite:
-        raise UserError("--resume and --overwrite exclude each other: continue the run, or start it again")
+
+    from training.curriculum import run_curriculum
+
     run_curriculum(
         recipe,
         phases,

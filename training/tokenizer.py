@@ -28,9 +28,16 @@ def load_tokenizer(name_or_path: str, **kwargs) -> PreTrainedTokenizerFast:
     """Load any tokenizer (Hub id or local folder) and check it has the tokens MLM needs.
 
     Raises:
+        UserError: naming the tokenizer when it cannot be loaded (no such folder, a Hub id offline).
         ValueError: naming the missing special token(s).
     """
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
+    from rexbert_common.errors import UserError
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
+    except OSError as error:
+        reason = " ".join(str(error).split())
+        raise UserError(f"tokenizer {name_or_path!r} cannot be loaded: {reason}") from None
     missing = [
         name
         for name in ("mask_token", "pad_token", "cls_token", "sep_token")

@@ -304,6 +304,37 @@ def test_resume_with_nothing_to_resume_names_the_folder_and_starts_nothing(tmp_p
     assert sorted(p.name for p in out.rglob("*")) == ["phase1", "rows"]
 
 
+def test_an_unreachable_hub_tokenizer_is_one_line_and_leaves_no_output(tmp_path, capsys):
+    """Offline (HF_HUB_OFFLINE=1 in tests), a Hub id cannot load: the run stops in one line and leaves no
+    output folder behind (no stray recipe.json)."""
+    from rexbert_cli.main import main as rexbert
+
+    out = tmp_path / "run"
+    argv = args(out, "--phase", "1", "--set", "tokenizer.name_or_path=acme/not-here")
+    assert rexbert(["train", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rexbert train: error: tokenizer 'acme/not-here' cannot be loaded: ")
+    assert err.count("\n") == 1
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("flag", ["--output-dir", "output_dir"])
+def test_an_output_folder_under_a_file_is_refused_before_any_work(tmp_path, capsys, flag):
+    import subprocess
+
+    (tmp_path / "file").write_text("x")
+    target = str(tmp_path / "file" / "run")
+    argv = args(target) if flag == "--output-dir" else [*args(target)[:2], "--set", f"output_dir={target}"]
+    code = (
+        "import sys\nfrom training.run import script_main\nstatus = script_main(sys.argv[1:])\n"
+        "assert 'torch' not in sys.modules, 'heavy imports before the check'\nsys.exit(status)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().endswith(f"{target} cannot be created: {tmp_path / 'file'} is a file")
+    assert result.stderr.count("\n") == 1
+
+
 def test_resume_and_overwrite_exclude_each_other(tmp_path):
     from rexbert_common.errors import UserError
 
