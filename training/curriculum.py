@@ -424,7 +424,22 @@ def run_phase(
     }
     final_dir = _save_final(trainer, tokenizer, phase, phase_dir, summary)
     _log(f"{phase_name}: final checkpoint → {final_dir}")
+    if state.is_main_process:
+        _plot_losses(out)
     return final_dir
+
+
+def _plot_losses(out: Path) -> None:
+    """Redraw the run's loss figure with the phases finished so far; a plotting failure costs no training."""
+    from training.loss_plot import LOSS_PLOT, loss_curves
+
+    try:
+        path = loss_curves(out, out / LOSS_PLOT)
+    except Exception as error:  # noqa: BLE001 - matplotlib problems must not fail a finished phase
+        _log(f"warning: no loss plot ({type(error).__name__}: {error})")
+        return
+    if path is not None:
+        _log(f"loss plot → {path}")
 
 
 class _StopAfter(TrainerCallback):

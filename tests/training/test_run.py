@@ -76,6 +76,7 @@ def test_three_phases_hand_off_and_hub_folders(full_run):
     ] == ("fresh")
     assert configs["phase1"]["rope_parameters"]["full_attention"]["rope_theta"] == 10_000
     assert configs["phase2"]["rope_parameters"]["full_attention"]["rope_theta"] == 160_000
+    assert (full_run / "loss_curves.png").read_bytes()[:4] == b"\x89PNG"  # beside recipe.json, every phase
     summary3 = json.loads((full_run / "phase3" / "final" / "phase_summary.json").read_text())
     shares = [s for _, s in summary3["data"]["domain_share"]]
     assert shares[0] < shares[-1]  # phase 3 anneals toward the domain corpus
