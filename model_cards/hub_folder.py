@@ -110,6 +110,13 @@ def check_hub_folder(folder: str | Path, require_card: bool = True) -> FolderRep
             f"config.json model_type is {report.model_type!r}, expected 'rexbert' or 'modernbert'"
         )
 
+    if config.get("sparse_prediction"):
+        report.problems.append(
+            "config.json has sparse_prediction: true (with labels, MaskedLM logits would be "
+            "(n_masked, vocab) instead of (batch, sequence, vocab)): set config.sparse_prediction = False "
+            "before saving"
+        )
+
     weights = sorted(folder.glob("*.safetensors"))
     if not weights:
         report.problems.append("no *.safetensors weights")

@@ -184,6 +184,10 @@ def test_rexbert_folder_is_hub_ready_and_its_card_loads(tmp_path):
     model = RexBertForMaskedLM(config)
     model.save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
+    (problem,) = check_hub_folder(tmp_path, require_card=False).problems  # RexBertConfig's training default
+    assert problem.startswith("config.json has sparse_prediction: true")
+    model.config.sparse_prediction = False
+    model.save_pretrained(tmp_path)
     assert check_hub_folder(tmp_path, require_card=False).ok
     assert count_parameters(tmp_path) == model.num_parameters()
 
