@@ -120,23 +120,6 @@ def training_rows(model_dir: str | Path) -> list[dict]:
     return rows
 
 
-def _read_results_file(path: Path) -> list[dict]:
-    from evaluation.reports import validate
-
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise UserError(f"{path}: not valid JSON ({error})") from None
-    if not isinstance(document, dict):
-        raise UserError(
-            f"{path}: expected a `rexbert eval` results object, got a JSON {type(document).__name__}"
-        )
-    try:
-        return validate(document)["records"]
-    except (ValueError, TypeError, AttributeError) as error:
-        raise UserError(f"{path}: not a `rexbert eval` results file ({error})") from None
-
-
 def _same_folder(a: str | None, b: Path) -> bool:
     return bool(a) and Path(a).expanduser().resolve() == b.expanduser().resolve()
 
@@ -164,7 +147,9 @@ def select_records(records: list[dict], model_dir: Path, model_name: str | None,
 
 
 def _load_records(inputs: CardInputs) -> list[dict]:
-    records = [r for path in inputs.results_files for r in _read_results_file(Path(path))]
+    from evaluation.reports import read_results
+
+    records = read_results(inputs.results_files)
     source = ", ".join(map(str, inputs.results_files))
     own = select_records(records, inputs.model_dir, inputs.result_model_name, source)
     seen, duplicates = set(), set()
