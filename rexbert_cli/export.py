@@ -47,18 +47,14 @@ _SENTENCE_TRANSFORMERS_FILES = (
 
 def _check_inputs(model: str | os.PathLike, out_dir: str | os.PathLike, task: str) -> tuple[str, Path]:
     """Every input mistake, before the model is loaded."""
+    from evaluation.models import model_source
     from rexbert_common.outputs import check_output_dir
 
     if task not in TASKS:
         raise UserError(f"--task {task!r}: choose one of {', '.join(TASKS)}")
-    source, out_dir = Path(model), Path(out_dir)
-    if source.exists():
-        if not (source / "config.json").is_file():
-            raise UserError(f"{source}: not a model folder (no config.json)")
-        if out_dir.resolve() == source.resolve():
-            raise UserError(f"OUT_DIR {out_dir} is the model folder: choose a new folder")
-    elif str(model).count("/") != 1:  # neither a folder nor a Hub id
-        raise UserError(f"{model}: no such model folder (or Hub id owner/name)")
+    source, out_dir = Path(model_source(str(model))), Path(out_dir)  # a model folder or a Hub id
+    if source.exists() and out_dir.resolve() == source.resolve():
+        raise UserError(f"OUT_DIR {out_dir} is the model folder: choose a new folder")
     check_output_dir(out_dir, flag="OUT_DIR")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / ONNX_FILE).is_file():
         raise UserError(f"OUT_DIR {out_dir} is not empty and holds no earlier export: choose a new folder")

@@ -85,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     for leaf in _leaf_parsers(parser):
         if leaf is not parser and "--debug" not in leaf._option_string_actions:
             _add_global_options(leaf, default=argparse.SUPPRESS)
+        leaf.set_defaults(error_prefix=f"{leaf.prog}: error:")  # argparse's own prefix for usage errors
     return parser
 
 
@@ -99,12 +100,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         message = " ".join(str(error).split()) or type(error).__name__
-        print(f"rexbert {args.command}: error: {message}", file=sys.stderr)
+        print(f"{args.error_prefix} {message}", file=sys.stderr)
         return USAGE_ERROR
     except KeyboardInterrupt:
         if args.debug:
             raise
-        print(f"rexbert {args.command}: interrupted", file=sys.stderr)
+        print(f"{args.error_prefix.removesuffix(' error:')} interrupted", file=sys.stderr)
         return 130
 
 

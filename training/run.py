@@ -110,7 +110,7 @@ def script_main(argv: list[str] | None = None) -> int:
     except UserError as error:
         if debug:
             raise
-        print(f"error: {error}", file=sys.stderr)
+        print(f"rexbert train: error: {error}", file=sys.stderr)  # the `rexbert` CLI's prefix
         return 2
 
 

@@ -146,7 +146,7 @@ def test_parity_check_catches_a_wrong_window(saved_mlm, exported):
 @pytest.mark.parametrize(
     "make_args,message",
     [
-        (lambda d, t: [str(t / "missing"), str(t / "x")], "no such model folder"),
+        (lambda d, t: [str(t / "missing"), str(t / "x")], "no such folder"),
         (lambda d, t: [str(t), str(t / "x")], "no config.json"),
         (lambda d, t: [str(d), str(d)], "is the model folder"),
         (lambda d, t: [str(d), str(t / "file.txt" / "x")], "file.txt is a file"),
