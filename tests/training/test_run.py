@@ -241,17 +241,16 @@ def test_malformed_jsonl_source_names_source_path_and_line_and_leaves_nothing(tm
     error = capsys.readouterr().err.strip().splitlines()[-1]  # after the datasets progress bar
     assert (
         code == 2
-        and error == f"error: source 'gutenberg': {source}: line 3 is not valid JSON (Expecting value)"
+        and error
+        == f"rexbert train: error: source 'gutenberg': {source}: line 3 is not valid JSON (Expecting value)"
     )
     assert not out.exists()
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")  # a zero-length input
     assert script_main(args(out, "--set", f"data.general.1.path={empty}")) == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
-    assert (
-        error
-        == f"error: source 'gutenberg': no usable document in {empty} (0 whitespace-only, 0 without text)"
-    )
+    expected = f"source 'gutenberg': no usable document in {empty} (0 whitespace-only, 0 without text)"
+    assert error == f"rexbert train: error: {expected}"
     assert not out.exists()
 
 
