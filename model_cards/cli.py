@@ -65,7 +65,7 @@ def register(subparsers) -> None:
     push.add_argument("--all-sizes", action="store_true", help="push <folder>/{micro,mini,base,large}")
     push.add_argument("--owner", default=None, help="Hub user or organisation (required with --all-sizes)")
     push.add_argument("--prefix", default="RexBERT", help="repository name prefix for --all-sizes")
-    push.add_argument("--private", action="store_true")
+    push.add_argument("--private", action="store_true", help="create new repositories as private")
     push.add_argument("--revision", default="main", help="branch to upload to (created when missing)")
     push.add_argument("--token", default=None, help="Hub token (default: the cached login / HF_TOKEN)")
     push.add_argument("--dry-run", action="store_true", help="check the folders, upload nothing")
