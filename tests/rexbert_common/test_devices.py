@@ -12,10 +12,11 @@ def test_cpu_is_usable_everywhere():
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
 @pytest.mark.parametrize("device", ["cuda", "cuda:1"])
 def test_cuda_without_a_gpu_is_one_line_naming_the_build(device):
-    with pytest.raises(
-        UserError, match=rf"--device {device}: no usable CUDA GPU here \(torch {torch.__version__}"
-    ):
+    with pytest.raises(UserError) as error:
         check_device(device)
+    assert str(error.value).startswith(
+        f"--device {device}: no usable CUDA GPU here (torch {torch.__version__}"
+    )
 
 
 @pytest.mark.parametrize("device", ["gpu", "cuda:x", ""])
