@@ -15,7 +15,7 @@ into place, the graph is run in ONNX Runtime on batches of other shapes and must
 At padding positions the graph returns what ModernBERT's padded attention computes there (as
 ``ModernBertModel`` and optimum's export do), not RexBERT's zeros: pool with the attention mask.
 
-    rexbert export onnx MODEL OUT_DIR [--task feature-extraction|fill-mask]
+    rexbert export onnx MODEL --output-dir DIR [--task feature-extraction|fill-mask]
 """
 
 from __future__ import annotations
@@ -207,12 +207,17 @@ def check_onnx_parity(model, onnx_path: str | os.PathLike, output: str = "last_h
 
 
 def _run(args: argparse.Namespace) -> int:
-    report = export_onnx(args.model, args.out_dir, task=args.task, opset=args.opset)
-    print(f"wrote {args.out_dir} ({args.task}; max |ONNX - PyTorch| = {report['max_abs_diff']:.1e})")
+    if (args.output_dir is None) == (args.out_dir is None):
+        raise UserError("give the output folder once: --output-dir DIR (or as the second argument)")
+    out_dir = args.output_dir or args.out_dir
+    report = export_onnx(args.model, out_dir, task=args.task, opset=args.opset)
+    print(f"wrote {out_dir} ({args.task}; max |ONNX - PyTorch| = {report['max_abs_diff']:.1e})")
     return 0
 
 
 def register(subparsers) -> None:
+    from rexbert_common.outputs import add_output_dir_argument
+
     parser = subparsers.add_parser("export", help="export a trained encoder (onnx)")
     formats = parser.add_subparsers(dest="format", metavar="FORMAT")
     formats.required = True
@@ -224,7 +229,9 @@ def register(subparsers) -> None:
     onnx.add_argument(
         "model", help="RexBERT or ModernBERT model folder (config.json + safetensors) or Hub id"
     )
-    onnx.add_argument("out_dir", metavar="OUT_DIR", help="folder to write (model.onnx, config, tokenizer)")
+    # `rexbert export onnx MODEL OUT_DIR` (optimum-cli's form) works too; --output-dir is the documented one
+    onnx.add_argument("out_dir", nargs="?", default=None, help=argparse.SUPPRESS)
+    add_output_dir_argument(onnx, "folder to write: model.onnx, config.json, tokenizer files")
     onnx.add_argument(
         "--task",
         choices=list(TASKS),

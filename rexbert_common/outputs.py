@@ -3,7 +3,9 @@ hour of training or evaluation with a ``NotADirectoryError`` traceback."""
 
 from __future__ import annotations
 
+import argparse
 import os
+import sys
 from pathlib import Path
 
 from rexbert_common.errors import UserError
@@ -41,3 +43,25 @@ def check_output_file(path: str | os.PathLike, flag: str = "--output") -> Path:
         raise UserError(f"{flag} {file} is a folder, not a file")
     _creatable(file, flag)
     return file
+
+
+class _DeprecatedSpelling(argparse.Action):
+    """An old option spelling, hidden from ``--help``: still works for one release, with a one-line note."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"{parser.prog}: note: {option_string} is now --output-dir", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def add_output_dir_argument(parser: argparse.ArgumentParser, help: str, default=None, old=()) -> None:
+    """``--output-dir``, the one spelling of "where this command writes" across commands; ``old`` spellings
+    (e.g. ``--out``) keep working, hidden, for one release."""
+    parser.add_argument("--output-dir", dest="output_dir", default=default, metavar="DIR", help=help)
+    for spelling in old:
+        parser.add_argument(
+            spelling,
+            dest="output_dir",
+            action=_DeprecatedSpelling,
+            default=argparse.SUPPRESS,
+            help=argparse.SUPPRESS,
+        )

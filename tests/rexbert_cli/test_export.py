@@ -49,7 +49,7 @@ def saved_mlm(tmp_path_factory, tokenizer):
 @pytest.fixture(scope="module")
 def exported(saved_mlm, tmp_path_factory):
     out = tmp_path_factory.mktemp("export") / "onnx"
-    assert main(["export", "onnx", str(saved_mlm), str(out)]) == 0
+    assert main(["export", "onnx", str(saved_mlm), "--output-dir", str(out)]) == 0
     return out
 
 
@@ -113,7 +113,9 @@ def test_sentence_transformers_modules_are_kept(tmp_path, saved_mlm):
 @pytest.mark.slow
 def test_fill_mask_export_returns_the_mlm_logits(saved_mlm, tmp_path):
     out = tmp_path / "mlm"
-    export.export_onnx(saved_mlm, out, task="fill-mask")
+    assert (
+        main(["export", "onnx", str(saved_mlm), str(out), "--task", "fill-mask"]) == 0
+    )  # optimum-cli's form
     assert json.loads((out / "config.json").read_text())["architectures"] == ["ModernBertForMaskedLM"]
     session = export.onnx_session(out)
     ids, mask = right_padded([30, 12], vocab=VOCAB, low=5)
@@ -160,6 +162,14 @@ def test_bad_input_is_a_one_line_user_error_and_writes_nothing(saved_mlm, tmp_pa
         export.export_onnx(*make_args(saved_mlm, tmp_path))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt"]
     assert sorted(p.name for p in saved_mlm.iterdir()) == before
+
+
+@pytest.mark.parametrize("where", [[], ["OUT", "--output-dir", "OUT2"]])
+def test_the_output_folder_is_given_exactly_once(saved_mlm, tmp_path, capsys, where):
+    argv = [w if not w.startswith("OUT") else str(tmp_path / w) for w in where]
+    assert main(["export", "onnx", str(saved_mlm), *argv]) == 2
+    assert "give the output folder once" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
 
 
 def test_model_without_tokenizer_is_refused(tmp_path, tokenizer):
