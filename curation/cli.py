@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from rexbert_common.config import add_override_argument
+from rexbert_common.outputs import add_old_spelling, add_output_dir_argument
 
 
 def register(subparsers) -> None:
@@ -22,14 +23,22 @@ def register(subparsers) -> None:
         default=None,
         help="YAML config (default: the offline demo, curation/configs/default.yaml)",
     )
-    parser.add_argument("--output-dir", default=None, help="overrides output.dir")
+    add_output_dir_argument(parser, "overrides output.dir")
     parser.add_argument(
         "--executor",
         choices=("local", "ray", "slurm"),
         default=None,
         help="overrides executor.kind (slurm submits dependent jobs and returns)",
     )
-    parser.add_argument("--tasks", type=int, default=None, help="overrides executor.tasks (units of work)")
+    parser.add_argument(
+        "--num-tasks",
+        dest="tasks",
+        type=int,
+        default=None,
+        metavar="N",
+        help="overrides executor.tasks: how many units of work each stage's input is split into",
+    )
+    add_old_spelling(parser, "--tasks", "--num-tasks", "tasks", type=int)  # --tasks names tasks in eval
     parser.add_argument(
         "--workers", type=int, default=None, help="overrides executor.workers (-1 = all cores)"
     )

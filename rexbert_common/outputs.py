@@ -45,12 +45,29 @@ def check_output_file(path: str | os.PathLike, flag: str = "--output") -> Path:
     return file
 
 
-class _DeprecatedSpelling(argparse.Action):
+class _OldSpelling(argparse.Action):
     """An old option spelling, hidden from ``--help``: still works for one release, with a one-line note."""
 
+    def __init__(self, *args, new: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.new = new
+
     def __call__(self, parser, namespace, values, option_string=None):
-        print(f"{parser.prog}: note: {option_string} is now --output-dir", file=sys.stderr)
+        print(f"{parser.prog}: note: {option_string} is now {self.new}", file=sys.stderr)
         setattr(namespace, self.dest, values)
+
+
+def add_old_spelling(parser: argparse.ArgumentParser, old: str, new: str, dest: str, type=None) -> None:
+    """Accept ``old`` (hidden) as a spelling of the option ``new`` for one release."""
+    parser.add_argument(
+        old,
+        dest=dest,
+        type=type,
+        action=_OldSpelling,
+        new=new,
+        default=argparse.SUPPRESS,
+        help=argparse.SUPPRESS,
+    )
 
 
 def add_output_dir_argument(parser: argparse.ArgumentParser, help: str, default=None, old=()) -> None:
@@ -58,10 +75,4 @@ def add_output_dir_argument(parser: argparse.ArgumentParser, help: str, default=
     (e.g. ``--out``) keep working, hidden, for one release."""
     parser.add_argument("--output-dir", dest="output_dir", default=default, metavar="DIR", help=help)
     for spelling in old:
-        parser.add_argument(
-            spelling,
-            dest="output_dir",
-            action=_DeprecatedSpelling,
-            default=argparse.SUPPRESS,
-            help=argparse.SUPPRESS,
-        )
+        add_old_spelling(parser, spelling, "--output-dir", "output_dir")

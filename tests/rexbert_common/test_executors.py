@@ -166,7 +166,7 @@ class _LoadsAModel:
 
 def test_a_stage_that_ran_in_process_is_not_pickled_into_the_next_stages_workers(tmp_path):
     """One task in-process (a loaded model stays on the step), then a stage with a worker pool: the pool
-    must not receive the first executor (`rexbert curate --tasks 1` crashed that way)."""
+    must not receive the first executor (`rexbert curate --num-tasks 1` crashed that way)."""
     stages = [
         Stage("one", 1, [_LoadsAModel()], tmp_path / "one", "fp"),
         Stage("many", 2, [_noop], tmp_path / "many", "fp"),
