@@ -19,6 +19,8 @@ import logging
 import os
 import sys
 
+from rexbert_common.executors import VERBOSE_ENV
+
 # library -> (its verbosity environment variable, the module holding its set_verbosity_* functions)
 VERBOSITY_SWITCHES = {
     "transformers": ("TRANSFORMERS_VERBOSITY", "transformers.utils.logging"),
@@ -60,6 +62,7 @@ def quiet_libraries(verbose: bool = False) -> None:
     for name in PLAIN_LOGGING:
         logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
     _datatrove(verbose)
+    os.environ[VERBOSE_ENV] = "1" if verbose else "0"  # for the processes stages start (datatrove workers)
     for name in _REPORT_LOGGERS:
         report_logger = logging.getLogger(name)
         for old in [f for f in report_logger.filters if isinstance(f, DroppedHeadReportFilter)]:
