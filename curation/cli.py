@@ -52,8 +52,6 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-
     from curation.config import load_config
     from curation.pipeline import run_pipeline
 
@@ -69,12 +67,11 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config, overrides)
     report = run_pipeline(config, stop_after=args.stop_after)
     if report:
-        summary = {
-            "totals": report["totals"],
-            "dataset": f"{config.output.dir}/dataset",
-            "report": f"{config.output.dir}/report/report.md",
-        }
-        print(json.dumps(summary, indent=2))
+        totals = report["totals"]
+        print(
+            f"wrote {config.output.dir}/dataset ({totals['docs_out']:,} of {totals['docs_in']:,} documents, "
+            f"{totals['words_out']:,} words) and {config.output.dir}/report/report.md"
+        )
     elif config.executor.kind == "slurm":
         print(f"submitted the curation stages to Slurm; logs under {config.output.dir}/work/*/logs")
     return 0
