@@ -385,8 +385,6 @@ def run_stages(
     for stage, executor in zip(stages, executors):
         start = time.perf_counter()
         run_stage(executor, stage.name, job)
-        print(
-            f"[{job}] {stage.name}: {stage.tasks} tasks done in {time.perf_counter() - start:.0f} s",
-            flush=True,
-        )
+        tasks = f"{stage.tasks} task{'s' if stage.tasks != 1 else ''}"
+        print(f"[{job}] {stage.name}: {tasks} done in {time.perf_counter() - start:.0f} s", flush=True)
     return True

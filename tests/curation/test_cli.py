@@ -49,3 +49,47 @@ def test_rexbert_help_lists_curate(capsys):
     from rexbert_cli.main import build_parser
 
     assert "curate" in build_parser().format_help()
+
+
+PROGRESS_BAR = r"\d+%\||\d+doc \[|it/s\]|doc/s\]"  # tqdm's bars (several tasks' bars may share a line)
+
+
+def console_lines(text: str) -> list[str]:
+    """The lines a user reads: tqdm's redrawn bars (\\r-separated frames) and blank lines left out."""
+    import re
+
+    lines = [line.split("\r")[-1].strip() for line in text.splitlines()]
+    return [line for line in lines if line and not re.search(PROGRESS_BAR, line)]
+
+
+@pytest.mark.slow
+def test_without_verbose_curate_prints_one_line_per_stage(small_corpus, tmp_path):
+    """No datatrove INFO (pipelines, per-task stats, "k/N tasks completed") on the console: one line per
+    stage, a closing line, and progress bars."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from curation.pipeline import STAGES
+    from rexbert_common.config import config_to_dict
+    from tests.curation.conftest import curation_config
+
+    config = config_to_dict(
+        curation_config(tmp_path / "out", [{"path": str(small_corpus), "format": "jsonl"}])
+    )
+    (tmp_path / "config.yaml").write_text(
+        yaml.safe_dump({**config, "executor": {"kind": "local", "tasks": 2}})
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "rexbert_cli.main", "curate", "--config", str(tmp_path / "config.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    stdout, stderr = console_lines(result.stdout), console_lines(result.stderr)
+    ran = [line.split(":")[0].removeprefix("[curation] ") for line in stdout[:-1]]
+    assert ran == [stage for stage in STAGES if stage in ran] and len(ran) >= 8, stdout
+    assert stdout[-1].startswith(f"wrote {tmp_path / 'out'}/dataset (")
+    assert stderr == [], stderr[:10]
