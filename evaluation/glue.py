@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from evaluation.data import GLUE_HUB, DataError, GlueTask, glue_task, load_glue
+from evaluation.models import check_tokenizer_fits
 
 logger = logging.getLogger(__name__)
 
@@ -220,6 +221,7 @@ def finetune_once(
     model = AutoModelForSequenceClassification.from_pretrained(
         model_name, num_labels=task.num_labels, trust_remote_code=trust_remote_code, **kwargs
     )
+    check_tokenizer_fits(model_name, tokenizer, model.config)
     if model.config.pad_token_id is None and tokenizer.pad_token_id is not None:
         model.config.pad_token_id = tokenizer.pad_token_id
     train_set = _encode(train, task, tokenizer, hp.max_seq_length)
