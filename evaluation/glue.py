@@ -113,7 +113,7 @@ class GlueConfig:
     tasks: tuple[str, ...] = ("sst2", "qnli", "qqp", "mnli", "stsb")
     seeds: tuple[int, ...] = (0, 1, 2)
     size: str = "base"
-    hparams: dict | None = None
+    hparams: dict[str, GlueHParams] | None = None
     overrides: dict = field(default_factory=dict)
     sweep_learning_rates: tuple[float, ...] = ()
     sweep_fraction: float = 0.1
