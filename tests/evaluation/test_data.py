@@ -178,6 +178,9 @@ def test_a_data_file_that_is_not_parquet_is_one_line_naming_it(tmp_path, capsys)
 
     csv = tmp_path / "pairs.csv"
     csv.write_text("query,product_title\nshoes,Running shoes\n")
-    assert main(["eval", "mlm", "all-MiniLM-L6-v2", "--data", str(csv), "--out", str(tmp_path / "out")]) == 2
+    assert (
+        main(["eval", "mlm", "all-MiniLM-L6-v2", "--data", str(csv), "--output-dir", str(tmp_path / "out")])
+        == 2
+    )
     err = capsys.readouterr().err
     assert f"{csv}: not a readable parquet file" in err and err.count("\n") == 1

@@ -27,7 +27,7 @@ def mismatched(tmp_path_factory, bert_tokenizer):
 def test_a_tokenizer_larger_than_the_vocabulary_is_one_line(mismatched, tmp_path, capsys, command):
     from rexbert_cli.main import main
 
-    assert main([*command[:2], str(mismatched), *command[2:], "--out", str(tmp_path / "out")]) == 2
+    assert main([*command[:2], str(mismatched), *command[2:], "--output-dir", str(tmp_path / "out")]) == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
     assert (
         len(errors) == 1

@@ -158,7 +158,7 @@ def test_report_on_a_file_that_is_not_results_is_one_line_naming_it(tmp_path, ca
 
     path = tmp_path / "results.json"
     path.write_text(text)
-    assert main(["eval", "report", str(path), "--out", str(tmp_path / "report.md")]) == 2
+    assert main(["eval", "report", str(path), "--output-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert f"error: {path}: {expected}" in err and err.count("\n") == 1
     assert not (tmp_path / "report.md").exists()

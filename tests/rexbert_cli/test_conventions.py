@@ -81,6 +81,9 @@ BAD_INPUT = [
     (["export", "onnx", "no/such/folder", "--output-dir", "x"], "no/such/folder"),
     (["card", "no-such-folder", "--repo-id", "acme/m"], "no-such-folder"),
     (["push", "README.md", "--repo-id", "acme"], "repo id 'acme'"),
+    (["eval", "mlm", "all-MiniLM-L6-v2", "--output-dir", "README.md/x"], "README.md is a file"),
+    (["eval", "glue", "no/such/model", "--tasks", "sst2"], "no/such/model: no such folder"),
+    (["eval", "report", "README.md", "--output-dir", "README.md/x"], "README.md is a file"),
 ]
 
 
@@ -104,3 +107,25 @@ def test_bad_input_is_one_line_with_the_commands_prefix_before_any_heavy_import(
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"{prefix} ") and expected in lines[0], lines
     assert result.stdout.strip() == "heavy:", "imported before the check: " + result.stdout
+
+
+@pytest.mark.parametrize(
+    "argv,expected",
+    [
+        (["eval", "esci", "all-MiniLM-L6-v2", "--device", "cuda"], "--device cuda: no usable CUDA GPU here"),
+        (["eval", "mlm", "all-MiniLM-L6-v2", "--set", "mask_probability=lots"], "mask_probability must be"),
+        (["eval", "glue", "all-MiniLM-L6-v2", "--set", "hparams.sst2.epoch=1"], "did you mean 'epochs'"),
+    ],
+)
+def test_eval_settings_are_checked_before_any_data_or_model_is_loaded(argv, expected, tmp_path, capsys):
+    """Checks that need torch or the evaluator's config class: after those imports, before any work."""
+    import torch
+
+    from rexbert_cli.main import main
+
+    if torch.cuda.is_available() and "cuda" in argv:
+        pytest.skip("a CUDA machine accepts --device cuda")
+    assert main([*argv, "--output-dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and expected in err and err.startswith("rexbert eval ")
+    assert not (tmp_path / "out").exists()
