@@ -76,6 +76,10 @@ BAD_INPUT = [
         ["train", "--recipe", "training/recipes/tiny.yaml", "--output-dir", "README.md/run"],
         "README.md is a file",
     ),
+    (
+        ["plan", "--recipe", "training/recipes/tiny.yaml", "--gpus", "8", "--set", "phase1.lr=fast"],
+        "phase1.lr",
+    ),
     (["curate", "--set", "sampling.per_domain=lots"], "sampling.per_domain"),
     (["demo", "--set", "card.repo_id=nope"], "card.repo_id"),
     (["export", "onnx", "no/such/folder", "--output-dir", "x"], "no/such/folder"),
