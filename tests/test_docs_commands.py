@@ -31,10 +31,13 @@ NOT_RUN = {
     r"answerdotai/|thebajajra/|bert-base-uncased|tasksource/|jhu-clsp/|hf://|--hub\b|--push-to|HfApi": (
         "needs the Hugging Face Hub"
     ),
-    r"recipes/(micro|mini|base|large)\.yaml|cpu_study\.yaml": "paper scale or an hours-long study",
-    r"CUDA_VISIBLE_DEVICES|gpu_micro\.yaml|--executor (ray|slurm)|squeue|prod\.yaml|\baccelerate launch": (
-        "needs GPUs or a cluster (Slurm, Ray, several processes)"
+    r"^(python training/run\.py|rexbert (train|prepare)).*recipes/(micro|mini|base|large)\.yaml|cpu_study": (
+        "paper scale or an hours-long study"
     ),
+    r"CUDA_VISIBLE_DEVICES|gpu_micro\.yaml|--executor (ray|slurm)|squeue|scontrol|srun|prod\.yaml": (
+        "needs GPUs or a cluster (Slurm, Ray)"
+    ),
+    r"\baccelerate launch": "several processes: the 2-process CPU run has its own test (training/test_run.py)",
     r"\bpytest\b": "runs the test suite itself",
     r"my_curation\.yaml|my-model|pairs\.csv|outputs/rexbert-(micro|mini)|outputs/base/|runs/ ": (
         "stands for the reader's own model, data or config"
