@@ -141,7 +141,7 @@ def test_parity_check_catches_a_wrong_window(saved_mlm, exported):
     """The check compares windowed layers on documents past the window: a model that attends globally
     in one local layer must disagree with the (correct) graph."""
     model = RexBertModel.from_pretrained(saved_mlm).eval()
-    model.layers[1].attn.kernel_args["window_size"] = (-1, -1)
+    model.layers[1].attn.window = (-1, -1)  # GLOBAL_WINDOW
     assert export.check_onnx_parity(model, exported)["max_abs_diff"] > 1e-3
 
 
