@@ -33,6 +33,22 @@ _KEEP_REPORT_WORDS = ("MISSING", "MISMATCH", "CONVERSION", "ERROR")
 _REPORT_LOGGERS = ("transformers.modeling_utils", "transformers.utils.loading_report")
 
 
+# Library warnings that are expected here and say nothing actionable (logger -> message start): training
+# names checkpoints by step, so transformers falling back to numerical order is exactly right.
+EXPECTED_WARNINGS = {
+    "transformers.trainer_utils": ("mtime may not be reliable on this filesystem",),
+}
+
+
+class ExpectedWarningFilter(logging.Filter):
+    def __init__(self, starts: tuple[str, ...]) -> None:
+        super().__init__()
+        self.starts = starts
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.starts)
+
+
 class DroppedHeadReportFilter(logging.Filter):
     """Drops transformers' LOAD REPORT records that only list unexpected (deliberately dropped) weights."""
 
@@ -63,9 +79,11 @@ def quiet_libraries(verbose: bool = False) -> None:
         logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
     _datatrove(verbose)
     os.environ[VERBOSE_ENV] = "1" if verbose else "0"  # for the processes stages start (datatrove workers)
-    for name in _REPORT_LOGGERS:
-        report_logger = logging.getLogger(name)
-        for old in [f for f in report_logger.filters if isinstance(f, DroppedHeadReportFilter)]:
-            report_logger.removeFilter(old)
+    filters = [(name, DroppedHeadReportFilter()) for name in _REPORT_LOGGERS]
+    filters += [(name, ExpectedWarningFilter(starts)) for name, starts in EXPECTED_WARNINGS.items()]
+    for name, new in filters:
+        library_logger = logging.getLogger(name)
+        for old in [f for f in library_logger.filters if type(f) is type(new)]:
+            library_logger.removeFilter(old)
         if not verbose:
-            report_logger.addFilter(DroppedHeadReportFilter())
+            library_logger.addFilter(new)

@@ -37,7 +37,7 @@ NOT_RUN = {
     r"CUDA_VISIBLE_DEVICES|gpu_micro\.yaml|--executor (ray|slurm)|squeue|scontrol|srun|prod\.yaml": (
         "needs GPUs or a cluster (Slurm, Ray)"
     ),
-    r"\baccelerate launch": "several processes: the 2-process CPU run has its own test (training/test_run.py)",
+    r"\baccelerate launch": "several processes (the 2-process CPU run has its own test in training/)",
     r"\bpytest\b": "runs the test suite itself",
     r"my_curation\.yaml|my-model|pairs\.csv|outputs/rexbert-(micro|mini)|outputs/base/|runs/ ": (
         "stands for the reader's own model, data or config"

@@ -30,8 +30,15 @@ from training.recipe import PHASES, Recipe, recipe_to_dict
 logger = logging.getLogger("training")
 
 
-def _log(message: str) -> None:
-    if process_state().is_main_process:
+def _verbose() -> bool:
+    from rexbert_common.executors import VERBOSE_ENV
+
+    return os.environ.get(VERBOSE_ENV) == "1"
+
+
+def _log(message: str, detail: bool = False) -> None:
+    """One line per stage on the main process; ``detail`` lines only with ``--verbose``."""
+    if process_state().is_main_process and (not detail or _verbose()):
         print(f"[rexbert train] {message}", flush=True)
 
 
@@ -47,8 +54,14 @@ def _load_sources(recipe: Recipe):
             f"source {src.config.name}: {st.documents} docs (dropped {st.dropped_whitespace} "
             f"whitespace-only, {st.dropped_missing_field} without text)"
             if src.texts is not None
-            else f"source {src.config.name}: streaming from {src.config.path}"
+            else f"source {src.config.name}: streaming from {src.config.path}",
+            detail=True,
         )
+    loaded = (
+        f"{s.config.name} {s.stats.documents:,}" if s.texts is not None else s.config.name
+        for s in (*general, *domain)
+    )
+    _log(f"sources (documents): {', '.join(loaded)}")
     return general, domain
 
 
@@ -175,7 +188,7 @@ def model_for_phase(recipe: Recipe, phase_name: str, tokenizer, out: Path):
             warnings.warn(f"{phase_name}: {rope_change}", UserWarning, stacklevel=2)
             _log(f"{phase_name}: warning: {rope_change}")
         elif rope_change:
-            _log(f"{phase_name}: {rope_change} (phase hand-off)")
+            _log(f"{phase_name}: {rope_change} (phase hand-off)", detail=True)
         for name in ("mask_token_id", "pad_token_id", "cls_token_id", "sep_token_id"):
             if getattr(config, name, None) is None:  # a ModernBERT config has no mask_token_id
                 setattr(config, name, getattr(tokenizer, name))
@@ -235,7 +248,7 @@ def _peak_flops(recipe: Recipe, out: Path, device: torch.device, dtype: torch.dt
     peak = measure_peak_flops(device, dtype)
     if process_state().is_main_process:
         _atomic_write(cache, json.dumps({"peak_flops": peak, "device": str(device), "dtype": str(dtype)}))
-    _log(f"measured peak {peak / 1e9:.1f} GFLOP/s ({device}, {dtype}) for MFU")
+    _log(f"measured peak {peak / 1e9:.1f} GFLOP/s ({device}, {dtype}) for MFU", detail=True)
     return peak
 
 
@@ -260,17 +273,20 @@ def prepare_phase(recipe: Recipe, phase_name: str, tokenizer, general, domain, m
         miner,
         seed=recipe.data.seed * 1000 + PHASES.index(phase_name),
         folder=out / phase_name / "rows",
-        on_build=lambda message: _log(f"{phase_name}: {message}"),
+        on_build=lambda message: _log(f"{phase_name}: {message}", detail=True),
     )
     plan = plan_batches(data.lengths, phase, process_state().num_processes)
     summary = data.summary()
     _log(
-        f"{phase_name}: {summary['rows']} rows × {phase.max_seq_len}, {summary['tokens']} tokens, "
-        f"packing efficiency {summary['packing_efficiency']:.3f}, {plan.steps} steps training "
-        f"{plan.planned_rows} rows, "
+        f"{phase_name}: {summary['rows']:,} rows × {phase.max_seq_len} ({summary['tokens']:,} tokens), "
+        f"{plan.steps} steps training {plan.planned_rows:,} rows"
+    )
+    _log(
+        f"{phase_name}: packing efficiency {summary['packing_efficiency']:.3f}, "
         f"domain share {summary['domain_share'][0][1]:.2f}→{summary['domain_share'][-1][1]:.2f} "
         f"(realised per tenth: {summary['realised_domain_share']}), "
-        f"mined spans {summary['mined_spans']} in {summary['rows_with_spans']} rows"
+        f"mined spans {summary['mined_spans']} in {summary['rows_with_spans']} rows",
+        detail=True,
     )
     return data, plan
 
@@ -282,7 +298,7 @@ def _report_epochs(recipe: Recipe, phases: list[str], general, domain, tokenizer
     ratio = chars_per_token(general, domain, tokenizer, recipe.data.seed)
     for name in phases:
         report = epoch_report(general, domain, recipe.phase(name), recipe.data.temperature, ratio)
-        _log(f"source epochs, {format_report(name, report)}")
+        _log(f"source epochs, {format_report(name, report)}", detail=True)
 
 
 def _phase_train_loss(log_history: list[dict], steps: int) -> float | None:
@@ -380,13 +396,20 @@ def run_phase(
         phase_packing_efficiency=data.packing_efficiency,
         optimizer_state_from=carried,
     )
+    if not _verbose():  # the bar shows the loss; transformers' own bar writes every logged dict as a line
+        from transformers.trainer_callback import ProgressCallback
+
+        from training.progress import LossInProgressBar
+
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(LossInProgressBar)
     if stop_after_steps is not None:
         trainer.add_callback(_StopAfter(stop_after_steps))
     trainer.add_callback(_LogAtCheckpoints())  # last: sees every other callback's should_save
     if checkpoint:
         _log(f"{phase_name}: resuming from {checkpoint}")
     if carried:
-        _log(f"{phase_name}: optimizer moments carried over from {carried}")
+        _log(f"{phase_name}: optimizer moments carried over from {carried}", detail=True)
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     totals = torch.tensor(
         [float(v) for v in trainer.totals.values()], dtype=torch.float64, device=args.device
@@ -400,7 +423,7 @@ def run_phase(
             trained["guided_spans"] / max(1.0, trained["guided_sequences"]), 3
         ),
     }
-    _log(f"{phase_name}: guided MLM realised {guided}")
+    _log(f"{phase_name}: guided MLM realised {guided}", detail=True)
     if stop_after_steps is not None and trainer.state.global_step < steps:
         _log(f"{phase_name}: stopped after step {trainer.state.global_step} of {steps} (--stop-after-steps)")
         trainer.accelerator.wait_for_everyone()
@@ -428,23 +451,24 @@ def run_phase(
         "log_history": [e for e in trainer.state.log_history if "loss" in e],
     }
     final_dir = _save_final(trainer, tokenizer, phase, phase_dir, summary)
-    _log(f"{phase_name}: final checkpoint → {final_dir}")
-    if state.is_main_process:
-        _plot_losses(out)
+    plot = _plot_losses(out) if state.is_main_process else None
+    loss = metrics.get("train_loss")
+    _log(
+        f"{phase_name}: done{f', mean training loss {loss:.3f}' if loss is not None else ''} → {final_dir}"
+        + (f" (loss plot: {plot})" if plot else "")
+    )
     return final_dir
 
 
-def _plot_losses(out: Path) -> None:
+def _plot_losses(out: Path) -> Path | None:
     """Redraw the run's loss figure with the phases finished so far; a plotting failure costs no training."""
     from training.loss_plot import LOSS_PLOT, loss_curves
 
     try:
-        path = loss_curves(out, out / LOSS_PLOT)
+        return loss_curves(out, out / LOSS_PLOT)
     except Exception as error:  # noqa: BLE001 - matplotlib problems must not fail a finished phase
         _log(f"warning: no loss plot ({type(error).__name__}: {error})")
-        return
-    if path is not None:
-        _log(f"loss plot → {path}")
+        return None
 
 
 class _StopAfter(TrainerCallback):

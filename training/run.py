@@ -98,15 +98,18 @@ def main(argv: list[str] | None = None) -> int:
 
 def script_main(argv: list[str] | None = None) -> int:
     """``python training/run.py`` / ``accelerate launch``: a user error is one line on stderr and exit
-    status 2 (``--debug`` keeps the traceback), like the ``rexbert`` CLI."""
+    status 2 (``--debug`` keeps the traceback), one line per stage unless ``--verbose``, like the ``rexbert``
+    CLI."""
+    from rexbert_cli.logs import quiet_libraries
     from rexbert_common.data import use_data_dir
     from rexbert_common.errors import UserError
 
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
+    quiet_libraries(verbose="--verbose" in argv)
     try:
         use_data_dir()  # $REXBERT_DATA_DIR, else the embedded sample (as the `rexbert` CLI does)
-        return main([a for a in argv if a != "--debug"])
+        return main([a for a in argv if a not in ("--debug", "--verbose")])
     except UserError as error:
         if debug:
             raise

@@ -51,17 +51,6 @@ def test_rexbert_help_lists_curate(capsys):
     assert "curate" in build_parser().format_help()
 
 
-PROGRESS_BAR = r"\d+%\||\d+doc \[|it/s\]|doc/s\]"  # tqdm's bars (several tasks' bars may share a line)
-
-
-def console_lines(text: str) -> list[str]:
-    """The lines a user reads: tqdm's redrawn bars (\\r-separated frames) and blank lines left out."""
-    import re
-
-    lines = [line.split("\r")[-1].strip() for line in text.splitlines()]
-    return [line for line in lines if line and not re.search(PROGRESS_BAR, line)]
-
-
 @pytest.mark.slow
 def test_without_verbose_curate_prints_one_line_per_stage(small_corpus, tmp_path):
     """No datatrove INFO (pipelines, per-task stats, "k/N tasks completed") on the console: one line per
@@ -73,6 +62,7 @@ def test_without_verbose_curate_prints_one_line_per_stage(small_corpus, tmp_path
 
     from curation.pipeline import STAGES
     from rexbert_common.config import config_to_dict
+    from tests.console import console_lines
     from tests.curation.conftest import curation_config
 
     config = config_to_dict(

@@ -586,3 +586,40 @@ def test_summary_records_the_tokens_trained_and_the_card_tables_them(full_run):
             lengths += reader.read_all().column("length").to_pylist()[: shard["rows"]]
         assert summary["trained_tokens"] == sum(lengths[: summary["planned_rows"]]) > 0
         assert row["tokens"] == f"{summary['trained_tokens']:,}" and row["steps"] == summary["global_step"]
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_without_verbose_training_prints_one_line_per_stage(tmp_path, verbose):
+    """Sources, tokenizer, miner, then per phase its rows and its end (loss, final folder, loss plot), plus
+    the Trainer's progress bar with the loss in it; the per-step dicts, per-source counts, epochs, packing
+    and guided-MLM details only with --verbose."""
+    import re
+
+    from tests.console import console_lines
+
+    argv = args(tmp_path / "run", "--phase", "1", *(["--verbose"] if verbose else []))
+    result = subprocess.run(
+        [sys.executable, str(REPO / "training" / "run.py"), *argv],
+        capture_output=True, text=True, cwd=REPO, timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    out, err = console_lines(result.stdout), console_lines(result.stderr)
+    stages = [
+        r"sources \(documents\): ",
+        r"training a \d+-token byte-level BPE",
+        r"attribute miner: ",
+        r"phase1: [\d,]+ rows × 64 \([\d,]+ tokens\), \d+ steps",
+        r"phase1: done, mean training loss",
+    ]
+    if verbose:
+        assert len(out) > 10 and any(
+            "'loss'" in line for line in out + err
+        )  # details and the Trainer's dicts
+        return
+    assert len(out) == len(stages), out
+    for line, stage in zip(out, stages):
+        assert re.match(rf"\[rexbert train\] {stage}", line), (line, stage)
+    assert out[-1].endswith(
+        f"→ {tmp_path / 'run' / 'phase1' / 'final'} (loss plot: {tmp_path / 'run' / 'loss_curves.png'})"
+    )
+    assert err == [], err
