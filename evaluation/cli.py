@@ -211,14 +211,15 @@ def register(subparsers) -> None:
 
 
 def _write(args, kind: str, records: list[dict], chart: bool = False) -> int:
+    """Write <name>.json / .md (/ .png); print one line naming them, then the results table."""
     from evaluation import reports
 
     stem = Path(args.output_dir) / (args.name or kind)
-    json_path = reports.write_results(stem.with_suffix(".json"), records)
-    md_path = reports.write_text(stem.with_suffix(".md"), reports.markdown_report(records))
-    print(f"wrote {json_path} and {md_path.name}")
+    written = [reports.write_results(stem.with_suffix(".json"), records)]
+    written.append(reports.write_text(stem.with_suffix(".md"), reports.markdown_report(records)))
     if chart:
-        print("wrote " + str(reports.similarity_bar_chart(records, stem.with_suffix(".png"), task=kind)))
+        written.append(reports.similarity_bar_chart(records, stem.with_suffix(".png"), task=kind))
+    print(f"wrote {', '.join(Path(p).name for p in written)} in {stem.parent}")
     print(reports.markdown_report(records))
     return 0
 

@@ -42,7 +42,12 @@ def test_eval_mlm_end_to_end(data_dir, tiny_bert_dir, tmp_path, capsys):
     assert old.read_text() == (tmp_path / "report.md").read_text()
 
 
-def test_eval_esci_zero_shot_writes_chart(data_dir, tmp_path):
+def test_eval_esci_zero_shot_writes_chart(data_dir, tmp_path, capsys):
+    """...and prints one line naming what it wrote, then the results table (nothing else without
+    --verbose: no library INFO, no load reports)."""
+    from evaluation.reports import markdown_report, read_results
+    from tests.console import console_lines
+
     code = main(
         [
             "eval",
@@ -64,6 +69,10 @@ def test_eval_esci_zero_shot_writes_chart(data_dir, tmp_path):
     assert code == 0
     assert (tmp_path / "esci.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((tmp_path / "esci.json").read_text())["records"][0]["kind"] == "esci_similarity"
+    captured = capsys.readouterr()
+    table = console_lines(markdown_report(read_results([tmp_path / "esci.json"])))
+    assert console_lines(captured.out) == [f"wrote esci.json, esci.md, esci.png in {tmp_path}", *table]
+    assert console_lines(captured.err) == []
 
 
 def test_model_without_mlm_head_exits_2_with_one_line(data_dir, minilm_dir, tmp_path, capsys):
