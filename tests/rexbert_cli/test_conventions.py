@@ -82,6 +82,7 @@ BAD_INPUT = [
     ),
     (["curate", "--set", "sampling.per_domain=lots"], "sampling.per_domain"),
     (["demo", "--set", "card.repo_id=nope"], "card.repo_id"),
+    (["ablate", "--config", "experiments/cpu_study.yaml", "--set", "budget.tokens=many"], "budget.tokens"),
     (["export", "onnx", "no/such/folder", "--output-dir", "x"], "no/such/folder"),
     (["card", "no-such-folder", "--repo-id", "acme/m"], "no-such-folder"),
     (["push", "README.md", "--repo-id", "acme"], "repo id 'acme'"),
