@@ -188,3 +188,13 @@ def test_a_graph_failing_the_parity_gate_is_not_written(saved_mlm, exported, mon
         export.export_onnx(saved_mlm, exported)  # an earlier export stays as it was
     assert {p.name: p.stat().st_mtime_ns for p in exported.iterdir()} == before
     assert sorted(p.name for p in exported.parent.iterdir()) == ["onnx"]
+
+
+def test_export_prints_one_line(saved_mlm, tmp_path, capsys):
+    from tests.console import console_lines
+
+    assert main(["export", "onnx", str(saved_mlm), "--output-dir", str(tmp_path / "onnx")]) == 0
+    captured = capsys.readouterr()
+    out = console_lines(captured.out)
+    assert len(out) == 1 and out[0].startswith(f"wrote {tmp_path / 'onnx'} (feature-extraction; max |ONNX")
+    assert console_lines(captured.err) == []
