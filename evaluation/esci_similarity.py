@@ -54,6 +54,7 @@ from evaluation.models import (  # noqa: F401
     resolve_alias,
 )
 from evaluation.reports import dataset_fields
+from training.progress import quiet_trainer
 
 logger = logging.getLogger(__name__)
 TASKS = ("esci", "stsb")
@@ -483,6 +484,7 @@ def finetune(model, split: PairSplit, cfg: SimilarityConfig, output_dir: str, pr
         loss=build_loss(model, cfg),
         evaluator=build_evaluator(split.validation, "validation", cfg),
     )
+    quiet_trainer(trainer)  # without --verbose: no logged dict per epoch on the console
     trainer.train()
     return trainer.state
 

@@ -215,6 +215,8 @@ def finetune_once(
         set_seed,
     )
 
+    from training.progress import quiet_trainer
+
     set_seed(seed)  # classifier-head initialisation and data order
     tokenizer = AutoTokenizer.from_pretrained(model_name, trust_remote_code=trust_remote_code)
     kwargs = {"problem_type": "regression"} if task.num_labels == 1 else {}
@@ -231,13 +233,16 @@ def finetune_once(
         trainer = Trainer(
             model=model, args=args, train_dataset=train_set, data_collator=DataCollatorWithPadding(tokenizer)
         )
+        quiet_trainer(trainer)  # without --verbose: no logged dict per logging step on the console
         trainer.train()
         # transformers >= 5 also length-groups the *eval* sampler under group_by_length, which reorders the
         # predictions against the labels: predict in dataset order.
-        predictor = Trainer(
-            model=model,
-            args=replace(args, train_sampling_strategy="random"),
-            data_collator=DataCollatorWithPadding(tokenizer),
+        predictor = quiet_trainer(
+            Trainer(
+                model=model,
+                args=replace(args, train_sampling_strategy="random"),
+                data_collator=DataCollatorWithPadding(tokenizer),
+            )
         )
         output = predictor.predict(dev_set)
     return glue_metrics(task, output.predictions, np.asarray(dev["label"]))

@@ -25,20 +25,15 @@ from transformers import TrainerCallback
 
 from rexbert_common.errors import UserError
 from training.phase_data import process_state
+from training.progress import quiet_trainer, verbose
 from training.recipe import PHASES, Recipe, recipe_to_dict
 
 logger = logging.getLogger("training")
 
 
-def _verbose() -> bool:
-    from rexbert_common.executors import VERBOSE_ENV
-
-    return os.environ.get(VERBOSE_ENV) == "1"
-
-
 def _log(message: str, detail: bool = False) -> None:
     """One line per stage on the main process; ``detail`` lines only with ``--verbose``."""
-    if process_state().is_main_process and (not detail or _verbose()):
+    if process_state().is_main_process and (not detail or verbose()):
         print(f"[rexbert train] {message}", flush=True)
 
 
@@ -396,13 +391,7 @@ def run_phase(
         phase_packing_efficiency=data.packing_efficiency,
         optimizer_state_from=carried,
     )
-    if not _verbose():  # the bar shows the loss; transformers' own bar writes every logged dict as a line
-        from transformers.trainer_callback import ProgressCallback
-
-        from training.progress import LossInProgressBar
-
-        trainer.remove_callback(ProgressCallback)
-        trainer.add_callback(LossInProgressBar)
+    quiet_trainer(trainer)  # without --verbose: the loss in the progress bar, no dict per logging step
     if stop_after_steps is not None:
         trainer.add_callback(_StopAfter(stop_after_steps))
     trainer.add_callback(_LogAtCheckpoints())  # last: sees every other callback's should_save
