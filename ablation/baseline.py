@@ -93,9 +93,12 @@ def build_trainer(recipe: Recipe, settings: BaselineConfig, out: Path):
     collator = DataCollatorForLanguageModeling(
         tokenizer, mlm=True, mlm_probability=settings.mlm_probability, seed=recipe.seed
     )
-    return Trainer(
+    from training.progress import quiet_trainer
+
+    trainer = Trainer(
         model=model, args=args, data_collator=collator, train_dataset=dataset, processing_class=tokenizer
     )
+    return quiet_trainer(trainer)  # as RexBERT's arms: the loss in the bar, no dict per logging step
 
 
 def train_baseline(recipe: Recipe, settings: BaselineConfig) -> tuple[Path, dict]:

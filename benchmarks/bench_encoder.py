@@ -96,6 +96,7 @@ def make_checkpoint(size: str, tok, folder: Path) -> Path:
     model = ModernBertForMaskedLM(modernbert_config(size, tok))
     out = folder / f"modernbert-{size}"
     model.save_pretrained(out)
+    tok.save_pretrained(out)  # `rexbert export onnx` writes a loadable folder: model and tokenizer
     return out
 
 
@@ -144,7 +145,7 @@ class OnnxRuntimeEncoder:
     def __init__(self, folder: Path):
         from rexbert_cli.export import export_onnx, onnx_session
 
-        path = folder / "encoder.onnx"
+        path = folder / "onnx"
         if not path.exists():
             export_onnx(folder, path)
         self.session = onnx_session(path, threads=torch.get_num_threads())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from rexbert_common.config import add_override_argument
+from rexbert_common.outputs import add_old_spelling, add_output_dir_argument
 
 
 def register(subparsers) -> None:
@@ -22,14 +23,22 @@ def register(subparsers) -> None:
         default=None,
         help="YAML config (default: the offline demo, curation/configs/default.yaml)",
     )
-    parser.add_argument("--output-dir", default=None, help="overrides output.dir")
+    add_output_dir_argument(parser, "overrides output.dir")
     parser.add_argument(
         "--executor",
         choices=("local", "ray", "slurm"),
         default=None,
         help="overrides executor.kind (slurm submits dependent jobs and returns)",
     )
-    parser.add_argument("--tasks", type=int, default=None, help="overrides executor.tasks (units of work)")
+    parser.add_argument(
+        "--num-tasks",
+        dest="tasks",
+        type=int,
+        default=None,
+        metavar="N",
+        help="overrides executor.tasks: how many units of work each stage's input is split into",
+    )
+    add_old_spelling(parser, "--tasks", "--num-tasks", "tasks", type=int)  # --tasks names tasks in eval
     parser.add_argument(
         "--workers", type=int, default=None, help="overrides executor.workers (-1 = all cores)"
     )
@@ -43,8 +52,6 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-
     from curation.config import load_config
     from curation.pipeline import run_pipeline
     from rexbert_common.files import writing
@@ -64,12 +71,11 @@ def run(args: argparse.Namespace) -> int:
     with output_lock(config.output.dir, log=print), writing(config.output.dir):
         report = run_pipeline(config, stop_after=args.stop_after)
     if report:
-        summary = {
-            "totals": report["totals"],
-            "dataset": f"{config.output.dir}/dataset",
-            "report": f"{config.output.dir}/report/report.md",
-        }
-        print(json.dumps(summary, indent=2))
+        totals = report["totals"]
+        print(
+            f"wrote {config.output.dir}/dataset ({totals['docs_out']:,} of {totals['docs_in']:,} documents, "
+            f"{totals['words_out']:,} words) and {config.output.dir}/report/report.md"
+        )
     elif config.executor.kind == "slurm":
         print(f"submitted the curation stages to Slurm; logs under {config.output.dir}/work/*/logs")
     return 0

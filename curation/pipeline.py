@@ -338,8 +338,9 @@ def run_pipeline(config: CurationConfig, stop_after: str | None = None) -> dict[
     from curation.io_utils import read_json
 
     root = Path(config.output.dir)
+    stages = _stages_until(config, stop_after)  # bad input (a source matching no file): no output at all
     root.mkdir(parents=True, exist_ok=True)
-    if not run_stages(_stages_until(config, stop_after), config.executor):
+    if not run_stages(stages, config.executor):
         return None  # Slurm took the chain
     report = root / "report" / "report.json"
     if stop_after in (None, "finalize") and report.exists():

@@ -17,6 +17,7 @@ from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.readers.base import BaseDiskReader, BaseReader
 
 from curation.config import SourceConfig
+from rexbert_common.errors import UserError
 
 JSONL_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz")
 PARQUET_SUFFIXES = (".parquet",)
@@ -103,6 +104,9 @@ class _ValidatingReader(BaseDiskReader):
         self.validator = RecordValidator(source, max_chars, name)
         self.folders = set(source.folders)
         self.suffixes = suffixes
+        if not self.selected_files():  # checked once, where the pipeline is built: nothing silently empty
+            where = f" in the folders {sorted(self.folders)}" if self.folders else ""
+            raise UserError(f"input source {source.path}: no {'/'.join(suffixes)} file matches{where}")
 
     def selected_files(self) -> list[str]:
         if self.single_file:

@@ -84,6 +84,15 @@ def _read_official_esci(folder: Path, split: str | None) -> pd.DataFrame:
     return examples.merge(products, on=["product_id", "product_locale"], how="left")
 
 
+def _read_parquet(path: Path) -> pd.DataFrame:
+    import pyarrow
+
+    try:
+        return pd.read_parquet(path)
+    except (pyarrow.ArrowInvalid, OSError) as error:  # a CSV, a JSON file, a truncated download
+        raise DataError(f"{path}: not a readable parquet file ({' '.join(str(error).split())})") from None
+
+
 def load_esci(source: str | None = None, split: str | None = "test") -> pd.DataFrame:
     """ESCI rows (official column names) of one split, English (``us``) locale only.
 
@@ -105,7 +114,7 @@ def load_esci(source: str | None = None, split: str | None = "test") -> pd.DataF
         frame = _read_official_esci(official, split)
     elif path.is_file() or (path.is_dir() and any(path.glob("*.parquet"))):
         files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
-        frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+        frame = pd.concat([_read_parquet(f) for f in files], ignore_index=True)
         if split is not None and "split" in frame.columns:
             frame = frame[frame["split"] == split].reset_index(drop=True)
     elif path.is_dir() and not any(path.rglob("*.parquet")):

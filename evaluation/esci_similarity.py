@@ -46,8 +46,15 @@ from evaluation.data import (
     require_columns,
     require_rows,
 )
-from evaluation.models import MINILM_ALIASES, load_error, model_source, resolve_alias  # noqa: F401
+from evaluation.models import (  # noqa: F401
+    MINILM_ALIASES,
+    check_tokenizer_fits,
+    load_error,
+    model_source,
+    resolve_alias,
+)
 from evaluation.reports import dataset_fields
+from training.progress import quiet_trainer
 
 logger = logging.getLogger(__name__)
 TASKS = ("esci", "stsb")
@@ -353,6 +360,8 @@ def load_sentence_model(
         model = SentenceTransformer(source, device=device, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as error:
         raise load_error(name, error) from error
+    if hasattr(model[0], "auto_model"):  # a transformers encoder behind the pooling
+        check_tokenizer_fits(name, model.tokenizer, model[0].auto_model.config)
     limit = _length_limit(model)
     wanted = cfg.max_seq_length or model.max_seq_length or limit
     if wanted is not None and limit is not None and wanted > limit:
@@ -475,6 +484,7 @@ def finetune(model, split: PairSplit, cfg: SimilarityConfig, output_dir: str, pr
         loss=build_loss(model, cfg),
         evaluator=build_evaluator(split.validation, "validation", cfg),
     )
+    quiet_trainer(trainer)  # without --verbose: no logged dict per epoch on the console
     trainer.train()
     return trainer.state
 

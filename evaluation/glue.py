@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from evaluation.data import GLUE_HUB, DataError, GlueTask, glue_task, load_glue
+from evaluation.models import check_tokenizer_fits
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +113,7 @@ class GlueConfig:
     tasks: tuple[str, ...] = ("sst2", "qnli", "qqp", "mnli", "stsb")
     seeds: tuple[int, ...] = (0, 1, 2)
     size: str = "base"
-    hparams: dict | None = None
+    hparams: dict[str, GlueHParams] | None = None
     overrides: dict = field(default_factory=dict)
     sweep_learning_rates: tuple[float, ...] = ()
     sweep_fraction: float = 0.1
@@ -214,12 +215,15 @@ def finetune_once(
         set_seed,
     )
 
+    from training.progress import quiet_trainer
+
     set_seed(seed)  # classifier-head initialisation and data order
     tokenizer = AutoTokenizer.from_pretrained(model_name, trust_remote_code=trust_remote_code)
     kwargs = {"problem_type": "regression"} if task.num_labels == 1 else {}
     model = AutoModelForSequenceClassification.from_pretrained(
         model_name, num_labels=task.num_labels, trust_remote_code=trust_remote_code, **kwargs
     )
+    check_tokenizer_fits(model_name, tokenizer, model.config)
     if model.config.pad_token_id is None and tokenizer.pad_token_id is not None:
         model.config.pad_token_id = tokenizer.pad_token_id
     train_set = _encode(train, task, tokenizer, hp.max_seq_length)
@@ -229,13 +233,16 @@ def finetune_once(
         trainer = Trainer(
             model=model, args=args, train_dataset=train_set, data_collator=DataCollatorWithPadding(tokenizer)
         )
+        quiet_trainer(trainer)  # without --verbose: no logged dict per logging step on the console
         trainer.train()
         # transformers >= 5 also length-groups the *eval* sampler under group_by_length, which reorders the
         # predictions against the labels: predict in dataset order.
-        predictor = Trainer(
-            model=model,
-            args=replace(args, train_sampling_strategy="random"),
-            data_collator=DataCollatorWithPadding(tokenizer),
+        predictor = quiet_trainer(
+            Trainer(
+                model=model,
+                args=replace(args, train_sampling_strategy="random"),
+                data_collator=DataCollatorWithPadding(tokenizer),
+            )
         )
         output = predictor.predict(dev_set)
     return glue_metrics(task, output.predictions, np.asarray(dev["label"]))

@@ -1,4 +1,8 @@
-"""Metrics via scipy / sklearn (``evaluate.load`` fetches scripts from the Hub and fails offline)."""
+"""Metrics via scipy / sklearn (``evaluate.load`` fetches scripts from the Hub and fails offline).
+
+Written here only where no library computes it: the expectation over the orders of tied scores (top-k
+hits, reciprocal rank), which sklearn / pytrec_eval / MTEB resolve by an arbitrary order instead.
+"""
 
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from evaluation.masking import MaskedExample
-from evaluation.models import load_error, model_source
+from evaluation.models import check_tokenizer_fits, load_error, model_source
 from rexbert_common import UserError
 
 HEAD_MODES = ("auto", "labels", "gather", "full")
@@ -68,6 +68,7 @@ def load_mlm(name_or_path: str, trust_remote_code: bool = False, device: str = "
         )
     if tokenizer.mask_token_id is None:
         raise NoMLMHeadError(f"{name_or_path}: tokenizer has no mask token")
+    check_tokenizer_fits(name_or_path, tokenizer, model.config)
     return model.to(device).eval(), tokenizer
 
 

@@ -52,3 +52,14 @@ def load_error(name: str, error: Exception) -> ModelSourceError:
     """A loader failure on a Hub id (offline, private, misspelt) as a one-line user error."""
     first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     return ModelSourceError(f"{name}: cannot load ({first_line})")
+
+
+def check_tokenizer_fits(name: str, tokenizer, config) -> None:
+    """A tokenizer with more tokens than the model has embedding rows fails only at the first such id, deep
+    in the forward (``IndexError``); refuse it when the model is loaded."""
+    vocab_size = getattr(config, "vocab_size", None)
+    if vocab_size is not None and len(tokenizer) > vocab_size:
+        raise ModelSourceError(
+            f"{name}: its tokenizer has {len(tokenizer)} tokens but the model only {vocab_size} ids "
+            "(vocab_size): the folder's tokenizer is not the model's"
+        )

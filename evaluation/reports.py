@@ -130,9 +130,23 @@ def write_results(path: str | Path, records: Iterable[dict]) -> Path:
 
 
 def read_results(paths: Iterable[str | Path]) -> list[dict]:
+    """The records of ``rexbert eval`` results files; a file that is not one is a one-line error naming it."""
+    from rexbert_common.errors import UserError
+
     records = []
-    for path in paths:
-        records += validate(json.loads(Path(path).read_text()))["records"]
+    for path in map(Path, paths):
+        try:
+            document = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise UserError(f"{path}: not valid JSON ({error})") from None
+        if not isinstance(document, dict):
+            raise UserError(
+                f"{path}: expected a `rexbert eval` results object, got a JSON {type(document).__name__}"
+            )
+        try:
+            records += validate(document)["records"]
+        except (ValueError, TypeError, AttributeError, KeyError) as error:
+            raise UserError(f"{path}: not a `rexbert eval` results file ({error})") from None
     return records
 
 

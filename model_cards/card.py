@@ -11,11 +11,11 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from model_cards.hub_folder import count_parameters
+from model_cards.hub_folder import check_size, count_parameters, size_of
 from rexbert_common.errors import UserError
 
 TEMPLATE_PATH = Path(__file__).with_name("templates") / "rexbert_card.md.jinja"
-SIZE_NAMES = ("micro", "mini", "base", "large")
+PHASE_SUMMARY = "phase_summary.json"  # written by training beside each phase's final model
 
 # (kind, task) of the results files -> the dataset named in model-index metadata.
 _DATASETS = {
@@ -43,13 +43,14 @@ class CardInputs:
     Args:
         model_dir: Hub-ready folder (config.json, safetensors, tokenizer, code).
         repo_id: the Hub repository the card documents (``org/RexBERT-micro``).
-        size: one of micro / mini / base / large (inferred from the repo id when None).
-        results_files: ``rexbert eval`` JSON files whose records describe this model.
-        result_model_name: keep only records whose ``model.name`` equals this (None: the records whose
-            ``model.path`` is ``model_dir``, else those of the only model in the files; several models and
-            none of them ``model_dir`` is an error).
-        training_phases: rows for the training table (see :func:`phases_from_recipe`).
+        size: one of micro / mini / base / large, checked against the folder's parameter count (None: the
+            size whose parameter count the folder has, else ``custom``).
+        results_files: ``rexbert eval`` JSON files holding this model's records.
+        result_model_name: keep only records whose ``model.name`` (or path) equals this (None: the records
+            whose ``model.path`` is ``model_dir``; none is an error).
         license: SPDX id written to the card metadata.
+
+    The training table comes from the ``phase_summary.json`` files training wrote (:func:`training_rows`).
     """
 
     model_dir: Path
@@ -57,53 +58,66 @@ class CardInputs:
     size: str | None = None
     results_files: list[Path] = field(default_factory=list)
     result_model_name: str | None = None
-    training_phases: list[dict] = field(default_factory=list)
     license: str = "apache-2.0"
 
     def __post_init__(self) -> None:
         self.model_dir = Path(self.model_dir)
-        if self.size is None:
-            self.size = next((s for s in SIZE_NAMES if s in self.repo_id.lower()), "custom")
         if self.repo_id.count("/") != 1 or not all(self.repo_id.split("/")):
             raise UserError(f"repo_id={self.repo_id!r}: expected 'owner/name'")
 
 
-def phases_from_recipe(recipe_path: str | Path) -> list[dict]:
-    """Training-table rows (name, sequence length, tokens, LR, WD, mask ratio) from a training recipe."""
-    from training.recipe import load_recipe
-
-    recipe = load_recipe(recipe_path)
-    rows = []
-    for name in ("phase1", "phase2", "phase3"):
-        phase = recipe.phase(name)
-        rows.append(
-            {
-                "name": name,
-                "max_seq_len": phase.max_seq_len,
-                "tokens": f"{phase.tokens:,}",
-                "lr": phase.lr,
-                "weight_decay": phase.weight_decay,
-                "mask_ratio": phase.masking.mlm_probability,
-            }
-        )
-    return rows
-
-
-def _read_results_file(path: Path) -> list[dict]:
-    from evaluation.reports import validate
-
+def _read_summary(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise UserError(f"{path}: not valid JSON ({error})") from None
-    if not isinstance(document, dict):
-        raise UserError(
-            f"{path}: expected a `rexbert eval` results object, got a JSON {type(document).__name__}"
-        )
+
+
+def _phase_row(summary: dict, source: Path) -> dict:
     try:
-        return validate(document)["records"]
-    except (ValueError, TypeError, AttributeError) as error:
-        raise UserError(f"{path}: not a `rexbert eval` results file ({error})") from None
+        phase = summary["phase_config"]
+        data = summary["data"]
+        tokens = summary.get("trained_tokens")
+        if tokens is None:  # summaries written before trained_tokens: the trained share of the phase's rows
+            tokens = f"≈{round(data['tokens'] * summary['trained_rows'] / max(1, data['rows'])):,}"
+        else:
+            tokens = f"{tokens:,}"
+        loss = summary.get("train", {}).get("train_loss")
+        return {
+            "name": summary["phase"],
+            "max_seq_len": phase["max_seq_len"],
+            "tokens": tokens,
+            "steps": summary["global_step"],
+            "lr": phase["lr"],
+            "weight_decay": phase["weight_decay"],
+            "mask_ratio": phase["masking"]["mlm_probability"],
+            "loss": f"{loss:.3f}" if isinstance(loss, (int, float)) else "–",
+        }
+    except (KeyError, TypeError) as error:
+        raise UserError(f"{source}: not a training phase summary (missing {error})") from None
+
+
+def training_rows(model_dir: str | Path) -> list[dict]:
+    """Training-table rows (phase, sequence length, tokens trained, steps, LR, WD, mask ratio, loss) from
+    what training recorded: ``model_dir/phase_summary.json`` and, for a phase's ``<run>/phaseN/final``
+    folder, the earlier phases' ``<run>/phaseK/final/phase_summary.json``. Empty when nothing was recorded
+    (a downloaded or exported model)."""
+    model_dir = Path(model_dir)
+    own = _read_summary(model_dir / PHASE_SUMMARY)
+    if own is None:
+        return []
+    rows = []
+    phase = str(own.get("phase", ""))
+    if model_dir.name == "final" and model_dir.parent.name == phase and phase[-1:].isdigit():
+        for k in range(1, int(phase[-1])):
+            path = model_dir.parent.parent / f"phase{k}" / "final" / PHASE_SUMMARY
+            earlier = _read_summary(path)
+            if earlier is not None:
+                rows.append(_phase_row(earlier, path))
+    rows.append(_phase_row(own, model_dir / PHASE_SUMMARY))
+    return rows
 
 
 def _same_folder(a: str | None, b: Path) -> bool:
@@ -111,7 +125,8 @@ def _same_folder(a: str | None, b: Path) -> bool:
 
 
 def select_records(records: list[dict], model_dir: Path, model_name: str | None, source: str) -> list[dict]:
-    """The records that describe the carded model (see :class:`CardInputs`); refuses when unclear."""
+    """The records that describe the carded model (see :class:`CardInputs`); none is an error, so that
+    another model's numbers never reach this model's card."""
     if model_name is not None:
         own = [r for r in records if model_name in (r["model"]["name"], r["model"].get("path"))]
         if not own:
@@ -122,17 +137,19 @@ def select_records(records: list[dict], model_dir: Path, model_name: str | None,
         for r in records
         if _same_folder(r["model"].get("path"), model_dir) or _same_folder(r["model"]["name"], model_dir)
     ]
-    names = sorted({r["model"]["name"] for r in records})
-    if own or len(names) <= 1:
-        return own or records
+    if own:
+        return own
+    names = ", ".join(sorted({r["model"]["name"] for r in records})) or "no model"
     raise UserError(
-        f"{source} hold results of {len(names)} models ({', '.join(names)}) and none is "
-        f"{model_dir}: pass --result-model-name to choose the carded model's"
+        f"{source} hold no results of {model_dir} (only of: {names}): evaluate that folder, or pass "
+        "--result-model-name to name the carded model's records"
     )
 
 
 def _load_records(inputs: CardInputs) -> list[dict]:
-    records = [r for path in inputs.results_files for r in _read_results_file(Path(path))]
+    from evaluation.reports import read_results
+
+    records = read_results(inputs.results_files)
     source = ", ".join(map(str, inputs.results_files))
     own = select_records(records, inputs.model_dir, inputs.result_model_name, source)
     seen, duplicates = set(), set()
@@ -194,8 +211,13 @@ def build_model_card(inputs: CardInputs):
 
     config_path = inputs.model_dir / "config.json"
     if not config_path.is_file():
-        raise FileNotFoundError(f"{config_path} not found: is {inputs.model_dir} a saved model folder?")
-    config = json.loads(config_path.read_text(encoding="utf-8"))
+        raise UserError(f"{config_path} not found: is {inputs.model_dir} a saved model folder?")
+    raw_config = json.loads(config_path.read_text(encoding="utf-8"))
+    architecture = architecture_rows(inputs.model_dir)
+    parameters = count_parameters(inputs.model_dir)
+    if inputs.size not in (None, "custom"):
+        check_size(inputs.model_dir, inputs.size, parameters)
+    size = inputs.size or size_of(inputs.model_dir, parameters)
     records = _load_records(inputs) if inputs.results_files else []
     model_name = inputs.repo_id.split("/")[-1]
 
@@ -217,29 +239,38 @@ def build_model_card(inputs: CardInputs):
         template_path=str(TEMPLATE_PATH),
         model_name=model_name,
         repo_id=inputs.repo_id,
-        size=inputs.size,
-        num_parameters_human=_human(count_parameters(inputs.model_dir)),
+        size=size,
+        num_parameters_human=_human(parameters),
         mask_token=mask_token if isinstance(mask_token, str) else mask_token.get("content", "[MASK]"),
         # the pipeline's final folders are plain ModernBERT; a folder saved from RexBertForMaskedLM ships code
-        ships_code="auto_map" in config,
-        training_phases=inputs.training_phases,
+        ships_code="auto_map" in raw_config,
+        training_phases=training_rows(inputs.model_dir),
         results_table=markdown_report(records) if records else "",
-        **{
-            key: config.get(key, "–")
-            for key in (
-                "num_hidden_layers",
-                "hidden_size",
-                "intermediate_size",
-                "num_attention_heads",
-                "vocab_size",
-                "max_position_embeddings",
-                "global_attn_every_n_layers",
-                "global_rope_theta",
-                "local_attention",
-                "local_rope_theta",
-            )
-        },
+        **architecture,
     )
+
+
+def architecture_rows(model_dir: Path) -> dict:
+    """The architecture table's values from the folder's config, whichever format it is in (RexBERT,
+    ModernBERT as written by transformers 5 or 4.x): RexBertConfig reads them all."""
+    from modeling_rexbert import RexBertConfig
+
+    try:
+        config = RexBertConfig.from_pretrained(model_dir)
+    except (OSError, ValueError) as error:
+        raise UserError(f"{model_dir}: cannot read its config ({' '.join(str(error).split())})") from None
+    return {
+        "num_hidden_layers": config.num_hidden_layers,
+        "hidden_size": config.hidden_size,
+        "intermediate_size": config.intermediate_size,
+        "num_attention_heads": config.num_attention_heads,
+        "vocab_size": config.vocab_size,
+        "max_position_embeddings": config.max_position_embeddings,
+        "global_attn_every_n_layers": config.global_attn_every_n_layers,
+        "global_rope_theta": f"{config.rope_theta_for('full_attention'):,.0f}",
+        "local_attention": config.local_attention,
+        "local_rope_theta": f"{config.rope_theta_for('sliding_attention'):,.0f}",
+    }
 
 
 def write_model_card(inputs: CardInputs) -> Path:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def _card(args: argparse.Namespace) -> int:
-    from model_cards.card import CardInputs, phases_from_recipe, write_model_card
+    from model_cards.card import CardInputs, write_model_card
 
     inputs = CardInputs(
         model_dir=args.model_dir,
@@ -15,7 +15,6 @@ def _card(args: argparse.Namespace) -> int:
         size=args.size,
         results_files=[Path(p) for p in args.results],
         result_model_name=args.result_model_name,
-        training_phases=phases_from_recipe(args.recipe) if args.recipe else [],
     )
     print(f"wrote {write_model_card(inputs)}")
     return 0
@@ -46,10 +45,18 @@ def register(subparsers) -> None:
     card = subparsers.add_parser("card", help="write a Hub model card (README.md) into a model folder")
     card.add_argument("model_dir", help="Hub-ready model folder (e.g. outputs/tiny/phase3/final)")
     card.add_argument("--repo-id", required=True, help="Hub repository the card documents (owner/name)")
-    card.add_argument("--size", choices=["micro", "mini", "base", "large", "custom"], default=None)
+    card.add_argument(
+        "--size",
+        choices=["micro", "mini", "base", "large", "custom"],
+        default=None,
+        help="paper size, checked against the parameter count (default: the size that count matches)",
+    )
     card.add_argument("--results", nargs="*", default=[], help="`rexbert eval` results JSON files")
-    card.add_argument("--result-model-name", default=None, help="keep only result records of this model name")
-    card.add_argument("--recipe", default=None, help="training recipe YAML for the training table")
+    card.add_argument(
+        "--result-model-name",
+        default=None,
+        help="take the records of this model name or path (default: those whose path is MODEL_DIR)",
+    )
     card.set_defaults(func=_card)
 
     push = subparsers.add_parser("push", help="upload Hub-ready folder(s) to the Hugging Face Hub")
@@ -58,7 +65,7 @@ def register(subparsers) -> None:
     push.add_argument("--all-sizes", action="store_true", help="push <folder>/{micro,mini,base,large}")
     push.add_argument("--owner", default=None, help="Hub user or organisation (required with --all-sizes)")
     push.add_argument("--prefix", default="RexBERT", help="repository name prefix for --all-sizes")
-    push.add_argument("--private", action="store_true")
+    push.add_argument("--private", action="store_true", help="create new repositories as private")
     push.add_argument("--revision", default="main", help="branch to upload to (created when missing)")
     push.add_argument("--token", default=None, help="Hub token (default: the cached login / HF_TOKEN)")
     push.add_argument("--dry-run", action="store_true", help="check the folders, upload nothing")

@@ -115,6 +115,13 @@ def check_hub_folder(folder: str | Path, require_card: bool = True) -> FolderRep
             f"config.json model_type is {report.model_type!r}, expected 'rexbert' or 'modernbert'"
         )
 
+    if config.get("sparse_prediction"):
+        report.problems.append(
+            "config.json has sparse_prediction: true (with labels, MaskedLM logits would be "
+            "(n_masked, vocab) instead of (batch, sequence, vocab)): set config.sparse_prediction = False "
+            "before saving"
+        )
+
     weights = sorted(folder.glob("*.safetensors"))
     if not weights:
         report.problems.append("no *.safetensors weights")
@@ -149,3 +156,40 @@ def count_parameters(folder: str | Path) -> int:
                     numel *= dim
                 total += numel
     return total
+
+
+def expected_parameter_count(folder: str | Path, size: str) -> int:
+    """Parameters the folder's model class has at the paper's ``size`` preset (Table 2), with the folder's
+    own vocabulary, biases and head: what :func:`count_parameters` reads if the folder is that size.
+    Counted on the meta device (no memory, well under a second even for ``large``)."""
+    import torch
+
+    import modeling_rexbert
+    from modeling_rexbert import SIZE_PRESETS, RexBertConfig
+
+    config = RexBertConfig.from_pretrained(folder)  # reads RexBERT and ModernBERT configs
+    for key, value in SIZE_PRESETS[size].items():
+        setattr(config, key, value)
+    architecture = (config.architectures or ["RexBertForMaskedLM"])[0]
+    model_class = getattr(modeling_rexbert, architecture, modeling_rexbert.RexBertForMaskedLM)
+    with torch.device("meta"):
+        return model_class(config).num_parameters()
+
+
+def size_of(folder: str | Path, parameters: int | None = None) -> str:
+    """The paper size (micro / mini / base / large) whose parameter count the folder has, else ``custom``."""
+    from modeling_rexbert import SIZE_PRESETS
+
+    parameters = count_parameters(folder) if parameters is None else parameters
+    return next((s for s in SIZE_PRESETS if expected_parameter_count(folder, s) == parameters), "custom")
+
+
+def check_size(folder: str | Path, size: str, parameters: int | None = None) -> None:
+    """Refuse a folder published as ``size`` whose parameter count is not that size's."""
+    parameters = count_parameters(folder) if parameters is None else parameters
+    expected = expected_parameter_count(folder, size)
+    if parameters != expected:
+        raise UserError(
+            f"{folder} has {parameters:,} parameters but a {size} model with its vocabulary has "
+            f"{expected:,}: it is not the {size} model ({size_of(folder, parameters)} by its count)"
+        )

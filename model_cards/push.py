@@ -6,8 +6,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from model_cards.card import SIZE_NAMES
-from model_cards.hub_folder import IGNORE_PATTERNS, check_hub_folder, files_to_upload
+from model_cards.hub_folder import IGNORE_PATTERNS, check_hub_folder, check_size, files_to_upload
 from rexbert_common.errors import UserError
 
 # git's ref-name rules, the part a user can get wrong on the command line
@@ -43,6 +42,8 @@ class PushPlan:
         private: create the repository as private.
         revision: branch to upload to (created when missing).
         commit_message: message of the upload commit.
+        size: the paper size the repository is named after (micro / mini / base / large): the folder's
+            parameter count must be that size's, checked before anything is uploaded (None: no check).
     """
 
     folder: Path
@@ -50,6 +51,7 @@ class PushPlan:
     private: bool = False
     revision: str = "main"
     commit_message: str = "Upload RexBERT checkpoint"
+    size: str | None = None
 
     def __post_init__(self) -> None:
         self.folder = Path(self.folder)
@@ -61,7 +63,7 @@ def plan_all_sizes(
     root: str | Path,
     owner: str,
     prefix: str = "RexBERT",
-    sizes=SIZE_NAMES,
+    sizes: tuple[str, ...] = ("micro", "mini", "base", "large"),  # modeling_rexbert.SIZE_PRESETS
     private: bool = False,
     revision: str = "main",
 ) -> list[PushPlan]:
@@ -71,21 +73,30 @@ def plan_all_sizes(
     root = Path(root)
     missing = [str(root / size) for size in sizes if not (root / size).is_dir()]
     if missing:
-        raise FileNotFoundError(f"no model folder for: {', '.join(missing)}")
+        raise UserError(f"no model folder for: {', '.join(missing)}")
     return [
-        PushPlan(folder=root / size, repo_id=f"{owner}/{prefix}-{size}", private=private, revision=revision)
+        PushPlan(
+            folder=root / size,
+            repo_id=f"{owner}/{prefix}-{size}",
+            private=private,
+            revision=revision,
+            size=size,
+        )
         for size in sizes
     ]
 
 
 def push(plans: list[PushPlan], token: str | None = None, dry_run: bool = False, api=None) -> list[str]:
-    """Check every folder first (nothing is uploaded unless all are Hub-ready), then upload each.
+    """Check every folder first (nothing is uploaded unless all are Hub-ready and each size folder has its
+    size's parameter count), then upload each.
 
     Returns the commit URLs, or with ``dry_run`` one line per plan: the destination and the files it
     would upload.
     """
     for plan in plans:
         check_hub_folder(plan.folder).raise_if_invalid()
+        if plan.size is not None:
+            check_size(plan.folder, plan.size)
     if dry_run:
         return [
             f"{plan.folder} -> {plan.repo_id}@{plan.revision}: {', '.join(files_to_upload(plan.folder))}"

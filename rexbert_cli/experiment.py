@@ -213,6 +213,7 @@ def _run_stages(config: ExperimentConfig, force_eval: bool, flags: tuple[str, ..
     from rexbert_cli import plots, product_check, summary
     from rexbert_cli.heldout import split_products
     from rexbert_common.data import data_dir
+    from training.curriculum import _has_training_state
 
     out = Path(config.output_dir)
     stages = _Stages(force_eval)
@@ -243,7 +244,7 @@ def _run_stages(config: ExperimentConfig, force_eval: bool, flags: tuple[str, ..
                 str(training_dir),
                 "--phase",
                 phase,
-                "--resume",
+                *(["--resume"] if _has_training_state(training_dir, [f"phase{phase}"]) else []),
                 "--set",
                 domain,
             ]
@@ -304,7 +305,7 @@ def _run_stages(config: ExperimentConfig, force_eval: bool, flags: tuple[str, ..
             general_model,
             annealed_model,
             "--trust-remote-code",
-            "--out",
+            "--output-dir",
             str(eval_dir),
             "--name",
             "mlm",
@@ -327,7 +328,7 @@ def _run_stages(config: ExperimentConfig, force_eval: bool, flags: tuple[str, ..
             "esci",
             *compared,
             "--trust-remote-code",
-            "--out",
+            "--output-dir",
             str(eval_dir),
             "--name",
             "esci",
@@ -347,8 +348,6 @@ def _run_stages(config: ExperimentConfig, force_eval: bool, flags: tuple[str, ..
         annealed_model,
         "--repo-id",
         config.card.repo_id,
-        "--recipe",
-        str(recipe),
         "--result-model-name",
         annealed_model,
     ]

@@ -93,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     for leaf in _leaf_parsers(parser):
         if leaf is not parser and "--debug" not in leaf._option_string_actions:
             _add_global_options(leaf, default=argparse.SUPPRESS)
+        leaf.set_defaults(error_prefix=f"{leaf.prog}: error:")  # argparse's own prefix for usage errors
     return parser
 
 
@@ -113,13 +114,13 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(error, OSError):  # disk full, read-only folder: the one-line OutputError
             error = output_error(error, error.filename or "an output")
         message = " ".join(str(error).split()) or type(error).__name__
-        print(f"rexbert {args.command}: error: {message}", file=sys.stderr)
+        print(f"{args.error_prefix} {message}", file=sys.stderr)
         return USAGE_ERROR
     except (Stopped, KeyboardInterrupt) as stop:
         if args.debug or _active > 1:  # the outermost command reports it, once
             raise
         stop = stop if isinstance(stop, Stopped) else Stopped(signal.SIGINT)
-        print(f"rexbert {args.command}: {stop}", file=sys.stderr)
+        print(f"{args.error_prefix.removesuffix(' error:')} {stop}", file=sys.stderr)
         return stop.exit_status
     finally:
         _active -= 1

@@ -1,6 +1,6 @@
-"""The main job's PNG figures: training loss per phase and the phase 1 / phase 3 comparison on unseen
-products. The domain distribution and the ESCI chart are drawn by their own stages (curation report,
-``rexbert eval esci``); :func:`experiment_plots` lists them beside these."""
+"""The main job's PNG figures: training loss per phase (:mod:`training.loss_plot`) and the phase 1 /
+phase 3 comparison on unseen products. The domain distribution and the ESCI chart are drawn by their own
+stages (curation report, ``rexbert eval esci``); :func:`experiment_plots` lists them beside these."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import json
 from pathlib import Path
 
 from curation.io_utils import atomic_write
-
-PHASES = ("phase1", "phase2", "phase3")
+from training.loss_plot import loss_curves
 
 
 def _save(figure, path: Path) -> Path:
@@ -18,39 +17,6 @@ def _save(figure, path: Path) -> Path:
     atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
     plt.close(figure)
     return path
-
-
-def loss_curves(training_dir: Path, path: Path) -> Path | None:
-    """Training loss (and masked-token accuracy) against tokens seen, the three phases end to end."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(10, 3.6))
-    offset, drawn = 0, False
-    for phase in PHASES:
-        summary_path = training_dir / phase / "final" / "phase_summary.json"
-        if not summary_path.is_file():
-            continue
-        summary = json.loads(summary_path.read_text(encoding="utf-8"))
-        history = summary["log_history"]
-        tokens_per_step = summary["phase_config"]["tokens"] / max(summary["steps"], 1)
-        x = [offset + e["step"] * tokens_per_step / 1e6 for e in history]
-        loss_axis.plot(x, [float(e["loss"]) for e in history], label=phase)
-        if all("masked_accuracy" in e for e in history):
-            accuracy_axis.plot(x, [100 * float(e["masked_accuracy"]) for e in history], label=phase)
-        offset = x[-1] if x else offset
-        drawn = drawn or bool(history)
-    if not drawn:
-        plt.close(figure)
-        return None
-    loss_axis.set(xlabel="tokens seen (M)", ylabel="training loss (masked tokens)", title="MLM loss")
-    accuracy_axis.set(xlabel="tokens seen (M)", ylabel="%", title="masked-token accuracy (training batches)")
-    for axis in (loss_axis, accuracy_axis):
-        axis.grid(alpha=0.3)
-        axis.legend()
-    return _save(figure, path)
 
 
 def unseen_products_chart(unseen_json: Path, path: Path) -> Path | None:

@@ -103,6 +103,14 @@ def _coerce(value: Any, tp: Any, where: str, source: str) -> Any:
             raise ConfigError(f"{source}: {where} must be a list, got {value!r}")
         (item,) = typing.get_args(tp) or (Any,)
         return [_coerce(v, item, f"{where}.{i}", source) for i, v in enumerate(value)]
+    if origin is tuple:  # a list in YAML: tuple[X, ...] any length, tuple[X, Y] exactly two
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{source}: {where} must be a list, got {value!r}")
+        args = typing.get_args(tp)
+        items = [args[0]] * len(value) if args[1:] == (Ellipsis,) else list(args)
+        if len(value) != len(items):
+            raise ConfigError(f"{source}: {where} must be a list of {len(items)}, got {value!r}")
+        return tuple(_coerce(v, t, f"{where}.{i}", source) for i, (v, t) in enumerate(zip(value, items)))
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{source}: {where} must be a mapping, got {value!r}")
@@ -261,6 +269,20 @@ def load_config(
     if validate is not None:
         validate(config, source)
     return config
+
+
+def override_config(config: T, overrides: list[str], source: str = "--set") -> T:
+    """``config`` (built from command-line options) with ``--set field=value`` overrides, checked like a
+    config file's fields and by the config's own validation."""
+    if not overrides:
+        return config
+    data = apply_overrides(config_to_dict(config), overrides, source)
+    try:
+        return config_from_dict(type(config), data, source)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as error:  # the dataclass's own __post_init__ checks
+        raise ConfigError(f"{source}: {_one_line(error)}") from None
 
 
 def config_to_dict(config: Any) -> dict:

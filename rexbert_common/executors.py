@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -223,6 +224,77 @@ def _slurm_executor_class():
     return ChunkedSlurmExecutor
 
 
+VERBOSE_ENV = "REXBERT_VERBOSE"  # set by the CLI (rexbert_cli.logs): "1" with --verbose
+
+
+class _TaskConsole:
+    """Without ``--verbose`` a task's datatrove log goes to its log file only (the console gets errors).
+
+    datatrove's own switch: a task run with a ``local_rank`` other than 0 logs to its file and shows only
+    errors on the console (``local_rank`` is used for nothing else). Its worker processes start with loguru
+    enabled, so the worker's own lines after a task ("k/N tasks completed") are disabled here too; each task
+    re-enables datatrove's logger so that its log file keeps everything."""
+
+    console_logs = True
+
+    def _run_for_rank(self, rank: int, local_rank: int = 0, node_rank: int = -1):
+        if self.console_logs:
+            return super()._run_for_rank(rank, local_rank, node_rank)
+        from loguru import logger
+
+        logger.enable("datatrove")
+        try:
+            return super()._run_for_rank(rank, local_rank or 1, node_rank)
+        finally:
+            logger.disable("datatrove")
+
+
+class _DiesWithJob:
+    """For datatrove's local executor: its processes die with the job. A job killed with SIGKILL cannot stop
+    them, and its pool workers would go on writing beside its rerun (its manager process, idle, would stay
+    forever)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.owner_pid = os.getpid()
+
+    def run(self):
+        import multiprocess
+
+        start_manager, multiprocess.Manager = multiprocess.Manager, _manager_that_dies_with_its_job
+        try:  # datatrove calls multiprocess.Manager() once per run, in this thread
+            return super().run()
+        finally:
+            multiprocess.Manager = start_manager
+
+    def _launch_run_for_rank(self, rank, *args, **kwargs):
+        if os.getpid() != self.owner_pid:  # in a pool worker (its parent is the forkserver)
+            from rexbert_common.signals import exit_with_parent
+
+            exit_with_parent(self.owner_pid)
+        return super()._launch_run_for_rank(rank, *args, **kwargs)
+
+
+def _quiet(executor_class) -> type:
+    """``executor_class`` with :class:`_TaskConsole` (and :class:`_DiesWithJob` for the local executor),
+    importable as ``rexbert_common.executors.Quiet<Name>`` (workers unpickle the executor by that name)."""
+    name = f"Quiet{executor_class.__name__}"
+    if name not in globals():
+        local = executor_class.__name__ == "LocalPipelineExecutor"
+        bases = (_TaskConsole, _DiesWithJob, executor_class) if local else (_TaskConsole, executor_class)
+        globals()[name] = type(name, bases, {"__module__": __name__})
+    return globals()[name]
+
+
+def __getattr__(name: str):
+    """``Quiet<datatrove executor>`` classes are built on first use (datatrove is imported when needed)."""
+    if name.startswith("Quiet") and name.endswith("PipelineExecutor"):
+        import datatrove.executor
+
+        return _quiet(getattr(datatrove.executor, name.removeprefix("Quiet")))
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def make_executor(stage: Stage, config: ExecutorConfig, depends=None, job_prefix: str = "rexbert"):
     """The datatrove executor of ``stage`` (completed tasks are skipped on rerun)."""
     kind, workers = config.kind, config.workers
@@ -234,15 +306,20 @@ def make_executor(stage: Stage, config: ExecutorConfig, depends=None, job_prefix
         "depends": depends,
         "skip_completed": True,
     }
+    console_logs = os.environ.get(VERBOSE_ENV) == "1"
     if kind == "local":
+        from datatrove.executor import LocalPipelineExecutor
+
         n = workers if workers > 0 else max(1, (os.cpu_count() or 1) // res.cpus)
-        return _local_executor_class()(**common, workers=min(n, stage.tasks))
+        executor = _quiet(LocalPipelineExecutor)(**common, workers=min(n, stage.tasks))
+        executor.console_logs = console_logs
+        return executor
     extra = {k: v for k, v in config.options().items() if k not in (*_LEGACY, "stages")}
     per_cpu_gb = res.mem / res.cpus
     if kind == "ray":
         from datatrove.executor import RayPipelineExecutor
 
-        return RayPipelineExecutor(
+        executor = _quiet(RayPipelineExecutor)(
             **common,
             workers=workers,
             cpus_per_task=res.cpus,
@@ -250,6 +327,8 @@ def make_executor(stage: Stage, config: ExecutorConfig, depends=None, job_prefix
             time=time_seconds(res.time),
             **extra,
         )
+        executor.console_logs = console_logs
+        return executor
     options = {"partition": "cpu", **extra}
     # sbatch takes whole units: MiB per CPU, rounded up so a task never gets less than asked
     sbatch = {**options.pop("sbatch_args", {}), "mem-per-cpu": f"{math.ceil(per_cpu_gb * 1024)}M"}
@@ -275,37 +354,6 @@ def _manager_that_dies_with_its_job():
     manager = SyncManager(ctx=multiprocess.get_context())
     manager.start(initializer=exit_with_parent)
     return manager
-
-
-def _local_executor_class():
-    from datatrove.executor import LocalPipelineExecutor
-
-    class LocalExecutor(LocalPipelineExecutor):
-        """datatrove's local executor whose processes die with the job: a job killed with SIGKILL cannot
-        stop them, and its pool workers would go on writing beside its rerun (its manager process, idle,
-        would stay forever)."""
-
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            self.owner_pid = os.getpid()
-
-        def run(self):
-            import multiprocess
-
-            start_manager, multiprocess.Manager = multiprocess.Manager, _manager_that_dies_with_its_job
-            try:  # datatrove calls multiprocess.Manager() once per run, in this thread
-                return super().run()
-            finally:
-                multiprocess.Manager = start_manager
-
-        def _launch_run_for_rank(self, rank, *args, **kwargs):
-            if os.getpid() != self.owner_pid:  # in a pool worker (its parent is the forkserver)
-                from rexbert_common.signals import exit_with_parent
-
-                exit_with_parent(self.owner_pid)
-            return super()._launch_run_for_rank(rank, *args, **kwargs)
-
-    return LocalExecutor
 
 
 def build_executors(stages: list[Stage], config: ExecutorConfig, job_prefix: str = "rexbert") -> list:
@@ -400,5 +448,8 @@ def run_stages(
     if config.kind == "ray":
         check_ray_capacity(config, stages)
     for stage, executor in zip(stages, executors):
+        start = time.perf_counter()
         run_stage(executor, stage.name, job)
+        tasks = f"{stage.tasks} task{'s' if stage.tasks != 1 else ''}"
+        print(f"[{job}] {stage.name}: {tasks} done in {time.perf_counter() - start:.0f} s", flush=True)
     return True

@@ -35,3 +35,20 @@ def save_tiny_modernbert(folder: Path, tokenizer, seed: int = 0, **overrides) ->
     tiny_modernbert(tokenizer, seed, **overrides).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+_PRODUCT_WORDS = (
+    "stainless steel water bottle blue cap litres wireless earbuds cotton shirt size leather wallet"
+)
+
+
+def tiny_bpe_tokenizer(vocab_size: int = 300):
+    """A ModernBERT-style byte-level BPE ([CLS]/[SEP]/[PAD]/[MASK]/[UNK]) trained in about a second on
+    product-like lines, as :func:`training.tokenizer.train_bpe_tokenizer` trains the real one."""
+    from training.tokenizer import train_bpe_tokenizer
+
+    words = _PRODUCT_WORDS.split()
+    texts = [
+        f"{words[i % len(words)]} {words[(3 * i) % len(words)]} model {i} size {i % 13}" for i in range(400)
+    ]
+    return train_bpe_tokenizer(texts, vocab_size=vocab_size)

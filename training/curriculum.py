@@ -16,7 +16,7 @@ import json
 import logging
 import shutil
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
@@ -25,13 +25,15 @@ from transformers import TrainerCallback
 from rexbert_common.errors import UserError
 from rexbert_common.files import replace_folder, write_json_atomic, writing
 from training.phase_data import process_state
+from training.progress import quiet_trainer, verbose
 from training.recipe import PHASES, Recipe, recipe_to_dict
 
 logger = logging.getLogger("training")
 
 
-def _log(message: str) -> None:
-    if process_state().is_main_process:
+def _log(message: str, detail: bool = False) -> None:
+    """One line per stage on the main process; ``detail`` lines only with ``--verbose``."""
+    if process_state().is_main_process and (not detail or verbose()):
         print(f"[rexbert train] {message}", flush=True)
 
 
@@ -60,7 +62,7 @@ def _prepared_tokenizer(layout, phases: list[str], poll_seconds: float = 2.0):
         time.sleep(poll_seconds)
     setup = read_setup(layout.setup_dir)
     for name in phases:
-        _log(f"source epochs, {format_report(name, setup['epochs'][name])}")
+        _log(f"source epochs, {format_report(name, setup['epochs'][name])}", detail=True)
     return load_prepared_tokenizer(layout)
 
 
@@ -150,7 +152,7 @@ def model_for_phase(recipe: Recipe, phase_name: str, tokenizer, out: Path):
             warnings.warn(f"{phase_name}: {rope_change}", UserWarning, stacklevel=2)
             _log(f"{phase_name}: warning: {rope_change}")
         elif rope_change:
-            _log(f"{phase_name}: {rope_change} (phase hand-off)")
+            _log(f"{phase_name}: {rope_change} (phase hand-off)", detail=True)
         for name in ("mask_token_id", "pad_token_id", "cls_token_id", "sep_token_id"):
             if getattr(config, name, None) is None:  # a ModernBERT config has no mask_token_id
                 setattr(config, name, getattr(tokenizer, name))
@@ -210,7 +212,7 @@ def _peak_flops(recipe: Recipe, out: Path, device: torch.device, dtype: torch.dt
     peak = measure_peak_flops(device, dtype)
     if process_state().is_main_process:
         write_json_atomic(cache, {"peak_flops": peak, "device": str(device), "dtype": str(dtype)})
-    _log(f"measured peak {peak / 1e9:.1f} GFLOP/s ({device}, {dtype}) for MFU")
+    _log(f"measured peak {peak / 1e9:.1f} GFLOP/s ({device}, {dtype}) for MFU", detail=True)
     return peak
 
 
@@ -241,12 +243,15 @@ def prepare_phase(recipe: Recipe, phase_name: str, tokenizer, layout=None):
     plan = plan_batches(data.lengths, phase, state.num_processes)
     summary = data.summary()
     _log(
-        f"{phase_name}: {summary['rows']} rows × {phase.max_seq_len}, {summary['tokens']} tokens, "
-        f"packing efficiency {summary['packing_efficiency']:.3f}, {plan.steps} steps training "
-        f"{plan.planned_rows} rows, "
+        f"{phase_name}: {summary['rows']:,} rows × {phase.max_seq_len} ({summary['tokens']:,} tokens), "
+        f"{plan.steps} steps training {plan.planned_rows:,} rows"
+    )
+    _log(
+        f"{phase_name}: packing efficiency {summary['packing_efficiency']:.3f}, "
         f"domain share {summary['domain_share'][0][1]:.2f}→{summary['domain_share'][-1][1]:.2f} "
         f"(realised per tenth: {summary['realised_domain_share']}), "
-        f"mined spans {summary['mined_spans']} in {summary['rows_with_spans']} rows"
+        f"mined spans {summary['mined_spans']} in {summary['rows_with_spans']} rows",
+        detail=True,
     )
     return data, plan
 
@@ -302,6 +307,8 @@ def run_phase(
     allow_fresh_optimizer: bool = False,
 ) -> Path | None:
     """Train one phase; returns its final folder (None when stopped early by ``stop_after_steps``)."""
+    import pyarrow.compute as pc
+
     from training.checkpoints import resume_checkpoint
     from training.collator import PackedMLMCollator, StepCollator
     from training.launch import decide_on_main
@@ -354,13 +361,14 @@ def run_phase(
         optimizer_state_from=carried,
         skip_nonfinite_steps=recipe.trainer.skip_nonfinite_steps,
     )
+    quiet_trainer(trainer)  # without --verbose: the loss in the progress bar, no dict per logging step
     if stop_after_steps is not None:
         trainer.add_callback(_StopAfter(stop_after_steps))
     trainer.add_callback(_LogAtCheckpoints())  # last: sees every other callback's should_save
     if checkpoint:
         _log(f"{phase_name}: resuming from {checkpoint}")
     if carried:
-        _log(f"{phase_name}: optimizer moments carried over from {carried}")
+        _log(f"{phase_name}: optimizer moments carried over from {carried}", detail=True)
     try:
         result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     except TrainingDiverged as diverged:
@@ -381,7 +389,7 @@ def run_phase(
             trained["guided_spans"] / max(1.0, trained["guided_sequences"]), 3
         ),
     }
-    _log(f"{phase_name}: guided MLM realised {guided}")
+    _log(f"{phase_name}: guided MLM realised {guided}", detail=True)
     if stop_after_steps is not None and trainer.state.global_step < steps:
         _log(f"{phase_name}: stopped after step {trainer.state.global_step} of {steps} (--stop-after-steps)")
         trainer.accelerator.wait_for_everyone()
@@ -398,6 +406,8 @@ def run_phase(
         # was trained once when they equal planned_rows and Σ range(planned_rows)
         "trained_rows": int(trained["rows"]),
         "trained_row_id_sum": int(trained["row_id_sum"]),
+        # steps train rows [0, planned_rows) in order (BatchPlan): the tokens this phase trained on
+        "trained_tokens": int(pc.sum(data.lengths.slice(0, plan.planned_rows)).as_py() or 0),
         "guided_mlm": guided,
         "num_processes": state.num_processes,
         "data": summary,
@@ -411,8 +421,24 @@ def run_phase(
     final_dir = _save_final(trainer, tokenizer, phase, phase_dir, summary)
     if state.is_main_process:
         (phase_dir / "phase_summary.json").unlink(missing_ok=True)  # a diverged attempt's, now outdated
-    _log(f"{phase_name}: final checkpoint → {final_dir}")
+    plot = _plot_losses(out) if state.is_main_process else None
+    loss = metrics.get("train_loss")
+    _log(
+        f"{phase_name}: done{f', mean training loss {loss:.3f}' if loss is not None else ''} → {final_dir}"
+        + (f" (loss plot: {plot})" if plot else "")
+    )
     return final_dir
+
+
+def _plot_losses(out: Path) -> Path | None:
+    """Redraw the run's loss figure with the phases finished so far; a plotting failure costs no training."""
+    from training.loss_plot import LOSS_PLOT, loss_curves
+
+    try:
+        return loss_curves(out, out / LOSS_PLOT)
+    except Exception as error:  # noqa: BLE001 - matplotlib problems must not fail a finished phase
+        _log(f"warning: no loss plot ({type(error).__name__}: {error})")
+        return None
 
 
 class _StopAfter(TrainerCallback):
@@ -438,8 +464,10 @@ class _LogAtCheckpoints(TrainerCallback):
         return control
 
 
-def _has_training_state(out: Path) -> bool:
-    return any(p.name == "final" or p.name.startswith("checkpoint-") for p in out.glob("phase*/*"))
+def _has_training_state(out: Path, phases: Iterable[str] = PHASES) -> bool:
+    """Whether any of ``phases`` under ``out`` has a checkpoint or a final model (built rows do not count)."""
+    found = (p.name for name in phases for p in out.glob(f"{name}/*"))
+    return any(name == "final" or name.startswith("checkpoint-") for name in found)
 
 
 def run_curriculum(
@@ -461,8 +489,10 @@ def run_curriculum(
     folder already holds a run (``overwrite`` deletes it). If a user error (bad data, bad settings) stops
     the run before any checkpoint exists, the folders this call created are removed. ``stop_after_steps``
     stops each phase after that many steps without writing its final folder (used to test resume: run
-    again with ``resume=True``). ``prepare_only`` prepares the phases' rows in-process (``rexbert prepare``
-    does it on any executor) and trains nothing: a later run reuses them."""
+    again with ``resume=True``). ``resume`` with no checkpoint or final model of ``phases`` in the output
+    folder is an error (a mistyped folder must not start from scratch). ``prepare_only`` prepares the
+    phases' rows in-process (``rexbert prepare`` does it on any executor) and trains nothing: a later run
+    reuses them."""
     from training.checkpoints import refuse_or_clear_previous_run
     from training.plan import check_launch
     from training.prepare import PrepareLayout, check_guided_sources
@@ -473,6 +503,11 @@ def run_curriculum(
     check_guided_sources(recipe, phases)
     check_report_to(recipe.trainer.report_to)
     out = Path(recipe.output_dir)
+    if resume and not prepare_only and not _has_training_state(out, phases):
+        raise UserError(
+            f"--resume: nothing to resume in {out} (no checkpoint or final model of {', '.join(phases)}): "
+            "check --output-dir, or run without --resume to start"
+        )
     state = process_state()
     layout = PrepareLayout.of(recipe)  # lists the sources' files: a missing one fails here
     to_train = [
@@ -512,7 +547,7 @@ def run_curriculum(
             if finals[name] is None:
                 break
         return finals
-    except UserError:
+    except Exception:  # bad input (a UserError, an unreachable Hub id...) before any checkpoint: no debris
         if created and state.is_main_process and not _has_training_state(out):
             shutil.rmtree(out, ignore_errors=True)
         raise

@@ -211,7 +211,8 @@ class PhaseConfig:
         betas / eps: StableAdamW moments.
         warmup_fraction: share of the phase's steps with linear LR warmup.
         decay_fraction: share of the phase's steps with the final decay.
-        decay_shape: 1-sqrt | linear.  alpha_f: final LR multiplier.
+        decay_shape: 1-sqrt | linear.  alpha_f: final LR multiplier (also where warmup starts, as in
+            transformers' get_wsd_schedule).
         batch_warmup_tokens: tokens over which the global batch grows from one warmup step
             (``batch_warmup_step_rows``) to batch_size. Device micro-batches stay full: warmup varies
             how many of them make an optimizer step (training/batch_plan.py).
@@ -365,9 +366,10 @@ def _validate(recipe: Recipe, source: str) -> None:
             f"{source}: trainer.dataloader_persistent_workers / dataloader_prefetch_factor "
             "need trainer.dataloader_num_workers > 0"
         )
-    from training.trainer_settings import check_extra_arguments
+    if settings.extra:  # the check imports torch and transformers (seconds): only when there is something
+        from training.trainer_settings import check_extra_arguments
 
-    check_extra_arguments(settings.extra, source)
+        check_extra_arguments(settings.extra, source)
 
 
 def _as_recipe_error(error: ConfigError) -> RecipeError:

@@ -63,18 +63,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from rexbert_common.errors import UserError
-    from training.curriculum import run_curriculum
-    from training.launch import launch_lock
-    from training.prepare import prepare_command
+    from rexbert_common.outputs import check_output_dir
     from training.recipe import load_recipe
 
+    # every check on the command line and the recipe first: torch and transformers take seconds to import
+    if args.resume and args.overwrite:
+        raise UserError("--resume and --overwrite exclude each other: continue the run, or start it again")
     overrides = list(args.overrides) + list(getattr(args, "extra_overrides", []) or [])
     recipe = load_recipe(args.recipe, overrides)
     if args.output_dir:
         recipe.output_dir = args.output_dir
+    check_output_dir(recipe.output_dir, "--output-dir" if args.output_dir else f"{args.recipe}: output_dir")
     phases = list(PHASES) if args.phase == "all" else [PHASES[int(args.phase) - 1]]
-    if args.resume and args.overwrite:
-        raise UserError("--resume and --overwrite exclude each other: continue the run, or start it again")
+
+    from training.curriculum import run_curriculum
+    from training.launch import launch_lock
+    from training.prepare import prepare_command
+
     with launch_lock(recipe.output_dir, lambda message: print(f"[rexbert train] {message}", flush=True)):
         run_curriculum(
             recipe,
@@ -104,7 +109,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def script_main(argv: list[str] | None = None) -> int:
     """``python training/run.py`` / ``accelerate launch``: a user error is one line on stderr and exit
-    status 2 (``--debug`` keeps the traceback), like the ``rexbert`` CLI."""
+    status 2 (``--debug`` keeps the traceback), one line per stage unless ``--verbose``, like the ``rexbert``
+    CLI."""
+    from rexbert_cli.logs import quiet_libraries
     from rexbert_common.data import use_data_dir
     from rexbert_common.errors import UserError
     from rexbert_common.signals import Stopped, install_stop_handlers
@@ -114,15 +121,16 @@ def script_main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv
     exit_with_launcher()
     install_stop_handlers()
+    quiet_libraries(verbose="--verbose" in argv)
     main_rank = os.environ.get("RANK", "0") == "0"  # one line per launch, not one per process
     try:
         use_data_dir()  # $REXBERT_DATA_DIR, else the embedded sample (as the `rexbert` CLI does)
-        return main([a for a in argv if a != "--debug"])
+        return main([a for a in argv if a not in ("--debug", "--verbose")])
     except UserError as error:
         if debug:
             raise
         if main_rank:
-            print(f"error: {error}", file=sys.stderr)
+            print(f"rexbert train: error: {error}", file=sys.stderr)  # the `rexbert` CLI's prefix
         return 2
     except (Stopped, KeyboardInterrupt) as stop:
         if debug:

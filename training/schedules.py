@@ -1,14 +1,15 @@
 """Learning-rate and batch-size schedules.
 
-* Warmup–stable–decay (trapezoid): linear warmup to the peak, constant, then decay to
-  ``alpha_f · peak`` with a ``1-sqrt`` shape (``alpha_f + (1 - alpha_f)(1 - sqrt(progress))``) or linearly.
+* Warmup–stable–decay (trapezoid): transformers' ``get_wsd_schedule`` -- linear warmup to the peak,
+  constant, then a ``1-sqrt`` (ModernBERT) or linear decay to ``alpha_f · peak``
+  (``alpha_f + (1 - alpha_f)(1 - sqrt(progress))``). :class:`WSDSchedule` holds and checks the settings.
 * Batch-size warmup driven by tokens seen: the batch grows in ``increment`` steps from ``start`` rows
-  to the full batch over the first ``warmup_tokens`` tokens.
+  to the full batch over the first ``warmup_tokens`` tokens. Written here: no library schedules the
+  batch size by tokens seen (the Trainer's batch size is fixed).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -19,14 +20,15 @@ DECAY_SHAPES = ("1-sqrt", "linear")
 
 @dataclass
 class WSDSchedule:
-    """A warmup–stable–decay multiplier over optimizer steps.
+    """A warmup–stable–decay learning-rate multiplier over optimizer steps.
 
     Args:
         total_steps: steps in the phase.
-        warmup_steps: steps of linear warmup from 0 (0 = start at the peak, e.g. phase 3 restarts).
+        warmup_steps: steps of linear warmup (0 = start at the peak, e.g. phase 3 restarts).
         decay_steps: steps of the final decay (0 = no decay).
         decay_shape: "1-sqrt" (ModernBERT) or "linear".
-        alpha_f: final multiplier at the end of the decay.
+        alpha_f: multiplier at the end of the decay (transformers' ``min_lr_ratio``, which is also where
+            its warmup starts: ``alpha_f + (1 - alpha_f) · step / warmup_steps``).
     """
 
     total_steps: int
@@ -45,21 +47,24 @@ class WSDSchedule:
                 f"warmup_steps ({self.warmup_steps}) + decay_steps ({self.decay_steps}) exceed "
                 f"total_steps ({self.total_steps})"
             )
-
-    def __call__(self, step: int) -> float:
-        if step < self.warmup_steps:
-            return step / self.warmup_steps
-        decay_start = self.total_steps - self.decay_steps
-        if step < decay_start or self.decay_steps == 0:
-            return 1.0
-        progress = min(1.0, (step - decay_start) / self.decay_steps)
-        shape = 1.0 - math.sqrt(progress) if self.decay_shape == "1-sqrt" else 1.0 - progress
-        return self.alpha_f + (1.0 - self.alpha_f) * shape
+        if not 0.0 <= self.alpha_f <= 1.0:
+            raise ValueError(f"alpha_f must be in [0, 1], got {self.alpha_f}")
 
 
 def wsd_scheduler(optimizer: torch.optim.Optimizer, schedule: WSDSchedule) -> LambdaLR:
-    """A ``LambdaLR`` following ``schedule`` (picklable, so Trainer checkpoints/resumes it)."""
-    return LambdaLR(optimizer, schedule)
+    """transformers' ``get_wsd_schedule`` with ``schedule``'s settings (a ``LambdaLR``: the Trainer
+    checkpoints and resumes it)."""
+    from transformers import get_wsd_schedule
+
+    return get_wsd_schedule(
+        optimizer,
+        num_warmup_steps=schedule.warmup_steps,
+        num_decay_steps=schedule.decay_steps,
+        num_training_steps=schedule.total_steps,
+        warmup_type="linear",
+        decay_type=schedule.decay_shape,
+        min_lr_ratio=schedule.alpha_f,
+    )
 
 
 @dataclass

@@ -28,9 +28,16 @@ def load_tokenizer(name_or_path: str, **kwargs) -> PreTrainedTokenizerFast:
     """Load any tokenizer (Hub id or local folder) and check it has the tokens MLM needs.
 
     Raises:
+        UserError: naming the tokenizer when it cannot be loaded (no such folder, a Hub id offline).
         ValueError: naming the missing special token(s).
     """
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
+    from rexbert_common.errors import UserError
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
+    except OSError as error:
+        reason = " ".join(str(error).split())
+        raise UserError(f"tokenizer {name_or_path!r} cannot be loaded: {reason}") from None
     missing = [
         name
         for name in ("mask_token", "pad_token", "cls_token", "sep_token")
@@ -123,23 +130,12 @@ def save_tokenizer(tokenizer: PreTrainedTokenizerFast, directory: str | os.PathL
             os.replace(os.path.join(tmp, name), directory / name)
 
 
-# Loading options transformers records in ``init_kwargs`` and writes back on save: not properties of the
-# tokenizer, and ``local_files_only: true`` in a published folder is wrong for everyone who downloads it.
-_LOAD_OPTIONS = ("is_local", "local_files_only", "cache_dir", "token", "revision", "_commit_hash")
-
-
 def save_for_model(
     tokenizer: PreTrainedTokenizerFast, directory: str | os.PathLike, model_max_length: int
 ) -> None:
     """Save the tokenizer that ships with a model: ``model_max_length`` is the model's context (so
-    ``truncation=True`` yields inputs the model accepts), and no load-time options are written."""
-    import json
+    ``truncation=True`` yields inputs the model accepts), no load-time options are written, and the files
+    load in transformers 4.x as in 5.x (:func:`modeling_rexbert.conversion.save_portable_tokenizer`)."""
+    from modeling_rexbert.conversion import save_portable_tokenizer
 
-    tokenizer.model_max_length = model_max_length
-    tokenizer.save_pretrained(str(directory))
-    config_path = Path(directory) / "tokenizer_config.json"
-    config = json.loads(config_path.read_text(encoding="utf-8"))
-    for key in _LOAD_OPTIONS:
-        config.pop(key, None)
-    config["model_max_length"] = model_max_length
-    config_path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    save_portable_tokenizer(tokenizer, directory, model_max_length=model_max_length)

@@ -85,7 +85,7 @@ def test_more_tasks_give_the_same_dataset_as_one(reference, small_corpus, tmp_pa
 
 @pytest.mark.slow
 def test_one_task_with_a_worker_pool_gives_the_same_dataset(reference, small_corpus, tmp_path):
-    """`rexbert curate --tasks 1` with the default workers: one-task stages run in-process, the 14-task
+    """`rexbert curate --num-tasks 1` with the default workers: one-task stages run in-process, the 14-task
     bucket stage in a pool (the pool once received the finished stages' loaded fastText models)."""
     out, _ = reference
     run_pipeline(

@@ -112,3 +112,30 @@ def test_hf_dataset_source_is_split_over_tasks_by_dataset_shard(tmp_path):
     assert len(one) == 12 and stats["dropped_empty_text"] == 3
     two, _ = _read(source, tasks=2)
     assert sorted(d.id for d in two) == sorted(d.id for d in one) and len({d.id for d in one}) == 12
+
+
+def test_a_source_matching_no_file_is_an_error_naming_it(tmp_path, capsys):
+    """A mistyped path or folder selection must not curate an empty dataset and exit 0."""
+    from rexbert_cli.main import main
+
+    (tmp_path / "data" / "news").mkdir(parents=True)
+    (tmp_path / "data" / "news" / "a.jsonl").write_text('{"text": "x"}\n')
+    out = tmp_path / "out"
+    for source, expected in (
+        (f"{{path: {tmp_path / 'nowhere'}}}", f"input source {tmp_path / 'nowhere'}: no "),
+        (f"{{path: {tmp_path / 'data'}, format: parquet}}", ".parquet file matches"),
+        (f"{{path: {tmp_path / 'data'}, domain_from: folder, folders: [sport]}}", "in the folders ['sport']"),
+    ):
+        argv = [
+            "curate",
+            "--output-dir",
+            str(out),
+            "--set",
+            "input.demo=false",
+            "--set",
+            f"input.sources=[{source}]",
+        ]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("rexbert curate: error: ") and expected in err and err.count("\n") == 1, err
+    assert not out.exists()

@@ -26,7 +26,7 @@ def test_eval_mlm_end_to_end(data_dir, tiny_bert_dir, tmp_path, capsys):
             "64",
             "--max-texts",
             "20",
-            "--out",
+            "--output-dir",
             str(tmp_path),
             "--no-progress",
         ]
@@ -35,12 +35,19 @@ def test_eval_mlm_end_to_end(data_dir, tiny_bert_dir, tmp_path, capsys):
     document = json.loads((tmp_path / "mlm.json").read_text())
     assert document["records"][0]["config"]["block_sizes"] == [64]
     assert "title span-block-64" in (tmp_path / "mlm.md").read_text()
-    report = tmp_path / "report.md"
-    assert main(["eval", "report", str(tmp_path / "mlm.json"), "--out", str(report)]) == 0
-    assert "Masked-token recovery" in report.read_text()
+    assert main(["eval", "report", str(tmp_path / "mlm.json"), "--output-dir", str(tmp_path)]) == 0
+    assert "Masked-token recovery" in (tmp_path / "report.md").read_text()
+    old = tmp_path / "old" / "r.md"  # the old spelling, which named the file, still works
+    assert main(["eval", "report", str(tmp_path / "mlm.json"), "--out", str(old)]) == 0
+    assert old.read_text() == (tmp_path / "report.md").read_text()
 
 
-def test_eval_esci_zero_shot_writes_chart(data_dir, tmp_path):
+def test_eval_esci_zero_shot_writes_chart(data_dir, tmp_path, capsys):
+    """...and prints one line naming what it wrote, then the results table (nothing else without
+    --verbose: no library INFO, no load reports)."""
+    from evaluation.reports import markdown_report, read_results
+    from tests.console import console_lines
+
     code = main(
         [
             "eval",
@@ -54,7 +61,7 @@ def test_eval_esci_zero_shot_writes_chart(data_dir, tmp_path):
             "120",
             "--max-seq-length",
             "32",
-            "--out",
+            "--output-dir",
             str(tmp_path),
             "--no-progress",
         ]
@@ -62,10 +69,16 @@ def test_eval_esci_zero_shot_writes_chart(data_dir, tmp_path):
     assert code == 0
     assert (tmp_path / "esci.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((tmp_path / "esci.json").read_text())["records"][0]["kind"] == "esci_similarity"
+    captured = capsys.readouterr()
+    table = console_lines(markdown_report(read_results([tmp_path / "esci.json"])))
+    assert console_lines(captured.out) == [f"wrote esci.json, esci.md, esci.png in {tmp_path}", *table]
+    assert console_lines(captured.err) == []
 
 
 def test_model_without_mlm_head_exits_2_with_one_line(data_dir, minilm_dir, tmp_path, capsys):
-    code = main(["eval", "mlm", str(minilm_dir), "--max-texts", "5", "--out", str(tmp_path), "--no-progress"])
+    code = main(
+        ["eval", "mlm", str(minilm_dir), "--max-texts", "5", "--output-dir", str(tmp_path), "--no-progress"]
+    )
     assert code == 2
     assert "has no trained MLM head" in capsys.readouterr().err
     assert not (tmp_path / "mlm.json").exists()
@@ -86,7 +99,9 @@ def test_eval_mlm_bad_input_is_one_line_exit_2(
 ):
     model = make_model(tmp_path) if make_model else tiny_bert_dir
     out = tmp_path / "out"
-    code = main(["eval", "mlm", str(model), "--max-texts", "5", "--out", str(out), "--no-progress", *extra])
+    code = main(
+        ["eval", "mlm", str(model), "--max-texts", "5", "--output-dir", str(out), "--no-progress", *extra]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and re.search(message, err), err
     assert "Repo id" not in err and "sentencepiece" not in err
@@ -109,7 +124,7 @@ def test_eval_esci_without_query_column_names_file_and_column(data_dir, tmp_path
             str(path),
             "--epochs",
             "0",
-            "--out",
+            "--output-dir",
             str(tmp_path / "o"),
         ]
     )
@@ -128,7 +143,7 @@ def test_eval_similarity_is_the_general_name(data_dir):
 
 def test_eval_mteb_offline_tasks_write_records(data_dir, tiny_rexbert_dir, tmp_path):
     argv = ["eval", "mteb", str(tiny_rexbert_dir), "--trust-remote-code", "--max-seq-length", "32"]
-    assert main([*argv, "--out", str(tmp_path), "--no-progress"]) == 0
+    assert main([*argv, "--output-dir", str(tmp_path), "--no-progress"]) == 0
     (record,) = json.loads((tmp_path / "mteb.json").read_text())["records"]
     assert record["kind"] == "mteb" and record["config"]["tasks"] == ["STSBenchmark", "ESCIReranking"]
     rows = {(r["task"], r["metric"]): r for r in record["results"]}
@@ -147,7 +162,7 @@ def test_eval_mteb_offline_tasks_write_records(data_dir, tiny_rexbert_dir, tmp_p
 
 def test_eval_mteb_task_without_local_data_is_one_line_exit_2(tiny_rexbert_dir, tmp_path, capsys):
     out = tmp_path / "out"
-    code = main(["eval", "mteb", str(tiny_rexbert_dir), "--tasks", "SciDocsRR", "--out", str(out)])
+    code = main(["eval", "mteb", str(tiny_rexbert_dir), "--tasks", "SciDocsRR", "--output-dir", str(out)])
     err = capsys.readouterr().err.strip()
     assert (
         code == 2

@@ -170,3 +170,17 @@ def test_official_protocol_fine_tunes_on_the_hub_layout(
         "test",
     )
     assert record["config"]["data"] == str(repo)
+
+
+def test_a_data_file_that_is_not_parquet_is_one_line_naming_it(tmp_path, capsys):
+    """`rexbert eval mlm --data pairs.csv` used to end in pyarrow's ArrowInvalid traceback."""
+    from rexbert_cli.main import main
+
+    csv = tmp_path / "pairs.csv"
+    csv.write_text("query,product_title\nshoes,Running shoes\n")
+    assert (
+        main(["eval", "mlm", "all-MiniLM-L6-v2", "--data", str(csv), "--output-dir", str(tmp_path / "out")])
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert f"{csv}: not a readable parquet file" in err and err.count("\n") == 1

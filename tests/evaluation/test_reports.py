@@ -142,3 +142,23 @@ def test_glue_table_puts_published_figures_in_their_own_labelled_columns():
     assert "ModernBERT-base (published)" in base and "ettin-17m" not in base
     assert "| sst2 (accuracy) | 51.23 | 94.27 | 94.72 |" in base.splitlines()
     assert "(published)" not in reports.glue_table([_glue_record("m", "base", rows)], published=[])
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ('{"schema": "rexbert-eval/1", "records": [', "not valid JSON"),
+        ("[1, 2]", "expected a `rexbert eval` results object, got a JSON list"),
+        ('{"schema": "rexbert-eval/1", "records": [{"kind": "glue"}]}', "not a `rexbert eval` results file"),
+        ('{"schema": "other/2"}', "not a `rexbert eval` results file (schema='other/2'"),
+    ],
+)
+def test_report_on_a_file_that_is_not_results_is_one_line_naming_it(tmp_path, capsys, text, expected):
+    from rexbert_cli.main import main
+
+    path = tmp_path / "results.json"
+    path.write_text(text)
+    assert main(["eval", "report", str(path), "--output-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {path}: {expected}" in err and err.count("\n") == 1
+    assert not (tmp_path / "report.md").exists()

@@ -86,10 +86,10 @@ def test_card_renders_results_and_model_index(modernbert_folder, tmp_path):
         results_files=[results],
         result_model_name="RexBERT-micro",
     )
-    assert inputs.size == "micro"
     card_path = write_model_card(inputs)
     text = card_path.read_text()
     assert "acme/RexBERT-micro" in text and "| 2 |" in text  # repo id in usage, 2 layers in the table
+    assert "**custom-size** RexBERT" in text  # a 2-layer model named "micro" is not micro-sized
     assert "0.4321" in text and "someone-else" not in text
     # a plain ModernBERT folder (what the pipeline writes): no remote code to trust
     assert "plain ModernBERT checkpoint" in text and "trust_remote_code" not in text
@@ -155,7 +155,7 @@ def test_push_checks_every_folder_before_uploading_any(modernbert_folder, tmp_pa
 def test_plan_all_sizes_requires_every_size(tmp_path):
     for size in ("micro", "mini", "base"):
         (tmp_path / size).mkdir()
-    with pytest.raises(FileNotFoundError, match="large"):
+    with pytest.raises(UserError, match="large"):
         plan_all_sizes(tmp_path, owner="acme")
     (tmp_path / "large").mkdir()
     repo_ids = [plan.repo_id for plan in plan_all_sizes(tmp_path, owner="acme")]
@@ -184,6 +184,10 @@ def test_rexbert_folder_is_hub_ready_and_its_card_loads(tmp_path):
     model = RexBertForMaskedLM(config)
     model.save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
+    (problem,) = check_hub_folder(tmp_path, require_card=False).problems  # RexBertConfig's training default
+    assert problem.startswith("config.json has sparse_prediction: true")
+    model.config.sparse_prediction = False
+    model.save_pretrained(tmp_path)
     assert check_hub_folder(tmp_path, require_card=False).ok
     assert count_parameters(tmp_path) == model.num_parameters()
 
@@ -296,7 +300,21 @@ def test_card_refuses_results_of_several_models_unless_told(modernbert_folder, t
     folder = modernbert_folder[0]
     results = _results_file(tmp_path / "results.json", "RexBERT-micro")
     assert main(_card_argv(folder, results)) == 2
-    assert "hold results of 2 models (RexBERT-micro, someone-else)" in capsys.readouterr().err
+    assert "hold no results of" in capsys.readouterr().err
+
+
+def test_card_refuses_the_records_of_one_other_local_folder(modernbert_folder, tmp_path, capsys):
+    """Every record belongs to another folder: its numbers must not reach this model's model-index."""
+    from evaluation.reports import make_record, result_row, write_results
+
+    folder = modernbert_folder[0]
+    other = tmp_path / "other-model"
+    row = result_row("esci", "cosent", "spearman", 0.9, n=10)
+    results = write_results(tmp_path / "r.json", [make_record("esci_similarity", str(other), {}, [row])])
+    assert main(_card_argv(folder, results)) == 2
+    err = capsys.readouterr().err
+    assert f"hold no results of {folder} (only of: {other})" in err and err.count("\n") == 1
+    assert main([*_card_argv(folder, results), "--result-model-name", str(other)]) == 0  # said explicitly
 
 
 def test_card_takes_the_records_of_its_own_folder(modernbert_folder, tmp_path):
@@ -402,3 +420,107 @@ def test_card_metadata_names_real_dataset_configs_and_splits(modernbert_folder, 
         ("tasksource/esci", "default", "test", 0.4),
         ("tasksource/esci", "default", "test", 0.5),
     ]
+
+
+# ------------------------------------------------------------------ what the card reads from the folder
+def _saved(folder: Path, size: str | None = None, vocab_size: int = 320, **overrides) -> Path:
+    """A RexBERT masked LM written as training writes a phase's final folder (plain ModernBERT)."""
+    from modeling_rexbert import RexBertConfig, RexBertForMaskedLM
+    from modeling_rexbert.conversion import rewrite_as_modernbert
+    from tests.tiny_models import tiny_bpe_tokenizer
+    from training.tokenizer import save_for_model, special_token_ids
+
+    tokenizer = tiny_bpe_tokenizer()
+    shape = {"num_hidden_layers": 2, "hidden_size": 32, "intermediate_size": 48, "num_attention_heads": 2}
+    settings = {**special_token_ids(tokenizer), "vocab_size": vocab_size, **overrides}
+    config = RexBertConfig.for_size(size, **settings) if size else RexBertConfig(**shape, **settings)
+    RexBertForMaskedLM(config).save_pretrained(folder)
+    save_for_model(tokenizer, folder, model_max_length=config.max_position_embeddings)
+    rewrite_as_modernbert(folder)
+    return folder
+
+
+def test_card_attention_row_reads_the_real_config_in_every_format(tmp_path):
+    """transformers 5 ModernBERT configs (rope_parameters / layer_types only) and our final folders (both
+    key sets) give the same, real row: no dashes, no defaults."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(_minilm_tokenizer_dir())
+    v5_folder = tmp_path / "v5"
+    tiny_modernbert(tokenizer, num_hidden_layers=4).save_pretrained(v5_folder)
+    tokenizer.save_pretrained(v5_folder)
+    assert "global_rope_theta" not in (v5_folder / "config.json").read_text()
+    v5_only = build_model_card(CardInputs(model_dir=v5_folder, repo_id="acme/m")).text
+    assert "global every 3 layers (RoPE θ 160,000), otherwise local window 128 (RoPE θ 10,000)" in v5_only
+    ours = _saved(tmp_path / "final", global_attn_every_n_layers=2, local_attention=16, global_rope_theta=1e4)
+    text = build_model_card(CardInputs(model_dir=ours, repo_id="acme/m")).text
+    assert "global every 2 layers (RoPE θ 10,000), otherwise local window 16 (RoPE θ 10,000)" in text
+    assert "–" not in text.split("## Architecture")[1].split("##")[0]
+
+
+def test_card_size_comes_from_the_parameter_count(tmp_path):
+    folder = _saved(tmp_path / "m", size="micro")
+    card = build_model_card(CardInputs(model_dir=folder, repo_id="acme/my-encoder"))
+    assert "is a **micro** RexBERT encoder" in card.text
+    with pytest.raises(UserError, match="but a base model with its vocabulary has 1"):
+        build_model_card(CardInputs(model_dir=folder, repo_id="acme/RexBERT-base", size="base"))
+
+
+def _summary(phase: str, trained_tokens: int, budget: int, steps: int) -> dict:
+    """The fields of a phase_summary.json (training/curriculum.py run_phase) that the card reads."""
+    return {
+        "phase": phase,
+        "global_step": steps,
+        "trained_rows": 40,
+        "trained_tokens": trained_tokens,
+        "data": {"rows": 50, "tokens": trained_tokens + 500},
+        "train": {"train_loss": 4.56789},
+        "phase_config": {
+            "tokens": budget,
+            "max_seq_len": 64 if phase == "phase1" else 256,
+            "lr": 0.003,
+            "weight_decay": 0.0003,
+            "masking": {"mlm_probability": 0.3},
+        },
+    }
+
+
+def test_card_training_table_is_what_was_trained(tmp_path):
+    """Rows from the run's phase summaries (this phase and the earlier ones), tokens trained rather than
+    the recipe's budget; a folder without a summary says so instead of inventing a table."""
+    import json
+
+    run = tmp_path / "run"
+    for k, (trained, budget) in enumerate(((5_123, 6_000), (2_001, 4_000)), start=1):
+        final = run / f"phase{k}" / "final"
+        _saved(final)
+        (final / "phase_summary.json").write_text(json.dumps(_summary(f"phase{k}", trained, budget, 10 * k)))
+    text = build_model_card(CardInputs(model_dir=run / "phase2" / "final", repo_id="acme/m")).text
+    assert "| phase1 | 64 | 5,123 | 10 | 0.003 | 0.0003 | 0.3 | 4.568 |" in text
+    assert "| phase2 | 256 | 2,001 | 20 |" in text
+    assert "6,000" not in text and "4,000" not in text and "| phase3 |" not in text
+    text1 = build_model_card(CardInputs(model_dir=run / "phase1" / "final", repo_id="acme/m")).text
+    assert "| phase1 |" in text1 and "| phase2 |" not in text1
+    bare = build_model_card(CardInputs(model_dir=_saved(tmp_path / "bare"), repo_id="acme/m")).text
+    assert "Training details were not recorded" in bare
+
+
+def test_push_all_sizes_refuses_folders_whose_parameter_count_is_not_their_size(tmp_path, capsys):
+    """Four copies of one tiny model under micro/ mini/ base/ large/ are refused before any upload."""
+    import shutil
+
+    first = _saved(tmp_path / "runs" / "micro")
+    write_model_card(CardInputs(model_dir=first, repo_id="acme/RexBERT-micro"))
+    for size in ("mini", "base", "large"):
+        shutil.copytree(first, tmp_path / "runs" / size)
+    argv = ["push", str(tmp_path / "runs"), "--all-sizes", "--owner", "acme", "--dry-run"]
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "parameters but a micro model with its vocabulary has" in err
+    shutil.rmtree(tmp_path / "runs" / "micro")
+    _saved(tmp_path / "runs" / "micro", size="micro")  # the right micro: the next size is named
+    write_model_card(CardInputs(model_dir=tmp_path / "runs" / "micro", repo_id="acme/RexBERT-micro"))
+    capsys.readouterr()
+    assert main(argv) == 2
+    assert "but a mini model with its vocabulary has" in capsys.readouterr().err

@@ -13,6 +13,13 @@ from .conftest import right_padded, tiny_config
 
 TOL = 1e-4
 
+
+def _tokenizer():
+    from tests.tiny_models import tiny_bpe_tokenizer
+
+    return tiny_bpe_tokenizer()  # 300 ids: models that export it get vocab_size=320
+
+
 # (local_attention, global_attn_every_n_layers, lengths): windows far shorter than the sequences so the
 # dense-band and blocked local paths are both exercised, plus one window wider than every sequence.
 CASES = [
@@ -99,9 +106,10 @@ def test_export_to_modernbert_matches(tmp_path, window, every):
         global_attn_every_n_layers=every,
         num_hidden_layers=5,
         global_rope_scaling={"rope_type": "ntk", "factor": 2.0},
+        vocab_size=320,
     )
     ours = RexBertForMaskedLM(cfg).eval()
-    export_to_modernbert(ours, tmp_path)
+    export_to_modernbert(ours, tmp_path, tokenizer=_tokenizer())
     ref = ModernBertForMaskedLM.from_pretrained(tmp_path, attn_implementation="sdpa").eval()
     assert ref.decoder.weight.data_ptr() == ref.model.embeddings.tok_embeddings.weight.data_ptr()
     ids, mask = right_padded([90, 31, 5])
@@ -131,3 +139,87 @@ def test_rewrite_as_modernbert_makes_a_saved_folder_plain_transformers(tmp_path)
         for model in (plain, back):
             got = model(input_ids=ids, attention_mask=mask).logits[mask.bool()]
             torch.testing.assert_close(got, expected, atol=TOL, rtol=TOL)
+
+
+def _published(tmp_path, **overrides):
+    """A phase-1-like RexBERT (global θ 10k, sparse_prediction on as training sets it) saved with its
+    tokenizer: the folder ``export_to_modernbert`` and ``rewrite_as_modernbert`` start from."""
+    from training.tokenizer import save_for_model
+
+    tokenizer = _tokenizer()
+    cfg = tiny_config(
+        vocab_size=320, local_attention=8, global_rope_theta=10_000.0, sparse_prediction=True, **overrides
+    )
+    model = RexBertForMaskedLM(cfg).eval()
+    folder = tmp_path / "saved"
+    model.save_pretrained(folder)
+    save_for_model(tokenizer, folder, model_max_length=64)
+    return RexBertForMaskedLM.from_pretrained(folder).eval(), folder
+
+
+def _assert_portable(folder, global_theta, every=3, window=8):
+    """The keys transformers 4.x reads (it ignores v5's rope_parameters / layer_types), a tokenizer class
+    both read, no token_type_ids, and dense MaskedLM logits with labels."""
+    import json
+
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    config = json.loads((folder / "config.json").read_text())
+    assert config["model_type"] == "modernbert" and config["sparse_prediction"] is False
+    assert (
+        config["global_rope_theta"]
+        == global_theta
+        == config["rope_parameters"]["full_attention"]["rope_theta"]
+    )
+    assert config["local_rope_theta"] == 10_000.0
+    assert (config["global_attn_every_n_layers"], config["local_attention"]) == (every, window)
+    tokenizer_config = json.loads((folder / "tokenizer_config.json").read_text())
+    assert tokenizer_config["tokenizer_class"] == "PreTrainedTokenizerFast"
+    assert tokenizer_config["model_input_names"] == ["input_ids", "attention_mask"]
+    assert not {"local_files_only", "is_local", "cache_dir"} & set(tokenizer_config)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    batch = tokenizer(["blue cap size 7", "wallet"], padding=True, return_tensors="pt")
+    assert "token_type_ids" not in batch
+    model = AutoModelForMaskedLM.from_pretrained(folder).eval()
+    with torch.no_grad():
+        logits = model(**batch, labels=batch["input_ids"]).logits
+    assert logits.shape == (*batch["input_ids"].shape, model.config.vocab_size)
+
+
+def test_export_to_modernbert_writes_the_models_tokenizer_and_a_portable_config(tmp_path):
+    ours, _ = _published(tmp_path)
+    out = export_to_modernbert(ours, tmp_path / "plain")  # the tokenizer saved beside the model
+    assert sorted(p.name for p in out.iterdir()) == [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ]
+    _assert_portable(out, 10_000.0)
+
+
+def test_export_to_modernbert_folds_ntk_scaling_into_the_4x_theta_too(tmp_path):
+    ours, _ = _published(tmp_path, global_rope_scaling={"rope_type": "ntk", "factor": 2.0})
+    out = export_to_modernbert(ours, tmp_path / "plain")
+    _assert_portable(out, ours.config.rope_theta_for("full_attention"))
+    assert ours.config.rope_theta_for("full_attention") > 10_000.0
+
+
+def test_export_to_modernbert_without_a_tokenizer_is_refused_before_writing(tmp_path):
+    with pytest.raises(ValueError, match="pass tokenizer="):
+        export_to_modernbert(RexBertForMaskedLM(tiny_config()), tmp_path / "plain")
+    assert not list(tmp_path.iterdir())
+
+
+def test_export_to_modernbert_refuses_a_tokenizer_larger_than_the_vocabulary(tmp_path):
+    with pytest.raises(ValueError, match="300 tokens but the model has 97 ids"):
+        export_to_modernbert(RexBertForMaskedLM(tiny_config()), tmp_path / "plain", tokenizer=_tokenizer())
+    assert not list(tmp_path.iterdir())
+
+
+def test_rewritten_final_folder_is_portable(tmp_path):
+    from modeling_rexbert.conversion import rewrite_as_modernbert
+
+    _, folder = _published(tmp_path, global_attn_every_n_layers=2)
+    rewrite_as_modernbert(folder)
+    _assert_portable(folder, 10_000.0, every=2)

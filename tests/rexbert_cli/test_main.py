@@ -11,6 +11,7 @@ import pytest
 from rexbert_cli.logs import quiet_libraries
 from rexbert_cli.main import main
 from rexbert_common.data import DATA_ENV, SAMPLE_DIR
+from rexbert_common.errors import UserError
 
 
 def test_input_error_is_one_line_exit_2_and_debug_keeps_the_traceback(tmp_path, capsys):
@@ -22,7 +23,7 @@ def test_input_error_is_one_line_exit_2_and_debug_keeps_the_traceback(tmp_path, 
         err == f"rexbert card: error: {missing}/config.json not found: is {missing} a saved model folder?\n"
     )
     for debug_argv in (["--debug", *argv], [*argv, "--debug"]):  # before or after the subcommand
-        with pytest.raises(FileNotFoundError):
+        with pytest.raises(UserError):
             main(debug_argv)
 
 
@@ -46,13 +47,40 @@ def test_data_dir_option_sets_the_environment(tmp_path, capsys, monkeypatch):
 
 
 def test_verbose_turns_library_info_logs_on(tmp_path):
+    """Through each library's own switch: set_verbosity_* once imported (here)..."""
+    import datasets
+    import huggingface_hub
+    import transformers
+
     argv = ["card", str(tmp_path), "--repo-id", "a/b"]
     main(argv)
+    switches = (transformers.logging, datasets.logging, huggingface_hub.logging)
+    assert [switch.get_verbosity() for switch in switches] == [logging.WARNING] * 3
     assert logging.getLogger("sentence_transformers").getEffectiveLevel() == logging.WARNING
     main(["--verbose", *argv])
+    assert [switch.get_verbosity() for switch in switches] == [logging.INFO] * 3
     assert logging.getLogger("sentence_transformers").getEffectiveLevel() == logging.INFO
-    assert logging.getLogger("transformers").getEffectiveLevel() == logging.INFO
     quiet_libraries(verbose=False)
+
+
+@pytest.mark.parametrize("verbose,level", [(True, logging.INFO), (False, logging.WARNING)])
+def test_libraries_imported_later_start_at_the_chosen_verbosity(verbose, level):
+    """...and their environment variables before they are imported (the CLI imports them only when needed)."""
+    import subprocess
+
+    code = (
+        "import sys\n"
+        "from rexbert_cli.logs import quiet_libraries\n"
+        "quiet_libraries(verbose=sys.argv[1] == 'True')\n"
+        "assert 'transformers' not in sys.modules and 'datasets' not in sys.modules\n"
+        "import datasets, huggingface_hub, transformers\n"
+        "print(transformers.logging.get_verbosity(), datasets.logging.get_verbosity(), "
+        "huggingface_hub.logging.get_verbosity())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.endswith("VERBOSITY")}
+    out = subprocess.run([sys.executable, "-c", code, str(verbose)], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [str(level)] * 3
 
 
 def _saved_mlm(folder):

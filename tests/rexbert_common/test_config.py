@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import pytest
@@ -110,3 +111,33 @@ def test_load_config_runs_the_cross_field_validator_with_the_source(tmp_path):
     with pytest.raises(ConfigError, match=r"ok\.yaml: batch \(4\) must be a multiple of 3"):
         load_config(path, Outer, validate=validate)
     assert load_config(path, Outer, overrides=["batch=6"], validate=validate).batch == 6
+
+
+def test_override_config_checks_set_values_like_a_config_file():
+    """--set on a config built from command-line options: YAML values, tuples kept tuples, the field
+    checks and the dataclass's own validation as one-line ConfigErrors."""
+    import dataclasses
+
+    from rexbert_common.config import ConfigError, override_config
+
+    @dataclasses.dataclass
+    class Settings:
+        sizes: tuple[int, ...] = (128, 256)
+        betas: tuple[float, float] = (0.9, 0.98)
+        rate: float = 0.15
+
+        def __post_init__(self):
+            if not 0 < self.rate < 1:
+                raise ValueError(f"rate={self.rate}: must be in (0, 1)")
+
+    base = Settings()
+    assert override_config(base, []) is base
+    assert override_config(base, ["sizes=[64]", "betas=[0.8, 0.9]"]) == Settings((64,), (0.8, 0.9), 0.15)
+    for overrides, message in (
+        (["sizes=7"], "sizes must be a list"),
+        (["betas=[0.9]"], "betas must be a list of 2"),
+        (["rate=2"], "rate=2.0: must be in (0, 1)"),
+        (["rat=0.2"], "did you mean 'rate'"),
+    ):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            override_config(base, overrides)

@@ -173,7 +173,7 @@ class _LoadsAModel:
 
 def test_a_stage_that_ran_in_process_is_not_pickled_into_the_next_stages_workers(tmp_path):
     """One task in-process (a loaded model stays on the step), then a stage with a worker pool: the pool
-    must not receive the first executor (`rexbert curate --tasks 1` crashed that way)."""
+    must not receive the first executor (`rexbert curate --num-tasks 1` crashed that way)."""
     stages = [
         Stage("one", 1, [_LoadsAModel()], tmp_path / "one", "fp"),
         Stage("many", 2, [_noop], tmp_path / "many", "fp"),
@@ -231,3 +231,41 @@ def test_no_process_of_a_killed_job_survives_it(tmp_path):
         for process in descendants:  # orphans are not our children any more
             if process.is_running():
                 process.kill()
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_task_logs_reach_the_console_only_with_verbose_and_their_files_always(tmp_path, verbose):
+    """datatrove prints each task's INFO log (pipeline, stats, "k/N tasks completed") from its worker
+    processes; without --verbose the console shows one line per stage, and every task's log file keeps all."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from rexbert_cli.logs import quiet_libraries\n"
+        "from rexbert_common.config import config_from_dict\n"
+        "from rexbert_common.executors import ExecutorConfig, Stage, run_stages\n"
+        "from tests.rexbert_common.test_executors import _noop\n"
+        "if __name__ == '__main__':\n"
+        "    quiet_libraries(verbose=sys.argv[2] == 'True')\n"
+        "    stages = [Stage('shard', 2, [_noop], Path(sys.argv[1]), 'fp')]\n"
+        "    config = config_from_dict(ExecutorConfig, {'kind': 'local', 'workers': 2})  # a worker pool\n"
+        "    assert run_stages(stages, config, job='test')\n"
+    )
+    script = tmp_path / "run.py"
+    script.write_text(code)
+    result = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "shard"), str(verbose)],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert re.fullmatch(r"\[test\] shard: 2 tasks done in \d+ s\n", result.stdout)
+    for line in ("Processing done for rank", "tasks completed", "PIPELINE"):
+        assert (line in result.stderr) is verbose, line
+    for rank in (0, 1):
+        log = (tmp_path / "shard" / "logs" / "logs" / f"task_{rank:05d}.log").read_text()
+        assert "PIPELINE" in log and f"Processing done for rank={rank}" in log

@@ -11,10 +11,6 @@ TINY_OVERRIDES = [
     "tokenizer.train_docs=300",
     "data.general.0.max_docs=400",
     "data.general.1.max_docs=200",
-    # the recipe's Common Crawl pages are not in the embedded sample_data/: a Wikipedia stand-in keeps the
-    # source (tests point it at their own files)
-    "data.general.2.path=${REXBERT_DATA_DIR}/wikitext2_raw_test/wiki.test.raw",
-    "data.general.2.max_docs=100",
     "data.domain.0.max_docs=400",
     "data.domain.1.max_docs=200",
     "measure_peak_flops=false",

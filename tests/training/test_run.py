@@ -77,6 +77,7 @@ def test_three_phases_hand_off_and_hub_folders(full_run):
     ] == ("fresh")
     assert configs["phase1"]["rope_parameters"]["full_attention"]["rope_theta"] == 10_000
     assert configs["phase2"]["rope_parameters"]["full_attention"]["rope_theta"] == 160_000
+    assert (full_run / "loss_curves.png").read_bytes()[:4] == b"\x89PNG"  # beside recipe.json, every phase
     summary3 = json.loads((full_run / "phase3" / "final" / "phase_summary.json").read_text())
     shares = [s for _, s in summary3["data"]["domain_share"]]
     assert shares[0] < shares[-1]  # phase 3 anneals toward the domain corpus
@@ -312,14 +313,14 @@ def test_malformed_jsonl_source_names_source_path_and_line_and_leaves_nothing(tm
     code = script_main(args(out, "--set", f"data.general.1.path={source}"))
     error = capsys.readouterr().err.strip().splitlines()[-1]  # after the datasets progress bar
     # one line: the preparation stage and task that met it, then the source, the file and the line
-    assert code == 2 and error.startswith("error: prepare stage 'index'"), error
+    assert code == 2 and error.startswith("rexbert train: error: prepare stage 'index'"), error
     assert f"source 'gutenberg': {source}: line 3 is not valid JSON (Expecting value)" in error
     assert not out.exists()
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")  # a zero-length input
     assert script_main(args(out, "--set", f"data.general.1.path={empty}")) == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
-    assert f"source 'gutenberg': no usable document in {empty}" in error
+    assert error.startswith("rexbert train: error: ") and f"source 'gutenberg': no usable document in {empty}" in error
     assert not out.exists()
 
 
@@ -355,9 +356,54 @@ def test_phase3_alone_anneals_from_a_modernbert_checkpoint(full_run, tmp_path):
     summary = json.loads((final / "phase_summary.json").read_text())
     assert summary["optimizer_state"] == "fresh" and summary["steps"] > 0
     config = json.loads((final / "config.json").read_text())
-    assert config["model_type"] == "modernbert" and config["sparse_prediction"] is True
+    # trained with the sparse head (in memory); published with transformers' default: dense logits
+    assert config["model_type"] == "modernbert" and config["sparse_prediction"] is False
     assert {t.dtype for t in load_file(final / "model.safetensors").values()} == {torch.float32}
     assert not (out / "phase1").exists() and not (out / "phase2").exists()
+
+
+def test_resume_with_nothing_to_resume_names_the_folder_and_starts_nothing(tmp_path, capsys):
+    """A mistyped --output-dir with --resume must not silently train from scratch."""
+    from rexbert_cli.main import main as rexbert
+
+    out = tmp_path / "typo"
+    (out / "phase1" / "rows").mkdir(parents=True)  # built rows are a cache, not a run to resume
+    argv = ["train", *args(out, "--phase", "1", "--resume")]
+    assert rexbert(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--resume: nothing to resume in {out} (no checkpoint" in err
+    assert sorted(p.name for p in out.rglob("*")) == ["phase1", "rows"]
+
+
+def test_an_unreachable_hub_tokenizer_is_one_line_and_leaves_no_output(tmp_path, capsys):
+    """Offline (HF_HUB_OFFLINE=1 in tests), a Hub id cannot load: the run stops in one line and leaves no
+    output folder behind (no stray recipe.json)."""
+    from rexbert_cli.main import main as rexbert
+
+    out = tmp_path / "run"
+    argv = args(out, "--phase", "1", "--set", "tokenizer.name_or_path=acme/not-here")
+    assert rexbert(["train", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rexbert train: error: tokenizer 'acme/not-here' cannot be loaded: ")
+    assert err.count("\n") == 1
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("flag", ["--output-dir", "output_dir"])
+def test_an_output_folder_under_a_file_is_refused_before_any_work(tmp_path, capsys, flag):
+    import subprocess
+
+    (tmp_path / "file").write_text("x")
+    target = str(tmp_path / "file" / "run")
+    argv = args(target) if flag == "--output-dir" else [*args(target)[:2], "--set", f"output_dir={target}"]
+    code = (
+        "import sys\nfrom training.run import script_main\nstatus = script_main(sys.argv[1:])\n"
+        "assert 'torch' not in sys.modules, 'heavy imports before the check'\nsys.exit(status)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().endswith(f"{target} cannot be created: {tmp_path / 'file'} is a file")
+    assert result.stderr.count("\n") == 1
 
 
 def test_resume_and_overwrite_exclude_each_other(tmp_path):
@@ -587,3 +633,60 @@ def test_a_multi_process_job_refuses_an_unprepared_large_phase_with_the_command(
         small = ["--phase", "1", "--set", "data.in_process_max_tokens=3000"]
         assert main(args(tmp_path / "small", *small, "--prepare-only")) == 0  # small: built in-process
         assert list((tmp_path / "small" / "phase1").glob("rows-*/build.json"))
+
+
+def test_summary_records_the_tokens_trained_and_the_card_tables_them(full_run):
+    """trained_tokens is the length of the rows the plan trained ([0, planned_rows), BatchPlan), and the
+    card's training table shows those numbers for every phase of the run, not the recipe's budgets."""
+    import pyarrow as pa
+
+    from model_cards.card import training_rows
+
+    rows = training_rows(full_run / "phase3" / "final")
+    assert [row["name"] for row in rows] == ["phase1", "phase2", "phase3"]
+    for row in rows:
+        summary = json.loads((full_run / row["name"] / "final" / "phase_summary.json").read_text())
+        build = json.loads((full_run / row["name"] / "rows" / "build.json").read_text())
+        lengths = []
+        for shard in build["shards"]:
+            reader = pa.ipc.open_file(pa.memory_map(str(full_run / row["name"] / "rows" / shard["file"])))
+            lengths += reader.read_all().column("length").to_pylist()[: shard["rows"]]
+        assert summary["trained_tokens"] == sum(lengths[: summary["planned_rows"]]) > 0
+        assert row["tokens"] == f"{summary['trained_tokens']:,}" and row["steps"] == summary["global_step"]
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_without_verbose_training_prints_one_line_per_stage(tmp_path, verbose):
+    """Sources, tokenizer, miner, then per phase its rows and its end (loss, final folder, loss plot), plus
+    the Trainer's progress bar with the loss in it; the per-step dicts, per-source counts, epochs, packing
+    and guided-MLM details only with --verbose."""
+    import re
+
+    from tests.console import console_lines
+
+    argv = args(tmp_path / "run", "--phase", "1", *(["--verbose"] if verbose else []))
+    result = subprocess.run(
+        [sys.executable, str(REPO / "training" / "run.py"), *argv],
+        capture_output=True, text=True, cwd=REPO, timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    out, err = console_lines(result.stdout), console_lines(result.stderr)
+    stages = [
+        r"sources \(documents\): ",
+        r"training a \d+-token byte-level BPE",
+        r"attribute miner: ",
+        r"phase1: [\d,]+ rows × 64 \([\d,]+ tokens\), \d+ steps",
+        r"phase1: done, mean training loss",
+    ]
+    if verbose:
+        assert len(out) > 10 and any(
+            "'loss'" in line for line in out + err
+        )  # details and the Trainer's dicts
+        return
+    assert len(out) == len(stages), out
+    for line, stage in zip(out, stages):
+        assert re.match(rf"\[rexbert train\] {stage}", line), (line, stage)
+    assert out[-1].endswith(
+        f"→ {tmp_path / 'run' / 'phase1' / 'final'} (loss plot: {tmp_path / 'run' / 'loss_curves.png'})"
+    )
+    assert err == [], err

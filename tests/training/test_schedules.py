@@ -6,17 +6,51 @@ import torch
 from training.schedules import BatchSizeWarmup, WSDSchedule, wsd_scheduler
 
 
-def test_wsd_1_sqrt_shape():
+def _multipliers(schedule: WSDSchedule, steps: range) -> list[float]:
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.ones(1))], lr=1.0)
+    (multiplier,) = wsd_scheduler(optimizer, schedule).lr_lambdas
+    return [multiplier(step) for step in steps]
+
+
+def test_wsd_1_sqrt_is_modernberts_trapezoid():
+    """The paper's shape: linear warmup from 0, flat, then alpha_f + (1 - alpha_f)(1 - sqrt(progress))."""
     s = WSDSchedule(total_steps=100, warmup_steps=10, decay_steps=40, decay_shape="1-sqrt", alpha_f=0.1)
-    assert s(0) == 0.0 and s(5) == pytest.approx(0.5) and s(10) == 1.0 and s(59) == 1.0
-    assert s(60) == pytest.approx(1.0)
-    assert s(70) == pytest.approx(0.1 + 0.9 * (1 - math.sqrt(0.25)))
-    assert s(100) == pytest.approx(0.1)
-    values = [s(i) for i in range(60, 101)]
-    assert all(a >= b for a, b in zip(values, values[1:]))
+    got = _multipliers(s, range(101))
+    assert got[10:61] == [1.0] * 51
+    for step in (60, 70, 85, 99, 100):
+        assert got[step] == pytest.approx(0.1 + 0.9 * (1 - math.sqrt((step - 60) / 40)))
+    assert all(a >= b for a, b in zip(got[60:], got[61:]))
     # 1-sqrt drops faster than linear early in the decay
-    lin = WSDSchedule(total_steps=100, warmup_steps=10, decay_steps=40, decay_shape="linear", alpha_f=0.1)
-    assert lin(70) == pytest.approx(0.1 + 0.9 * 0.75) and s(70) < lin(70)
+    lin = _multipliers(WSDSchedule(100, 10, 40, decay_shape="linear", alpha_f=0.1), range(101))
+    assert lin[70] == pytest.approx(0.1 + 0.9 * 0.75) and got[70] < lin[70]
+    no_floor = _multipliers(WSDSchedule(100, 10, 40), range(11))
+    assert no_floor[0] == 0.0 and no_floor[5] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize(
+    "total,warmup,decay,shape,alpha_f",
+    [
+        (100, 10, 40, "1-sqrt", 0.0),
+        (100, 0, 25, "1-sqrt", 0.1),
+        (57, 5, 0, "linear", 0.0),
+        (30, 3, 30 - 3, "linear", 0.2),
+    ],
+)
+def test_our_schedule_is_transformers_get_wsd_schedule(total, warmup, decay, shape, alpha_f):
+    """Pinned to transformers' own schedule for the same settings, at every step of the phase."""
+    from transformers import get_wsd_schedule
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.ones(1))], lr=1.0)
+    theirs = get_wsd_schedule(
+        optimizer,
+        num_warmup_steps=warmup,
+        num_decay_steps=decay,
+        num_training_steps=total,
+        decay_type=shape,
+        min_lr_ratio=alpha_f,
+    ).lr_lambdas[0]
+    ours = _multipliers(WSDSchedule(total, warmup, decay, decay_shape=shape, alpha_f=alpha_f), range(total))
+    assert ours == [theirs(step) for step in range(total)]
 
 
 def test_scheduler_drives_optimizer_lr():
