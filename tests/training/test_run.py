@@ -320,7 +320,8 @@ def test_malformed_jsonl_source_names_source_path_and_line_and_leaves_nothing(tm
     empty.write_text("")  # a zero-length input
     assert script_main(args(out, "--set", f"data.general.1.path={empty}")) == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
-    assert error.startswith("rexbert train: error: ") and f"source 'gutenberg': no usable document in {empty}" in error
+    assert error.startswith("rexbert train: error: ")
+    assert f"source 'gutenberg': no usable document in {empty}" in error
     assert not out.exists()
 
 
