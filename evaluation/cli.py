@@ -53,7 +53,18 @@ def register(subparsers) -> None:
     mlm.add_argument("--protocol", default="span", choices=["span", "word", "collator"])
     mlm.add_argument("--fields", type=_strs, default=("title", "description"))
     mlm.add_argument("--block-sizes", type=_ints, default=(128, 256, 512))
-    mlm.add_argument("--packing", default="block", choices=["block", "truncate"])
+    mlm.add_argument(
+        "--packing",
+        default="truncate",
+        choices=["truncate", "block"],
+        help="truncate: one text per block (default); block: texts concatenated (other texts can be copied)",
+    )
+    mlm.add_argument(
+        "--baselines",
+        type=_baselines,
+        default=("copy",),
+        help="model-free rows on the same masks: 'copy' (the leak floor, default) or 'none'",
+    )
     mlm.add_argument(
         "--no-shuffle",
         dest="shuffle",
@@ -174,6 +185,10 @@ def _config_from_args(config_cls, args: argparse.Namespace):
 
     names = {f.name for f in dataclasses.fields(config_cls)}
     return config_cls(**{k: v for k, v in vars(args).items() if k in names})
+
+
+def _baselines(text: str) -> tuple[str, ...]:
+    return () if text.strip().lower() == "none" else _strs(text)
 
 
 def _run_mlm(args) -> int:

@@ -34,10 +34,15 @@ def test_eval_mlm_end_to_end(data_dir, tiny_bert_dir, tmp_path, capsys):
     assert code == 0
     document = json.loads((tmp_path / "mlm.json").read_text())
     assert document["records"][0]["config"]["block_sizes"] == [64]
-    assert "title span-block-64" in (tmp_path / "mlm.md").read_text()
+    table = (tmp_path / "mlm.md").read_text()
+    assert "title span-truncate-64" in table and "| copy (baseline) | top1_accuracy |" in table
+    assert document["records"][1]["config"]["baseline"] == "copy"
     report = tmp_path / "report.md"
     assert main(["eval", "report", str(tmp_path / "mlm.json"), "--out", str(report)]) == 0
-    assert "Masked-token recovery" in report.read_text()
+    assert "Masked-token recovery" in report.read_text() and "copy (baseline)" in report.read_text()
+    argv = ["eval", "mlm", str(tiny_bert_dir), "--fields", "title", "--block-sizes", "64", "--max-texts", "9"]
+    assert main([*argv, "--baselines", "none", "--out", str(tmp_path / "plain"), "--no-progress"]) == 0
+    assert "copy" not in (tmp_path / "plain" / "mlm.md").read_text()
 
 
 def test_eval_esci_zero_shot_writes_chart(data_dir, tmp_path):
