@@ -87,6 +87,7 @@ class Study:
             tokenizer = train_shared_tokenizer(study_recipe(config, split, None), out / "tokenizer")
         recipe = study_recipe(config, split, tokenizer)
         evaluation = config.evaluation
+        # held for validation whenever a sweep is configured, so every shard writes the same notes
         validation = config.baseline.sweep_validation_texts if config.baseline.lr_sweep else 0
         texts = evaluation_texts(
             split, recipe, evaluation.max_texts, evaluation.entity_max_texts, evaluation.seed, validation
@@ -218,11 +219,11 @@ def run_grid(
     ``shard = (i, n)``: this process trains the seeds at positions i, i + n, ... of ``config.seeds`` (a
     seed's arms share its trunk, so seeds are the unit of parallel work: one shard per GPU or node).
     """
-    from ablation.sweep import POINT_FILE, point_folder, run_point, sweep_done
+    from ablation.sweep import POINT_FILE, point_folder, run_point, sweep_done, sweep_rates
 
     index, count = shard
     study = None
-    for j, lr in enumerate(config.baseline.lr_sweep):  # the plain arm's LR sweep first: its cells need it
+    for j, lr in enumerate(sweep_rates(config)):  # the plain arm's LR sweep first: its cells need it
         if j % count != index or (point_folder(config.output_dir, lr) / POINT_FILE).is_file():
             continue
         study = study or Study.prepare(config)

@@ -63,6 +63,12 @@ def run_point(study: Study, lr: float) -> dict:
     return point
 
 
+def sweep_rates(config: AblationConfig) -> list[float]:
+    """The rates to sweep: ``baseline.lr_sweep`` when the study has a plain arm, else none."""
+    has_plain_arm = any(arm.kind == "hf_mlm" for arm in config.arms())
+    return list(config.baseline.lr_sweep) if has_plain_arm else []
+
+
 def finished_points(config: AblationConfig) -> list[dict]:
     paths = [point_folder(config.output_dir, lr) / POINT_FILE for lr in config.baseline.lr_sweep]
     return [json.loads(p.read_text(encoding="utf-8")) for p in paths if p.is_file()]
@@ -80,12 +86,12 @@ def chosen_lr(config: AblationConfig) -> float | None:
 
 
 def sweep_done(config: AblationConfig) -> bool:
-    return not config.baseline.lr_sweep or len(finished_points(config)) == len(config.baseline.lr_sweep)
+    return len(finished_points(config)) == len(sweep_rates(config))
 
 
 def sweep_summary(config: AblationConfig) -> dict | None:
     """Every point and the chosen rate (for the report); None without a finished sweep."""
-    if not config.baseline.lr_sweep or not sweep_done(config):
+    if not sweep_rates(config) or not sweep_done(config):
         return None
     points = sorted(finished_points(config), key=lambda p: p["lr"])
     return {"criterion": "mean validation top-1", "points": points, "chosen": chosen_lr(config)}

@@ -44,6 +44,12 @@ def test_sweep_points_run_first_and_plain_cells_wait_for_all_of_them(write_study
     assert [p["lr"] for p in summary["points"]] == sorted(SCORES) and summary["chosen"] == 1e-3
 
 
+def test_a_study_without_a_plain_arm_sweeps_nothing(write_study, fake_study):
+    config = load_ablation(write_study(variants=[{"name": "b_anneal"}], baseline={"lr_sweep": list(SCORES)}))
+    grid.run_grid(config, log=lambda _: None)
+    assert fake_study == [("b_anneal", 0), ("b_anneal", 1)] and sweep.sweep_done(config)
+
+
 def test_plain_cells_train_at_the_chosen_rate_and_the_first_seed_reuses_the_sweep_run(
     write_study, fake_study, monkeypatch
 ):
