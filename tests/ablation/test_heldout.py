@@ -44,6 +44,15 @@ def test_heldout_evaluation_texts_never_occur_in_training_documents(split, write
         assert not leaked, (
             f"{field}: {len(leaked)} held-out texts are in the training data, e.g. {leaked[0]!r}"
         )
+    # nor nearly: brute force (no MinHash) over every training line for a sample of the scored titles
+    from evaluation.near_duplicates import jaccard, words
+
+    lines = {frozenset(words(line)) for line in _training_text(recipe).splitlines() if line.strip()}
+    for title in texts.fields["product_title"][:40]:
+        mine = set(words(title))
+        twin = next((line for line in lines if jaccard(mine, line) >= 0.8), None)
+        assert twin is None, (title, sorted(twin))
+    assert texts.filtered["product_title"]["near_duplicate"] > 0
 
 
 def test_split_holds_out_whole_articles_book_tails_and_products(split, data_dir):
