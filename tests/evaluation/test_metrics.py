@@ -157,3 +157,29 @@ def test_average_precision_of_tied_scores_is_its_expectation_as_mrr_and_ndcg():
     untied_ap = expected_average_precision(untied, relevant)
     assert untied_ap == pytest.approx(average_precision_score(relevant, untied))
     assert untied_ap == pytest.approx(_pytrec_ap(untied, relevant, names))
+
+
+def test_ranking_metrics_equal_pytrec_eval_without_ties():
+    """nDCG@10, MAP and MRR of random untied runs over 30 queries: trec_eval's numbers (gains x 100 as
+    integer relevance: nDCG does not change with the scale; relevant = E)."""
+    import pytrec_eval
+
+    rng = np.random.default_rng(3)
+    queries, scores, gains = [], [], []
+    for q in range(30):
+        n = int(rng.integers(2, 15))
+        queries += [f"q{q}"] * n
+        scores += rng.permutation(n).astype(float).tolist()  # untied
+        gains += rng.choice([1.0, 0.1, 0.01, 0.0], size=n).tolist()
+        gains[-1] = 1.0  # every query has an E (MAP / MRR defined)
+    ours = ranking_metrics(queries, scores, gains, k=10)
+    qrel, run = {}, {}
+    for i, (q, s, g) in enumerate(zip(queries, scores, gains)):
+        qrel.setdefault(q, {})[f"d{i}"] = int(round(g * 100))
+        run.setdefault(q, {})[f"d{i}"] = s
+    ndcg = pytrec_eval.RelevanceEvaluator(qrel, {"ndcg_cut_10"}).evaluate(run)
+    assert ours["ndcg@10"] == pytest.approx(np.mean([v["ndcg_cut_10"] for v in ndcg.values()]), abs=1e-6)
+    relevant = {q: {d: int(r == 100) for d, r in docs.items()} for q, docs in qrel.items()}
+    ranked = pytrec_eval.RelevanceEvaluator(relevant, {"map", "recip_rank"}).evaluate(run)
+    assert ours["map"] == pytest.approx(np.mean([v["map"] for v in ranked.values()]), abs=1e-6)
+    assert ours["mrr"] == pytest.approx(np.mean([v["recip_rank"] for v in ranked.values()]), abs=1e-6)
