@@ -133,6 +133,8 @@ def select_records(records: list[dict], model_dir: Path, model_name: str | None,
 
 def _load_records(inputs: CardInputs) -> list[dict]:
     records = [r for path in inputs.results_files for r in _read_results_file(Path(path))]
+    # model-free baseline rows (`rexbert eval mlm`'s copy predictor) describe no model
+    records = [r for r in records if not r["config"].get("baseline")]
     source = ", ".join(map(str, inputs.results_files))
     own = select_records(records, inputs.model_dir, inputs.result_model_name, source)
     seen, duplicates = set(), set()
