@@ -4,9 +4,10 @@ For a masked position ``p``, let ``x = input[p - d]`` be the nearest visible tok
 skips the other masked tokens of its span). The predictor looks for every other visible ``x`` in the block
 and votes for the visible, non-special token ``d`` places after it -- "the token that follows the same
 left-context token elsewhere in the block", generalised to spans. The vote counts rank the voted tokens;
-a target without a vote is a miss at every k (copying cannot find it). The ranks have the model ranker's
-``[above, tied]`` form, so top-k is counted exactly as for a model (tied votes by their expected hit,
-:func:`evaluation.metrics.topk_hits`).
+a target without a vote is a miss at every k (copying cannot find it). Every scored position counts as
+hidden (also the collator's 10% kept / 10% random tokens, which the model sees). The ranks have the model
+ranker's ``[above, tied]`` form, so top-k is counted exactly as for a model (tied votes by their expected
+hit, :func:`evaluation.metrics.topk_hits`).
 
 Every table of ``rexbert eval mlm`` shows it as a row: a model's accuracy is only worth its distance above
 this floor. Part of it is a text repeating itself ("USB-C to USB-C"), the same under every packing; the
