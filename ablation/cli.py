@@ -10,8 +10,9 @@ from rexbert_common.config import add_override_argument
 
 def _run(args: argparse.Namespace) -> int:
     from ablation.config import load_ablation
-    from ablation.grid import cells, run_grid
+    from ablation.grid import cells, read_notes, run_grid
     from ablation.report import write_report
+    from ablation.sweep import sweep_summary
 
     config = load_ablation(args.config, args.overrides)
     if args.output_dir:
@@ -27,7 +28,9 @@ def _run(args: argparse.Namespace) -> int:
     command = shlex.join(
         ["rexbert", "ablate", "--config", args.config, *(f"--set={o}" for o in args.overrides)]
     )
-    path = write_report(results, arms, config.reference or arms[0], config.report_path, command)
+    reference = config.reference or arms[0]
+    notes, sweep = read_notes(config), sweep_summary(config)
+    path = write_report(results, arms, reference, config.report_path, command, notes, sweep)
     print(f"[ablate] report: {path}")
     return 0
 

@@ -111,7 +111,12 @@ class BaselineConfig:
 
     Args:
         mlm_probability: ``DataCollatorForLanguageModeling`` masking rate (BERT / transformers default).
-        lr: AdamW peak LR (None = the recipe's ``phase1.lr``: both arms get the tuned peak).
+        lr_sweep: AdamW peak LRs tried (``ablation.sweep``): each trains the arm once (first seed, full
+            budget) and is scored on validation texts disjoint from the scored held-out text; the best
+            trains every seed. The recipe's peak LR is tuned for StableAdamW + WSD, not for AdamW + linear.
+        sweep_validation_texts: validation texts per field (held-out texts after the scored ones).
+        lr: a fixed AdamW peak LR instead of the sweep (``lr_sweep: []``; None then = the recipe's
+            ``phase1.lr``).
         weight_decay: AdamW weight decay (transformers' examples use 0.01).
         warmup_fraction: share of steps with linear warmup, then linear decay to 0.
         max_grad_norm: gradient clipping (the Trainer's default).
@@ -120,6 +125,8 @@ class BaselineConfig:
     """
 
     mlm_probability: float = checked(0.15, gt=0, lt=1)
+    lr_sweep: list[float] = checked(default_factory=lambda: [3e-4, 1e-3, 3e-3], gt=0)
+    sweep_validation_texts: int = checked(200, ge=1)
     lr: float | None = checked(None, gt=0)
     weight_decay: float = checked(0.01, ge=0)
     warmup_fraction: float = checked(0.05, ge=0, lt=1)
@@ -260,6 +267,13 @@ def _validate(config: AblationConfig, source: str) -> None:
     for i, name in enumerate(names):
         if name in names[:i]:
             raise ConfigError(f"{source}: variant name {name!r} is used by two different arms")
+    if config.baseline.lr_sweep and config.baseline.lr is not None:
+        raise ConfigError(
+            f"{source}: baseline.lr = {config.baseline.lr:g} and baseline.lr_sweep = "
+            f"{config.baseline.lr_sweep} both choose the plain arm's LR: set one (lr_sweep: [] for lr)"
+        )
+    if len(set(config.baseline.lr_sweep)) != len(config.baseline.lr_sweep):
+        raise ConfigError(f"{source}: baseline.lr_sweep = {config.baseline.lr_sweep} repeats a rate")
     if config.reference is not None and config.reference not in names:
         raise ConfigError(f"{source}: reference = {config.reference!r} is not a variant ({', '.join(names)})")
 

@@ -3,7 +3,9 @@
 Layout under ``output_dir``::
 
     data/                       the train / held-out split (training files, held-out texts)
+    evaluation_texts.json       texts scored / held for validation, (near-)duplicates dropped, copy baseline
     tokenizer/                  the study's BPE (when the recipe trains one), trained on the training split
+    sweep/plain_lr/lr<rate>/    the plain arm's LR sweep (``ablation.sweep``), run before the plain cells
     trunks/seed<k>/             phases 1-2 of seed k, shared by every RexBERT arm of that seed
     cells/<variant>/seed<k>/    the arm's training folder (phase 3, or the plain arm) and ``result.json``
 
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
     from training.recipe import Recipe
 
 RESULT_FILE = "result.json"
+NOTES_FILE = "evaluation_texts.json"  # the study's evaluation texts in numbers (see evaluation_notes)
 
 
 @dataclass(frozen=True)
@@ -82,10 +85,34 @@ class Study:
             tokenizer = train_shared_tokenizer(study_recipe(config, split, None), out / "tokenizer")
         recipe = study_recipe(config, split, tokenizer)
         evaluation = config.evaluation
+        # held for validation whenever a sweep is configured, so every shard writes the same notes
+        validation = config.baseline.sweep_validation_texts if config.baseline.lr_sweep else 0
         texts = evaluation_texts(
-            split, recipe, evaluation.max_texts, evaluation.entity_max_texts, evaluation.seed
+            split, recipe, evaluation.max_texts, evaluation.entity_max_texts, evaluation.seed, validation
         )
+        write_json_atomic(out / NOTES_FILE, evaluation_notes(recipe, texts, config))
         return cls(config, split, recipe, texts, _fitted_miner(recipe))
+
+
+def evaluation_notes(recipe, texts: EvaluationTexts, config: AblationConfig) -> dict:
+    """What the report says about the evaluation texts: how many were scored and held for validation,
+    the share dropped as (near-)duplicates of training text, and the copy baseline (the leak floor)."""
+    from ablation.scoring import copy_baseline
+    from training.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(recipe.tokenizer.name_or_path)
+    return {
+        "scored_texts": {name: len(values) for name, values in texts.fields.items()},
+        "entity_texts": len(texts.products),
+        "validation_texts": {name: len(values) for name, values in texts.validation.items()},
+        "heldout_filter": texts.filtered,
+        "copy_baseline": copy_baseline(tokenizer, texts, config.evaluation),
+    }
+
+
+def read_notes(config: AblationConfig) -> dict | None:
+    path = Path(config.output_dir) / NOTES_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def _fitted_miner(recipe):
@@ -113,9 +140,18 @@ def train_cell(study: Study, cell: Cell) -> tuple[Path, list[dict], bool]:
 
     config, folder = study.config, cell.folder(study.config.output_dir)
     if cell.variant.kind == "hf_mlm":
-        recipe = baseline_recipe(study.recipe, config.baseline, cell.seed, folder / "train")
-        final, record = train_baseline(recipe, config.baseline)
-        return final, [record], False
+        from dataclasses import replace
+
+        from ablation.sweep import chosen_lr, point_folder
+
+        lr = chosen_lr(config)
+        settings = replace(config.baseline, lr=lr, lr_sweep=[])
+        swept = config.baseline.lr_sweep and cell.seed == config.seeds[0]
+        train_dir = point_folder(config.output_dir, lr) / "train" if swept else folder / "train"  # same run
+        final, record = train_baseline(
+            baseline_recipe(study.recipe, settings, cell.seed, train_dir), settings
+        )
+        return final, [{**record, "learning_rate": lr or study.recipe.phase1.lr}], False
     recipe = arm_recipe(study.recipe, cell.variant, cell.seed, folder / "train")
     trunk = train_trunk(recipe, Path(config.output_dir) / "trunks" / f"seed{cell.seed}")
     final = train_arm(recipe, trunk)
@@ -181,8 +217,17 @@ def run_grid(
     ``shard = (i, n)``: this process trains the seeds at positions i, i + n, ... of ``config.seeds`` (a
     seed's arms share its trunk, so seeds are the unit of parallel work: one shard per GPU or node).
     """
+    from ablation.sweep import POINT_FILE, point_folder, run_point, sweep_done, sweep_rates
+
     index, count = shard
     study = None
+    for j, lr in enumerate(sweep_rates(config)):  # the plain arm's LR sweep first: its cells need it
+        if j % count != index or (point_folder(config.output_dir, lr) / POINT_FILE).is_file():
+            continue
+        study = study or Study.prepare(config)
+        log(f"[ablate] plain-arm LR sweep: lr {lr:g}")
+        point = run_point(study, lr)
+        log(f"[ablate] plain-arm LR sweep: lr {lr:g} scores {point['score']:.4f} on validation text")
     for cell in cells(config):
         if config.seeds.index(cell.seed) % count != index:
             continue
@@ -190,6 +235,9 @@ def run_grid(
         path = cell.result_path(config.output_dir)
         if path.is_file():
             log(f"{name}: finished earlier, kept ({path})")
+            continue
+        if cell.variant.kind == "hf_mlm" and not sweep_done(config):
+            log(f"{name}: waits for the LR sweep points of the other shards; rerun once they are done")
             continue
         study = study or Study.prepare(config)
         log(f"{name}: training")

@@ -7,8 +7,9 @@
 
 The recipe's sources that read those files are pointed at the training files (:func:`point_at_training`).
 Evaluation texts that still occur verbatim inside a training document (catalogues repeat titles under other
-ids) are dropped by :func:`evaluation_texts`, so "held out" means "not in the training text", not "another
-id".
+ids), or that are near-duplicates of a line or paragraph of one (word Jaccard >= 0.8: the same cable in
+another length), are dropped by :func:`evaluation_texts`, so "held out" means "not in the training text,
+nor nearly", not "another id". The share dropped is reported (``EvaluationTexts.filtered``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import json
 import re
 import zipfile
 import zlib
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from curation.io_utils import atomic_write
@@ -145,6 +147,11 @@ def point_at_training(recipe, split: StudySplit) -> list[str]:
     return changed
 
 
+# word-set Jaccard from which a held-out text counts as the training text it nearly repeats: one size or
+# length apart in a 5-10 word title is 0.7-0.85; the issue that asked for this measured titles at >= 0.8
+HELDOUT_NEAR_DUPLICATE_JACCARD = 0.8
+
+
 @dataclass(frozen=True)
 class EvaluationTexts:
     """Held-out texts every cell is scored on.
@@ -153,10 +160,16 @@ class EvaluationTexts:
         fields: masked-token recovery texts per field: ``product_title``, ``product_description`` (held-out
             Icecat products and ESCI test products) and ``general`` (held-out WikiText / Gutenberg passages).
         products: held-out product texts (title + description) for the entity/attribute recovery.
+        validation: per field, held-out texts after the scored ones (disjoint from ``fields``) on which
+            choices are made (the plain arm's learning rate), so no choice sees a scored text.
+        filtered: per field (and ``products``), the distinct candidate texts and how many were dropped as
+            ``verbatim`` or ``near_duplicate`` training text (``near_duplicate_share`` of the candidates).
     """
 
     fields: dict[str, list[str]]
     products: list[str]
+    validation: dict[str, list[str]] = field(default_factory=dict)
+    filtered: dict[str, dict] = field(default_factory=dict)
 
 
 def _column_texts(path: Path, column: str) -> list[str]:
@@ -170,19 +183,22 @@ def _normalised(text: str) -> str:
     return " ".join(text.split())
 
 
-def training_corpus(recipe) -> str:
-    """Every document of the recipe's local, in-memory sources (whitespace normalised), one per line.
-    Streaming and Hub sources are not read (the GPU studies' web corpora are not filtered)."""
+def training_documents(recipe) -> Iterator[str]:
+    """Every document of the recipe's local, in-memory sources. Streaming and Hub sources are not read (the
+    GPU studies' web corpora are not filtered)."""
     from training.data import load_source, source_files
 
-    documents = []
     for source in (*recipe.data.general, *recipe.data.domain):
         if source.streaming or source_files(source) is None:
             continue
         full = copy.copy(source)
         full.max_docs = None  # whatever a cell reads is a prefix of this
-        documents += [_normalised(t) for t in load_source(full).texts]
-    return "\n".join(documents)
+        yield from load_source(full).texts
+
+
+def training_corpus(recipe) -> str:
+    """Every training document (whitespace normalised), one per line (:func:`training_documents`)."""
+    return "\n".join(_normalised(t) for t in training_documents(recipe))
 
 
 def _occurring(corpus: str, needles: set[str]) -> set[str]:
@@ -199,18 +215,52 @@ def _occurring(corpus: str, needles: set[str]) -> set[str]:
     return {needle for _, needle in automaton.iter(corpus)}
 
 
+def _units(document: str) -> Iterator[str]:
+    """The lines of a document, and its paragraphs of several lines (hard-wrapped books)."""
+    for paragraph in re.split(r"\n\s*\n", document):
+        lines = [line for line in paragraph.split("\n") if line.strip()]
+        yield from lines
+        if len(lines) > 1:
+            yield " ".join(lines)
+
+
+def near_duplicates_in_training(
+    texts: Iterable[str], documents: Iterable[str], threshold: float = HELDOUT_NEAR_DUPLICATE_JACCARD
+) -> set[str]:
+    """The ``texts`` with a near-duplicate (word Jaccard >= ``threshold``) among the lines and paragraphs
+    of ``documents``. The texts are indexed (curation's MinHash, :mod:`evaluation.near_duplicates`) and
+    the documents streamed past them once: memory is the texts', not the corpus'."""
+    from evaluation.near_duplicates import NearDuplicateIndex
+
+    index = NearDuplicateIndex(threshold)
+    keys = list(dict.fromkeys(texts))
+    for text in keys:
+        index.add(text)
+    found: set[str] = set()
+    for document in documents:
+        for unit in _units(document):
+            found.update(keys[i] for i in index.matches(unit))
+    return found
+
+
 def evaluation_texts(
-    split: StudySplit, recipe, max_texts: int, entity_max_texts: int, seed: int
+    split: StudySplit,
+    recipe,
+    max_texts: int,
+    entity_max_texts: int,
+    seed: int,
+    validation_texts: int = 0,
 ) -> EvaluationTexts:
-    """The held-out texts (first ``max_texts`` per field after a seeded shuffle), without any text that
-    occurs verbatim inside a training document of ``recipe`` (catalogues repeat titles under other ids)."""
+    """The held-out texts (first ``max_texts`` per field after a seeded shuffle, then ``validation_texts``
+    more per field for choices), without any text whose lines occur verbatim inside a training document of
+    ``recipe`` or nearly repeat one of its lines or paragraphs (:func:`near_duplicates_in_training`)."""
     import pyarrow.parquet as pq
 
     from evaluation.blocks import ordered_texts
     from evaluation.data import load_esci, product_field_texts
+    from evaluation.near_duplicates import distinct_texts
     from rexbert_cli.product_check import product_texts
 
-    corpus = training_corpus(recipe)
     esci_test = load_esci(None, "test")
     titles = _column_texts(split.icecat_heldout, "title") + product_field_texts(esci_test, "title")
     descriptions = _column_texts(split.icecat_heldout, "short_description") + product_field_texts(
@@ -218,21 +268,30 @@ def evaluation_texts(
     )
     general = [json.loads(line)["text"] for line in split.general_heldout.read_text("utf-8").splitlines()]
     products = product_texts(pq.read_table(split.icecat_heldout).to_pylist())
+    names = ("product_title", "product_description", "general", "products")
+    candidates = {
+        name: ordered_texts(distinct_texts(texts), seed)
+        for name, texts in zip(names, (titles, descriptions, general, products))
+    }
+    paragraphs = {_normalised(p) for texts in candidates.values() for t in texts for p in t.split("\n")}
+    verbatim = _occurring(training_corpus(recipe), paragraphs)
+    near = near_duplicates_in_training(paragraphs - verbatim, training_documents(recipe))
 
-    candidates = [
-        ordered_texts(list(dict.fromkeys(t)), seed) for t in (titles, descriptions, general, products)
-    ]
-    seen = _occurring(corpus, {_normalised(p) for texts in candidates for t in texts for p in t.split("\n")})
+    def reason(text: str) -> str | None:
+        parts = {_normalised(p) for p in text.split("\n")}
+        return "verbatim" if parts & verbatim else "near_duplicate" if parts & near else None
 
-    def pick(texts: list[str], limit: int) -> list[str]:
-        unseen = (t for t in texts if not any(_normalised(p) in seen for p in t.split("\n")))
-        return [t for _, t in zip(range(limit), unseen)]
-
+    kept, filtered = {}, {}
+    for name, texts in candidates.items():
+        reasons = [reason(t) for t in texts]
+        kept[name] = [t for t, r in zip(texts, reasons) if r is None]
+        dropped = {r: reasons.count(r) for r in ("verbatim", "near_duplicate")}
+        share = dropped["near_duplicate"] / max(1, len(texts))
+        filtered[name] = {"candidates": len(texts), **dropped, "near_duplicate_share": round(share, 4)}
+    fields = names[:3]
     return EvaluationTexts(
-        fields={
-            "product_title": pick(candidates[0], max_texts),
-            "product_description": pick(candidates[1], max_texts),
-            "general": pick(candidates[2], max_texts),
-        },
-        products=pick(candidates[3], entity_max_texts),
+        fields={name: kept[name][:max_texts] for name in fields},
+        products=kept["products"][:entity_max_texts],
+        validation={name: kept[name][max_texts : max_texts + validation_texts] for name in fields},
+        filtered=filtered,
     )

@@ -102,7 +102,80 @@ def _difference_cell(stat: dict, percent: bool) -> str:
     return text
 
 
-def markdown(stats: dict, results: list[dict], command: str, settings: dict) -> str:
+def _copy_row(notes: dict | None) -> list[str]:
+    """The copy baseline's row of the arms table (masked-token columns only; "–" elsewhere)."""
+    scores = (notes or {}).get("copy_baseline")
+    if not scores:
+        return []
+    cells = [
+        f"{scores[key] * 100:.2f}" if key in scores and percent else "–" for key, _, percent in TABLE_METRICS
+    ]
+    return ["| " + " | ".join(["copy (model-free baseline)", "–", *cells]) + " |"]
+
+
+def _notes_lines(notes: dict | None) -> list[str]:
+    if not notes:
+        return []
+    lines = [
+        "",
+        "## Evaluation texts",
+        "",
+        "Held-out texts scored per field: "
+        + ", ".join(f"{k} {v}" for k, v in notes["scored_texts"].items())
+        + f"; entity texts {notes['entity_texts']}. Dropped from the distinct held-out candidates because a "
+        "line occurs verbatim in a training document, or nearly repeats a training line or paragraph (word "
+        "Jaccard >= 0.8, MinHash):",
+        "",
+        "| field | candidates | verbatim | near-duplicate | near-duplicate share |",
+        "|---|---|---|---|---|",
+    ]
+    for name, row in notes["heldout_filter"].items():
+        share = f"{row['near_duplicate_share'] * 100:.1f}%"
+        lines.append(
+            f"| {name} | {row['candidates']} | {row['verbatim']} | {row['near_duplicate']} | {share} |"
+        )
+    if any(notes.get("validation_texts", {}).values()):
+        lines += [
+            "",
+            "Validation texts (after the scored ones, never scored): "
+            + ", ".join(f"{k} {v}" for k, v in notes["validation_texts"].items())
+            + ".",
+        ]
+    lines += [
+        "",
+        "The copy baseline predicts a masked token by copying, from the same block, the token that follows "
+        "its left context elsewhere (no model): an arm is only worth its distance above that row.",
+    ]
+    return lines
+
+
+def _sweep_lines(sweep: dict | None) -> list[str]:
+    if not sweep:
+        return []
+    lines = [
+        "",
+        "## Plain arm (d): AdamW peak learning rate",
+        "",
+        f"Each rate trained the plain arm once (seed {sweep['points'][0]['seed']}, the full budget) and was "
+        f"scored on the validation texts ({sweep['criterion']}); the best trains every seed.",
+        "",
+        "| peak LR | validation top-1 (mean, %) | chosen |",
+        "|---|---|---|",
+    ]
+    for point in sweep["points"]:
+        chosen = "✓" if point["lr"] == sweep["chosen"] else ""
+        lines.append(f"| {point['lr']:g} | {point['score'] * 100:.2f} | {chosen} |")
+    return lines
+
+
+def markdown(
+    stats: dict,
+    results: list[dict],
+    command: str,
+    settings: dict,
+    notes: dict | None = None,
+    sweep: dict | None = None,
+) -> str:
     arms = list(stats["arms"])
     header = ["arm", "seeds", *(title for _, title, _ in TABLE_METRICS)]
     lines = [
@@ -122,6 +195,7 @@ def markdown(stats: dict, results: list[dict], command: str, settings: dict) -> 
         seeds = max((s["n"] for s in row.values()), default=0)
         cells = [_cell(row.get(key), percent) for key, _, percent in TABLE_METRICS]
         lines.append("| " + " | ".join([arm, str(seeds), *cells]) + " |")
+    lines += _copy_row(notes)
     reference = stats["reference"]
     lines += [
         "",
@@ -135,6 +209,7 @@ def markdown(stats: dict, results: list[dict], command: str, settings: dict) -> 
     for arm, row in stats["differences_to_reference"].items():
         cells = [_difference_cell(row.get(key), percent) for key, _, percent in TABLE_METRICS]
         lines.append("| " + " | ".join([arm, *cells]) + " |")
+    lines += _sweep_lines(sweep) + _notes_lines(notes)
     lines += ["", "![loss curves](loss_curves.png)", "", "![top-1 accuracy](accuracy.png)", ""]
     return "\n".join(lines)
 
@@ -196,8 +271,19 @@ def plot_accuracy(stats: dict, path: Path) -> Path:
     return path
 
 
-def write_report(results: list[dict], arms: list[str], reference: str, folder: Path, command: str) -> Path:
-    """Write report.md, report.json, loss_curves.png and accuracy.png into ``folder``; returns report.md."""
+def write_report(
+    results: list[dict],
+    arms: list[str],
+    reference: str,
+    folder: Path,
+    command: str,
+    notes: dict | None = None,
+    sweep: dict | None = None,
+) -> Path:
+    """Write report.md, report.json, loss_curves.png and accuracy.png into ``folder``; returns report.md.
+
+    ``notes``: the study's evaluation texts in numbers (``grid.evaluation_notes``); ``sweep``: the plain
+    arm's LR sweep (``sweep.sweep_summary``)."""
     folder.mkdir(parents=True, exist_ok=True)
     stats = aggregate(results, arms, reference)
     settings = {
@@ -206,12 +292,13 @@ def write_report(results: list[dict], arms: list[str], reference: str, folder: P
         "seeds": sorted({r["seed"] for r in results}),
     }
     cells = [{k: v for k, v in r.items() if k != "loss_curve"} for r in results]
-    write_json_atomic(folder / "report.json", {"command": command, **settings, **stats, "cells": cells})
+    document = {"command": command, **settings, **stats, "evaluation_texts": notes, "lr_sweep": sweep}
+    write_json_atomic(folder / "report.json", {**document, "cells": cells})
     plot_loss_curves(results, arms, folder / "loss_curves.png")
     plot_accuracy(stats, folder / "accuracy.png")
     path = folder / "report.md"
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(markdown(stats, results, command, settings), encoding="utf-8")
+    tmp.write_text(markdown(stats, results, command, settings, notes, sweep), encoding="utf-8")
     tmp.replace(path)
     return path
 

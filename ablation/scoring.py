@@ -66,24 +66,51 @@ def entity_recovery(model, tokenizer, texts, miner, cfg: EvaluationConfig) -> di
     return scores
 
 
+def _mlm_config(protocol: str, fields, cfg: EvaluationConfig):
+    from evaluation.mlm_recovery import MLMRecoveryConfig
+
+    return MLMRecoveryConfig(
+        protocol=protocol,
+        fields=tuple(fields),
+        block_sizes=(cfg.block_size,),
+        mask_probability=cfg.mask_probability,
+        top_k=TOP_K,
+        seed=cfg.seed,
+    )
+
+
+def _flat_scores(rows: list[dict], protocol: str) -> dict[str, float]:
+    """``<field>_<protocol>_<metric>`` (``top1``, ``across_texts_top1`` ...) and ``..._masked_tokens``."""
+    scores = {}
+    for row in rows:
+        name = f"{row['task'].removeprefix('mlm_')}_{protocol}"  # task "mlm_<field>"
+        scores[f"{name}_{row['metric'].removesuffix('_accuracy')}"] = row["value"]
+        scores[f"{name}_masked_tokens"] = row["n"]
+    return scores
+
+
 def mlm_recovery(model, tokenizer, texts: EvaluationTexts, cfg: EvaluationConfig) -> dict[str, float]:
     """``<field>_<protocol>_top<k>`` and ``<field>_<protocol>_masked_tokens`` for every protocol."""
-    from evaluation.mlm_recovery import MLMRecoveryConfig, evaluate_model
+    from evaluation.mlm_recovery import evaluate_model
 
     scores = {}
     for protocol in cfg.protocols:
-        mlm = MLMRecoveryConfig(
-            protocol=protocol,
-            fields=tuple(texts.fields),
-            block_sizes=(cfg.block_size,),
-            mask_probability=cfg.mask_probability,
-            top_k=TOP_K,
-            seed=cfg.seed,
+        mlm = _mlm_config(protocol, texts.fields, cfg)
+        scores.update(_flat_scores(evaluate_model(model, tokenizer, texts.fields, mlm, split=None), protocol))
+    return scores
+
+
+def copy_baseline(tokenizer, texts: EvaluationTexts, cfg: EvaluationConfig) -> dict[str, float]:
+    """The model-free copy predictor (``evaluation.copy_baseline``) on the cells' blocks and masks, keyed as
+    :func:`mlm_recovery` (plus ``..._across_texts_top<k>``): the report's leak floor."""
+    from evaluation.mlm_recovery import evaluate_copy_baseline
+
+    scores = {}
+    for protocol in cfg.protocols:
+        mlm = _mlm_config(protocol, texts.fields, cfg)
+        scores.update(
+            _flat_scores(evaluate_copy_baseline(tokenizer, texts.fields, mlm, split=None), protocol)
         )
-        for row in evaluate_model(model, tokenizer, texts.fields, mlm, split=None):
-            name = f"{row['task'].removeprefix('mlm_')}_{protocol}"  # task "mlm_<field>"
-            scores[f"{name}_{row['metric'].removesuffix('_accuracy')}"] = row["value"]
-            scores[f"{name}_masked_tokens"] = row["n"]
     return scores
 
 

@@ -92,9 +92,15 @@ def register(subparsers) -> None:
     )
     mlm.add_argument(
         "--packing",
-        default="block",
-        choices=["block", "truncate"],
-        help="block: texts concatenated into blocks; truncate: one text per block",
+        default="truncate",
+        choices=["truncate", "block"],
+        help="truncate: one text per block (default); block: texts concatenated (other texts can be copied)",
+    )
+    mlm.add_argument(
+        "--baselines",
+        type=_baselines,
+        default=("copy",),
+        help="model-free rows on the same masks: 'copy' (the leak floor, default) or 'none'",
     )
     mlm.add_argument(
         "--no-shuffle",
@@ -237,6 +243,10 @@ def _config_from_args(config_cls, args: argparse.Namespace):
 
     names = {f.name for f in dataclasses.fields(config_cls)}
     return config_cls(**{k: v for k, v in vars(args).items() if k in names})
+
+
+def _baselines(text: str) -> tuple[str, ...]:
+    return () if text.strip().lower() == "none" else _strs(text)
 
 
 def _run_mlm(args) -> int:

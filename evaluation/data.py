@@ -164,16 +164,20 @@ def product_text(frame: pd.DataFrame, max_description_chars: int | None = None) 
 
 
 def product_field_texts(frame: pd.DataFrame, field: str) -> list[str]:
-    """Distinct non-empty product titles or descriptions (one per product, first occurrence order)."""
+    """Distinct non-empty product titles or descriptions, in first-occurrence order.
+
+    Distinct by *normalised text* (:func:`evaluation.near_duplicates.distinct_texts`: same words in the same
+    order, whatever the case, spacing or punctuation), not by product id: a catalogue repeats titles under
+    other ids, and a repeated text packed beside itself can be copied instead of predicted.
+    """
+    from evaluation.near_duplicates import distinct_texts
+
     source = frame.attrs.get("source", "esci")
     if field not in PRODUCT_FIELDS:
         raise DataError(f"field={field!r}: expected one of {list(PRODUCT_FIELDS)}")
     column = PRODUCT_FIELDS[field]
     require_columns(frame, [column], source)
-    keyed = frame.drop_duplicates("product_id") if "product_id" in frame.columns else frame
-    texts = [
-        str(t).strip() for t in keyed[column].tolist() if t is not None and not pd.isna(t) and str(t).strip()
-    ]
+    texts = distinct_texts(str(t).strip() for t in frame[column].tolist() if t is not None and not pd.isna(t))
     if not texts:
         raise DataError(f"{source}: column {column!r} has no non-empty text")
     return texts

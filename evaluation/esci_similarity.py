@@ -148,13 +148,25 @@ class SimilarityConfig:
 @dataclass
 class PairSplit:
     """Args: train / validation / test: frames with ``sentence1, sentence2, score, group`` (ESCI: +``label``);
-    label: run name (``seed0``, ``fold2-seed1``); seed: the run's seed."""
+    label: run name (``seed0``, ``fold2-seed1``); seed: the run's seed; dropped: training pairs left out
+    because they share a query or product text with the test (or validation) pairs."""
 
     train: pd.DataFrame
     validation: pd.DataFrame
     test: pd.DataFrame
     label: str = "seed0"
     seed: int = 0
+    dropped: int = 0
+
+    def sizes(self) -> dict:
+        """Pairs of each part (reported in the record: folds are compared by their sizes)."""
+        return {
+            "run": self.label,
+            "test_pairs": len(self.test),
+            "train_pairs": len(self.train),
+            "validation_pairs": len(self.validation),
+            "dropped_training_pairs": self.dropped,
+        }
 
 
 # -------------------------------------------------------------------------------------------- pairs
@@ -175,8 +187,13 @@ def shared_text_groups(first: Sequence[str], second: Sequence[str]) -> np.ndarra
     return component[q_index]
 
 
+def _query_groups(first: Sequence[str]) -> np.ndarray:
+    """(N,) one group per distinct first text (query)."""
+    return np.unique(np.asarray(first, dtype=object).astype(str), return_inverse=True)[1]
+
+
 def esci_pairs(frame: pd.DataFrame) -> pd.DataFrame:
-    """(query, product text, graded score, label, query/product group) for every ESCI row."""
+    """(query, product text, graded score, label, query group) for every ESCI row (see :func:`fold_units`)."""
     source = frame.attrs.get("source", "esci")
     require_columns(frame, ["query", "esci_label", "product_title"], source)
     queries = frame["query"].astype(str).tolist()
@@ -187,7 +204,8 @@ def esci_pairs(frame: pd.DataFrame) -> pd.DataFrame:
             "sentence2": documents,
             "score": esci_scores(frame),
             "label": frame["esci_label"].astype(str).str.strip().str[0].str.upper().tolist(),
-            "group": shared_text_groups(queries, documents),
+            "group": _query_groups(queries),
+            "text_groups": True,
         }
     )
 
@@ -204,7 +222,11 @@ def stsb_pairs(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def load_pair_file(path: str | Path) -> pd.DataFrame:
-    """A user pair file: ``sentence1, sentence2, score`` (+ ``group``, ``split``), CSV/TSV/JSONL/parquet."""
+    """A user pair file: ``sentence1, sentence2, score`` (+ ``group``, ``split``), CSV/TSV/JSONL/parquet.
+
+    The file's own ``group`` column is kept whole in every fold; without one, pairs are grouped by their
+    texts as ESCI's are (:func:`fold_units`).
+    """
     path = Path(path)
     readers = {
         ".csv": lambda p: pd.read_csv(p),
@@ -229,35 +251,100 @@ def load_pair_file(path: str | Path) -> pd.DataFrame:
         )
     pairs = frame.assign(score=scores.astype(float))
     if "group" not in pairs.columns:
-        pairs["group"] = shared_text_groups(pairs["sentence1"], pairs["sentence2"])
+        pairs["group"] = _query_groups(pairs["sentence1"])
+        pairs["text_groups"] = True
     pairs.attrs["source"] = str(path)
     return pairs.reset_index(drop=True)
 
 
-def _hold_out(frame: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    from sklearn.model_selection import GroupShuffleSplit
+def fold_units(pairs: pd.DataFrame, folds: int, seed: int = 0) -> np.ndarray:
+    """(N,) the unit each pair is assigned to a fold with: pairs of one unit are always on the same side.
 
-    keep, held = next(
-        GroupShuffleSplit(n_splits=1, test_size=fraction, random_state=seed).split(
-            frame, groups=frame["group"]
-        )
-    )
-    return frame.iloc[keep].reset_index(drop=True), frame.iloc[held].reset_index(drop=True)
+    Pairs grouped by their texts (ESCI, pair files without a ``group`` column) form the connected components
+    of "shares a query or a product text" (:func:`shared_text_groups`) -- except a component holding more
+    than half a fold's share of the pairs: offline ESCI's largest component holds half of the test pairs, and
+    kept whole it makes folds of very unequal size. Such a component is cut into runs of whole queries of at
+    most half a fold's share each, taken in reverse Cuthill-McKee order of its query graph (queries sharing a
+    product are adjacent), so few products end up in two runs; the product texts a cut leaves on both sides
+    of a fold are dropped from its training side (:func:`without_shared_texts`). ``seed`` shifts where the
+    runs are cut (each seed draws other folds). A file's own groups are never split.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import reverse_cuthill_mckee
+
+    groups = pairs["group"].to_numpy()
+    if "text_groups" not in pairs.columns:
+        return np.unique(groups, return_inverse=True)[1]
+    component = _components(pairs)
+    share = len(pairs) / folds / 2
+    too_big = np.bincount(component)[component] > share
+    if not too_big.any():
+        return component
+    query = np.unique(pairs["sentence1"].astype(str), return_inverse=True)[1]
+    product = np.unique(pairs["sentence2"].astype(str), return_inverse=True)[1]
+    incidence = coo_matrix((np.ones(len(pairs)), (query, product))).tocsr()  # (queries, products)
+    order = reverse_cuthill_mckee((incidence @ incidence.T).tocsr(), symmetric_mode=True)
+    pairs_per_query = np.bincount(query)
+    split_queries = set(query[too_big].tolist())
+    run_of, run = {}, 0
+    filled = np.random.default_rng(seed).uniform(0, share)  # a seeded offset of the first cut
+    for q in order.tolist():
+        if q in split_queries:
+            if filled and filled + pairs_per_query[q] > share:
+                run, filled = run + 1, 0
+            run_of[q], filled = run, filled + pairs_per_query[q]
+    keys = [f"r{run_of[q]}" if big else f"c{c}" for q, c, big in zip(query, component, too_big)]
+    return np.unique(keys, return_inverse=True)[1]
+
+
+def balanced_folds(units: np.ndarray, folds: int, seed: int) -> list[np.ndarray]:
+    """Test indices of each fold: whole units, the largest first, each to the fold with the fewest pairs so
+    far (scikit-learn's unshuffled ``GroupKFold``); units of equal size in a seeded random order.
+
+    ``GroupKFold(shuffle=True)`` deals out equal *numbers of units* instead, whatever their sizes.
+    """
+    from sklearn.model_selection import GroupKFold
+
+    relabelled = np.random.default_rng(seed).permutation(units.max() + 1)[units]  # seeded tie order
+    return [test for _, test in GroupKFold(n_splits=folds).split(units, groups=relabelled)]
+
+
+def without_shared_texts(train: pd.DataFrame, held: pd.DataFrame) -> pd.DataFrame:
+    """``train`` without the pairs whose query or product text occurs in ``held``."""
+    shared = train["sentence1"].isin(set(held["sentence1"])) | train["sentence2"].isin(set(held["sentence2"]))
+    return train[~shared].reset_index(drop=True)
+
+
+def _components(pairs: pd.DataFrame) -> np.ndarray:
+    """(N,) the closed units of ``pairs``: connected components of shared texts, or the file's own groups."""
+    if "text_groups" in pairs.columns:
+        return shared_text_groups(pairs["sentence1"], pairs["sentence2"])
+    return np.unique(pairs["group"].to_numpy(), return_inverse=True)[1]
+
+
+def _whole_units(units: np.ndarray, max_pairs: int, seed: int) -> np.ndarray:
+    """(N,) bool: whole units in a seeded random order, each taken if it still fits in ``max_pairs``."""
+    sizes = np.bincount(units)
+    taken, total = np.zeros(len(sizes), dtype=bool), 0
+    for unit in np.random.default_rng(seed).permutation(len(sizes)):
+        if total + sizes[unit] <= max_pairs:
+            taken[unit], total = True, total + sizes[unit]
+    return taken[units]
+
+
+def _hold_out(frame: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(fit, validation): whole connected components (no text on both sides) up to ``fraction`` of the
+    pairs, so no training pair is lost to the validation slice."""
+    held = _whole_units(_components(frame), round(fraction * len(frame)), seed)
+    return frame[~held].reset_index(drop=True), frame[held].reset_index(drop=True)
 
 
 def _limit_pairs(pairs: pd.DataFrame, max_pairs: int | None, seed: int) -> pd.DataFrame:
-    """Whole groups in a seeded random order until ``max_pairs`` pairs (keeps many groups)."""
+    """Whole groups (queries) in a seeded random order until ``max_pairs`` pairs (keeps many groups)."""
     if max_pairs is None or len(pairs) <= max_pairs:
         return pairs
-    groups = pairs["group"].drop_duplicates().sample(frac=1.0, random_state=seed).tolist()
-    sizes = pairs.groupby("group").size()
-    keep, total = set(), 0
-    for group in groups:
-        if total + sizes[group] > max_pairs:
-            continue
-        keep.add(group)
-        total += sizes[group]
-    return pairs[pairs["group"].isin(keep)].reset_index(drop=True)
+    units = np.unique(pairs["group"].to_numpy(), return_inverse=True)[1]
+    return pairs[_whole_units(units, max_pairs, seed)].reset_index(drop=True)
 
 
 def task_data(
@@ -291,36 +378,33 @@ def task_data(
 def make_splits(
     cfg: SimilarityConfig, data: str | None = None, data_dir: str | None = None, hub: bool = False
 ) -> list[PairSplit]:
-    """Every run of ``cfg``: one PairSplit per seed (official / STS-B) or per (fold, seed) (``cv``)."""
-    from sklearn.model_selection import GroupKFold
+    """Every run of ``cfg``: one PairSplit per seed (official / STS-B) or per (fold, seed) (``cv``).
 
+    ``cv`` folds are balanced in pairs (:func:`fold_units`, :func:`balanced_folds`); a fold's training part
+    loses the pairs sharing a query or product text with its test pairs.
+    """
     train, test, _ = task_data(cfg, data, data_dir, hub)
     splits = []
     if train is not None:
         train = _limit_pairs(train, cfg.max_pairs, cfg.seeds[0])
         for seed in cfg.seeds:
             fit, validation = _hold_out(train, cfg.validation_fraction, seed)
-            splits.append(PairSplit(fit, validation, test, f"seed{seed}", seed))
+            dropped = len(train) - len(fit) - len(validation)
+            splits.append(PairSplit(fit, validation, test, f"seed{seed}", seed, dropped))
         return splits
     pairs = _limit_pairs(test, cfg.max_pairs, cfg.seeds[0])
-    n_groups = pairs["group"].nunique()
-    if n_groups < cfg.folds:
-        raise DataError(f"{cfg.task_name}: {n_groups} distinct groups cannot make {cfg.folds} grouped folds")
     for seed in cfg.seeds:
-        folds = GroupKFold(n_splits=cfg.folds, shuffle=True, random_state=seed)
-        for fold, (train_idx, test_idx) in enumerate(folds.split(pairs, groups=pairs["group"])):
-            fit, validation = _hold_out(
-                pairs.iloc[train_idx].reset_index(drop=True), cfg.validation_fraction, seed
+        units = fold_units(pairs, cfg.folds, seed)
+        if units.max() + 1 < cfg.folds:
+            raise DataError(
+                f"{cfg.task_name}: {units.max() + 1} distinct groups cannot make {cfg.folds} grouped folds"
             )
-            splits.append(
-                PairSplit(
-                    fit,
-                    validation,
-                    pairs.iloc[test_idx].reset_index(drop=True),
-                    f"fold{fold}-seed{seed}",
-                    seed,
-                )
-            )
+        for fold, test_idx in enumerate(balanced_folds(units, cfg.folds, seed)):
+            held = pairs.iloc[test_idx].reset_index(drop=True)
+            rest = without_shared_texts(pairs.drop(index=test_idx), held)
+            fit, validation = _hold_out(rest, cfg.validation_fraction, seed)
+            dropped = len(pairs) - len(held) - len(fit) - len(validation)
+            splits.append(PairSplit(fit, validation, held, f"fold{fold}-seed{seed}", seed, dropped))
     return splits
 
 
@@ -557,6 +641,7 @@ def run_similarity(
     else:
         source = cfg.task
     extra = {"protocol": "official" if cfg.task == "stsb" else cfg.protocol, **meta}
+    run_sizes = [split.sizes() for split in splits]  # the record reports every fold's size
     records = []
     for name in models:
         runs = [
@@ -573,6 +658,8 @@ def run_similarity(
                 cfg.task_name, cfg.setting, metric, mean, n, values, sd if len(values) > 1 else None
             )
             rows.append({**row, **extra, "run_labels": [s.label for s in splits]})
-        config = {**asdict(cfg), "data": source}
+        config = {**asdict(cfg), "data": source, "protocol": extra["protocol"], "runs": run_sizes}
+        if extra["protocol"] != "cv":  # STS-B and the official protocol have no folds
+            config["folds"] = None
         records.append(make_record("esci_similarity", name, config, rows, model_path=resolve_model(name)))
     return records

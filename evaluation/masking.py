@@ -37,12 +37,15 @@ class MaskedExample:
         targets: original token id at each position.
         groups: scoring unit of each position (word index for ``word``; position index otherwise);
             a unit is recovered at k only if all its positions are.
+        text_ids: (S,) index of the packed text each token comes from, -1 for special tokens (token
+            protocols; None when unknown). Only the ``copy`` baseline reads it.
     """
 
     input_ids: list[int]
     positions: list[int]
     targets: list[int]
     groups: list[int]
+    text_ids: list[int] | None = None
 
 
 def example_rng(seed: int, content: str | Sequence[int]) -> np.random.Generator:

@@ -94,6 +94,32 @@ def expected_reciprocal_rank(scores: np.ndarray, relevant: np.ndarray) -> float:
     return sum(comb(t - j, r - 1) / comb(t, r) / (above + j) for j in range(1, t - r + 2))
 
 
+def expected_average_precision(scores: np.ndarray, relevant: np.ndarray) -> float:
+    """Average precision averaged over the orders of tied scores (McSherry & Najork, ECIR 2008).
+
+    A run of ``t`` tied documents holding ``r`` relevant ones, after ``n`` documents (``r0`` of them relevant)
+    ranked strictly higher: a relevant document of the run lands at tie position ``j`` (1..t) with
+    probability 1/t, and then has ``(j - 1)(r - 1)/(t - 1)`` other relevant documents of the run above it
+    on average, so the run adds ``r/t * sum_j (r0 + 1 + (j - 1)(r - 1)/(t - 1)) / (n + j)`` to the sum of
+    precisions at the relevant documents. Without ties this is scikit-learn's ``average_precision_score``
+    (which instead counts a tie as one threshold, i.e. every tied document at the tie's last rank).
+    """
+    scores, relevant = np.asarray(scores, dtype=float), np.asarray(relevant, dtype=bool)
+    total = int(relevant.sum())
+    if total == 0:
+        raise ValueError("average precision needs a relevant document")
+    values, run_sizes = np.unique(-scores, return_counts=True)  # runs of equal scores, best first
+    run_relevant = np.bincount(np.searchsorted(values, -scores[relevant]), minlength=len(values))
+    precision_sum, above, relevant_above = 0.0, 0, 0
+    for t, r in zip(run_sizes.tolist(), run_relevant.tolist()):
+        if r:
+            j = np.arange(1, t + 1)
+            others = (j - 1) * (r - 1) / (t - 1) if t > 1 else 0.0
+            precision_sum += r / t * float(np.sum((relevant_above + 1 + others) / (above + j)))
+        above, relevant_above = above + t, relevant_above + r
+    return precision_sum / total
+
+
 def ranking_metrics(
     query_ids: Sequence,
     scores: Sequence[float],
@@ -112,14 +138,15 @@ def ranking_metrics(
             (E, S and C): pass the smallest positive gain to compute its definition.
 
     Returns:
-        ``ndcg@k`` (scikit-learn's ``ndcg_score`` with the gains as relevance, ties averaged), ``map``
-        (``average_precision_score``), ``mrr`` (1 / rank of the first relevant document, its expectation
-        over the orders of tied scores: :func:`expected_reciprocal_rank`), and the number of queries behind
-        each: nDCG skips queries with a single document or no positive gain, MAP / MRR queries with no
-        relevant document. MTEB (``pytrec_eval``) orders tied scores by document id instead, so the two
-        differ only on queries with exactly tied scores.
+        ``ndcg@k`` (scikit-learn's ``ndcg_score`` with the gains as relevance: tied documents share their
+        expected gain), ``map`` (:func:`expected_average_precision`) and ``mrr``
+        (:func:`expected_reciprocal_rank`): all three are expectations over the orders of tied scores, so
+        no tie is won or lost by the order of the input. Also the number of queries behind each: nDCG skips
+        queries with a single document or no positive gain, MAP / MRR queries with no relevant document.
+        MTEB (``pytrec_eval``) orders tied scores by document id instead, so the two differ only on queries
+        with exactly tied scores.
     """
-    from sklearn.metrics import average_precision_score, ndcg_score
+    from sklearn.metrics import ndcg_score
 
     frame_ids, scores, gains = np.asarray(query_ids), np.asarray(scores, float), np.asarray(gains, float)
     ndcg, ap, rr = [], [], []
@@ -130,7 +157,7 @@ def ranking_metrics(
             ndcg.append(ndcg_score(g[None, :], s[None, :], k=k))
         relevant = g >= relevant_min_gain
         if relevant.any():
-            ap.append(average_precision_score(relevant, s) if not relevant.all() else 1.0)
+            ap.append(expected_average_precision(s, relevant))
             rr.append(expected_reciprocal_rank(s, relevant))
     if not ndcg and not ap:
         raise ValueError("ranking metrics need a query with a positive gain")

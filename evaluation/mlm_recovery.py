@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 from evaluation import blocks as blk
+from evaluation.copy_baseline import BASELINES, CopyPredictor
 from evaluation.masking import MaskedExample, collator_mask, span_mask, word_mask
 from evaluation.metrics import group_topk_accuracy, topk_accuracy
 from evaluation.mlm_scoring import MaskedTokenRanker, load_mlm, load_mlm_tokenizer
@@ -38,8 +39,9 @@ class MLMRecoveryConfig:
         sub-tokens are recovered) or ``collator`` (DataCollatorForLanguageModeling 15%, 80/10/10).
     fields: product fields evaluated separately: ``title`` and/or ``description``.
     block_sizes: tokens per block, special tokens included (Table 3: 128/256/512).
-    packing: ``block`` concatenates texts and cuts blocks (context grows with block size) or
-        ``truncate`` keeps one text per block.
+    packing: ``truncate`` keeps one text per block (default: a masked word can only be read from its own
+        text) or ``block`` concatenates texts and cuts blocks (context grows with block size, and so does
+        what can be copied from the other texts: see the ``copy`` baseline).
     shuffle: shuffle the texts with ``seed`` before packing (ESCI files are grouped by query: in file order,
         neighbouring titles leak the masked words). False = file order, only to reproduce old numbers.
     mask_probability: fraction masked (paper: 15%).
@@ -54,12 +56,14 @@ class MLMRecoveryConfig:
     tokenizer_mismatch: what ``span`` / ``collator`` do when the models' tokenizers differ (their blocks
         and masks would not be paired): ``refuse`` (error) or ``word`` (switch to the word protocol, with a
         warning and ``protocol_switched_from`` in the record).
+    baselines: model-free rows scored on the same blocks and masks (``copy``: the leak floor, see
+        :mod:`evaluation.copy_baseline`); empty = none.
     """
 
     protocol: str = "span"
     fields: tuple[str, ...] = ("title", "description")
     block_sizes: tuple[int, ...] = (128, 256, 512)
-    packing: str = "block"
+    packing: str = "truncate"
     shuffle: bool = True
     mask_probability: float = 0.15
     top_k: tuple[int, ...] = (1, 3, 5)
@@ -69,6 +73,7 @@ class MLMRecoveryConfig:
     head: str = "auto"
     block_tokenizer: str | None = None
     tokenizer_mismatch: str = "refuse"
+    baselines: tuple[str, ...] = ("copy",)
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -85,6 +90,10 @@ class MLMRecoveryConfig:
             )
         if not self.fields:
             raise MLMConfigError("fields: expected title and/or description")
+        self.baselines = tuple(self.baselines)
+        unknown = sorted(set(self.baselines) - set(BASELINES))
+        if unknown:
+            raise MLMConfigError(f"baselines={list(self.baselines)}: {unknown} unknown; expected {BASELINES}")
         if self.tokenizer_mismatch not in MISMATCH_POLICIES:
             raise MLMConfigError(
                 f"tokenizer_mismatch={self.tokenizer_mismatch!r}: expected one of {MISMATCH_POLICIES}"
@@ -129,15 +138,15 @@ def build_examples(
 
     ``word_texts`` are the shared word blocks for the ``word`` protocol (from :func:`blocks.word_blocks`
     over the block tokenizer); built from this tokenizer alone when omitted. [UNK] targets are never
-    scored: an [UNK] word is not masked (``span``) or not counted (``word`` / ``collator``).
+    scored: an [UNK] word is not masked (``span``) or not counted (``word`` / ``collator``). Token
+    protocols' examples carry the index of the text of every token (``text_ids``).
     """
     if tokenizer.mask_token_id is None:
         raise MLMConfigError(f"{type(tokenizer).__name__} has no mask token")
     p, unk = cfg.mask_probability, tokenizer.unk_token_id
-    texts = blk.ordered_texts(texts, cfg.seed, cfg.shuffle)
     if cfg.protocol == "word":
         if word_texts is None:
-            word_texts = blk.word_blocks(texts, [tokenizer], block_size, cfg.packing)
+            word_texts = word_block_texts(texts, tokenizer, block_size, cfg)
         examples = []
         for text in word_texts:
             # no truncation: the block tokenizer fixed the words; the caller checks the model's context
@@ -153,13 +162,27 @@ def build_examples(
             )
             examples.append(_unscored_unk(example, unk))
         return examples
-    token_blocks = blk.token_blocks(texts, tokenizer, block_size, cfg.packing)
+    ordered = blk.packing_order(texts, tokenizer, block_size, cfg.packing, cfg.seed, cfg.shuffle)
+    token_blocks = blk.token_blocks(ordered, tokenizer, block_size, cfg.packing)
     if cfg.protocol == "span":
-        return [
+        examples = [
             span_mask(b.input_ids, _without_unk_words(b, unk), tokenizer.mask_token_id, cfg.seed, p)
             for b in token_blocks
         ]
-    return [_unscored_unk(collator_mask(b.input_ids, tokenizer, cfg.seed, p), unk) for b in token_blocks]
+    else:
+        examples = [
+            _unscored_unk(collator_mask(b.input_ids, tokenizer, cfg.seed, p), unk) for b in token_blocks
+        ]
+    return [replace(e, text_ids=b.text_ids) for e, b in zip(examples, token_blocks)]
+
+
+def word_block_texts(
+    texts: Sequence[str], block_tokenizer, block_size: int, cfg: MLMRecoveryConfig
+) -> list[str]:
+    """The ``word`` protocol's blocks: the texts in the packing order every protocol uses (seeded shuffle),
+    cut into whole-word blocks of ``block_tokenizer``'s tokens."""
+    ordered = blk.packing_order(texts, block_tokenizer, block_size, cfg.packing, cfg.seed, cfg.shuffle)
+    return blk.word_blocks(ordered, [block_tokenizer], block_size, cfg.packing)
 
 
 def score_examples(
@@ -215,6 +238,27 @@ def _context(model_or_config) -> int | None:
     return getattr(config, "max_position_embeddings", None)
 
 
+def _field_examples(
+    tokenizer, texts_by_field, cfg, word_texts=None, context=None, name="model", blocks_from=None
+):
+    """(field, block size, examples) of every field and block size, each checked against ``context``."""
+    for field, texts in texts_by_field.items():
+        for block_size in cfg.block_sizes:
+            if context is not None and block_size > context:
+                raise MLMConfigError(
+                    f"{name}: block size {block_size} exceeds the model's context ({context})"
+                )
+            shared = (word_texts or {}).get((field, block_size))
+            examples = build_examples(texts, tokenizer, block_size, cfg, shared)
+            longest = max((len(e.input_ids) for e in examples), default=0)
+            if context is not None and longest > context:
+                raise MLMConfigError(
+                    f"{name}: a {field} word block of {block_size} {blocks_from} tokens is {longest} tokens "
+                    f"for this model, over its context ({context}); use smaller --block-sizes"
+                )
+            yield field, block_size, examples
+
+
 def evaluate_model(
     model,
     tokenizer,
@@ -232,22 +276,37 @@ def evaluate_model(
         model, tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0, cfg.max_tokens, cfg.head
     )
     rows = []
-    for field, texts in texts_by_field.items():
-        for block_size in cfg.block_sizes:
-            if context is not None and block_size > context:
-                raise MLMConfigError(
-                    f"{name}: block size {block_size} exceeds the model's context ({context})"
-                )
-            shared = (word_texts or {}).get((field, block_size))
-            examples = build_examples(texts, tokenizer, block_size, cfg, shared)
-            longest = max((len(e.input_ids) for e in examples), default=0)
-            if context is not None and longest > context:
-                raise MLMConfigError(
-                    f"{name}: a {field} word block of {block_size} {blocks_from} tokens is {longest} tokens "
-                    f"for this model, over its context ({context}); use smaller --block-sizes"
-                )
-            ranks = ranker.ranks(examples, progress=progress)
-            rows += score_examples(examples, ranks, cfg, f"mlm_{field}", block_size, blocks_from, split)
+    for field, block_size, examples in _field_examples(
+        tokenizer, texts_by_field, cfg, word_texts, context, name, blocks_from
+    ):
+        ranks = ranker.ranks(examples, progress=progress)
+        rows += score_examples(examples, ranks, cfg, f"mlm_{field}", block_size, blocks_from, split)
+    return rows
+
+
+COPY_BASELINE_NAME = "copy (baseline)"
+
+
+def evaluate_copy_baseline(
+    tokenizer,
+    texts_by_field: dict[str, list[str]],
+    cfg: MLMRecoveryConfig,
+    word_texts: dict | None = None,
+    blocks_from: str | None = None,
+    split: str | None = "test",
+) -> list[dict]:
+    """The ``copy`` baseline's rows on the blocks and masks a model sharing ``tokenizer`` is scored on:
+    ``top{k}_accuracy`` (every vote) and, for the token protocols, ``across_texts_top{k}_accuracy`` (votes
+    from the block's other texts only: what packing adds; 0 with ``truncate``)."""
+    special = tokenizer.all_special_ids
+    every, across = CopyPredictor(len(tokenizer), special), CopyPredictor(len(tokenizer), special, True)
+    rows = []
+    for field, block_size, examples in _field_examples(tokenizer, texts_by_field, cfg, word_texts):
+        task = f"mlm_{field}"
+        rows += score_examples(examples, every.ranks(examples), cfg, task, block_size, blocks_from, split)
+        if cfg.protocol != "word":
+            scored = score_examples(examples, across.ranks(examples), cfg, task, block_size, None, split)
+            rows += [{**row, "metric": f"across_texts_{row['metric']}"} for row in scored]
     return rows
 
 
@@ -331,13 +390,13 @@ def run_mlm(
     probe = [t for texts in texts_by_field.values() for t in texts[:50]]
     run_cfg, tokenizers = check_models(models, cfg, probe, trust_remote_code)
     word_texts, blocks_from = None, None
+    copy_tokenizer = tokenizers[models[0]]  # the copy baseline reads the first model's blocks and masks
     if run_cfg.protocol == "word":  # blocks cut by one named tokenizer, whatever else is in the run
         blocks_from = run_cfg.block_tokenizer or models[0]
         block_tok = tokenizers.get(blocks_from) or load_mlm_tokenizer(blocks_from, trust_remote_code)
+        copy_tokenizer = block_tok  # ... or the word blocks' tokens
         word_texts = {
-            (f, b): blk.word_blocks(
-                blk.ordered_texts(t, run_cfg.seed, run_cfg.shuffle), [block_tok], b, run_cfg.packing
-            )
+            (f, b): word_block_texts(t, block_tok, b, run_cfg)
             for f, t in texts_by_field.items()
             for b in run_cfg.block_sizes
         }
@@ -355,4 +414,9 @@ def run_mlm(
             config["protocol_switched_from"] = cfg.protocol
         records.append(make_record("mlm_recovery", name, config, rows, params))
         del model
+    if "copy" in run_cfg.baselines:
+        rows = evaluate_copy_baseline(copy_tokenizer, texts_by_field, run_cfg, word_texts, blocks_from, split)
+        config = {**asdict(run_cfg), "data": frame.attrs.get("source"), "split": split, "baseline": "copy"}
+        config["tokenizer"] = blocks_from or models[0]
+        records.append(make_record("mlm_recovery", COPY_BASELINE_NAME, config, rows, 0))
     return records

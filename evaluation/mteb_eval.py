@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from evaluation.data import DataError
 from evaluation.mteb_tasks import LOCAL_TASKS, LocalESCIReranking, LocalSTSBenchmark
@@ -50,6 +51,21 @@ class MTEBConfig:
                 f"tasks: {unknown} cannot run offline; offline tasks are {sorted(LOCAL_TASKS)} "
                 "(pass hub=True / --hub for MTEB's Hub datasets)"
             )
+
+
+def mteb_model_name(name: str) -> str:
+    """The name MTEB files a model's results under (``<output>/results/<name, "/" as "__">/<revision>/``).
+
+    A Hub id is kept; a local folder is named by its resolved path, so two local models never share a
+    folder (MTEB names a SentenceTransformer by its card's model / base model name, and every local model
+    without one lands in the same ``no_model_name__available`` folder).
+    """
+    from evaluation.models import MINILM_ALIASES, model_source
+
+    if name in MINILM_ALIASES:  # the offline copy of the Hub model
+        return MINILM_ALIASES[-1]
+    source = Path(model_source(name))
+    return source.resolve().as_posix().lstrip("/") if source.is_dir() else str(source)
 
 
 def _tasks(cfg: MTEBConfig) -> list:
@@ -125,6 +141,7 @@ def run_mteb(
         model = load_sentence_model(
             name, SimilarityConfig(max_seq_length=cfg.max_seq_length), trust_remote_code, device
         )
+        model.model_card_data.model_name = mteb_model_name(name)
         tasks = _tasks(cfg)
         units = {t.metadata.name: _scored_units(t) for t in tasks}
         result = mteb.evaluate(
@@ -145,6 +162,10 @@ def run_mteb(
                 units[task_result.task_name],
             )
         ]
-        config = {**asdict(cfg), "mteb_version": mteb.__version__}
+        config = {
+            **asdict(cfg),
+            "mteb_version": mteb.__version__,
+            "mteb_model_name": model.model_card_data.model_name,
+        }
         records.append(make_record("mteb", name, config, rows, model_path=resolve_model(name)))
     return records

@@ -219,6 +219,25 @@ def mlm_table(records: list[dict], metric_prefix: str = "top") -> str:
     return _markdown(header, rows)
 
 
+def copy_floor_note(records: list[dict]) -> str:
+    """The ``copy`` baseline's share recovered from *other* texts of a block (what ``block`` packing adds to
+    the floor; 0 with ``truncate``), one line per setting; empty without a copy baseline."""
+    parts = [
+        f"{row['task'].removeprefix('mlm_')} {row['setting']} {row['value'] * 100:.2f}%"
+        for record in records
+        if record["kind"] == "mlm_recovery" and record["config"].get("baseline") == "copy"
+        for row in record["results"]
+        if row["metric"] == "across_texts_top1_accuracy"
+    ]
+    if not parts:
+        return ""
+    return (
+        "\nThe `copy (baseline)` row predicts a masked token by copying what follows the same left-context "
+        "token elsewhere in the block, without a model: a model is only worth its distance above it. "
+        "Top-1 copied from other texts of the block (the packing leak): " + "; ".join(parts) + ".\n"
+    )
+
+
 def glue_table(records: list[dict], published: Sequence | None = None) -> str:
     """Table 4 layout: rows = task (metric), columns = measured models, mean ± sd in %.
 
@@ -281,7 +300,9 @@ def mteb_table(records: list[dict]) -> str:
 def markdown_report(records: list[dict]) -> str:
     parts = []
     if any(r["kind"] == "mlm_recovery" for r in records):
-        parts.append("## Masked-token recovery (accuracy %)\n\n" + mlm_table(records))
+        parts.append(
+            "## Masked-token recovery (accuracy %)\n\n" + mlm_table(records) + copy_floor_note(records)
+        )
     if any(r["kind"] == "esci_similarity" for r in records):
         parts.append("## Semantic similarity (cosine; mean ± sd over folds)\n\n" + similarity_table(records))
     if any(r["kind"] == "glue" for r in records):

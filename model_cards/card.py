@@ -149,7 +149,8 @@ def select_records(records: list[dict], model_dir: Path, model_name: str | None,
 def _load_records(inputs: CardInputs) -> list[dict]:
     from evaluation.reports import read_results
 
-    records = read_results(inputs.results_files)
+    # model-free baseline rows (`rexbert eval mlm`'s copy predictor) describe no model
+    records = [r for r in read_results(inputs.results_files) if not r["config"].get("baseline")]
     source = ", ".join(map(str, inputs.results_files))
     own = select_records(records, inputs.model_dir, inputs.result_model_name, source)
     seen, duplicates = set(), set()

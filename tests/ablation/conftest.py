@@ -20,6 +20,7 @@ TINY_STUDY = {
         {"name": "d_plain_mlm", "kind": "hf_mlm"},
     ],
     "evaluation": {"max_texts": 30, "entity_max_texts": 30, "esci": None},
+    "baseline": {"lr_sweep": []},  # the sweep has its own tests (test_sweep.py)
 }
 
 
@@ -34,3 +35,21 @@ def write_study(tmp_path):
         return str(path)
 
     return write
+
+
+@pytest.fixture
+def fake_cells(monkeypatch):
+    """run_cell replaced by a recorder that writes a result (the grid logic without training)."""
+    import ablation.grid as grid
+
+    trained = []
+
+    def fake_run_cell(study, cell):
+        trained.append((cell.variant.name, cell.seed))
+        result = {"variant": cell.variant.name, "seed": cell.seed, "tokens": {"consumed": 1}, "seconds": {}}
+        grid.write_json_atomic(cell.result_path(study.config.output_dir), result)
+        return result
+
+    monkeypatch.setattr(grid.Study, "prepare", classmethod(lambda cls, config: cls(config, *[None] * 4)))
+    monkeypatch.setattr(grid, "run_cell", fake_run_cell)
+    return trained

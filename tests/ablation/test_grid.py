@@ -10,22 +10,6 @@ from ablation.config import load_ablation
 from rexbert_common.errors import UserError
 
 
-@pytest.fixture
-def fake_cells(monkeypatch):
-    """run_cell replaced by a recorder that writes a result (the grid logic without training)."""
-    trained = []
-
-    def fake_run_cell(study, cell):
-        trained.append((cell.variant.name, cell.seed))
-        result = {"variant": cell.variant.name, "seed": cell.seed, "tokens": {"consumed": 1}, "seconds": {}}
-        grid.write_json_atomic(cell.result_path(study.config.output_dir), result)
-        return result
-
-    monkeypatch.setattr(grid.Study, "prepare", classmethod(lambda cls, config: cls(config, *[None] * 4)))
-    monkeypatch.setattr(grid, "run_cell", fake_run_cell)
-    return trained
-
-
 def test_rerun_trains_only_unfinished_cells(write_study, fake_cells):
     config = load_ablation(write_study())
     everything = [(v.name, s) for s in config.seeds for v in config.arms()]

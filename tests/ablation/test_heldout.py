@@ -44,6 +44,15 @@ def test_heldout_evaluation_texts_never_occur_in_training_documents(split, write
         assert not leaked, (
             f"{field}: {len(leaked)} held-out texts are in the training data, e.g. {leaked[0]!r}"
         )
+    # nor nearly: brute force (no MinHash) over every training line for a sample of the scored titles
+    from evaluation.near_duplicates import jaccard, words
+
+    lines = {frozenset(words(line)) for line in _training_text(recipe).splitlines() if line.strip()}
+    for title in texts.fields["product_title"][:40]:
+        mine = set(words(title))
+        twin = next((line for line in lines if jaccard(mine, line) >= 0.8), None)
+        assert twin is None, (title, sorted(twin))
+    assert texts.filtered["product_title"]["near_duplicate"] > 0
 
 
 def test_split_holds_out_whole_articles_book_tails_and_products(split, data_dir):
@@ -83,3 +92,51 @@ def test_base_recipe_reads_the_original_files(write_study, data_dir):
     # the negative control of the first test: without the split, the recipe would train on held-out text
     recipe = base_recipe(load_ablation(write_study()))
     assert any(str(data_dir / ICECAT) in s.path for s in recipe.data.domain)
+
+
+def test_near_duplicates_of_training_lines_are_found_by_line_and_wrapped_paragraph():
+    from ablation.heldout import near_duplicates_in_training
+
+    heldout = [
+        "Tripp Lite Cat6 Gigabit Molded Slim UTP Ethernet Cable Blue 15 ft",  # another length below: J 11/13
+        "Supermicro SATA cable 60 cm Red",  # another length: J 5/7, under 0.8
+        "It was a bright cold day in April and the clocks were striking thirteen",
+    ]
+    training = [
+        "Tripp Lite Cat6 Gigabit Molded Slim UTP Ethernet Cable Blue 25 ft\nPatch cord",  # title, description
+        "Supermicro SATA cable 120 cm Red",
+        "Chapter 1\n\nIt was a bright cold day in April, and\nthe clocks were striking twelve",  # wrapped
+    ]
+    assert near_duplicates_in_training(heldout, training) == {heldout[0], heldout[2]}
+    assert near_duplicates_in_training(heldout, training, threshold=0.7) == set(heldout)
+    assert near_duplicates_in_training(heldout, training, threshold=0.9) == set()
+
+
+def test_heldout_texts_drop_near_duplicates_of_training_text_and_report_the_share(
+    split, write_study, monkeypatch
+):
+    """Planted training documents: one held-out title verbatim, one with a word inserted (Jaccard >= 0.8).
+    Neither is scored or used for validation, the counts say why, and validation texts are disjoint from the
+    scored ones."""
+    import ablation.heldout as heldout
+    from evaluation.near_duplicates import words
+
+    recipe = study_recipe(load_ablation(write_study()), split, None)
+    titles = [
+        t for t in pq.read_table(split.icecat_heldout).column("title").to_pylist() if len(words(t)) >= 8
+    ]
+    verbatim, near = titles[0], titles[1]
+    first, rest = near.split(" ", 1)
+    planted = [f"Some catalogue\n{verbatim}", f"{first} Refurbished {rest}"]  # one word more: J >= 8/9
+    monkeypatch.setattr(heldout, "training_documents", lambda recipe: iter(planted))
+    texts = evaluation_texts(split, recipe, max_texts=50, entity_max_texts=20, seed=0, validation_texts=30)
+    used = set(texts.fields["product_title"]) | set(texts.validation["product_title"])
+    assert verbatim not in used and near not in used
+    counts = texts.filtered["product_title"]
+    assert counts["verbatim"] >= 1 and counts["near_duplicate"] >= 1
+    assert counts["near_duplicate_share"] == round(counts["near_duplicate"] / counts["candidates"], 4)
+    monkeypatch.setattr(heldout, "training_documents", lambda recipe: iter(planted[:1]))
+    unfiltered = evaluation_texts(split, recipe, max_texts=5000, entity_max_texts=20, seed=0)
+    assert near in unfiltered.fields["product_title"], "the negative control: without its twin it is scored"
+    for name, values in texts.validation.items():
+        assert len(values) == 30 and not set(values) & set(texts.fields[name]), name

@@ -62,3 +62,30 @@ def test_report_files(tmp_path):
     for name in ("loss_curves.png", "accuracy.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert (tmp_path / name).stat().st_size < 300_000
+
+
+def test_report_shows_the_copy_floor_the_heldout_filter_and_the_lr_sweep(tmp_path):
+    notes = {
+        "scored_texts": {"product_title": 400, "product_description": 400, "general": 400},
+        "entity_texts": 446,
+        "validation_texts": {"product_title": 200, "product_description": 123, "general": 200},
+        "heldout_filter": {
+            "product_title": {
+                "candidates": 1438,
+                "verbatim": 37,
+                "near_duplicate": 228,
+                "near_duplicate_share": 0.1586,
+            }
+        },
+        "copy_baseline": {"product_title_span_top1": 0.0168, "product_title_span_across_texts_top1": 0.0},
+    }
+    points = [{"lr": lr, "seed": 0, "score": s} for lr, s in ((3e-4, 0.1), (1e-3, 0.14), (3e-3, 0.12))]
+    sweep = {"criterion": "mean validation top-1", "points": points, "chosen": 1e-3}
+    path = write_report(RESULTS, ["a", "b"], "a", tmp_path, "rexbert ablate", notes, sweep)
+    text = path.read_text()
+    assert "| copy (model-free baseline) | – | – | – | – | – | 1.68 |" in text
+    assert "| product_title | 1438 | 37 | 228 | 15.9% |" in text
+    assert "| 0.001 | 14.00 | ✓ |" in text and "| 0.003 | 12.00 |  |" in text
+    document = json.loads((tmp_path / "report.json").read_text())
+    assert document["lr_sweep"]["chosen"] == 1e-3 and document["evaluation_texts"] == notes
+    assert "copy" not in document["arms"], "the baseline is no arm: no statistics, no difference"

@@ -34,12 +34,18 @@ def test_eval_mlm_end_to_end(data_dir, tiny_bert_dir, tmp_path, capsys):
     assert code == 0
     document = json.loads((tmp_path / "mlm.json").read_text())
     assert document["records"][0]["config"]["block_sizes"] == [64]
-    assert "title span-block-64" in (tmp_path / "mlm.md").read_text()
+    table = (tmp_path / "mlm.md").read_text()
+    assert "title span-truncate-64" in table and "| copy (baseline) | top1_accuracy |" in table
+    assert document["records"][1]["config"]["baseline"] == "copy"
     assert main(["eval", "report", str(tmp_path / "mlm.json"), "--output-dir", str(tmp_path)]) == 0
-    assert "Masked-token recovery" in (tmp_path / "report.md").read_text()
+    report = (tmp_path / "report.md").read_text()
+    assert "Masked-token recovery" in report and "copy (baseline)" in report
     old = tmp_path / "old" / "r.md"  # the old spelling, which named the file, still works
     assert main(["eval", "report", str(tmp_path / "mlm.json"), "--out", str(old)]) == 0
-    assert old.read_text() == (tmp_path / "report.md").read_text()
+    assert old.read_text() == report
+    argv = ["eval", "mlm", str(tiny_bert_dir), "--fields", "title", "--block-sizes", "64", "--max-texts", "9"]
+    assert main([*argv, "--baselines", "none", "--output-dir", str(tmp_path / "plain"), "--no-progress"]) == 0
+    assert "copy" not in (tmp_path / "plain" / "mlm.md").read_text()
 
 
 def test_eval_esci_zero_shot_writes_chart(data_dir, tmp_path, capsys):

@@ -13,7 +13,18 @@ def test_local_esci_test_split(data_dir):
     with_description = frame["product_description"].notna() & (frame["product_description"].str.strip() != "")
     assert all("\n" in t for t, d in zip(texts, with_description) if d)
     titles = product_field_texts(frame, "title")
-    assert len(titles) == frame["product_id"].nunique()
+    assert len(titles) == 674 < frame["product_id"].nunique() == 676, "two products repeat a title"
+
+
+def test_product_texts_are_distinct_by_normalised_text_not_by_product_id():
+    """A catalogue repeating a title under another id (other case, spacing, punctuation) gives it once."""
+    frame = pd.DataFrame(
+        {
+            "product_id": ["a", "b", "c", "d", "a"],
+            "product_title": ["USB-C Cable, 6 ft", "usb c  cable 6 FT", "USB-C Cable, 3 ft", " ", "x"],
+        }
+    )
+    assert product_field_texts(frame, "title") == ["USB-C Cable, 6 ft", "USB-C Cable, 3 ft", "x"]
 
 
 def test_unknown_label_names_row_and_value():

@@ -19,19 +19,72 @@ from evaluation.esci_similarity import (
 )
 
 
-def test_folds_are_query_grouped_and_cover_all_pairs(data_dir):
-    splits = make_splits(SimilarityConfig(folds=5))
-    assert len(splits) == 5
-    held_out = 0
-    for split in splits:
-        seen = pd.concat([split.train, split.validation])
-        assert not set(seen["sentence1"]) & set(split.test["sentence1"]), "no query on both sides"
-        assert not set(seen["sentence2"]) & set(split.test["sentence2"]), "no product text on both sides"
-        assert not set(split.train["sentence2"]) & set(split.validation["sentence2"])
-        held_out += len(split.test)
-        assert len(split.train) + len(split.validation) + len(split.test) == 1281
-    assert held_out == 1281
+@pytest.mark.parametrize("folds", [5, 2])
+def test_folds_are_balanced_text_disjoint_and_cover_all_pairs(data_dir, folds):
+    """Every pair is tested once per seed; test folds hold the same number of pairs within ±20% although one
+    connected component holds half of the pairs (it is split by query); no query and no product text of a
+    test fold (nor of the validation slice) is trained on -- the pairs that would be are dropped, and
+    counted."""
+    from evaluation.data import load_esci
+    from evaluation.esci_similarity import esci_pairs
+
+    pairs = esci_pairs(load_esci(None, "test"))
+    largest = np.bincount(shared_text_groups(pairs["sentence1"], pairs["sentence2"])).max()
+    assert largest > 0.45 * len(pairs), "the data still has its giant component"
+    splits = make_splits(SimilarityConfig(folds=folds, seeds=(0, 1)))
+    assert len(splits) == 2 * folds
+    for seed in (0, 1):
+        runs = splits[seed * folds : (seed + 1) * folds]
+        sizes = np.array([len(s.test) for s in runs])
+        assert sizes.sum() == len(pairs) == 1281
+        assert np.abs(sizes / sizes.mean() - 1).max() <= 0.2, sizes
+        tested = pd.concat([s.test for s in runs])
+        assert len(tested.drop_duplicates(["sentence1", "sentence2"])) == len(
+            pairs.drop_duplicates(["sentence1", "sentence2"])
+        ), "every pair tested once"
+        for split in runs:
+            seen = pd.concat([split.train, split.validation])
+            assert not set(seen["sentence1"]) & set(split.test["sentence1"]), "no query on both sides"
+            assert not set(seen["sentence2"]) & set(split.test["sentence2"]), "no product text on both sides"
+            assert not set(split.train["sentence2"]) & set(split.validation["sentence2"])
+            assert not set(split.train["sentence1"]) & set(split.validation["sentence1"])
+            kept = len(split.train) + len(split.validation) + len(split.test)
+            assert kept + split.dropped == 1281 and split.dropped < 0.25 * len(pairs)
     assert set(splits[0].test["score"]) <= {0.0, 0.33, 0.66, 1.0}
+    assert not splits[0].test.equals(splits[folds].test), "each seed draws its own folds"
+
+
+def test_fold_sizes_are_balanced_on_any_local_data_and_reported(data_dir, minilm_dir):
+    """The record lists every run's test / training / validation / dropped pairs."""
+    cfg = SimilarityConfig(folds=3, epochs=0, max_seq_length=16, max_pairs=300)
+    record = run_similarity([str(minilm_dir)], cfg, progress=False)[0]
+    runs = record["config"]["runs"]
+    assert [r["run"] for r in runs] == ["fold0-seed0", "fold1-seed0", "fold2-seed0"]
+    sizes = np.array([r["test_pairs"] for r in runs])
+    assert sizes.sum() == next(r for r in record["results"] if r["metric"] == "spearman")["n"]
+    assert np.abs(sizes / sizes.mean() - 1).max() <= 0.2, sizes
+    assert all(r["train_pairs"] + r["validation_pairs"] + r["dropped_training_pairs"] + r["test_pairs"]
+               == sizes.sum() for r in runs)  # fmt: skip
+
+
+def test_a_files_own_groups_are_never_split(tmp_path):
+    from evaluation.esci_similarity import fold_units, load_pair_file
+
+    frame = pd.DataFrame(
+        {
+            "sentence1": [f"q{i % 7}" for i in range(40)],
+            "sentence2": [f"d{i}" for i in range(40)],
+            "score": np.linspace(0, 1, 40),
+            "group": [0] * 30 + list(range(1, 11)),
+        }
+    )
+    path = tmp_path / "pairs.csv"
+    frame.to_csv(path, index=False)
+    units = fold_units(load_pair_file(path), 4)
+    assert len(set(units[:30])) == 1, "the file's group 0 stays whole although it is 75% of the pairs"
+    frame.drop(columns="group").to_csv(path, index=False)
+    units = fold_units(load_pair_file(path), 4)
+    assert len(set(units)) == 7, "without groups: the one big component is split into its 7 queries"
 
 
 def test_cosent_loss_matches_its_definition(minilm_dir):
@@ -204,6 +257,17 @@ def test_seeds_times_folds(data_dir):
     splits = make_splits(SimilarityConfig(folds=3, seeds=(0, 1), max_pairs=300))
     assert [s.label for s in splits] == [f"fold{f}-seed{s}" for s in (0, 1) for f in range(3)]
     assert not splits[0].test.equals(splits[3].test), "each seed draws its own folds"
+
+
+def test_stsb_record_says_its_protocol_and_has_no_folds(data_dir, minilm_dir):
+    """STS-B trains on train and tests on dev / test: its record's config says ``official`` like its rows,
+    with no fold count."""
+    cfg = SimilarityConfig(task="stsb", split="dev", epochs=0, max_seq_length=8)
+    record = run_similarity([str(minilm_dir)], cfg, progress=False)[0]
+    assert {r["protocol"] for r in record["results"]} == {"official"}
+    assert record["config"]["protocol"] == "official" and record["config"]["folds"] is None
+    assert [r["run"] for r in record["config"]["runs"]] == ["seed0"]
+    assert record["config"]["runs"][0]["test_pairs"] == 1500
 
 
 @pytest.fixture

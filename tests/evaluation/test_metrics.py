@@ -7,6 +7,7 @@ from evaluation.metrics import (
     ESCI_GAINS,
     accuracy,
     correlations,
+    expected_average_precision,
     expected_reciprocal_rank,
     group_topk_accuracy,
     mean_sd,
@@ -101,3 +102,84 @@ def test_reciprocal_rank_of_tied_scores_is_its_expectation():
     assert expected_reciprocal_rank(scores, relevant) == pytest.approx(np.mean([1 / r for r in ranks]))
     assert expected_reciprocal_rank(np.array([0.3, 0.7]), np.array([True, False])) == 0.5, "no tie: 1 / rank"
     assert ranking_metrics(["q", "q"], [0.5, 0.5], [1.0, 0.0])["mrr"] == 0.75, "a tie is not won for free"
+
+
+def _pytrec_ap(scores, relevant, names):
+    """pytrec_eval's AP (trec_eval; tied scores ordered by document name) with documents called ``names``."""
+    import pytrec_eval
+
+    qrel = {"q": {n: int(r) for n, r in zip(names, relevant)}}
+    run = {"q": {n: float(s) for n, s in zip(names, scores)}}
+    return pytrec_eval.RelevanceEvaluator(qrel, {"map"}).evaluate(run)["q"]["map"]
+
+
+def test_average_precision_of_tied_scores_is_its_expectation_as_mrr_and_ndcg():
+    """MAP treats ties as MRR and nDCG do: the mean over every order of the tied documents -- checked by
+    brute force, and against pytrec_eval averaged over every naming of the documents (trec_eval breaks ties
+    by name); without ties it is sklearn's and pytrec_eval's AP."""
+    from itertools import permutations
+
+    from sklearn.metrics import average_precision_score
+
+    scores = np.array([0.9, 0.5, 0.5, 0.5, 0.5, 0.2, 0.2, 0.1])
+    relevant = np.array([False, True, False, True, False, True, False, True])
+
+    def ap_of_order(order):  # AP of one ranking (document indices, best first)
+        hits = np.cumsum(relevant[order])
+        return float(np.mean([hits[i] / (i + 1) for i in range(len(order)) if relevant[order[i]]]))
+
+    runs = [[0], [1, 2, 3, 4], [5, 6], [7]]
+    expected = np.mean(
+        [
+            ap_of_order([d for part in parts for d in part])
+            for a in permutations(runs[1])
+            for b in permutations(runs[2])
+            for parts in [([0], a, b, [7])]
+        ]
+    )
+    assert expected_average_precision(scores, relevant) == pytest.approx(expected, abs=1e-12)
+    names = [f"d{i}" for i in range(len(scores))]
+    by_naming = [  # every naming of the tied documents among themselves: every order of each tie
+        _pytrec_ap(scores, relevant, ["d0", *[names[i] for i in a], *[names[i] for i in b], "d7"])
+        for a in permutations(runs[1])
+        for b in permutations(runs[2])
+    ]
+    assert np.mean(by_naming) == pytest.approx(expected, abs=1e-4)  # trec_eval prints 4 decimals
+    # the input order does not matter (sklearn's AP puts every tied document at the tie's last rank)
+    shuffled = np.random.default_rng(0).permutation(len(scores))
+    assert expected_average_precision(scores[shuffled], relevant[shuffled]) == pytest.approx(expected)
+    assert average_precision_score(relevant, scores) < expected - 0.01, "sklearn's AP is pessimistic on ties"
+    # MAP, MRR and nDCG agree on a tie: a relevant and an irrelevant document tied at the top
+    got = ranking_metrics(["q", "q", "q"], [0.5, 0.5, 0.1], [1.0, 0.0, 0.0])
+    assert got["map"] == got["mrr"] == 0.75
+    # no ties: sklearn and pytrec_eval
+    untied = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2])
+    untied_ap = expected_average_precision(untied, relevant)
+    assert untied_ap == pytest.approx(average_precision_score(relevant, untied))
+    assert untied_ap == pytest.approx(_pytrec_ap(untied, relevant, names))
+
+
+def test_ranking_metrics_equal_pytrec_eval_without_ties():
+    """nDCG@10, MAP and MRR of random untied runs over 30 queries: trec_eval's numbers (gains x 100 as
+    integer relevance: nDCG does not change with the scale; relevant = E)."""
+    import pytrec_eval
+
+    rng = np.random.default_rng(3)
+    queries, scores, gains = [], [], []
+    for q in range(30):
+        n = int(rng.integers(2, 15))
+        queries += [f"q{q}"] * n
+        scores += rng.permutation(n).astype(float).tolist()  # untied
+        gains += rng.choice([1.0, 0.1, 0.01, 0.0], size=n).tolist()
+        gains[-1] = 1.0  # every query has an E (MAP / MRR defined)
+    ours = ranking_metrics(queries, scores, gains, k=10)
+    qrel, run = {}, {}
+    for i, (q, s, g) in enumerate(zip(queries, scores, gains)):
+        qrel.setdefault(q, {})[f"d{i}"] = int(round(g * 100))
+        run.setdefault(q, {})[f"d{i}"] = s
+    ndcg = pytrec_eval.RelevanceEvaluator(qrel, {"ndcg_cut_10"}).evaluate(run)
+    assert ours["ndcg@10"] == pytest.approx(np.mean([v["ndcg_cut_10"] for v in ndcg.values()]), abs=1e-6)
+    relevant = {q: {d: int(r == 100) for d, r in docs.items()} for q, docs in qrel.items()}
+    ranked = pytrec_eval.RelevanceEvaluator(relevant, {"map", "recip_rank"}).evaluate(run)
+    assert ours["map"] == pytest.approx(np.mean([v["map"] for v in ranked.values()]), abs=1e-6)
+    assert ours["mrr"] == pytest.approx(np.mean([v["recip_rank"] for v in ranked.values()]), abs=1e-6)

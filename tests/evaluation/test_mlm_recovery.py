@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from evaluation import reports
-from evaluation.blocks import neighbour_copy_rate, ordered_texts, token_blocks, word_blocks
+from evaluation.blocks import neighbour_copy_rate, ordered_texts, packing_order, token_blocks, word_blocks
 from evaluation.mlm_recovery import (
+    COPY_BASELINE_NAME,
     MLMConfigError,
     MLMRecoveryConfig,
     build_examples,
@@ -27,25 +28,27 @@ def test_run_mlm_real_esci_paired_and_deterministic(data_dir, tiny_bert_dir, tin
     first = run_mlm(models, cfg, progress=False)
     again = run_mlm(models, cfg, progress=False)
     assert [r["results"] for r in first] == [r["results"] for r in again], "same seed -> same numbers"
+    assert [r["model"]["name"] for r in first] == [*models, COPY_BASELINE_NAME]
     rows = [_rows(r) for r in first]
     assert set(rows[0]) == set(rows[1])
     for key in rows[0]:  # paired: the same tokenizer sees the same masked tokens in both models
-        assert rows[0][key]["n"] == rows[1][key]["n"] > 0
+        assert rows[0][key]["n"] == rows[1][key]["n"] == rows[2][key]["n"] > 0  # and the copy baseline
     fields = {k[0] for k in rows[0]}
     assert fields == {"mlm_title", "mlm_description"}
     assert {k[2] for k in rows[0]} == {"top1_accuracy", "top3_accuracy", "top5_accuracy"}
     for row in rows[0].values():
         assert 0.0 <= row["value"] <= 1.0
     table = reports.mlm_table(first)
-    assert "title span-block-64" in table and "description span-block-128" in table
-    assert str(tiny_bert_dir) in table
-    row = rows[0][("mlm_title", "span-block-64", "top1_accuracy")]
+    assert "title span-truncate-64" in table and "description span-truncate-128" in table
+    assert str(tiny_bert_dir) in table and f"| {COPY_BASELINE_NAME} | top1_accuracy |" in table
+    row = rows[0][("mlm_title", "span-truncate-64", "top1_accuracy")]
     assert (row["protocol"], row["packing"], row["block_size"], row["shuffled"]) == (
         "span",
-        "block",
+        "truncate",
         64,
         True,
     )
+    assert rows[2][("mlm_title", "span-truncate-64", "across_texts_top1_accuracy")]["value"] == 0.0
 
 
 def test_topk_accuracy_monotone_and_matches_ranks(tiny_bert_dir, titles):
@@ -124,7 +127,7 @@ def _stub_scores(scores, tokenizer, titles, cfg):
     examples = build_examples(titles * 5, tokenizer, 64, cfg)
     ranks = MaskedTokenRanker(StubMLM(scores), tokenizer.pad_token_id, max_tokens=512).ranks(examples)
     rows = score_examples(examples, ranks, cfg, "mlm_title", 64)
-    targets = np.concatenate([e.targets for e in examples])
+    targets = np.concatenate([e.targets for e in examples]).astype(int)
     return {r["metric"]: r["value"] for r in rows}, targets
 
 
@@ -134,7 +137,9 @@ def test_stub_with_known_ranks_gives_exact_topk(bert_tokenizer, titles, protocol
     cfg = MLMRecoveryConfig(protocol=protocol, top_k=(1, 3, 5, 2000))
     # the masked targets do not depend on the model: rank the distinct ones first (in a seeded order), so
     # every k cuts through targets and an off-by-one rank changes the scores
-    targets = np.concatenate([e.targets for e in build_examples(titles * 5, bert_tokenizer, 64, cfg)])
+    targets = np.concatenate([e.targets for e in build_examples(titles * 5, bert_tokenizer, 64, cfg)]).astype(
+        int
+    )
     distinct = torch.as_tensor(np.unique(targets))
     first = distinct[torch.randperm(len(distinct), generator=torch.Generator().manual_seed(0))]
     rest = torch.as_tensor(np.setdiff1d(np.arange(vocab), distinct.numpy()))
@@ -179,13 +184,20 @@ def test_neighbour_copy_rate_by_hand():
     assert neighbour_copy_rate(["a b", "A c", "d"], window=1) == pytest.approx(2 / 5)
 
 
-def test_default_blocks_are_packed_in_shuffled_order(bert_tokenizer, titles):
+@pytest.mark.parametrize("packing", ["truncate", "block"])
+def test_default_blocks_are_packed_in_shuffled_order(bert_tokenizer, titles, packing):
     texts = [f"{t} variant {i}" for i, t in enumerate(titles * 4)]
-    cfg = MLMRecoveryConfig()
+    cfg = MLMRecoveryConfig(packing=packing)
     shuffled = ordered_texts(texts, cfg.seed)
     assert shuffled != texts and sorted(shuffled) == sorted(texts)
     examples = build_examples(texts, bert_tokenizer, 64, cfg)
-    blocks = token_blocks(shuffled, bert_tokenizer, 64, "block")
+    blocks = token_blocks(
+        packing_order(texts, bert_tokenizer, 64, packing, cfg.seed), bert_tokenizer, 64, packing
+    )
+    if packing == "truncate":
+        assert [b.input_ids for b in blocks] == [
+            b.input_ids for b in token_blocks(shuffled, bert_tokenizer, 64)
+        ]
     assert [len(e.input_ids) for e in examples] == [len(b.input_ids) for b in blocks]
     unmasked = [
         np.where(np.isin(np.arange(len(b.input_ids)), e.positions), -1, b.input_ids)
@@ -266,3 +278,26 @@ def test_rows_name_a_real_esci_split_or_none(data_dir, tiny_bert_dir):
     assert all_rows["dataset_id"] == "tasksource/esci" and "dataset_split" not in all_rows, (
         "ESCI has no 'all'"
     )
+
+
+def test_word_protocol_packs_its_texts_in_the_shuffled_order_like_the_others(
+    data_dir, tiny_bert_dir, monkeypatch
+):
+    """run_mlm's cross-tokenizer path cuts its word blocks from the seeded shuffle every protocol uses,
+    not from file order (where a title's neighbours are near-copies of it)."""
+    from evaluation import blocks
+    from evaluation.data import load_esci, product_field_texts
+    from evaluation.mlm_scoring import load_mlm_tokenizer
+
+    packed = []
+    original = blocks.word_blocks
+    monkeypatch.setattr(
+        blocks, "word_blocks", lambda texts, *a, **k: packed.append(list(texts)) or original(texts, *a, **k)
+    )
+    cfg = MLMRecoveryConfig(protocol="word", fields=("title",), block_sizes=(64,), max_texts=60, baselines=())
+    (record,) = run_mlm([str(tiny_bert_dir)], cfg, progress=False)
+    file_order = product_field_texts(load_esci(None, "test"), "title")[:60]
+    tokenizer = load_mlm_tokenizer(str(tiny_bert_dir))
+    assert packed[0] == packing_order(file_order, tokenizer, 64, cfg.packing, cfg.seed)
+    assert packed[0] != file_order and sorted(packed[0]) == sorted(file_order)
+    assert record["results"][0]["shuffled"] is True

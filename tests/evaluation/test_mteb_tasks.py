@@ -152,3 +152,25 @@ def test_minilm_through_mteb_esci_reranking(data_dir, tmp_path):
     assert (scores["ndcg_at_10"], scores["map_at_1000"], scores["mrr_at_1000"]) == pytest.approx(
         (0.8390, 0.8766, 0.9058), abs=2e-4
     )
+
+
+def test_two_local_models_keep_their_own_mteb_result_folders(data_dir, tiny_rexbert_dir, tmp_path):
+    """Two local folders evaluated into one output folder: MTEB files each under its own name (the path),
+    not both under ``no_model_name__available`` where the second overwrites the first."""
+    import shutil
+
+    from evaluation.mteb_eval import MTEBConfig, run_mteb
+
+    data = _original_layout(tmp_path / "data", n=20)
+    models = [tmp_path / "a" / "final", tmp_path / "b" / "final"]
+    for folder in models:
+        shutil.copytree(tiny_rexbert_dir, folder)
+    cfg = MTEBConfig(tasks=("STSBenchmark",), max_seq_length=16, data_dir=str(data))
+    records = run_mteb([str(m) for m in models], cfg, trust_remote_code=True, output=str(tmp_path / "out"))
+    files = sorted((tmp_path / "out").rglob("STSBenchmark.json"))
+    folders = {f.parent.parent.name for f in files}
+    assert len(files) == 2 and len(folders) == 2, files
+    assert not any("no_model_name" in str(f) for f in files)
+    for record, model in zip(records, models):
+        folder = record["config"]["mteb_model_name"].replace("/", "__")
+        assert folder in folders and folder.endswith("a__final" if model.parent.name == "a" else "b__final")

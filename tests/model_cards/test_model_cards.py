@@ -524,3 +524,19 @@ def test_push_all_sizes_refuses_folders_whose_parameter_count_is_not_their_size(
     capsys.readouterr()
     assert main(argv) == 2
     assert "but a mini model with its vocabulary has" in capsys.readouterr().err
+
+
+def test_card_of_a_one_model_mlm_run_ignores_its_copy_baseline_record(modernbert_folder, tmp_path):
+    """``rexbert eval mlm MODEL`` writes the model's record and the model-free copy baseline's: the card
+    takes the model's (the baseline is no second model to choose from)."""
+    from evaluation.reports import make_record, result_row, write_results
+
+    folder = modernbert_folder[0]
+    row = result_row("mlm_title", "span-truncate-128", "top1_accuracy", 0.41, n=900)
+    own = make_record("mlm_recovery", str(folder), {}, [row])  # `rexbert eval mlm FOLDER`'s record
+    copy = make_record("mlm_recovery", "copy (baseline)", {"baseline": "copy"}, [{**row, "value": 0.02}])
+    results = write_results(tmp_path / "mlm.json", [own, copy])
+    card = build_model_card(
+        CardInputs(model_dir=folder, repo_id="acme/RexBERT-micro", results_files=[results])
+    )
+    assert [r.metric_value for r in card.data.eval_results] == [0.41]

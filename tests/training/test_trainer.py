@@ -245,8 +245,9 @@ def test_an_infinite_loss_stops_the_run_before_anything_after_it_is_saved(tmp_pa
     assert script_main(_tiny_phase1(out, save_steps=4)) == 2  # no save between step 5 and its detection
     error = capsys.readouterr().err.strip().splitlines()
     assert error[-1] == (
-        f"error: phase1: training diverged at step 5: a non-finite loss or gradient norm (gradient norm "
-        f"nan); nothing after it was saved; resume from {out / 'phase1' / 'checkpoint-4'} with --resume -- "
+        "rexbert train: error: phase1: training diverged at step 5: a non-finite loss or gradient norm "
+        f"(gradient norm nan); nothing after it was saved; resume from {out / 'phase1' / 'checkpoint-4'} "
+        "with --resume -- "
         "lower the LR, or set trainer.skip_nonfinite_steps to skip a few such steps"
     )
     phase = out / "phase1"
@@ -291,3 +292,45 @@ def test_skipping_bounded_non_finite_steps(tmp_path, spoil_steps):
         TrainingDiverged, match=r"diverged at step 6: 2 non-finite steps \(skip_nonfinite_steps: 1"
     ):
         main(_tiny_phase1(tmp_path / "one", "--set", "trainer.skip_nonfinite_steps=1"))
+
+
+def test_each_process_trains_the_rows_of_its_global_rank_not_its_local_rank(tmp_path):
+    """On the second GPU of the third node (global rank 5 of 8, local rank 1), the dataloader yields the
+    rows the plan gives rank 5 -- over every rank, each planned row exactly once; rank 1's rows are others."""
+    from unittest import mock
+
+    phase = PhaseConfig(batch_size=16, micro_batch_size=2, max_seq_len=64)
+    plan = plan_batches(np.full(96, 40), phase, world_size=8)
+    trainer = _settings_trainer(tmp_path)
+    trainer.batch_plan, trainer.train_dataset = plan, list(range(96))  # a row's item is its index
+    trainer.data_collator = lambda items: items
+    trained = {}
+    for rank, local_rank in [(r, r % 2) for r in range(8)]:  # 4 nodes × 2 GPUs
+        trainer.accelerator = mock.Mock(process_index=rank, local_process_index=local_rank, num_processes=8)
+        trained[rank] = [list(step) for step in trainer.get_train_dataloader()]
+    assert trained[5] == [list(plan.process_rows(s, 5)) for s in range(plan.steps)]
+    assert trained[5] != trained[1], "global rank 5 and local rank 1 own different rows"
+    every = sorted(row for rows in trained.values() for step in rows for row in step)
+    assert every == list(range(plan.planned_rows)), "every planned row once over the 8 processes"
+
+
+def test_two_gloo_processes_give_one_process_loss_and_gradient_on_the_same_global_batch(tmp_path):
+    """Two ranks of a torch.distributed (gloo) group, spawned here, train one step of the same 8 rows as
+    one process: the logged loss and the gradient the optimizer receives are the same (DDP averages the
+    ranks' gradients, so each rank's loss carries the process count)."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    from tests.training._ddp_step import one_step, rank_main
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    mp.start_processes(rank_main, args=(2, port, str(tmp_path)), nprocs=2, start_method="spawn")
+    two = torch.load(tmp_path / "rank0.pt", weights_only=False)
+    one = one_step(1, str(tmp_path / "single"))
+    assert two["loss"] == pytest.approx(one["loss"], rel=1e-5)
+    assert set(two["grads"]) == set(one["grads"]) and len(one["grads"]) > 10
+    for name, grad in one["grads"].items():
+        torch.testing.assert_close(two["grads"][name], grad, rtol=1e-4, atol=1e-7, msg=name)
