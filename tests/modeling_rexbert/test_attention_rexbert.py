@@ -208,3 +208,33 @@ def test_flash_attention_backend_needs_flash_attn():
     q = torch.randn(4, 2, 16)
     with pytest.raises(ImportError, match="flash-attn"):
         flash_attention(q, q, q, _flat([4]), window_size=GLOBAL_WINDOW, dropout=0.0, scale=0.25)
+
+
+# ---------------------------------------------------------------- CPU bf16 autocast
+@pytest.mark.parametrize("half,lengths", [(None, [40, 7, 33]), (8, [70, 5])])
+def test_cpu_bf16_training_runs_the_sdpa_kernel_in_fp32_and_inference_in_bf16(monkeypatch, half, lengths):
+    """PyTorch's CPU flash kernel trains 2-3x slower in bf16 than fp32: under bf16 autocast with gradients
+    the kernel gets fp32 q/k/v (and returns bf16 like the other ops), without gradients bf16."""
+    seen = []
+    kernel = F.scaled_dot_product_attention
+
+    def recording(q, k, v, **kwargs):
+        seen.append(q.dtype)
+        return kernel(q, k, v, **kwargs)
+
+    monkeypatch.setattr(attention_rexbert.F, "scaled_dot_product_attention", recording)
+    qkv = torch.randn(sum(lengths), 3, 2, 16, requires_grad=True)
+    batch, window = _flat(lengths), _window(half)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        q, k, v = (t.to(torch.bfloat16) for t in qkv.unbind(1))  # what autocast's Wqkv hands over
+        out, _ = sdpa_attention(q, k, v, batch, window_size=window, dropout=0.0, scale=16**-0.5)
+        assert out.dtype == torch.bfloat16 and set(seen) == {torch.float32}
+        out.float().sum().backward()
+        assert qkv.grad is not None and bool(qkv.grad.abs().sum() > 0)
+        seen.clear()
+        with torch.no_grad():
+            fast, _ = sdpa_attention(q, k, v, batch, window_size=window, dropout=0.0, scale=16**-0.5)
+        assert set(seen) == {torch.bfloat16}
+    exact, _ = sdpa_attention(*qkv.detach().unbind(1), batch, window_size=window, dropout=0.0, scale=16**-0.5)
+    torch.testing.assert_close(out.float(), exact, atol=3e-2, rtol=0)  # bf16 q/k/v, fp32 scores
+    torch.testing.assert_close(fast.float(), exact, atol=6e-2, rtol=0)
