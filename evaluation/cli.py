@@ -23,17 +23,30 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "--trust-remote-code", action="store_true", help="needed for RexBERT custom-code folders"
     )
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--dtype",
+        default="auto",
+        choices=("auto", "bf16", "fp32"),
+        help="compute precision: auto = bf16 autocast where the device computes bf16 natively and faster "
+        "(weights stay fp32), else fp32; bf16 / fp32 force it. Recorded in each result's config",
+    )
     parser.add_argument("--no-progress", action="store_true")
 
 
 def _friendly(run):
-    """Data / model problems the user can fix print one line (exit 2) instead of a traceback."""
+    """Data / model problems the user can fix print one line (exit 2) instead of a traceback. Evaluators
+    run under the ``--dtype`` precision (``rexbert_common.precision``)."""
 
     def wrapped(args) -> int:
         from rexbert_common import UserError
+        from rexbert_common.precision import resolve_precision
 
         try:
-            return run(args)
+            if not hasattr(args, "dtype"):  # `eval report` computes nothing
+                return run(args)
+            args.precision = resolve_precision(args.dtype, args.device)
+            with args.precision.autocast(args.device):
+                return run(args)
         except (UserError, FileNotFoundError) as error:
             print(f"rexbert eval: error: {error}", file=sys.stderr)
             return 2
@@ -159,6 +172,8 @@ def _write(args, kind: str, records: list[dict], chart: bool = False) -> int:
     from evaluation import reports
 
     stem = Path(args.out) / (args.name or kind)
+    for record in records:
+        record["config"]["precision"] = args.precision.as_dict()
     json_path = reports.write_results(stem.with_suffix(".json"), records)
     md_path = reports.write_text(stem.with_suffix(".md"), reports.markdown_report(records))
     print(f"wrote {json_path}\nwrote {md_path}")
