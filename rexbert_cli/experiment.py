@@ -178,6 +178,15 @@ def _domain_sources(recipe: Path, curated: str | None, split) -> str:
     return f"data.domain={json.dumps(sources)}"
 
 
+def _cpu_seconds() -> float:
+    import resource
+
+    return sum(
+        usage.ru_utime + usage.ru_stime
+        for usage in (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN))
+    )
+
+
 class _Stages:
     """Runs named stages, timing each and printing one line per stage."""
 
@@ -190,10 +199,11 @@ class _Stages:
             print(f"\n[{name}] kept {done} (use --force to recompute)", flush=True)
             return
         print(f"\n[{name}] ...", flush=True)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), _cpu_seconds()
         work()
         self.timings[name] = time.perf_counter() - start
-        print(f"[{name}] done in {self.timings[name]:.0f} s", flush=True)
+        # CPU seconds (this process and its finished workers): a stage's share when the machine is shared
+        print(f"[{name}] done in {self.timings[name]:.0f} s (CPU {_cpu_seconds() - cpu:.0f} s)", flush=True)
 
 
 def run_experiment(config: ExperimentConfig, force_eval: bool = False, flags: tuple[str, ...] = ()) -> Path:
