@@ -103,6 +103,10 @@ def test_tiny_benchmark_trains_both_paths_on_the_same_budget(tmp_path):
     }
     fastest = max(result["hf_tokens_per_s"], result["hf-fp32_tokens_per_s"])
     assert result["speedup_vs_fastest_hf"] == pytest.approx(result["rexbert_tokens_per_s"] / fastest)
+    fastest_cpu = max(result["hf_tokens_per_cpu_s"], result["hf-fp32_tokens_per_cpu_s"])
+    assert result["cpu_speedup_vs_fastest_hf"] == pytest.approx(
+        result["rexbert_tokens_per_cpu_s"] / fastest_cpu
+    )
     (rex,), (hf,) = runs["rexbert"], runs["hf"]
     # the hf run takes whole batches up to the rexbert run's real tokens: at most one batch more
     assert 0.95 * 4096 <= rex["real_tokens"] <= 4096
