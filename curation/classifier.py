@@ -81,13 +81,19 @@ def relevant_scores(model, texts: Sequence[str]) -> np.ndarray:
     return out
 
 
+def passes(scores: np.ndarray, threshold: float) -> np.ndarray:
+    """The one comparison of a score with a threshold (a score equal to it passes): the threshold chosen on
+    the calibration curve, the held-out metrics and the relevance filter all apply it."""
+    return np.asarray(scores) >= threshold
+
+
 def prf_curve(y_true: np.ndarray, scores: np.ndarray, thresholds: np.ndarray) -> list[dict[str, float]]:
     from sklearn.metrics import precision_recall_fscore_support
 
     rows = []
     for t in thresholds:
         p, r, f, _ = precision_recall_fscore_support(
-            y_true, (scores >= t).astype(int), average="binary", zero_division=0
+            y_true, passes(scores, t).astype(int), average="binary", zero_division=0
         )
         rows.append(
             {"threshold": float(round(t, 4)), "precision": float(p), "recall": float(r), "f1": float(f)}
@@ -237,7 +243,7 @@ def train_domain_classifier(
         cv_f1.append(
             float(
                 precision_recall_fscore_support(
-                    y_train[val], (oof[val] >= 0.5).astype(int), average="binary", zero_division=0
+                    y_train[val], passes(oof[val], 0.5).astype(int), average="binary", zero_division=0
                 )[2]
             )
         )
@@ -251,7 +257,7 @@ def train_domain_classifier(
     held_scores = calibrator(relevant_scores(model, held_texts))
     y_held = y[held_idx]
     p, r, f, _ = precision_recall_fscore_support(
-        y_held, (held_scores >= threshold).astype(int), average="binary", zero_division=0
+        y_held, passes(held_scores, threshold).astype(int), average="binary", zero_division=0
     )
     hist, edges = np.histogram(held_scores, bins=10, range=(0.0, 1.0))
     record.update(
@@ -274,7 +280,7 @@ def train_domain_classifier(
     if truth is not None:
         t_held = np.asarray(truth, dtype=int)[held_idx]
         tp, tr, tf, _ = precision_recall_fscore_support(
-            t_held, (held_scores >= threshold).astype(int), average="binary", zero_division=0
+            t_held, passes(held_scores, threshold).astype(int), average="binary", zero_division=0
         )
         record["heldout_vs_truth"] = {"precision": float(tp), "recall": float(tr), "f1": float(tf)}
     atomic_write(out_dir / f"{domain}.bin", lambda tmp: model.save_model(tmp))

@@ -72,11 +72,15 @@ class InputConfig:
     sources: the inputs (see :class:`SourceConfig`).
     demo: build the offline FineFineWeb-style demo input from ``REXBERT_DATA_DIR`` into the work dir first.
     max_chars: longer documents are dropped (``dropped_too_long``) rather than choking later steps.
+    expected_documents: an estimate of the documents read (e.g. 1.3e9 for FineFineWeb's 15 selected
+        domains); used only to size the memory request of the one-task ``cluster`` stage (docs/curation.md,
+        *Resources per stage*). 0: the small-run default.
     """
 
     sources: list[SourceConfig] = field(default_factory=list)
     demo: bool = False
     max_chars: int = checked(1_000_000, ge=1)
+    expected_documents: float = checked(0, ge=0)
 
 
 @dataclass
@@ -120,6 +124,9 @@ class LabelerConfig:
     margin: zero-shot decision margin between relevant and not-relevant prototype similarity.
     chunks: zero-shot only: the ``max_chars`` prefix is cut into this many pieces whose margins are averaged.
     max_new_tokens: generation budget for chat models (the answer is one short phrase).
+    min_coverage: the share of documents that must get a label; a label task (or the audit) below it stops
+        with the counts, and its rerun asks again for exactly the missing ones. An answer that is not a label
+        is an error for that document (retried, never cached), so a broken endpoint cannot pass as labels.
     """
 
     kind: str = checked("zero_shot", choices=("zero_shot", "http", "transformers"))
@@ -134,27 +141,45 @@ class LabelerConfig:
     margin: float = 0.0
     chunks: int = checked(1, ge=1)
     max_new_tokens: int = checked(8, ge=1)
+    min_coverage: float = checked(0.99, gt=0, le=1)
 
 
 @dataclass
 class AuditConfig:
-    """Args:
-    labeler: the stronger model that re-labels the audit subset (paper: Llama-3-70B auditing Phi-4). It must
-        differ from the primary labeler: an audit by the same model measures nothing.
-    subset_per_class: audited documents per (domain, round-1 primary label) stratum; the same documents are
-        audited in every round, so rounds are comparable.
+    """The QA audit that gates the labels (``curation/audit.py`` describes the design).
+
+    Args:
+    labeler: the stronger model that re-labels the audited documents (paper: Llama-3-70B auditing Phi-4). It
+        must be a different model: its weights hash (local models) or endpoint + served model (HTTP) must
+        differ from the primary's.
+    allow_same_model: run the audit even when the auditor is the primary's model (the offline demo has one
+        encoder); the report then says the gate measured self-agreement and is not meaningful.
+    pool_per_domain: documents per domain (smallest audit keys of the sample) that the primary labels with
+        the first prompt version: the first labels that stratify the audit.
+    subset_per_class: audited documents per (domain, first label) stratum, half to choose the prompt
+        version, half to confirm it; the same documents in every round.
+    min_per_stratum: a stratum with fewer pool documents stops the audit (one line naming it).
+    min_pairs: the confirmation needs at least this many labelled pairs, else the audit stops.
     prompts_dir: folder of prompt files ``<version>.yaml`` (empty: the packaged ``curation/prompts``).
-    prompt_versions: operational-definition versions tried in order, one audit round each.
-    target_agreement: Cohen's kappa between primary and auditor that ends the loop successfully.
-    on_target_missed: ``stop`` (fail the stage with the per-round report) or ``continue`` (keep the best
-        round and record that the target was missed).
+    prompt_versions: operational-definition versions tried in order, one audit round each; the round with
+        the highest kappa on the selection half is kept.
+    target_agreement: Cohen's kappa that the *lower bound* of the confirmed kappa's interval must reach.
+    confidence / bootstrap: the interval's level and resamples (stratified percentile bootstrap).
+    on_target_missed: ``stop`` (fail the stage with the per-round report) or ``continue`` (label with the
+        chosen version and record that the target was missed).
     """
 
     labeler: LabelerConfig = field(default_factory=lambda: LabelerConfig(max_chars=4000))
-    subset_per_class: int = checked(15, ge=1)
+    allow_same_model: bool = False
+    pool_per_domain: int = checked(1000, ge=1)
+    subset_per_class: int = checked(60, ge=2)
+    min_per_stratum: int = checked(20, ge=1)
+    min_pairs: int = checked(100, ge=1)
     prompts_dir: str = ""
     prompt_versions: list[str] = field(default_factory=lambda: ["v1", "v2"])
     target_agreement: float = checked(0.6, ge=-1, le=1)
+    confidence: float = checked(0.95, gt=0, lt=1)
+    bootstrap: int = checked(1000, ge=100)
     on_target_missed: str = checked("stop", choices=("stop", "continue"))
 
     def __post_init__(self):

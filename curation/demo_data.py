@@ -238,25 +238,37 @@ BAD_LINES = [
 ]
 
 
+DEMO_FILES = 8  # several input files, so every task of a 2..8-task run reads its own share
+
+
 def build_demo_input(
-    out_dir: str | Path, seed: int = 0, max_chars: int = 1_000_000, sizes: dict[str, int] | None = None
+    out_dir: str | Path,
+    seed: int = 0,
+    max_chars: int = 1_000_000,
+    sizes: dict[str, int] | None = None,
+    files: int = DEMO_FILES,
 ) -> Path:
-    """Write ``finefineweb_demo.jsonl.gz`` + ``planted_duplicates.json`` (idempotent; returns the jsonl
-    path)."""
+    """Write ``finefineweb_demo/part-<k>.jsonl.gz`` (``files`` gzip parts, records dealt round-robin, the bad
+    records spread over the parts) + ``planted_duplicates.json``; idempotent; returns the parts' folder."""
     out_dir = Path(out_dir)
-    target = out_dir / "finefineweb_demo.jsonl.gz"
-    if target.exists() and (out_dir / "planted_duplicates.json").exists():
-        return target
+    folder = out_dir / "finefineweb_demo"
+    names = [f"part-{k:05d}.jsonl.gz" for k in range(files)]
+    if (out_dir / "planted_duplicates.json").exists() and all((folder / n).exists() for n in names):
+        return folder
     records, planted = build_records(data_root(), seed, sizes)
-    buffer = io.BytesIO()
-    with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as gz:  # mtime=0: byte-identical rebuilds
-        for k, rec in enumerate(records):
-            gz.write(json.dumps(rec, ensure_ascii=False).encode() + b"\n")
-            if k < len(BAD_LINES):
-                gz.write(BAD_LINES[k] + b"\n")
-        huge = {"id": "bad-huge", "text": "word " * (max_chars // 5 + 10), "domain": "hobby"}
-        gz.write(json.dumps(huge).encode() + b"\n")
-        gz.write(json.dumps(dict(records[0], text="same id, different text")).encode() + b"\n")
+    lines: list[list[bytes]] = [[] for _ in range(files)]
+    for k, rec in enumerate(records):
+        lines[k % files].append(json.dumps(rec, ensure_ascii=False).encode())
+        if k < len(BAD_LINES):
+            lines[k % files].append(BAD_LINES[k])
+    huge = {"id": "bad-huge", "text": "word " * (max_chars // 5 + 10), "domain": "hobby"}
+    lines[-1].append(json.dumps(huge).encode())
+    lines[-1].append(json.dumps(dict(records[0], text="same id, different text")).encode())
+    for name, part in zip(names, lines):
+        buffer = io.BytesIO()
+        with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as gz:  # mtime=0: byte-identical rebuilds
+            gz.write(b"".join(line + b"\n" for line in part))
+        data = buffer.getvalue()
+        atomic_write(folder / name, lambda tmp, data=data: Path(tmp).write_bytes(data))
     write_json_atomic(out_dir / "planted_duplicates.json", planted)
-    atomic_write(target, lambda tmp: Path(tmp).write_bytes(buffer.getvalue()))
-    return target
+    return folder

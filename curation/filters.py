@@ -199,6 +199,8 @@ class RelevanceFilter(DomainFilter):
         return cache[domain]
 
     def judge_batch(self, batch: list[Document]) -> list[Verdict]:
+        from curation.classifier import passes
+
         out: list[Verdict] = [True] * len(batch)
         by_domain: dict[str, list[int]] = {}
         for i, doc in enumerate(batch):
@@ -210,8 +212,9 @@ class RelevanceFilter(DomainFilter):
                 for i in idx:
                     out[i] = (False, "no_classifier")
                 continue
-            for i, score in zip(idx, clf.scores([batch[i].text for i in idx])):
+            scores = clf.scores([batch[i].text for i in idx])
+            for i, score, kept in zip(idx, scores, passes(scores, clf.threshold)):
                 batch[i].metadata["relevance_score"] = round(float(score), 6)
-                if score < clf.threshold:
+                if not kept:
                     out[i] = (False, "below_threshold")
         return out

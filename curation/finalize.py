@@ -81,7 +81,7 @@ def build_report(stage_dirs: dict[str, str], config: dict[str, Any]) -> dict[str
                     reasons[what.removeprefix("dropped_")] = reasons.get(
                         what.removeprefix("dropped_"), 0
                     ) + int(value)
-    summary = read_json(Path(stage_dirs["label"]) / "summary.json")
+    summary = labelling_summary(stage_dirs)
     words_total = sum(d["words"] for d in per_domain.values()) or 1
     from curation.filters import normalise_domain
 
@@ -100,6 +100,7 @@ def build_report(stage_dirs: dict[str, str], config: dict[str, Any]) -> dict[str
         key=lambda r: (-r["words"], r["domain"]),
     )
     labelling = summary.get("labelling", {})
+    confirmation = labelling.get("confirmation") or {}
     return {
         "totals": {
             "docs_in": docs_in,
@@ -108,17 +109,23 @@ def build_report(stage_dirs: dict[str, str], config: dict[str, Any]) -> dict[str
         },
         "drops": drops,
         "domains": domains,
-        "labelling": {k: v for k, v in labelling.items() if k != "rounds"},
+        "sample": summary.get("sample", {}),
+        "labelling": {k: v for k, v in labelling.items() if k not in ("rounds", "confirmation")},
         "audit_rounds": [
             {
                 "prompt_version": r["prompt_version"],
-                "cohen_kappa": r["overall"]["cohen_kappa"],
-                "agreement": r["overall"]["agreement"],
-                "n": r["overall"]["n"],
-                "per_domain_kappa": {d: m["cohen_kappa"] for d, m in r["per_domain"].items()},
+                "cohen_kappa": r["selection"]["cohen_kappa"],
+                "kappa_interval": r["selection"]["kappa_interval"],
+                "agreement": r["selection"]["agreement"],
+                "n": r["selection"]["n"],
+                "per_domain_kappa": {d: m["cohen_kappa"] for d, m in r["selection"]["per_domain"].items()},
             }
             for r in labelling.get("rounds", [])
         ],
+        "audit_confirmation": {
+            k: confirmation.get(k)
+            for k in ("cohen_kappa", "kappa_interval", "agreement", "n", "missing_pairs")
+        },
         "cleaning_on_labelled_sample": summary.get("cleaning_on_sample", {}),
         "classifiers": {
             d: {
@@ -132,6 +139,8 @@ def build_report(stage_dirs: dict[str, str], config: dict[str, Any]) -> dict[str
                     "heldout_vs_truth",
                     "cv_f1_mean",
                     "n_heldout",
+                    "n_sampled",
+                    "n_unlabelled",
                     "note",
                 )
             }
@@ -139,6 +148,18 @@ def build_report(stage_dirs: dict[str, str], config: dict[str, Any]) -> dict[str
         },
         "stages": {stage: Path(folder).name for stage, folder in stage_dirs.items()},
         "steps": steps,
+    }
+
+
+def labelling_summary(stage_dirs: dict[str, str]) -> dict[str, Any]:
+    """What the sample, audit and train stages wrote: the sample's sizes, the audit record, and each
+    domain's classifier record and cleaning measurements."""
+    train = Path(stage_dirs["train"])
+    return {
+        "sample": read_json(Path(stage_dirs["sample"]) / "sample.json"),
+        "labelling": read_json(Path(stage_dirs["audit"]) / "audit.json"),
+        "classifiers": {p.stem: read_json(p) for p in sorted((train / "classifiers").glob("*.json"))},
+        "cleaning_on_sample": {p.stem: read_json(p) for p in sorted((train / "cleaning").glob("*.json"))},
     }
 
 
@@ -168,22 +189,32 @@ def render_markdown(report: dict[str, Any]) -> str:
         for step, reasons in report["drops"].items()
         for reason, n in reasons.items()
     ]
-    lab = report["labelling"]
+    lab, conf = report["labelling"], report["audit_confirmation"]
+    interval = conf.get("kappa_interval") or [None, None]
     lines += [
         "",
         "## Labelling and QA audit",
         "",
-        f"Primary `{lab.get('primary_labeler')}`, auditor "
-        f"`{lab.get('auditor_labeler')}`, {lab.get('audited_docs')} audited documents "
-        f"(the same every round); target kappa {lab.get('target_kappa')}: "
-        f"{'reached' if lab.get('target_reached') else 'NOT reached'}; "
-        f"chosen prompt `{lab.get('chosen_prompt_version')}`.",
-        "",
-        "| round | prompt | Cohen's kappa | agreement |",
-        "|---:|---|---:|---:|",
+        f"Primary `{lab.get('primary_labeler')}`, auditor `{lab.get('auditor_labeler')}`; "
+        f"{lab.get('audited_docs')} audited documents, stratified by domain and first label (the same "
+        f"every round); chosen prompt `{lab.get('chosen_prompt_version')}` ({lab.get('chosen_by')}), "
+        f"confirmed on the other half: kappa {_fmt(conf.get('cohen_kappa'))}, "
+        f"{_fmt(lab.get('confidence'))} interval [{_fmt(interval[0])}, {_fmt(interval[1])}] on "
+        f"{conf.get('n')} pairs; target (lower bound) {lab.get('target_kappa')}: "
+        f"{'reached' if lab.get('target_reached') else 'NOT reached'}.",
     ]
+    if not lab.get("gate_meaningful", True):
+        lines += [
+            "",
+            "**The audit gate is not meaningful in this run**: the auditor runs the same model as the "
+            "primary labeler (same weights), so kappa measures self-agreement, not correctness.",
+        ]
+    lines += ["", "| round | prompt | Cohen's kappa (selection half) | interval | agreement |"]
+    lines += ["|---:|---|---:|---|---:|"]
     lines += [
-        f"| {i + 1} | {r['prompt_version']} | {_fmt(r['cohen_kappa'])} | {_fmt(r['agreement'])} |"
+        f"| {i + 1} | {r['prompt_version']} | {_fmt(r['cohen_kappa'])} | "
+        f"[{_fmt((r['kappa_interval'] or [None])[0])}, {_fmt((r['kappa_interval'] or [None, None])[1])}] | "
+        f"{_fmt(r['agreement'])} |"
         for i, r in enumerate(report["audit_rounds"])
     ]
     lines += [

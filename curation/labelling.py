@@ -1,45 +1,130 @@
-"""Steps 2-5 on a bounded sample, as one datatrove task: merge the tasks' labelling candidates, measure the
-boilerplate and adult steps on them, label with the primary model, audit with the stronger one over prompt
-versions, and distil the labels into per-domain fastText classifiers.
+"""Steps 3 and 5 as sharded stages, after the audit has chosen the prompt version:
 
-The stage fails (no completion marker, so the executor reruns it) while any label is missing because the
-endpoint failed: only definitive answers are cached, so the rerun asks again for exactly those documents.
+* ``label`` (one task per fetched shard): the primary labeler labels that shard with the chosen version.
+  Every answer is cached (sqlite, one file per task: one writer) as soon as its batch returns, so a killed
+  task resumes where it stopped; only parsable labels are cached; a task whose label coverage falls below
+  ``labeler.min_coverage`` fails (one line naming the counts) and its rerun asks again for exactly the
+  missing documents. The same pattern as datatrove's ``InferenceRunner`` (sharded input, per-rank
+  checkpoints, resumable); that runner is not used directly because its labelers are OpenAI-style servers
+  only and its retry policy is fixed, while labels here also come from local encoders and chat models.
+* ``train`` (one task per filter-required domain): the domain's labelled documents -> boilerplate/adult
+  measured on them -> a calibrated fastText classifier.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from datatrove.data import DocumentsPipeline
+from datatrove.io import get_datafolder
 from datatrove.pipeline.base import PipelineStep
 
+from curation.audit import check_coverage
 from curation.config import CurationConfig, config_from_dict
 from curation.io_utils import write_json_atomic
 from rexbert_common.errors import UserError
 
 
-class LabelsMissing(RuntimeError):
-    """The labeler failed for some documents (endpoint errors); rerun to retry exactly those."""
+def read_rows(folder: str, tasks: int, columns: Sequence[str], domain: str | None = None) -> Iterator[dict]:
+    """Rows of ``<folder>/<rank>.parquet`` for every rank, batch by batch (optionally one domain only); a
+    missing file is an error, never an empty shard."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    data = get_datafolder(folder)
+    names = [f"{rank:05d}.parquet" for rank in range(tasks)]
+    if missing := [name for name in names if not data.exists(name)]:
+        raise UserError(
+            f"{len(missing)} of {tasks} shards are missing from {data.path} ({missing[:3]}): the stage that "
+            "writes them did not complete (or the folder was edited by hand): rerun"
+        )
+    for name in names:
+        with data.open(name, "rb") as handle:
+            for batch in pq.ParquetFile(handle).iter_batches(batch_size=1024, columns=list(columns)):
+                if domain is not None:
+                    batch = batch.filter(pc.equal(batch.column("domain"), domain))
+                yield from batch.to_pylist()
 
 
-class AuditTargetMissed(UserError):
-    """No prompt version reached the agreement target; the per-round report is in ``audit.json``."""
+def label_schema():
+    import pyarrow as pa
+
+    from curation.fetch import fetched_schema
+
+    return fetched_schema().append(pa.field("label", pa.int8())).append(pa.field("status", pa.string()))
 
 
-def audited_subset(domains: list[str], ids: list[str], per_domain: int, seed: int) -> list[int]:
-    """The same documents are audited in every round: per domain, the ``per_domain`` smallest seeded id
-    hashes (chosen before any label exists, so a revised prompt is judged on the same documents)."""
-    from curation.sampling import sample_key
+class LabelShard(PipelineStep):
+    name = "🏷 rexbert labels"
+    type = "🛒 REXBERT"
 
-    by_domain: dict[str, list[int]] = defaultdict(list)
-    for i, domain in enumerate(domains):
-        by_domain[domain].append(i)
-    chosen = []
-    for domain in sorted(by_domain):
-        chosen += sorted(by_domain[domain], key=lambda i: sample_key(seed + 1, ids[i]))[:per_domain]
-    return sorted(chosen)
+    def __init__(
+        self,
+        labeler: dict[str, Any],
+        min_coverage: float,
+        prompts_dir: str,
+        audit_dir: str,
+        fetched_folder: str,
+        out_folder: str,
+        cache_dir: str,
+    ):
+        super().__init__()
+        self.labeler, self.min_coverage, self.prompts_dir = labeler, min_coverage, prompts_dir
+        self.audit_dir, self.fetched_folder, self.cache_dir = audit_dir, fetched_folder, cache_dir
+        self.out = get_datafolder(out_folder)
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from curation.audit import read_decision
+        from curation.config import LabelerConfig
+        from curation.labelers import LabelCache, label_documents, make_labeler
+        from curation.relevance import load_prompt
+        from rexbert_common.config import config_from_dict as load
+
+        with self.track_time():
+            rows = list(_shard_rows(self.fetched_folder, rank))
+            version = read_decision(self.audit_dir)["prompt_version"]
+            labels: list[int | None] = [None] * len(rows)
+            statuses = ["unlabelled"] * len(rows)
+            if rows and version is not None:
+                prompt = load_prompt(self.prompts_dir, version)
+                config = load(LabelerConfig, self.labeler, "labeler")
+                cache = LabelCache(
+                    Path(self.cache_dir) / f"label-{rank:05d}-of-{world_size:05d}.sqlite",
+                    read_also=[Path(self.cache_dir) / "audit.sqlite"],
+                )
+                try:
+                    results, stats = label_documents(
+                        [r["text"] for r in rows], make_labeler(config), prompt, cache, config.batch_size
+                    )
+                finally:
+                    cache.close()
+                for key, value in stats.as_dict().items():
+                    self.stat_update(key, value=value)
+                labels, statuses = [r.label for r in results], [r.status for r in results]
+                check_coverage(f"label task {rank}", statuses, self.min_coverage)
+            schema = label_schema()
+            columns = {name: [r[name] for r in rows] for name in schema.names[:-2]}
+            table = pa.table({**columns, "label": labels, "status": statuses}, schema=schema)
+            with self.out.open(f"{rank:05d}.parquet", "wb") as handle:
+                pq.write_table(table, handle, compression="zstd")
+        return iter(())
+
+
+def _shard_rows(folder: str, rank: int) -> Iterator[dict]:
+    import pyarrow.parquet as pq
+
+    data = get_datafolder(folder)
+    name = f"{rank:05d}.parquet"
+    if not data.exists(name):
+        raise UserError(f"{data.path}/{name} is missing: the fetch stage did not complete; rerun")
+    with data.open(name, "rb") as handle:
+        yield from pq.read_table(handle).to_pylist()
 
 
 def measure_cleaning(config: CurationConfig, texts, urls, domains, labels: list[int | None]):
@@ -81,128 +166,54 @@ def measure_cleaning(config: CurationConfig, texts, urls, domains, labels: list[
     return cleaned, report
 
 
-def label_and_audit(config: CurationConfig, ids, texts, domains, cache_path: Path) -> dict[str, Any]:
-    """The audit loop: one round per prompt version, Cohen's kappa on the fixed audited subset, stop at the
-    target. Returns the chosen version's labels and every round's record."""
-    from curation.audit import audit_round
-    from curation.labelers import LabelCache, label_documents, make_labeler
-    from curation.relevance import load_prompt
+class TrainDomain(PipelineStep):
+    """The ``train`` stage: task r trains the classifier of the r-th filter-required domain (sorted) from
+    its labelled documents; writes ``classifiers/<domain>.{bin,json}`` and ``cleaning/<domain>.json``."""
 
-    primary, auditor = make_labeler(config.labeler), make_labeler(config.audit.labeler)
-    if primary.identity == auditor.identity:
-        raise UserError(
-            f"audit.labeler is the primary labeler ({primary.identity}): an audit by the same "
-            "model measures nothing; configure a stronger auditor"
-        )
-    subset = audited_subset(domains, ids, 2 * config.audit.subset_per_class, config.sampling.seed)
-    cache = LabelCache(cache_path)
-    rounds, labels_of = [], {}
-    try:
-        for version in config.audit.prompt_versions:
-            prompt = load_prompt(config.prompts_dir(), version)
-            results, stats = label_documents(
-                texts, primary, prompt, cache, config.labeler.batch_size, f"label {version}"
-            )
-            audit, audit_stats = label_documents(
-                [texts[i] for i in subset],
-                auditor,
-                prompt,
-                cache,
-                config.audit.labeler.batch_size,
-                f"audit {version}",
-            )
-            missing = sum(r.status == "error" for r in results) + sum(r.status == "error" for r in audit)
-            if missing:
-                raise LabelsMissing(
-                    f"{missing} labels missing for prompt {version} (labeler errors: "
-                    f"{stats.as_dict()} / auditor {audit_stats.as_dict()}); the endpoint failed "
-                    "for them and they were not cached: rerun the same command to retry them"
-                )
-            labels = [r.label for r in results]
-            labels_of[version] = labels
-            record = audit_round(
-                version,
-                [domains[i] for i in subset],
-                [ids[i] for i in subset],
-                [texts[i] for i in subset],
-                [labels[i] for i in subset],
-                [r.label for r in audit],
-            )
-            record.label_stats = {"primary": stats.as_dict(), "auditor": audit_stats.as_dict()}
-            rounds.append(record.as_dict())
-            kappa = record.overall["cohen_kappa"]
-            if kappa is not None and kappa >= config.audit.target_agreement:
-                break
-    finally:
-        cache.close()
-    best = max(
-        rounds, key=lambda r: r["overall"]["cohen_kappa"] if r["overall"]["cohen_kappa"] is not None else -2
-    )
-    reached = (best["overall"]["cohen_kappa"] or -2) >= config.audit.target_agreement
-    return {
-        "primary_labeler": primary.identity,
-        "auditor_labeler": auditor.identity,
-        "audited_docs": len(subset),
-        "target_kappa": config.audit.target_agreement,
-        "target_reached": reached,
-        "chosen_prompt_version": best["prompt_version"],
-        "rounds": rounds,
-        "labels": labels_of[best["prompt_version"]],
-    }
-
-
-class LabelAndTrain(PipelineStep):
-    """One task: sample -> cleaning measurements -> labels + audit loop -> per-domain classifiers."""
-
-    name = "🏷 rexbert label, audit, train"
+    name = "🎓 rexbert domain classifier"
     type = "🛒 REXBERT"
 
-    def __init__(
-        self, config: dict[str, Any], candidates_dir: str, out_dir: str, cache_path: str, tasks: int
-    ):
+    def __init__(self, config: dict[str, Any], labels_folder: str, label_tasks: int, out_dir: str):
         super().__init__()
-        self.tasks = tasks
-        self.config_dict = config  # a plain dict pickles into any executor's workers
-        self.candidates_dir, self.out_dir, self.cache_path = candidates_dir, out_dir, cache_path
+        self.config_dict = config
+        self.labels_folder, self.label_tasks, self.out_dir = labels_folder, label_tasks, out_dir
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         from curation.classifier import train_domain_classifier
-        from curation.shards import merged_sample
+        from curation.filters import normalise_domain
 
         config = config_from_dict(self.config_dict)
+        domain = sorted({normalise_domain(d) for d in config.domains.filter_required})[rank]
         out = Path(self.out_dir)
         with self.track_time():
-            sample = merged_sample(self.candidates_dir, config.sampling.per_domain, self.tasks)
-            ids, texts = sample.column("id").to_pylist(), sample.column("text").to_pylist()
-            domains, truth = sample.column("domain").to_pylist(), sample.column("truth").to_pylist()
-            self.stat_update("sampled", value=len(ids))
-            summary: dict[str, Any] = {"sample_size": len(ids), "classifiers": {}}
-            if ids:
-                labelling = label_and_audit(config, ids, texts, domains, Path(self.cache_path))
-                labels = labelling.pop("labels")
-                write_json_atomic(out / "audit.json", labelling)
-                if not labelling["target_reached"] and config.audit.on_target_missed == "stop":
-                    kappas = [(r["prompt_version"], r["overall"]["cohen_kappa"]) for r in labelling["rounds"]]
-                    raise AuditTargetMissed(
-                        f"the QA audit never reached Cohen's kappa >= {config.audit.target_agreement} "
-                        f"(per round: {kappas}); see {out / 'audit.json'}, revise the prompt "
-                        "(a new file in audit.prompts_dir) or set audit.on_target_missed"
-                    )
-                urls = sample.column("url").to_pylist()
-                cleaned, cleaning = measure_cleaning(config, texts, urls, domains, labels)
-                summary |= {"labelling": labelling, "cleaning_on_sample": cleaning}
-                for domain in sorted(set(domains)):
-                    rows = [i for i, d in enumerate(domains) if d == domain and labels[i] is not None]
-                    self.stat_update(f"{domain}/labelled", value=len(rows))
-                    known = [truth[i] for i in rows]
-                    summary["classifiers"][domain] = train_domain_classifier(
-                        domain,
-                        [ids[i] for i in rows],
-                        [cleaned[i] for i in rows],
-                        [labels[i] for i in rows],
-                        config.classifier,
-                        out / "classifiers",
-                        truth=known if known and all(t in (0, 1) for t in known) else None,
-                    )
-            write_json_atomic(out / "summary.json", summary)
+            columns = ("id", "text", "url", "truth", "label", "status")
+            rows = sorted(
+                read_rows(self.labels_folder, self.label_tasks, (*columns, "domain"), domain=domain),
+                key=lambda r: r["id"],
+            )
+            if not rows:
+                return iter(())
+            labelled = [r for r in rows if r["status"] == "ok"]
+            self.stat_update(f"{domain}/labelled", value=len(labelled))
+            check_coverage(f"domain {domain}", [r["status"] for r in rows], config.labeler.min_coverage)
+            cleaned, cleaning = measure_cleaning(
+                config,
+                [r["text"] for r in labelled],
+                [r["url"] for r in labelled],
+                [domain] * len(labelled),
+                [r["label"] for r in labelled],
+            )
+            truth = [r["truth"] for r in labelled]
+            record = train_domain_classifier(
+                domain,
+                [r["id"] for r in labelled],
+                cleaned,
+                [r["label"] for r in labelled],
+                config.classifier,
+                out / "classifiers",
+                truth=truth if truth and all(t in (0, 1) for t in truth) else None,
+            )
+            record["n_sampled"], record["n_unlabelled"] = len(rows), len(rows) - len(labelled)
+            write_json_atomic(out / "classifiers" / f"{domain}.json", record)
+            write_json_atomic(out / "cleaning" / f"{domain}.json", cleaning.get(domain, {}))
         return iter(())

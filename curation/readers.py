@@ -81,6 +81,14 @@ class RecordValidator:
         )
 
 
+def parse_doc_id(doc_id: str) -> tuple[str, str, int]:
+    """(source name, file path relative to the source, record index) of a document id built by
+    :class:`RecordValidator` (``<name>/<relpath>#<index>``): where its record can be read again."""
+    location, index = doc_id.rsplit("#", 1)
+    name, relpath = location.split("/", 1)
+    return name, relpath, int(index)
+
+
 class _ValidatingReader(BaseDiskReader):
     """Shared by the jsonl and parquet readers: file selection by top-level folder and counted drops."""
 
@@ -111,6 +119,13 @@ class _ValidatingReader(BaseDiskReader):
             return None
         self.stat_update("forwarded")
         return result
+
+    def read_records(self, relpath: str, indices: list[int]):
+        """The Documents of records ``indices`` of one file (or the drop reason where a record is no longer
+        valid), in file order, parsing no other record."""
+        wanted = set(indices)
+        for index, row in self.raw_records(relpath, wanted):
+            yield index, self.validator(row, relpath, index)
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         if data:
@@ -149,6 +164,19 @@ class JsonlRecordReader(_ValidatingReader):
                 if doc is not None:
                     yield doc
 
+    def raw_records(self, filepath: str, wanted: set[int]):
+        last = max(wanted, default=-1)
+        with self.data_folder.open(filepath, "rb") as raw:
+            handle = gzip.open(raw) if filepath.endswith(".gz") else raw  # noqa: SIM115 - closed with raw
+            for index, line in enumerate(handle):
+                if index > last:
+                    return
+                if index in wanted:
+                    try:
+                        yield index, json.loads(line.decode("utf-8"))
+                    except (UnicodeDecodeError, json.JSONDecodeError):
+                        yield index, None
+
 
 class ParquetRecordReader(_ValidatingReader):
     name = "📖 rexbert parquet"
@@ -168,6 +196,20 @@ class ParquetRecordReader(_ValidatingReader):
                     index += 1
                     if doc is not None:
                         yield doc
+
+    def raw_records(self, filepath: str, wanted: set[int]):
+        import pyarrow.parquet as pq
+
+        with self.data_folder.open(filepath, "rb") as handle:
+            parquet = pq.ParquetFile(handle)
+            start = 0
+            for group in range(parquet.metadata.num_row_groups):
+                rows = parquet.metadata.row_group(group).num_rows
+                inside = sorted(i for i in wanted if start <= i < start + rows)
+                if inside:  # row groups holding no wanted record are never read
+                    table = parquet.read_row_group(group).take([i - start for i in inside])
+                    yield from zip(inside, table.to_pylist())
+                start += rows
 
 
 class HFDatasetRecordReader(BaseReader):
@@ -196,6 +238,19 @@ class HFDatasetRecordReader(BaseReader):
                 self.stat_update("forwarded")
                 self.update_doc_stats(result)
                 yield result
+
+    def read_records(self, relpath: str, indices: list[int]):
+        from datasets import load_dataset
+
+        split, shard_name = relpath.split("/", 1)
+        dataset = load_dataset(self.source.path, split=split, streaming=True)
+        shards, shard = max(1, dataset.num_shards), int(shard_name.removeprefix("shard"))
+        wanted, last = set(indices), max(indices, default=-1)
+        for index, row in enumerate(dataset.shard(num_shards=shards, index=shard)):
+            if index > last:
+                return
+            if index in wanted:
+                yield index, self.validator(row, relpath, index)
 
 
 def make_reader(source: SourceConfig, max_chars: int, name: str) -> BaseReader:

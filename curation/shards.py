@@ -1,10 +1,11 @@
 """What the sharded stages write and read back: the prepared shards (one parquet file per task, read back by
-the same rank so MinHash document indexes line up), the per-task labelling candidates, and the dataset rows.
+the same rank so MinHash document indexes line up, with a manifest of how many documents each holds) and the
+dataset rows.
 """
 
 from __future__ import annotations
 
-import heapq
+import json
 from typing import Any
 
 from datatrove.data import Document, DocumentsPipeline
@@ -13,7 +14,7 @@ from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.readers.base import BaseReader
 from datatrove.pipeline.writers import ParquetWriter
 
-from curation.sampling import sample_key
+from rexbert_common.errors import UserError
 
 # metadata carried between stages, with its parquet type; relevance_score is null for direct domains
 METADATA = {
@@ -38,21 +39,6 @@ DATASET_COLUMNS = (
     "language",
     "language_score",
 )
-
-
-def _candidate_schema():
-    import pyarrow as pa
-
-    return pa.schema(
-        [
-            ("domain", pa.string()),
-            ("key", pa.uint64()),
-            ("id", pa.string()),
-            ("text", pa.string()),
-            ("truth", pa.int8()),
-            ("url", pa.string()),
-        ]
-    )
 
 
 def _schema(columns):
@@ -93,9 +79,31 @@ def dataset_writer(folder: str) -> ParquetWriter:
     )
 
 
+class ShardManifest(PipelineStep):
+    """Writes ``<rank>.json`` = how many documents the prepared shard of this task holds, after its writer
+    has closed the shard: the reader can then tell a task whose documents were all dropped (0, no parquet
+    file) from a shard that is missing (an error)."""
+
+    name = "🧾 rexbert shard manifest"
+    type = "🛒 REXBERT"
+
+    def __init__(self, folder: str):
+        super().__init__()
+        self.folder = get_datafolder(folder)
+
+    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        n = 0
+        for doc in data:
+            n += 1
+            yield doc
+        with self.folder.open(f"{rank:05d}.json", "w") as handle:
+            json.dump({"documents": n}, handle)
+
+
 class PreparedShardReader(BaseReader):
-    """Reads ``<rank>.parquet`` of the prepared folder, in the order it was written (a task whose documents
-    were all dropped wrote no file and yields nothing)."""
+    """Reads ``<rank>.parquet`` of the prepared folder, in the order it was written. The manifest says how
+    many documents it holds: a missing manifest, or a missing or short shard, is an error, never an empty
+    task."""
 
     name = "📖 rexbert prepared shard"
 
@@ -109,11 +117,26 @@ class PreparedShardReader(BaseReader):
 
         if data:
             yield from data
-        name = f"{rank:05d}.parquet"
-        if not self.folder.exists(name):
+        name, manifest = f"{rank:05d}.parquet", f"{rank:05d}.json"
+        if not self.folder.exists(manifest):
+            raise UserError(
+                f"prepared shard manifest {self.folder.path}/{manifest} is missing: prepare task {rank} did "
+                "not complete (or the folder was edited by hand): rerun, or delete that stage folder"
+            )
+        with self.folder.open(manifest, "r") as handle:
+            expected = json.load(handle)["documents"]
+        if expected == 0:
             return
+        if not self.folder.exists(name):
+            raise UserError(f"prepared shard {self.folder.path}/{name} ({expected} documents) is missing")
         with self.folder.open(name, "rb") as handle:
-            for batch in pq.ParquetFile(handle).iter_batches(batch_size=self.batch_size):
+            parquet = pq.ParquetFile(handle)
+            if parquet.metadata.num_rows != expected:
+                raise UserError(
+                    f"prepared shard {self.folder.path}/{name} holds {parquet.metadata.num_rows} documents, "
+                    f"its manifest {expected}: delete that stage folder to recompute it"
+                )
+            for batch in parquet.iter_batches(batch_size=self.batch_size):
                 for row in batch.to_pylist():
                     doc = Document(
                         text=row.pop("text"),
@@ -122,79 +145,3 @@ class PreparedShardReader(BaseReader):
                     )
                     self.update_doc_stats(doc)
                     yield doc
-
-
-class SampleCandidates(PipelineStep):
-    """Keeps, per filter-required domain, the ``per_domain`` documents with the smallest seeded id hash, and
-    writes them at the end of the task. Memory is bounded by ``per_domain`` x domains; merging the tasks'
-    candidates and keeping the smallest keys again gives the same sample for any task count."""
-
-    name = "🎲 rexbert labelling candidates"
-    type = "🛒 REXBERT"
-
-    def __init__(self, folder: str, per_domain: int, seed: int):
-        super().__init__()
-        self.folder = get_datafolder(folder)
-        self.per_domain = per_domain
-        self.seed = seed
-
-    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        heaps: dict[str, list[tuple[int, str, str, int, str]]] = {}
-        for doc in data:
-            if doc.metadata.get("route") == "filter":
-                entry = (
-                    -sample_key(self.seed, doc.id),
-                    doc.id,
-                    doc.text,
-                    doc.metadata.get("truth", -1),
-                    doc.metadata.get("url", ""),
-                )
-                heap = heaps.setdefault(doc.metadata["domain"], [])
-                if len(heap) < self.per_domain:
-                    heapq.heappush(heap, entry)
-                elif entry > heap[0]:
-                    heapq.heapreplace(heap, entry)
-            yield doc
-        rows = [(d, -k, i, t, y, u) for d, heap in sorted(heaps.items()) for k, i, t, y, u in heap]
-        columns = list(zip(*rows)) if rows else [[]] * 6
-        table = pa.table(dict(zip(_candidate_schema().names, columns)), schema=_candidate_schema())
-        self.stat_update("candidates", value=len(rows))
-        with self.folder.open(f"{rank:05d}.parquet", "wb") as handle:
-            pq.write_table(table, handle)
-
-
-def merged_sample(folder: str, per_domain: int, tasks: int):
-    """The global sample: the ``per_domain`` smallest keys of each domain over every task's candidates,
-    ordered by (domain, key). Reads at most tasks x per_domain x domains rows."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    from rexbert_common.errors import UserError
-
-    folder = get_datafolder(folder)
-    expected = [f"{rank:05d}.parquet" for rank in range(tasks)]
-    missing = [name for name in expected if not folder.exists(name)]
-    if missing:
-        raise UserError(
-            f"labelling candidates {missing[:3]} are missing from {folder.path} (a stage folder was "
-            "edited by hand?): delete that stage folder to recompute it"
-        )
-    tables = []
-    for name in expected:
-        with folder.open(name, "rb") as handle:
-            tables.append(pq.read_table(handle))
-    table = pa.concat_tables(tables) if tables else _candidate_schema().empty_table()
-    table = table.take(
-        pc.sort_indices(table, [("domain", "ascending"), ("key", "ascending"), ("id", "ascending")])
-    )
-    domains = table.column("domain").to_pylist()
-    keep, seen = [], {}
-    for i, domain in enumerate(domains):
-        seen[domain] = seen.get(domain, 0) + 1
-        if seen[domain] <= per_domain:
-            keep.append(i)
-    return table.take(pa.array(keep, pa.int64()))

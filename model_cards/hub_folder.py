@@ -18,7 +18,12 @@ REQUIRED_AUTO_CLASSES = (
     "AutoModelForSequenceClassification",
     "AutoModelForTokenClassification",
 )
-REMOTE_CODE_FILES = ("configuration_rexbert.py", "modeling_rexbert.py")
+REMOTE_CODE_FILES = (
+    "configuration_rexbert.py",
+    "modeling_rexbert.py",
+    "packing_rexbert.py",
+    "attention_rexbert.py",
+)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 FORBIDDEN_WEIGHT_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 # Files that never belong in a published model repository (training state, scratch): the upload skips

@@ -2,8 +2,9 @@
 
 ``import modeling_rexbert`` registers ``model_type="rexbert"`` with ``AutoConfig``, ``AutoModel``,
 ``AutoModelForMaskedLM``, ``AutoModelForSequenceClassification`` and
-``AutoModelForTokenClassification``, and marks every class for remote-code export so that
-``save_pretrained`` copies the code files and writes a complete ``auto_map``.
+``AutoModelForTokenClassification``, marks every class for remote-code export so that
+``save_pretrained`` copies the code files and writes a complete ``auto_map``, and gives the ``sdpa``
+backend its CPU scheduling (``sdpa_cpu.py``; remote-code copies keep the shipped one).
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from transformers import (
     AutoModelForTokenClassification,
 )
 
+from . import sdpa_cpu
+from .attention_rexbert import ATTENTION_BACKENDS
 from .configuration_rexbert import SIZE_PRESETS, RexBertConfig, modernbert_to_rexbert_dict
 from .conversion import export_to_modernbert, rexbert_config_to_modernbert
 from .modeling_rexbert import (
-    ATTENTION_BACKENDS,
     RexBertForMaskedLM,
     RexBertForSequenceClassification,
     RexBertForTokenClassification,
@@ -44,6 +46,7 @@ def _register() -> None:
 
 
 _register()
+sdpa_cpu.register()
 
 __all__ = [
     "ATTENTION_BACKENDS",

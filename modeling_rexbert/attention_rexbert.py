@@ -1,324 +1,198 @@
-"""Attention backends over packed tokens, in one registry.
+"""RexBERT's attention backends over packed tokens, and the rule that picks one per forward.
 
-Shipped next to ``modeling_rexbert.py`` as remote code (torch, transformers and the standard library only;
-flash-attn is imported lazily). Every backend has the signature::
+Shipped next to ``modeling_rexbert.py`` as remote code (torch and transformers only). Every backend::
 
-    fn(q, k, v, batch, *, window_size, dropout, scale, deterministic) -> (out, weights | None)
+    fn(q, k, v, batch, *, window, dropout, scale, need_weights) -> (out, weights | None)
 
-with q, k, v and out (N, heads, head_dim) over the N real tokens of ``batch`` (a :class:`PackedBatch`)
-and ``window_size=(left, right)`` in FlashAttention's convention: query i attends to keys j of its own
-document with i - left <= j <= i + right; (-1, -1) is full attention.
+q, k, v, out: (N, heads, head_dim) over the N real tokens of ``batch`` (a :class:`PackedBatch`);
+``window=(left, right)`` in FlashAttention's convention: query i attends to keys j of its own document
+with i - left <= j <= i + right; (-1, -1) is global. ``config._attn_implementation`` (transformers'
+``attn_implementation``) names one of them; any other name goes to transformers' ``AttentionInterface``.
 
-=====================  ==========================================================================
-``varlen``             ``torch.nn.attention.varlen.varlen_attn`` (PyTorch's FlashAttention varlen
-                       kernel; CUDA, fp16 / bf16, no attention dropout). Reads only ``cu_seqlens``
-                       and the host int ``max_seqlen``: no device-to-host copy.
-``flash_attention_2``  ``flash_attn.flash_attn_varlen_func`` (optional ``flash-attn`` package).
-``sdpa``               ``F.scaled_dot_product_attention`` on documents grouped by length (global
-                       layers) or on query blocks with a band mask (local layers): few large calls,
-                       no S x S matrix. Plans from host document lengths (one host read per forward).
-``eager``              explicit softmax(QK^T) per document; returns the attention weights.
-=====================  ==========================================================================
-
-:func:`select_backend` picks ``varlen`` on CUDA whenever it applies and ``sdpa`` otherwise.
+===========  ===========================================================================================
+``varlen``   ``torch.nn.attention.varlen.varlen_attn`` (PyTorch's FlashAttention varlen kernel): the
+             default. Reads ``cu_seqlens`` and the host int ``max_seqlen``: no device-to-host copy. Where
+             the kernel cannot run (:func:`varlen_unavailable`) the forward uses ``sdpa`` instead.
+``sdpa``     ``F.scaled_dot_product_attention`` on the documents padded to the longest, with a key mask
+             (and the band on local layers). No host read. The ``modeling_rexbert`` package replaces it
+             on CPU with length-bucketed / blocked scheduling (``sdpa_cpu.py``, not shipped).
+``eager``    explicit softmax(QK^T) on the same layout; the only one that returns attention weights.
+===========  ===========================================================================================
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import inspect
 
 import torch
 import torch.nn.functional as F
+from transformers.utils import logging
 
 from .packing_rexbert import PackedBatch
 
+logger = logging.get_logger(__name__)
+
 GLOBAL_WINDOW = (-1, -1)
+# Eager attention refuses to build a score or weight tensor larger than this (4 GiB in fp32).
+MAX_DENSE_ELEMENTS = 2**30
 
 
-# ====================================================================== GPU kernels
-def _varlen_attn_fn():
-    """``torch.nn.attention.varlen.varlen_attn``, or None on PyTorch < 2.10 (kept a function so tests can
-    substitute a reference implementation)."""
-    try:
-        from torch.nn.attention.varlen import varlen_attn
-    except ImportError:
-        return None
-    return varlen_attn
+# ====================================================================== varlen (GPU)
+def varlen_attention(q, k, v, batch: PackedBatch, *, window, dropout, scale, need_weights=False):
+    from torch.nn.attention.varlen import varlen_attn
+
+    cu, m = batch.cu_seqlens, batch.max_seqlen
+    return varlen_attn(q, k, v, cu, cu, m, m, scale=scale, window_size=tuple(window)), None
 
 
-def varlen_attention(q, k, v, batch: PackedBatch, *, window_size, dropout, scale, deterministic=False):
-    """PyTorch's varlen FlashAttention kernel on the packed stream (CUDA, fp16 / bf16)."""
-    if dropout:
-        raise ValueError(
-            "the 'varlen' attention backend has no attention dropout: set attention_dropout=0 "
-            "or use attention_backend='sdpa' / 'flash_attention_2'"
+# The probes answer the same for the whole process: memoised, and constants under torch.compile.
+_PROBED: dict = {}
+
+
+@torch.compiler.assume_constant_result
+def varlen_parameters() -> tuple[str, ...] | None:
+    """Parameters of this torch's ``varlen_attn`` (None before torch 2.10, which introduced it)."""
+    if "varlen" not in _PROBED:
+        try:
+            from torch.nn.attention.varlen import varlen_attn
+
+            _PROBED["varlen"] = tuple(inspect.signature(varlen_attn).parameters)
+        except ImportError:
+            _PROBED["varlen"] = None
+    return _PROBED["varlen"]
+
+
+@torch.compiler.assume_constant_result
+def cuda_capability(device: torch.device) -> tuple[int, int]:
+    if device not in _PROBED:
+        _PROBED[device] = torch.cuda.get_device_capability(device)
+    return _PROBED[device]
+
+
+def varlen_unavailable(device: torch.device, dtype: torch.dtype, dropout: float) -> str | None:
+    """Why the varlen kernel cannot run a forward with these activations, or None when it can."""
+    if device.type != "cuda":
+        return "it is CUDA-only"
+    params = varlen_parameters()
+    if params is None or not {"window_size", "scale"} <= set(params):
+        have = (
+            "no torch.nn.attention.varlen" if params is None else "a varlen_attn without window_size / scale"
         )
-    varlen_attn = _varlen_attn_fn()
-    if varlen_attn is None:
-        raise ImportError("attention_backend='varlen' needs torch>=2.10 (torch.nn.attention.varlen)")
-    out = varlen_attn(
-        q,
-        k,
-        v,
-        batch.cu_seqlens,
-        batch.cu_seqlens,
-        batch.max_seqlen,
-        batch.max_seqlen,
-        scale=scale,
-        window_size=tuple(window_size),
-    )
-    return out, None
+        return f"torch {torch.__version__} has {have} (torch 2.13 has both)"
+    if dtype not in (torch.float16, torch.bfloat16):
+        return f"it needs fp16 / bf16 activations, not {dtype} (train under bf16 autocast)"
+    if cuda_capability(device) < (8, 0):
+        return f"FlashAttention needs compute capability >= 8.0; this GPU has {cuda_capability(device)}"
+    if dropout:
+        return f"it has no attention dropout (attention_dropout={dropout})"
+    return None
 
 
-def flash_attention(q, k, v, batch: PackedBatch, *, window_size, dropout, scale, deterministic=False):
-    """flash-attn 2 ``flash_attn_varlen_func`` on the packed stream (CUDA, fp16 / bf16)."""
-    try:  # inside try: transformers' remote-code import check skips optional imports there
-        from flash_attn import flash_attn_varlen_func
-    except ImportError as err:
-        raise ImportError(
-            "attention_backend 'flash_attention_2' needs the flash-attn package and a CUDA GPU "
-            "(pip install 'rexbert[gpu]'); the default 'varlen' backend needs neither"
-        ) from err
-    dtype = q.dtype
-    if dtype not in (torch.float16, torch.bfloat16):  # flash-attn kernels exist for half precision only
-        q, k, v = q.to(torch.bfloat16), k.to(torch.bfloat16), v.to(torch.bfloat16)
-    out = flash_attn_varlen_func(
-        q,
-        k,
-        v,
-        batch.cu_seqlens,
-        batch.cu_seqlens,
-        batch.max_seqlen,
-        batch.max_seqlen,
-        dropout_p=dropout,
-        softmax_scale=scale,
-        causal=False,
-        window_size=tuple(window_size),
-        deterministic=deterministic,
-    )
-    return out.to(dtype), None
-
-
-# ====================================================================== sdpa: length buckets / blocked band
-@dataclass
-class DenseBuckets:
-    """Documents batched by similar length: one sdpa call per bucket of shape (n, heads, L, d).
-
-    Tokens are gathered once into a padded stream (``gather``; None when the token stream already is
-    that stream, e.g. equal-length rows), each bucket is a slice of it, and ``scatter`` puts the real
-    tokens' outputs back in stream order. ``buckets`` holds (n, L, key_mask) with an additive
-    (n, 1, 1, L) mask hiding padded keys, or None when the bucket has no padding (unmasked sdpa is
-    PyTorch's flash kernel: O(L) memory, even for an 8k-token global layer).
-    """
-
-    gather: torch.Tensor | None  # (P,) token index of every padded-stream row
-    buckets: list[tuple[int, int, torch.Tensor | None]]
-    scatter: torch.Tensor | None  # (N,) padded-stream row of every token
-
-
-@dataclass
-class BlockedGroup:
-    """Sliding-window attention over all N tokens in O(N * window) memory.
-
-    The N tokens form one stream with ``half`` masked key slots in front and behind. Query block p
-    (``block`` tokens) attends to the ``block + 2 * half`` keys around it -- overlapping windows gathered
-    with one ``index_select`` of ``key_rows`` -- and ``mask`` keeps keys of the same document within
-    distance <= half. Any token's +-half window lies inside its block's key span, so documents need no
-    alignment and no S x S matrix is ever built.
-    """
-
-    block: int
-    half: int
-    nblocks: int
-    ntokens: int
-    mask: torch.Tensor  # (nblocks, 1, block, block + 2 * half) additive: 0 = attend, -inf = not
-    key_rows: torch.Tensor  # (nblocks * (block + 2 * half),) token (0..N-1) read by every key slot
-
-
-# Documents in one bucket are at least this fraction of its longest: <= 1.8x wasted scores in the worst
-# case, ~8 buckets for 32 texts of 10..512 tokens. Each sdpa call is a thread barrier on CPU, so a few
-# large calls beat one call per document.
-BUCKET_MIN_FILL = 0.75
-
-
-def _dense_buckets(seqlens: list[int], device: torch.device, dtype: torch.dtype) -> DenseBuckets:
-    starts = [0]
-    for n in seqlens:
-        starts.append(starts[-1] + n)
-    docs = [d for d, n in enumerate(seqlens) if n > 0]
-    lengths = {seqlens[d] for d in docs}
-    if len(lengths) <= 1:  # equal-length documents: the token stream is already the padded stream
-        L = lengths.pop() if lengths else 0
-        return DenseBuckets(None, [(len(docs), L, None)] if docs else [], None)
-    order = sorted(docs, key=lambda d: -seqlens[d])
-    groups: list[list[int]] = [[order[0]]]
-    for d in order[1:]:
-        if seqlens[d] < BUCKET_MIN_FILL * seqlens[groups[-1][0]]:
-            groups.append([])
-        groups[-1].append(d)
-    gather, buckets = [], []
-    scatter = torch.empty(starts[-1], dtype=torch.long, device=device)
-    row = 0
-    for members in groups:
-        L = seqlens[members[0]]
-        lens = torch.tensor([seqlens[d] for d in members], device=device)
-        r = torch.arange(L, device=device)
-        real = r[None, :] < lens[:, None]  # (n, L)
-        first = torch.tensor([starts[d] for d in members], device=device)[:, None]
-        gather.append(torch.where(real, first + r, first).reshape(-1))  # pad rows re-read a real token
-        for j, d in enumerate(members):
-            scatter[starts[d] : starts[d + 1]] = row + j * L + torch.arange(seqlens[d], device=device)
-        mask = None
-        if any(seqlens[d] != L for d in members):
-            mask = torch.zeros(len(members), 1, 1, L, dtype=dtype, device=device)
-            mask.masked_fill_(~real[:, None, None, :], float("-inf"))
-        buckets.append((len(members), L, mask))
-        row += len(members) * L
-    return DenseBuckets(torch.cat(gather), buckets, scatter)
-
-
-def _blocked_group(seqlens: list[int], half: int, device: torch.device, dtype: torch.dtype) -> BlockedGroup:
-    """All N tokens (documents tile the stream) in query blocks with a band + same-document mask."""
-    block = half
-    span = block + 2 * half  # keys seen by one query block
-    docs = [n for n in seqlens if n > 0]
-    doc = torch.cat([torch.full((n,), i, device=device) for i, n in enumerate(docs)])
-    pos = torch.cat([torch.arange(n, device=device) for n in docs])
-    ntok = int(doc.numel())
-    nblocks = -(-ntok // block)
-    rows = half + nblocks * block + half
-    # Padded stream: [half pad | tokens | tail padding | half pad]; pad rows carry doc id -1.
-    doc_rows = torch.full((rows,), -1, device=device)
-    pos_rows = torch.zeros(rows, dtype=torch.long, device=device)
-    doc_rows[half : half + ntok] = doc
-    pos_rows[half : half + ntok] = pos
-    q_row = half + torch.arange(nblocks * block, device=device).view(nblocks, block)  # (nb, block)
-    k_row = torch.arange(nblocks, device=device)[:, None] * block + torch.arange(span, device=device)
-    dq, dk = doc_rows[q_row][:, :, None], doc_rows[k_row][:, None, :]
-    near = (pos_rows[q_row][:, :, None] - pos_rows[k_row][:, None, :]).abs() <= half
-    mask = (dq == dk) & (dk >= 0) & near
-    # Padding query rows (outputs discarded) attend to themselves so no softmax row is empty (no NaN).
-    mask |= (dq < 0) & (q_row[:, :, None] == k_row[:, None, :])
-    # Additive float mask built once per forward: sdpa's CPU kernel would convert a bool mask per call.
-    additive = torch.zeros(mask.shape, dtype=dtype, device=device).masked_fill_(~mask, float("-inf"))
-    return BlockedGroup(
-        block, half, nblocks, ntok, additive.unsqueeze(1), (k_row - half).clamp_(0, ntok - 1).reshape(-1)
-    )
-
-
-def sdpa_plan(batch: PackedBatch, half: int | None, dtype: torch.dtype) -> DenseBuckets | BlockedGroup:
-    """How sdpa attends at one half window (None = global); built once per forward, shared by all layers.
-
-    Local layers use the blocked kernel for every document as soon as one exceeds the half window (short
-    documents are exact there too); global layers, and local layers whose documents all fit the window,
-    use length buckets."""
-    key = ("sdpa", half, dtype)
-    if key not in batch.cache:
-        seqlens = batch.host_seqlens()
-        device = batch.cu_seqlens.device
-        if half is not None and any(n > half + 1 for n in seqlens):  # some pair is out of window
-            batch.cache[key] = _blocked_group(seqlens, half, device, dtype)
-        else:
-            batch.cache[key] = _dense_buckets(seqlens, device, dtype)
-    return batch.cache[key]
-
-
-def sdpa_attention(q, k, v, batch: PackedBatch, *, window_size, dropout, scale, deterministic=False):
-    """Per-document sdpa over packed tokens: no padding and no cross-document scores are computed."""
-    if q.device.type == "cpu" and q.dtype == torch.bfloat16 and torch.is_grad_enabled():
-        # PyTorch's CPU flash kernel trains (forward with grad + backward) 2-3x slower in bf16 than in
-        # fp32 at these head sizes; inference is faster in bf16 and stays there.
-        with torch.autocast("cpu", enabled=False):  # autocast would cast q, k, v back to bf16
-            out, _ = sdpa_attention(
-                q.float(), k.float(), v.float(), batch, window_size=window_size, dropout=dropout, scale=scale
-            )
-        return out.to(q.dtype), None
-    half = None if tuple(window_size) == GLOBAL_WINDOW else window_size[0]
-    plan = sdpa_plan(batch, half, q.dtype)
-    if isinstance(plan, BlockedGroup):
-        return _blocked_attention(q, k, v, plan, dropout, scale), None
-    heads, d = q.shape[1], q.shape[2]
-    if plan.gather is not None:
-        q, k, v = (t.index_select(0, plan.gather) for t in (q, k, v))  # (P, heads, d) padded stream
-    outs, row = [], 0
-    for n, L, mask in plan.buckets:
-        qb, kb, vb = (t[row : row + n * L].view(n, L, heads, d).transpose(1, 2) for t in (q, k, v))
-        o = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=mask, dropout_p=dropout, scale=scale)
-        outs.append(o.transpose(1, 2).reshape(n * L, heads, d))
-        row += n * L
-    if not outs:
-        return q.new_zeros(q.shape), None
-    out = outs[0] if len(outs) == 1 else torch.cat(outs)
-    return (out if plan.scatter is None else out.index_select(0, plan.scatter)), None
-
-
-def _blocked_attention(q, k, v, g: BlockedGroup, dropout: float, scale: float) -> torch.Tensor:
-    heads, d, blk = q.shape[1], q.shape[2], g.block
-    tail = g.nblocks * blk - g.ntokens
-    if tail:  # padding queries (outputs dropped) complete the last block
-        q = torch.cat((q, q.new_zeros(tail, heads, d)))
-    qb = q.view(g.nblocks, blk, heads, d).transpose(1, 2)  # (nb, heads, blk, d)
-    # Overlapping key windows gathered straight from the packed stream (backward: one index_add_).
-    kb, vb = (
-        t.index_select(0, g.key_rows).view(g.nblocks, -1, heads, d).transpose(1, 2) for t in (k, v)
-    )  # (nb, heads, span, d)
-    o = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=g.mask, dropout_p=dropout, scale=scale)
-    return o.transpose(1, 2).reshape(-1, heads, d)[: g.ntokens]
-
-
-# ====================================================================== eager (attention weights)
-def eager_attention(q, k, v, batch: PackedBatch, *, window_size, dropout, scale, deterministic=False):
-    """Explicit softmax(QK^T) per document; also returns the weights re-padded to (B, heads, S, S)."""
-    heads = q.shape[1]
-    out = torch.empty_like(q)
-    weights = q.new_zeros(batch.batch_size, heads, batch.seq_len, batch.seq_len)
-    flat_pos = (
-        batch.indices
-        if batch.indices is not None
-        else torch.arange(batch.batch_size * batch.seq_len, device=q.device)
-    )
-    half = None if tuple(window_size) == GLOBAL_WINDOW else window_size[0]
-    s = 0
-    for n in batch.host_seqlens():
-        e, s0 = s + n, s
-        s = e
-        if n == 0:
-            continue
-        qd, kd, vd = (t[s0:e].transpose(0, 1) for t in (q, k, v))  # (heads, L, d)
-        scores = torch.matmul(qd, kd.transpose(-1, -2)) * scale  # (heads, L, L)
-        if half is not None:
-            i = torch.arange(n, device=q.device)
-            scores = scores.masked_fill((i[:, None] - i[None, :]).abs() > half, float("-inf"))
-        probs = scores.softmax(-1, dtype=torch.float32).to(q.dtype)
-        probs = F.dropout(probs, p=dropout, training=dropout > 0)
-        out[s0:e] = torch.matmul(probs, vd).transpose(0, 1)
-        cols = flat_pos[s0:e] % batch.seq_len
-        row = int(flat_pos[s0]) // batch.seq_len
-        weights[row, :, cols[:, None], cols[None, :]] = probs  # (heads, L, L)
-    return out, weights
-
-
-# ====================================================================== registry
-AttentionFn = Callable[..., tuple[torch.Tensor, torch.Tensor | None]]
-ATTENTION_BACKENDS: dict[str, AttentionFn] = {
-    "varlen": varlen_attention,
-    "flash_attention_2": flash_attention,
-    "sdpa": sdpa_attention,
-    "eager": eager_attention,
-}
-
-
-def select_backend(requested: str, device: torch.device, dtype: torch.dtype, dropout: float) -> str:
-    """Backend for one forward: ``requested`` unless it is ``"auto"``, which means ``varlen`` on CUDA
-    for fp16 / bf16 activations without attention dropout when PyTorch has it, else ``sdpa``."""
-    if requested != "auto":
-        return requested
-    if (
-        device.type == "cuda"
-        and dtype in (torch.float16, torch.bfloat16)
-        and not dropout
-        and _varlen_attn_fn() is not None
-    ):
+def select_attention(config, device: torch.device, dtype: torch.dtype, training: bool, weights: bool) -> str:
+    """The attention a forward uses: ``eager`` for attention weights, ``sdpa`` where ``varlen`` cannot run
+    (one logged line on CUDA), else ``config._attn_implementation``."""
+    impl = config._attn_implementation or "varlen"
+    if weights or impl != "varlen":  # only eager materialises attention weights
+        return "eager" if weights else impl
+    why = varlen_unavailable(device, dtype, config.attention_dropout if training else 0.0)
+    if why is None:
+        _check_determinism(config.deterministic_flash_attn)
         return "varlen"
+    if device.type == "cuda":
+        logger.warning_once(f"RexBERT attention falls back from varlen to sdpa: {why}.")
     return "sdpa"
+
+
+def _check_determinism(deterministic: bool) -> None:
+    """``deterministic_flash_attn``: PyTorch's FlashAttention backward is deterministic only under
+    ``torch.use_deterministic_algorithms(True)`` (without warn_only); it has no switch of its own."""
+    on = (
+        torch.are_deterministic_algorithms_enabled()
+        and not torch.is_deterministic_algorithms_warn_only_enabled()
+    )
+    if deterministic and torch.is_grad_enabled() and not on:
+        raise RuntimeError(
+            "deterministic_flash_attn=True: the varlen kernel's backward is deterministic only under "
+            "torch.use_deterministic_algorithms(True); call it before training, or use "
+            "attn_implementation='flash_attention_2' (flash-attn's own switch)"
+        )
+
+
+# ====================================================================== sdpa / eager on padded documents
+def by_document(batch: PackedBatch, window) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """Documents padded to the longest, built on the device from ``cu_seqlens`` (no host read).
+
+    Returns ``gather`` (D, L) token read by every slot (padding re-reads a real token), the boolean
+    ``mask`` (D, 1, 1 or L, L) of allowed keys (None when nothing is masked) and ``back`` (N,) the slot of
+    every token. Padding queries attend to every key, so no softmax row is empty."""
+    D, L, N = batch.num_docs, batch.max_seqlen, batch.num_tokens
+    cu = batch.cu_seqlens.long()
+    r = torch.arange(L, device=cu.device)
+    real = r[None, :] < (cu[1:] - cu[:-1])[:, None]  # (D, L)
+    gather = (cu[:-1, None] + r[None, :]).clamp_(max=N - 1)
+    doc = batch.doc_ids()
+    back = doc * L + torch.arange(N, device=cu.device) - cu[doc]
+    half = None if tuple(window) == GLOBAL_WINDOW or window[0] + 1 >= L else window[0]
+    if half is None:
+        mask = None if N == D * L else (real | ~real.any(1, keepdim=True))[:, None, None, :]
+    else:
+        band = (r[:, None] - r[None, :]).abs() <= half  # (L, L)
+        mask = ((real[:, None, :] & band) | ~real[:, :, None])[:, None]
+    return gather, mask, back
+
+
+def _padded(t: torch.Tensor, gather: torch.Tensor) -> torch.Tensor:
+    """(N, heads, d) -> (D, heads, L, d)."""
+    return t.index_select(0, gather.flatten()).view(*gather.shape, *t.shape[1:]).transpose(1, 2)
+
+
+def _unpadded(t: torch.Tensor, back: torch.Tensor) -> torch.Tensor:
+    """(D, heads, L, d) -> (N, heads, d)."""
+    return t.transpose(1, 2).flatten(0, 1).index_select(0, back)
+
+
+def sdpa_attention(q, k, v, batch: PackedBatch, *, window, dropout, scale, need_weights=False):
+    gather, mask, back = by_document(batch, window)
+    q, k, v = (_padded(t, gather) for t in (q, k, v))
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, scale=scale)
+    return _unpadded(out, back), None
+
+
+def _refuse_dense(what: str, shape: tuple[int, ...]) -> None:
+    if (n := torch.Size(shape).numel()) > MAX_DENSE_ELEMENTS:
+        raise ValueError(
+            f"eager attention would build {what} of shape {shape} ({n * 4 / 2**30:.0f} GiB in fp32): use "
+            "attn_implementation='sdpa' or 'varlen', or pass fewer / shorter documents"
+        )
+
+
+def eager_attention(q, k, v, batch: PackedBatch, *, window, dropout, scale, need_weights=False):
+    heads, B, S = q.shape[1], batch.batch_size, batch.seq_len
+    _refuse_dense("scores", (batch.num_docs, heads, batch.max_seqlen, batch.max_seqlen))
+    if need_weights:
+        _refuse_dense("attention weights", (B, heads, S, S))
+    gather, mask, back = by_document(batch, window)
+    q, k, v = (_padded(t, gather) for t in (q, k, v))
+    scores = torch.matmul(q, k.transpose(-1, -2)) * scale  # (D, heads, L, L)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    probs = scores.softmax(-1, dtype=torch.promote_types(q.dtype, torch.float32)).to(q.dtype)
+    probs = F.dropout(probs, dropout, training=dropout > 0)
+    out = _unpadded(torch.matmul(probs, v), back)
+    if not need_weights:
+        return out, None
+    # Re-pad the weights to (B, heads, S, S): slot (d, i) is flat input position ``flat[gather[d, i]]``.
+    flat = batch.indices if batch.indices is not None else torch.arange(B * S, device=q.device)
+    pos = flat[gather]  # (D, L)
+    L = pos.shape[1]
+    real = torch.zeros(gather.numel(), dtype=torch.bool, device=q.device).index_fill_(0, back, True)
+    real = real.view(-1, L)
+    probs = probs * (real[:, :, None] & real[:, None, :])[:, None]  # padding slots carry nothing
+    b, i, j = (
+        x.expand(-1, L, L) for x in ((pos // S)[:, :, None], (pos % S)[:, :, None], (pos % S)[:, None])
+    )
+    weights = q.new_zeros(B, S, S, heads).index_put_((b, i, j), probs.permute(0, 2, 3, 1), accumulate=True)
+    return out, weights.permute(0, 3, 1, 2)
+
+
+ATTENTION_BACKENDS = {"varlen": varlen_attention, "sdpa": sdpa_attention, "eager": eager_attention}

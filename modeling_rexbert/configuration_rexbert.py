@@ -29,8 +29,6 @@ SIZE_PRESETS: dict[str, dict[str, int]] = {
     }.items()
 }
 
-ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
-ATTENTION_BACKENDS = ("auto", "varlen", "flash_attention_2", "sdpa", "eager")
 _ROPE_SCALING_TYPES = ("ntk",)
 
 # ModernBERT-5 layer type names <-> the integer pattern used by 4.48 checkpoints and by this config.
@@ -103,7 +101,8 @@ class RexBertConfig(PretrainedConfig):
         classifier_activation (`str`, defaults to `"gelu"`):
             Activation of the prediction head.
         deterministic_flash_attn (`bool`, defaults to `False`):
-            Deterministic backward in flash-attn (slower).
+            Deterministic attention backward (slower): flash-attn's switch; the varlen kernel has none and
+            refuses to train unless `torch.use_deterministic_algorithms(True)` is on.
         sparse_prediction (`bool`, defaults to `True`):
             With labels, run the MLM head and decoder only on labelled positions (logits become
             `(N_labelled, vocab_size)`); halves a micro training step.
@@ -112,19 +111,12 @@ class RexBertConfig(PretrainedConfig):
         tie_word_embeddings (`bool`, defaults to `True`):
             Tie the MLM decoder weight to the token embeddings. Declared explicitly: transformers 5
             unties silently when a custom config lacks the field.
-        attention_backend (`str`, defaults to `"auto"`):
-            Attention kernel (see `attention_rexbert.py`): `"auto"` picks `"varlen"` (PyTorch's
-            FlashAttention varlen kernel) on CUDA for fp16 / bf16 activations without attention dropout,
-            else `"sdpa"`; or force one of `"varlen"`, `"flash_attention_2"` (flash-attn package),
-            `"sdpa"`, `"eager"` (returns attention weights).
-        validate_inputs (`bool`, defaults to `False`):
-            Check packed inputs (`cu_seqlens`, `max_seqlen`, `position_ids`, `label_positions`, token ids)
-            on every forward with `check_packed_inputs`. Each check reads values on the host, so keep it
-            off in training; the collator validates on the host instead.
-        attn_implementation (`str`, defaults to `"sdpa"`):
-            transformers' switch: `"sdpa"` (leaves the choice to `attention_backend`), `"eager"` or
-            `"flash_attention_2"` (used when `attention_backend="auto"`). Stored by transformers as
-            `config._attn_implementation`.
+        attn_implementation (`str`, defaults to `"varlen"`):
+            The one attention switch (transformers'; stored as `config._attn_implementation`, see
+            `attention_rexbert.py`): `"varlen"` (PyTorch's FlashAttention varlen kernel where it can run,
+            else `"sdpa"`), `"sdpa"`, `"eager"` (attention weights) or a flash function of transformers'
+            `AttentionInterface` (`"flash_attention_2"`, ...). Configs saved with the retired
+            `attention_backend` key are read as that key.
 
     Example:
         >>> cfg = RexBertConfig.for_size("micro", max_position_embeddings=1024)
@@ -172,12 +164,13 @@ class RexBertConfig(PretrainedConfig):
     sparse_prediction: bool = True
     sparse_pred_ignore_index: int = -100
     tie_word_embeddings: bool = True
-    attention_backend: str = "auto"
-    validate_inputs: bool = False
 
     def __post_init__(self, **kwargs: Any) -> None:
-        if kwargs.get("attn_implementation") is None:
-            kwargs["attn_implementation"] = "sdpa"
+        # Retired keys of saved configs: attention_backend was a second attention switch ("auto" = default).
+        legacy = kwargs.pop("attention_backend", "auto")
+        if kwargs.get("attn_implementation") is None and legacy != "auto":
+            kwargs["attn_implementation"] = legacy
+        kwargs.pop("validate_inputs", None)  # host checks now live in modeling_rexbert.validation
         super().__post_init__(**kwargs)
         self.validate_rexbert()
 
@@ -234,11 +227,6 @@ class RexBertConfig(PretrainedConfig):
             raise bad("classifier_pooling", self.classifier_pooling, "must be 'cls' or 'mean'")
         for field in ("global_rope_scaling", "local_rope_scaling"):
             _check_rope_scaling(field, getattr(self, field))
-        if self.attention_backend not in ATTENTION_BACKENDS:
-            raise bad("attention_backend", self.attention_backend, f"must be one of {ATTENTION_BACKENDS}")
-        impl = getattr(self, "_attn_implementation", None)
-        if impl is not None and impl not in ATTN_IMPLEMENTATIONS:
-            raise bad("attn_implementation", impl, f"must be one of {ATTN_IMPLEMENTATIONS}")
 
     # ------------------------------------------------------------------ derived views
     @property
@@ -315,8 +303,6 @@ class RexBertConfig(PretrainedConfig):
             "auto_map",
             "architectures",
             "mask_token_id",
-            "attention_backend",
-            "validate_inputs",
         ):
             d.pop(key, None)
         d["model_type"] = "modernbert"

@@ -1,11 +1,10 @@
 """RexBERT: a ModernBERT-architecture encoder that runs on real tokens only, on every attention backend.
 
-Remote code (torch, transformers and the standard library only), shipped with its siblings
-``configuration_rexbert.py``, ``packing_rexbert.py`` (input layout) and ``attention_rexbert.py`` (backends).
-Packed (1, N) input with ``cu_seqlens`` / ``max_seqlen`` or padded (B, S) input with ``attention_mask``
-becomes a :class:`PackedBatch`; every Linear / MLP / LayerNorm then runs on the N real tokens, attention
-runs per document through one backend registry, and padded input is re-padded once at the end. With
-packed input, forward and backward read nothing back from the device. State-dict names equal
+Remote code (torch, transformers and the standard library only), shipped with ``configuration_rexbert.py``,
+``packing_rexbert.py`` (input conventions) and ``attention_rexbert.py`` (backends). Packed (1, N) or padded
+(B, S) input becomes a :class:`PackedBatch`; every Linear / MLP / LayerNorm runs on the N real tokens,
+attention runs per document, and padded input is re-padded once at the end. With packed input and the
+``varlen`` backend, forward and backward read nothing back from the device. State-dict names equal
 transformers' ``ModernBertForMaskedLM``, so weights move both ways.
 """
 
@@ -27,25 +26,22 @@ from transformers.modeling_outputs import (
     SequenceClassifierOutput,
     TokenClassifierOutput,
 )
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import logging
 
-from .attention_rexbert import ATTENTION_BACKENDS, GLOBAL_WINDOW, select_backend
+from .attention_rexbert import ATTENTION_BACKENDS, GLOBAL_WINDOW, select_attention
 from .configuration_rexbert import RexBertConfig
-from .packing_rexbert import PackedBatch, check_inputs, pack_inputs
+from .packing_rexbert import PackedBatch, pack_inputs
 
 logger = logging.get_logger(__name__)
-
-_GLOBAL, _LOCAL = "full_attention", "sliding_attention"
 
 
 # ====================================================================== rotary embeddings
 def rope_cos_sin(position_ids: torch.Tensor, head_dim: int, theta: float):
-    """fp32 RoPE tables for (N,) positions: cos, sin of shape (N, 1, 1, head_dim / 2).
-
-    One half suffices: NeoX rotate-half uses the same angle for channels i and i + d/2."""
+    """fp32 RoPE tables for (N,) positions: cos, sin of shape (N, 1, 1, head_dim / 2) (NeoX rotate-half
+    uses the same angle for channels i and i + d/2)."""
     exponent = torch.arange(0, head_dim, 2, device=position_ids.device, dtype=torch.float32) / head_dim
-    freqs = position_ids.float()[:, None] * (1.0 / theta**exponent)[None, :]  # (N, d/2)
-    freqs = freqs[:, None, None, :]
+    freqs = (position_ids.float()[:, None] * (1.0 / theta**exponent)[None, :])[:, None, None, :]
     return freqs.cos(), freqs.sin()
 
 
@@ -56,72 +52,66 @@ def apply_rope(qk: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.
     return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1).to(qk.dtype)
 
 
-# ====================================================================== embeddings
+# ====================================================================== layers
+def _norm(config: RexBertConfig) -> nn.LayerNorm:
+    return nn.LayerNorm(config.hidden_size, eps=config.norm_eps, bias=config.norm_bias)
+
+
 class RexBertEmbeddings(nn.Module):
     def __init__(self, config: RexBertConfig):
         super().__init__()
         self.tok_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, config.pad_token_id)
-        self.norm = nn.LayerNorm(config.hidden_size, eps=config.norm_eps, bias=config.norm_bias)
-        self.drop = nn.Dropout(config.embedding_dropout)
+        self.norm, self.drop = _norm(config), nn.Dropout(config.embedding_dropout)
 
     def forward(self, input_ids: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None):
         x = inputs_embeds if inputs_embeds is not None else self.tok_embeddings(input_ids)
         return self.drop(self.norm(x))
 
 
-# ====================================================================== attention
 class RexBertAttention(nn.Module):
-    """Fused QKV projection, RoPE, attention per document through the backend registry, output projection."""
+    """Fused QKV projection, RoPE, attention per document, output projection."""
+
+    is_causal = False  # read by transformers' flash attention functions
 
     def __init__(self, config: RexBertConfig, layer_idx: int):
         super().__init__()
-        self.config = config
-        self.num_heads = config.num_attention_heads
-        self.head_dim = config.head_dim
-        is_local = config.layer_types[layer_idx] == _LOCAL
+        self.config, self.layer_idx = config, layer_idx
+        self.num_heads, self.head_dim = config.num_attention_heads, config.head_dim
         # FlashAttention's (left, right): query i sees keys i - left .. i + right, i.e. |i - j| <= window/2.
-        window_size = (config.sliding_window, config.sliding_window) if is_local else GLOBAL_WINDOW
-        self.kernel_args = {
-            "window_size": window_size,
-            "scale": self.head_dim**-0.5,
-            "deterministic": config.deterministic_flash_attn,
-        }
+        local = config.layer_types[layer_idx] == "sliding_attention"
+        self.window = (config.sliding_window, config.sliding_window) if local else GLOBAL_WINDOW
         self.Wqkv = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=config.attention_bias)
         self.Wo = nn.Linear(config.hidden_size, config.hidden_size, bias=config.attention_bias)
         self.out_drop = nn.Dropout(config.attention_dropout)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        batch: PackedBatch,
-        rope: tuple[torch.Tensor, torch.Tensor],
-        backend: str,
-        rows: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, x, batch: PackedBatch, rope, backend: str, rows=None, need_weights=False):
         """(N, H) -> (N, H), or (M, H) for token ``rows`` only (every token still serves as a key)."""
         N = x.shape[0]
-        qkv = self.Wqkv(x).view(N, 3, self.num_heads, self.head_dim)  # (N, 3, heads, d)
-        qk, v = qkv.split([2, 1], dim=1)
-        q, k = apply_rope(qk, *rope).unbind(1)  # (N, heads, d) views
-        dropout = self.config.attention_dropout if self.training else 0.0
-        out, weights = ATTENTION_BACKENDS[backend](
-            q, k, v.squeeze(1), batch, dropout=dropout, **self.kernel_args
-        )
+        qk, v = self.Wqkv(x).view(N, 3, self.num_heads, self.head_dim).split([2, 1], dim=1)
+        q, k = apply_rope(qk, *rope).unbind(1)  # (N, heads, d)
+        dropout, scale = (self.config.attention_dropout if self.training else 0.0), self.head_dim**-0.5
+        if backend in ATTENTION_BACKENDS:
+            kw = {"window": self.window, "dropout": dropout, "scale": scale, "need_weights": need_weights}
+            out, weights = ATTENTION_BACKENDS[backend](q, k, v[:, 0], batch, **kw)
+        else:  # transformers' AttentionInterface (flash_attention_2/3, Hub kernels) with its packed kwargs
+            cu, m, half = batch.cu_seqlens, batch.max_seqlen, self.window[0]
+            out, weights = ALL_ATTENTION_FUNCTIONS.get_interface(backend, None)(
+                self, *(t.transpose(0, 1)[None] for t in (q, k, v[:, 0])), None,  # (1, heads, N, d)
+                scaling=scale, dropout=dropout, deterministic=self.config.deterministic_flash_attn,
+                sliding_window=half + 1 if half >= 0 else None,  # transformers' flash: (sw - 1, sw - 1)
+                cu_seq_lens_q=cu, cu_seq_lens_k=cu, max_length_q=m, max_length_k=m,
+            )  # fmt: skip
         out = out.reshape(N, self.num_heads * self.head_dim)
-        if rows is not None:
-            out = out.index_select(0, rows)
-        return self.out_drop(self.Wo(out)), weights
+        return self.out_drop(self.Wo(out if rows is None else out.index_select(0, rows))), weights
 
 
-# ====================================================================== layer
 class RexBertMLP(nn.Module):
     """GeGLU: Wo(act(input) * gate) with input, gate = Wi(x).chunk(2)."""
 
     def __init__(self, config: RexBertConfig):
         super().__init__()
         self.Wi = nn.Linear(config.hidden_size, 2 * config.intermediate_size, bias=config.mlp_bias)
-        self.act = ACT2FN[config.hidden_activation]
-        self.drop = nn.Dropout(config.mlp_dropout)
+        self.act, self.drop = ACT2FN[config.hidden_activation], nn.Dropout(config.mlp_dropout)
         self.Wo = nn.Linear(config.intermediate_size, config.hidden_size, bias=config.mlp_bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -132,40 +122,27 @@ class RexBertMLP(nn.Module):
 class RexBertEncoderLayer(GradientCheckpointingLayer):
     def __init__(self, config: RexBertConfig, layer_idx: int):
         super().__init__()
-        # Layer 0 sees the embedding LayerNorm output directly (ModernBERT).
-        self.attn_norm = (
-            nn.Identity()
-            if layer_idx == 0
-            else nn.LayerNorm(config.hidden_size, eps=config.norm_eps, bias=config.norm_bias)
+        self.attn_norm = nn.Identity() if layer_idx == 0 else _norm(config)  # ModernBERT: layer 0 has none
+        self.attn, self.mlp_norm, self.mlp = (
+            RexBertAttention(config, layer_idx),
+            _norm(config),
+            RexBertMLP(config),
         )
-        self.attn = RexBertAttention(config, layer_idx)
-        self.mlp_norm = nn.LayerNorm(config.hidden_size, eps=config.norm_eps, bias=config.norm_bias)
-        self.mlp = RexBertMLP(config)
         self.attention_type = config.layer_types[layer_idx]
 
-    def forward(
-        self,
-        hidden: torch.Tensor,
-        cos: torch.Tensor,
-        sin: torch.Tensor,
-        batch: PackedBatch = None,
-        backend: str = "sdpa",
-        rows: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, hidden, cos, sin, batch: PackedBatch, backend: str, rows=None, need_weights=False):
         """(N, H) -> (N, H); with ``rows`` (M,) only those tokens' outputs (M, H): everything after
         attention is per token, so the last layer of the sparse MLM head runs on labelled tokens only."""
-        attn_out, weights = self.attn(self.attn_norm(hidden), batch, (cos, sin), backend, rows)
+        attn_out, weights = self.attn(self.attn_norm(hidden), batch, (cos, sin), backend, rows, need_weights)
         hidden = (hidden if rows is None else hidden.index_select(0, rows)) + attn_out
-        hidden = hidden + self.mlp(self.mlp_norm(hidden))
-        return hidden, weights
+        return hidden + self.mlp(self.mlp_norm(hidden)), weights
 
 
 class RexBertPredictionHead(nn.Module):
     def __init__(self, config: RexBertConfig):
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.hidden_size, bias=config.classifier_bias)
-        self.act = ACT2FN[config.classifier_activation]
-        self.norm = nn.LayerNorm(config.hidden_size, eps=config.norm_eps, bias=config.norm_bias)
+        self.act, self.norm = ACT2FN[config.classifier_activation], _norm(config)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.act(self.dense(x)))
@@ -178,19 +155,26 @@ class RexBertPreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     supports_gradient_checkpointing = True
     _no_split_modules = ["RexBertEmbeddings", "RexBertEncoderLayer"]
-    _supports_sdpa = True
-    # flash-attn 2 only: transformers redirects requests for other flash variants to it.
-    _supports_flash_attn = True
-    _compatible_flash_implementations = ["flash_attention_2"]
+    _supports_sdpa = _supports_flash_attn = True  # flash: through transformers' AttentionInterface
     _supports_flex_attn = False
-    _supports_attention_backend = False
+
+    def get_correct_attn_implementation(self, requested: str | None, is_init_check: bool = False) -> str:
+        """One switch, transformers' ``attn_implementation``: RexBERT's own backends (``varlen``, the
+        default, ``sdpa``, ``eager``; see attention_rexbert.py) or a flash function of transformers'
+        ``AttentionInterface``. Its sdpa / eager / flex functions take a dense (B, 1, S, S) mask, not
+        packed documents, so RexBERT runs its own under those names."""
+        if requested is None or requested in ATTENTION_BACKENDS:
+            return requested or "varlen"
+        if "flex" in requested or "paged" in requested:
+            raise ValueError(
+                f"attn_implementation={requested!r}: use varlen, sdpa, eager or a flash function"
+            )
+        return super().get_correct_attn_implementation(requested, is_init_check)
 
     def _initialize_weights(self, module: nn.Module, is_custom_code: bool = False) -> None:
-        # transformers 5 skips, for remote code, every module without parameters of its own (a guard for code
-        # that writes weights with raw torch calls): _init_weights below would then never see RexBertMLP,
-        # RexBertAttention, ... and every weight would keep the generic N(0, 0.02), output projections
-        # included. Every write below goes through transformers.initialization, which leaves loaded
-        # (already initialised) tensors alone, so the guard is not needed here.
+        # transformers 5 skips, for remote code, modules without parameters of their own, so _init_weights
+        # would never see RexBertMLP, RexBertAttention, ...; every write below goes through
+        # transformers.initialization, which leaves loaded tensors alone, so that guard is not needed.
         super()._initialize_weights(module, is_custom_code=False)
 
     @torch.no_grad()
@@ -199,8 +183,7 @@ class RexBertPreTrainedModel(PreTrainedModel):
         0.02 / sqrt(2 * layers) for both Wo, head.dense and the decoder, hidden^-0.5 for classifiers."""
         super()._init_weights(module)
         cfg = self.config
-        cutoff = cfg.initializer_cutoff_factor or 3.0
-        std_in = cfg.initializer_range
+        cutoff, std_in = cfg.initializer_cutoff_factor or 3.0, cfg.initializer_range
         std_out = cfg.initializer_range / math.sqrt(2.0 * cfg.num_hidden_layers)
 
         def trunc(layer: nn.Module, std: float) -> None:
@@ -208,41 +191,33 @@ class RexBertPreTrainedModel(PreTrainedModel):
             if getattr(layer, "bias", None) is not None:
                 init.zeros_(layer.bias)
 
-        if isinstance(module, RexBertEmbeddings):
-            trunc(module.tok_embeddings, std_in)
-        elif isinstance(module, RexBertMLP):
-            trunc(module.Wi, std_in)
-            trunc(module.Wo, std_out)
-        elif isinstance(module, RexBertAttention):
-            trunc(module.Wqkv, std_in)
-            trunc(module.Wo, std_out)
-        elif isinstance(module, RexBertPredictionHead):
-            trunc(module.dense, std_out)
-        elif isinstance(module, RexBertForMaskedLM):
-            trunc(module.decoder, std_out)
-        elif isinstance(module, (RexBertForSequenceClassification, RexBertForTokenClassification)):
-            trunc(module.classifier, cfg.hidden_size**-0.5)
+        inits = {
+            RexBertEmbeddings: [("tok_embeddings", std_in)],
+            RexBertMLP: [("Wi", std_in), ("Wo", std_out)],
+            RexBertAttention: [("Wqkv", std_in), ("Wo", std_out)],
+            RexBertPredictionHead: [("dense", std_out)],
+            RexBertForMaskedLM: [("decoder", std_out)],
+            _RexBertClassifier: [("classifier", cfg.hidden_size**-0.5)],
+        }
+        for cls, layers in inits.items():
+            if isinstance(module, cls):
+                for name, std in layers:
+                    trunc(getattr(module, name), std)
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Write ``auto_map`` for every Auto class (transformers only records the saved class)."""
-        self.config.auto_map = dict(AUTO_MAP)
+        self.config.auto_map = {"AutoConfig": "configuration_rexbert.RexBertConfig"} | {
+            f"AutoModel{task}": f"modeling_rexbert.RexBert{task or 'Model'}"
+            for task in ("", "ForMaskedLM", "ForSequenceClassification", "ForTokenClassification")
+        }
         return super().save_pretrained(save_directory, *args, **kwargs)
-
-
-AUTO_MAP = {
-    "AutoConfig": "configuration_rexbert.RexBertConfig",
-    "AutoModel": "modeling_rexbert.RexBertModel",
-    "AutoModelForMaskedLM": "modeling_rexbert.RexBertForMaskedLM",
-    "AutoModelForSequenceClassification": "modeling_rexbert.RexBertForSequenceClassification",
-    "AutoModelForTokenClassification": "modeling_rexbert.RexBertForTokenClassification",
-}
 
 
 @dataclass
 class _Encoded:
     hidden: torch.Tensor  # (N, H) after final_norm, or (M, H) for ``rows``
-    all_hidden: tuple | None  # (N, H) per layer
-    attentions: tuple | None
+    all_hidden: list | None  # (N, H) per layer
+    attentions: list | None
 
 
 class RexBertModel(RexBertPreTrainedModel):
@@ -253,7 +228,7 @@ class RexBertModel(RexBertPreTrainedModel):
         config.validate_rexbert()
         self.embeddings = RexBertEmbeddings(config)
         self.layers = nn.ModuleList(RexBertEncoderLayer(config, i) for i in range(config.num_hidden_layers))
-        self.final_norm = nn.LayerNorm(config.hidden_size, eps=config.norm_eps, bias=config.norm_bias)
+        self.final_norm = _norm(config)
         self.gradient_checkpointing = False
         self.post_init()
 
@@ -263,80 +238,15 @@ class RexBertModel(RexBertPreTrainedModel):
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.embeddings.tok_embeddings = value
 
-    def attention_backend(self, device: torch.device, dtype: torch.dtype, output_attentions: bool = False):
-        """Registry key used for a forward on ``device`` with activations of ``dtype``."""
-        if output_attentions:  # only eager materialises attention weights
-            return "eager"
-        requested = self.config.attention_backend
-        impl = self.config._attn_implementation
-        if requested == "auto" and impl in ("eager", "flash_attention_2"):
-            requested = impl
-        dropout = self.config.attention_dropout if self.training else 0.0
-        return select_backend(requested, device, dtype, dropout)
+    def attention_implementation(self, device: torch.device, dtype: torch.dtype, output_attentions=False):
+        """The attention a forward on ``device`` with ``dtype`` activations uses (see attention_rexbert)."""
+        return select_attention(self.config, device, dtype, self.training, output_attentions)
 
-    def encode(
-        self,
-        batch: PackedBatch,
-        input_ids: torch.Tensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        output_attentions: bool = False,
-        output_hidden_states: bool = False,
-        rows: torch.Tensor | None = None,
-    ) -> _Encoded:
-        """Run the encoder on the N real tokens of ``batch``; with ``rows`` (M,) the result holds only those
-        tokens' states (unless every layer's states are requested)."""
-        if input_ids is not None:
-            hidden = self.embeddings(input_ids=batch.unpad(input_ids))  # (N, H)
-        else:
-            hidden = self.embeddings(inputs_embeds=batch.unpad(inputs_embeds))
-        autocast = torch.is_autocast_enabled(hidden.device.type)
-        dtype = torch.get_autocast_dtype(hidden.device.type) if autocast else hidden.dtype
-        backend = self.attention_backend(hidden.device, dtype, output_attentions)
-        ropes = {
-            t: rope_cos_sin(batch.position_ids, self.config.head_dim, self.config.rope_theta_for(t))
-            for t in set(self.config.layer_types)
-        }
-        all_hidden = [hidden] if output_hidden_states else None
-        attentions = [] if output_attentions else None
-        last = len(self.layers) - 1
-        for i, layer in enumerate(self.layers):
-            only = rows if i == last and all_hidden is None else None
-            cos, sin = ropes[layer.attention_type]
-            hidden, weights = layer(hidden, cos, sin, batch=batch, backend=backend, rows=only)
-            if all_hidden is not None:
-                all_hidden.append(hidden)
-            if attentions is not None:
-                attentions.append(weights)
-        if rows is not None and (all_hidden is not None or not self.layers):
-            hidden = hidden.index_select(0, rows)
-        return _Encoded(self.final_norm(hidden), _maybe_tuple(all_hidden), _maybe_tuple(attentions))
-
-    def _prepare(
-        self,
-        input_ids,
-        inputs_embeds,
-        attention_mask,
-        position_ids,
-        cu_seqlens,
-        max_seqlen,
-        labels=None,
-        label_positions=None,
-        **kwargs,
-    ) -> PackedBatch:
-        """Check shapes (and values with ``config.validate_inputs``); return the batch layout."""
-        if "document_ids" in kwargs:  # the packing convention before cu_seqlens: never ignore it silently
-            raise ValueError(
-                "document_ids is no longer accepted: pass packed input as input_ids (1, N) with "
-                "cu_seqlens, max_seqlen and position_ids (see packing_rexbert.py)"
-            )
-        if self.config.validate_inputs:  # value checks read the device: for debugging, not training
-            args = (input_ids, attention_mask, position_ids, cu_seqlens, max_seqlen, labels, label_positions)
-            limits = {
-                "vocab_size": self.config.vocab_size,
-                "ignore_index": self.config.sparse_pred_ignore_index,
-            }
-            check_inputs(*args, **limits)
-        batch = pack_inputs(input_ids, inputs_embeds, attention_mask, position_ids, cu_seqlens, max_seqlen)
+    def prepare(self, input_ids, attention_mask, position_ids, inputs_embeds, cu_seqlens, max_seqlen, **kw):
+        """The batch layout in any input convention (shapes checked, values never read; packing_rexbert)."""
+        batch = pack_inputs(
+            input_ids, inputs_embeds, attention_mask, position_ids, cu_seqlens, max_seqlen, **kw
+        )
         if batch.max_seqlen > self.config.max_position_embeddings:
             logger.warning_once(
                 f"A document of {batch.max_seqlen} tokens exceeds max_position_embeddings="
@@ -344,6 +254,41 @@ class RexBertModel(RexBertPreTrainedModel):
                 "quality may drop. Truncate it (tokenizer truncation=True) if that is not intended."
             )
         return batch
+
+    def encode(
+        self,
+        batch: PackedBatch,
+        input_ids,
+        inputs_embeds,
+        output_attentions=None,
+        output_hidden_states=None,
+        rows=None,
+    ) -> _Encoded:
+        """Run the encoder on the N real tokens of ``batch``; with ``rows`` (M,) the result holds only those
+        tokens' states (unless every layer's states are requested)."""
+        cfg = self.config
+        weights = bool(cfg.output_attentions if output_attentions is None else output_attentions)
+        states = bool(cfg.output_hidden_states if output_hidden_states is None else output_hidden_states)
+        ids, embeds = (batch.unpad(x) if x is not None else None for x in (input_ids, inputs_embeds))
+        hidden = self.embeddings(ids, embeds)  # (N, H)
+        device = hidden.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else hidden.dtype
+        backend = self.attention_implementation(hidden.device, dtype, weights)
+        ropes = {
+            t: rope_cos_sin(batch.position_ids, cfg.head_dim, cfg.rope_theta_for(t))
+            for t in set(cfg.layer_types)
+        }
+        all_hidden, attentions = [hidden] if states else None, [] if weights else None
+        for i, layer in enumerate(self.layers):
+            only = rows if i == len(self.layers) - 1 and not states else None
+            hidden, w = layer(hidden, *ropes[layer.attention_type], batch, backend, only, weights)
+            if states:
+                all_hidden.append(hidden)
+            if weights:
+                attentions.append(w)
+        if rows is not None and (states or not self.layers):
+            hidden = hidden.index_select(0, rows)
+        return _Encoded(self.final_norm(hidden), all_hidden, attentions)
 
     def forward(
         self,
@@ -363,66 +308,53 @@ class RexBertModel(RexBertPreTrainedModel):
             input_ids: (B, S) token ids, or inputs_embeds: (B, S, H).
             attention_mask: (B, S) 1 = real token, 0 = padding (dropped before any computation).
                 A row that is all zeros yields an all-zero hidden-state row (never NaN).
-            position_ids: (B, S) RoPE positions; for packed input (1, N), restarting at every document.
+            position_ids: (B, S) RoPE positions; for packed input (1, N), restarting at every document
+                (alone, they also mark the documents, as in transformers' DataCollatorWithFlattening).
             cu_seqlens, max_seqlen: packed input (1, N): (D+1,) int32 document boundaries and the longest
                 document's length (host int). Attention never crosses a boundary.
+            kwargs: the same as transformers names them (cu_seq_lens_q/k, max_length_q/k, seq_idx), or
+                token_type_ids (ignored: no segment embeddings); any other name raises TypeError.
         Returns:
             `BaseModelOutput`, states re-padded to the input's (B, S); attentions (B, heads, S, S) come
             from the eager backend.
         """
-        output_attentions = bool(
-            output_attentions if output_attentions is not None else self.config.output_attentions
-        )
-        output_hidden_states = bool(
-            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
-        )
-        batch = self._prepare(
-            input_ids, inputs_embeds, attention_mask, position_ids, cu_seqlens, max_seqlen, **kwargs
+        batch = self.prepare(
+            input_ids, attention_mask, position_ids, inputs_embeds, cu_seqlens, max_seqlen, **kwargs
         )
         enc = self.encode(batch, input_ids, inputs_embeds, output_attentions, output_hidden_states)
-        out = BaseModelOutput(
-            last_hidden_state=batch.repad(enc.hidden),
-            hidden_states=_repad_all(batch, enc.all_hidden),
-            attentions=enc.attentions,
+        return _output(
+            BaseModelOutput, batch, enc, self.config, return_dict, last_hidden_state=batch.repad(enc.hidden)
         )
-        return out if _want_dict(return_dict, self.config) else out.to_tuple()
 
 
-def _maybe_tuple(items: list | None) -> tuple | None:
-    return tuple(items) if items is not None else None
-
-
-def _repad_all(batch: PackedBatch, states: tuple | None) -> tuple | None:
-    return tuple(batch.repad(h) for h in states) if states is not None else None
-
-
-def _want_dict(return_dict: bool | None, config: RexBertConfig) -> bool:
-    return config.return_dict if return_dict is None else return_dict
+def _output(output_class, batch: PackedBatch, enc: _Encoded, config, return_dict: bool | None, **fields):
+    """A transformers output with the per-layer states re-padded to the input's (B, S)."""
+    states = tuple(batch.repad(h) for h in enc.all_hidden) if enc.all_hidden is not None else None
+    weights = tuple(enc.attentions) if enc.attentions is not None else None
+    out = output_class(**fields, hidden_states=states, attentions=weights)
+    return out if (config.return_dict if return_dict is None else return_dict) else out.to_tuple()
 
 
 # ====================================================================== heads
 def masked_lm_loss(
-    logits: torch.Tensor,
-    targets: torch.Tensor,
-    ignore_index: int,
-    num_items_in_batch: int | torch.Tensor | None = None,
-    all_valid: bool = False,
+    logits, targets, ignore_index: int, num_items_in_batch=None, all_valid=False
 ) -> torch.Tensor:
     """sum(CE) over targets != ignore_index, divided by ``num_items_in_batch`` when given (transformers'
     gradient-accumulation convention) or by this batch's target count; 0 (with a graph) when empty.
     ``all_valid``: no target is ignored (the sparse head). Reads nothing back from the device."""
     if num_items_in_batch is None:
         divisor = targets.numel() if all_valid else (targets != ignore_index).sum().clamp(min=1)
-    elif torch.is_tensor(num_items_in_batch):
-        divisor = num_items_in_batch.to(logits.device)
     else:
-        divisor = num_items_in_batch
+        divisor = (
+            num_items_in_batch.to(logits.device)
+            if torch.is_tensor(num_items_in_batch)
+            else num_items_in_batch
+        )
     if all_valid:
         return _SparseCrossEntropy.apply(
             logits, targets, max(divisor, 1) if isinstance(divisor, int) else divisor
         )
-    total = F.cross_entropy(logits.float(), targets, ignore_index=ignore_index, reduction="sum")
-    return total / divisor
+    return F.cross_entropy(logits.float(), targets, ignore_index=ignore_index, reduction="sum") / divisor
 
 
 class _SparseCrossEntropy(torch.autograd.Function):
@@ -456,8 +388,7 @@ class RexBertForMaskedLM(RexBertPreTrainedModel):
 
     def __init__(self, config: RexBertConfig):
         super().__init__(config)
-        self.model = RexBertModel(config)
-        self.head = RexBertPredictionHead(config)
+        self.model, self.head = RexBertModel(config), RexBertPredictionHead(config)
         self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=config.decoder_bias)
         self.post_init()
 
@@ -485,135 +416,51 @@ class RexBertForMaskedLM(RexBertPreTrainedModel):
     ) -> MaskedLMOutput | tuple:
         r"""
         labels: (B, S) or packed (1, N) targets, ``config.sparse_pred_ignore_index`` where not predicted.
-        label_positions: packed input only, (M,) ascending flat indices of the labelled tokens (the
+        label_positions: packed input, (M,) ascending indices of the labelled tokens in the (1, N) row (the
             collator's host copy of ``labels != -100``), so the sparse head gathers without a host read.
         num_items_in_batch: labelled tokens of the whole optimizer step; the loss is then sum / that.
         (Other arguments as :meth:`RexBertModel.forward`.)
         """
+        if label_positions is not None and attention_mask is not None:
+            raise ValueError("label_positions index the (1, N) row of packed input: pass no attention_mask")
         ignore = self.config.sparse_pred_ignore_index
-        if label_positions is not None and cu_seqlens is None:
-            raise ValueError("label_positions indexes packed input: pass it with cu_seqlens")
-        batch = self.model._prepare(
-            input_ids,
-            inputs_embeds,
-            attention_mask,
-            position_ids,
-            cu_seqlens,
-            max_seqlen,
-            labels,
-            label_positions,
-            **kwargs,
+        batch = self.model.prepare(
+            input_ids, attention_mask, position_ids, inputs_embeds, cu_seqlens, max_seqlen, **kwargs
         )
-        targets = batch.unpad(labels) if labels is not None else None  # (N,)
-        rows = None
+        targets, rows = (batch.unpad(labels) if labels is not None else None), None  # (N,)
         if targets is not None and self.config.sparse_prediction:
             if label_positions is None:  # host read: the padded form only
                 label_positions = (targets != ignore).nonzero().squeeze(1)
             rows = label_positions.to(targets.device)
             targets = targets.index_select(0, rows)  # (M,)
         enc = self.model.encode(
-            batch, input_ids, inputs_embeds, bool(output_attentions), bool(output_hidden_states), rows=rows
+            batch, input_ids, inputs_embeds, output_attentions, output_hidden_states, rows
         )
         logits = self.decoder(self.head(enc.hidden))  # (N or M, V)
-        loss = None
-        if targets is not None:
-            loss = masked_lm_loss(logits, targets, ignore, num_items_in_batch, all_valid=rows is not None)
-        if rows is None:
-            logits = batch.repad(logits)
-        out = MaskedLMOutput(
-            loss=loss,
-            logits=logits,
-            hidden_states=_repad_all(batch, enc.all_hidden),
-            attentions=enc.attentions,
+        loss = (
+            None
+            if targets is None
+            else masked_lm_loss(logits, targets, ignore, num_items_in_batch, rows is not None)
         )
-        return out if _want_dict(return_dict, self.config) else out.to_tuple()
+        logits = batch.repad(logits) if rows is None else logits
+        return _output(MaskedLMOutput, batch, enc, self.config, return_dict, loss=loss, logits=logits)
 
 
-class RexBertForSequenceClassification(RexBertPreTrainedModel):
-    """Pooled (``config.classifier_pooling``: cls | mean) encoder output -> head -> dropout -> classifier.
+class _RexBertClassifier(RexBertPreTrainedModel):
+    """Encoder -> prediction head -> dropout -> linear classifier, on packed or padded input."""
 
-    Loss by ``config.problem_type`` (inferred like BERT when unset): regression (MSE),
-    single-label (CE) or multi-label (BCE-with-logits)."""
-
-    # The loss is a per-batch mean: Trainer must scale it for gradient accumulation itself.
-    accepts_loss_kwargs = False
+    accepts_loss_kwargs = False  # the loss is a per-batch mean: Trainer scales it for accumulation itself
 
     def __init__(self, config: RexBertConfig):
         super().__init__(config)
         self.num_labels = config.num_labels
-        self.model = RexBertModel(config)
-        self.head = RexBertPredictionHead(config)
+        self.model, self.head = RexBertModel(config), RexBertPredictionHead(config)
         self.drop = nn.Dropout(config.classifier_dropout)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
-    def forward(
-        self,
-        input_ids: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        **kwargs,
-    ) -> SequenceClassifierOutput | tuple:
-        out = self.model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            inputs_embeds=inputs_embeds,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
-        )
-        h = out.last_hidden_state  # (B, S, H), zeros at padding
-        if attention_mask is None:
-            attention_mask = torch.ones(h.shape[:2], dtype=torch.long, device=h.device)
-        if self.config.classifier_pooling == "cls":
-            first = attention_mask.long().argmax(dim=1)  # first real token (left or right padding)
-            pooled = h[torch.arange(h.shape[0], device=h.device), first]
-        else:
-            m = attention_mask.to(h.dtype).unsqueeze(-1)
-            pooled = (h * m).sum(1) / m.sum(1).clamp(min=1.0)  # empty rows pool to zeros, not NaN
-        logits = self.classifier(self.drop(self.head(pooled)))
-        loss = self._loss(logits, labels) if labels is not None else None
-        result = SequenceClassifierOutput(
-            loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions
-        )
-        return result if _want_dict(return_dict, self.config) else result.to_tuple()
-
-    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        if self.config.problem_type is None:
-            if self.num_labels == 1:
-                self.config.problem_type = "regression"
-            elif labels.dtype in (torch.long, torch.int):
-                self.config.problem_type = "single_label_classification"
-            else:
-                self.config.problem_type = "multi_label_classification"
-        if self.config.problem_type == "regression":
-            pred = logits.squeeze(-1) if self.num_labels == 1 else logits
-            return F.mse_loss(pred, labels.to(logits.dtype).view_as(pred))
-        if self.config.problem_type == "single_label_classification":
-            return F.cross_entropy(logits.view(-1, self.num_labels), labels.view(-1))
-        return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
-
-
-class RexBertForTokenClassification(RexBertPreTrainedModel):
-    """Per-token head -> dropout -> classifier on real tokens only; logits (B, S, C), zeros at padding."""
-
-    # The loss is a per-batch mean: Trainer must scale it for gradient accumulation itself.
-    accepts_loss_kwargs = False
-
-    def __init__(self, config: RexBertConfig):
-        super().__init__(config)
-        self.num_labels = config.num_labels
-        self.model = RexBertModel(config)
-        self.head = RexBertPredictionHead(config)
-        self.drop = nn.Dropout(config.classifier_dropout)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
-        self.post_init()
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.drop(self.head(x)))
 
     def forward(
         self,
@@ -628,24 +475,49 @@ class RexBertForTokenClassification(RexBertPreTrainedModel):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         **kwargs,
-    ) -> TokenClassifierOutput | tuple:
-        batch = self.model._prepare(
-            input_ids, inputs_embeds, attention_mask, position_ids, cu_seqlens, max_seqlen, labels, **kwargs
+    ):
+        """Arguments as :meth:`RexBertModel.forward`, plus ``labels``."""
+        batch = self.model.prepare(
+            input_ids, attention_mask, position_ids, inputs_embeds, cu_seqlens, max_seqlen, **kwargs
         )
-        enc = self.model.encode(
-            batch, input_ids, inputs_embeds, bool(output_attentions), bool(output_hidden_states)
-        )
-        logits = self.classifier(self.drop(self.head(enc.hidden)))  # (N, C)
-        loss = masked_lm_loss(logits, batch.unpad(labels), -100) if labels is not None else None
-        hidden_states = _repad_all(batch, enc.all_hidden)
-        result = TokenClassifierOutput(
-            loss=loss, logits=batch.repad(logits), hidden_states=hidden_states, attentions=enc.attentions
-        )
-        return result if _want_dict(return_dict, self.config) else result.to_tuple()
+        enc = self.model.encode(batch, input_ids, inputs_embeds, output_attentions, output_hidden_states)
+        logits, loss = self.predict(batch, enc.hidden, labels)
+        return _output(self.output_class, batch, enc, self.config, return_dict, loss=loss, logits=logits)
+
+
+class RexBertForSequenceClassification(_RexBertClassifier):
+    """One prediction per document: per row of padded input, per document of packed input; logits
+    (D, num_labels), labels (D,) or (D, num_labels). Token states are pooled per document by
+    ``config.classifier_pooling`` (first token or mean). Loss: transformers' sequence-classification loss
+    by ``config.problem_type`` (regression, single- or multi-label; inferred from the labels when unset)."""
+
+    output_class = SequenceClassifierOutput
+
+    def predict(self, batch: PackedBatch, hidden: torch.Tensor, labels: torch.Tensor | None):
+        cu = batch.cu_seqlens.long()
+        lengths = (cu[1:] - cu[:-1])[:, None]  # (D, 1)
+        if self.config.classifier_pooling == "cls":  # the first token of every document
+            pooled = hidden.index_select(0, cu[:-1].clamp(max=batch.num_tokens - 1)) * (lengths > 0)
+        else:  # empty documents pool to zeros, not NaN
+            sums = hidden.new_zeros(batch.num_docs, hidden.shape[1]).index_add_(0, batch.doc_ids(), hidden)
+            pooled = sums / lengths.clamp(min=1)
+        logits = self.classify(pooled)  # (D, num_labels)
+        return logits, (self.loss_function(labels, logits, self.config) if labels is not None else None)
+
+
+class RexBertForTokenClassification(_RexBertClassifier):
+    """A prediction per real token; logits (B, S, C) with zeros at padding, (1, N, C) for packed input.
+    Loss: transformers' token-classification loss, the mean cross-entropy over labels != -100."""
+
+    output_class = TokenClassifierOutput
+
+    def predict(self, batch: PackedBatch, hidden: torch.Tensor, labels: torch.Tensor | None):
+        logits = self.classify(hidden)  # (N, C)
+        loss = self.loss_function(logits, batch.unpad(labels), self.config) if labels is not None else None
+        return batch.repad(logits), loss
 
 
 __all__ = [
-    "ATTENTION_BACKENDS",
     "PackedBatch",
     "RexBertPreTrainedModel",
     "RexBertModel",

@@ -1,19 +1,16 @@
 """How the real tokens of a batch split into documents: the one layout every attention backend reads.
 
-Shipped next to ``modeling_rexbert.py`` as remote code (torch and the standard library only).
+Shipped next to ``modeling_rexbert.py`` as remote code (torch only). Four input conventions become one
+:class:`PackedBatch` of N real tokens in D documents:
 
-Two input forms reach the encoder:
-
-* packed (training): ``input_ids`` (1, N) of concatenated documents, ``cu_seqlens`` (D+1,) int32 document
-  boundaries and ``max_seqlen`` (Python int), all built on the host by the collator -- transformers'
-  ``DataCollatorWithFlattening`` convention plus explicit boundaries. Building the layout from them
-  reads nothing back from the device, so a training step never waits on a device-to-host copy.
-* padded (inference): ``input_ids`` (B, S) with an optional ``attention_mask``; one document per row.
-  Finding the real tokens of a padded batch reads the mask on the host (``nonzero``), which is fine
-  outside the training hot path.
-
-:func:`check_packed_inputs` validates a packed batch on the host (collator side, or behind
-``config.validate_inputs``); the forward itself never checks values.
+* (1, N) with ``cu_seqlens`` (D+1,) int32 and ``max_seqlen`` (host int): RexBERT's collator (training).
+  Nothing is read back from the device.
+* (1, N) with ``cu_seq_lens_q`` / ``cu_seq_lens_k`` and ``max_length_q`` / ``max_length_k``: transformers'
+  ``DataCollatorWithFlattening(return_flash_attn_kwargs=True)``, the same boundaries under its names.
+* (1, N) with ``position_ids`` restarting at every document and nothing else:
+  ``DataCollatorWithFlattening()``. Boundaries are found on the host (one device-to-host read).
+* (B, S) with an optional ``attention_mask``: one document per row (inference); the mask is read on the
+  host. ``position_ids`` are then RoPE positions only, as in transformers.
 """
 
 from __future__ import annotations
@@ -22,38 +19,38 @@ from dataclasses import dataclass, field
 
 import torch
 
+# transformers' names for packed input (DataCollatorWithFlattening; seq_idx only alongside the others).
+FLASH_PACKING_KWARGS = ("cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k", "seq_idx")
+# BERT tokenizers emit token_type_ids, and pipelines / sentence-transformers pass them on: there are no
+# segment embeddings to read them with, so they are ignored (as by transformers' ModernBERT).
+IGNORED_KWARGS = ("token_type_ids",)
+
 
 @dataclass
 class PackedBatch:
-    """N real tokens in D documents, and the (B, S) shape outputs are re-padded to.
-
-    Attributes:
-        batch_size, seq_len: shape (B, S) of the input; (1, N) for packed input.
-        indices: (N,) flat positions of the real tokens in B*S, or None when every position is real.
-        cu_seqlens: (D+1,) int32 cumulative document lengths, on the tokens' device.
-        max_seqlen: the longest document's length (host int).
-        position_ids: (N,) long RoPE positions, restarting at 0 at every document.
-        cache: per-forward memo for backends (CPU attention plans), shared by all layers.
-    """
+    """N real tokens in D documents, and the (B, S) shape that outputs are re-padded to."""
 
     batch_size: int
     seq_len: int
-    indices: torch.Tensor | None
-    cu_seqlens: torch.Tensor
-    max_seqlen: int
-    position_ids: torch.Tensor
-    cache: dict = field(default_factory=dict, repr=False)
+    indices: torch.Tensor | None  # (N,) flat positions of the real tokens in B*S; None: every one is real
+    cu_seqlens: torch.Tensor  # (D+1,) int32 document boundaries, on the tokens' device
+    max_seqlen: int  # the longest document's length (host int)
+    position_ids: torch.Tensor  # (N,) RoPE positions
+    cache: dict = field(default_factory=dict, repr=False)  # per-forward memo shared by all layers
 
     @property
     def num_tokens(self) -> int:
         return self.position_ids.shape[0]
 
-    def host_seqlens(self) -> list[int]:
-        """Document lengths as a host list: a device-to-host copy, used only by the CPU-oriented
-        sdpa / eager backends, never by the varlen / flash kernels."""
-        if "seqlens" not in self.cache:
-            self.cache["seqlens"] = torch.diff(self.cu_seqlens).tolist()
-        return self.cache["seqlens"]
+    @property
+    def num_docs(self) -> int:
+        return self.cu_seqlens.shape[0] - 1
+
+    def doc_ids(self) -> torch.Tensor:
+        """(N,) document of every token, computed on the device."""
+        if "doc_ids" not in self.cache:
+            self.cache["doc_ids"] = document_ids(self.cu_seqlens, self.num_tokens)
+        return self.cache["doc_ids"]
 
     def unpad(self, x: torch.Tensor) -> torch.Tensor:
         """(B, S, ...) -> (N, ...)."""
@@ -68,63 +65,10 @@ class PackedBatch:
         return out.view(self.batch_size, self.seq_len, *x.shape[1:])
 
 
-def positions_from_cu_seqlens(cu_seqlens: torch.Tensor, num_tokens: int) -> torch.Tensor:
-    """(N,) positions restarting at every document, computed on the device without a host read."""
+def document_ids(cu_seqlens: torch.Tensor, num_tokens: int) -> torch.Tensor:
+    """(N,) document index of every token, on the device."""
     token = torch.arange(num_tokens, device=cu_seqlens.device)
-    cu = cu_seqlens.long()
-    doc = torch.searchsorted(cu[1:], token, right=True)  # (N,) document of every token
-    return token - cu[doc]
-
-
-def pack_flat(
-    num_tokens: int,
-    cu_seqlens: torch.Tensor,
-    max_seqlen: int | None,
-    position_ids: torch.Tensor | None,
-    device: torch.device,
-) -> PackedBatch:
-    """Layout of packed (1, N) input. Reads nothing from the device when ``max_seqlen`` is given."""
-    cu = cu_seqlens.to(device=device, dtype=torch.int32)
-    if max_seqlen is None:  # one host read; the collator should pass it
-        max_seqlen = int(torch.diff(cu).max()) if cu.numel() > 1 else 0
-    if position_ids is None:
-        pos = positions_from_cu_seqlens(cu, num_tokens)
-    else:
-        pos = position_ids.reshape(-1).to(device=device, dtype=torch.long)
-    return PackedBatch(1, num_tokens, None, cu, int(max_seqlen), pos)
-
-
-def pack_padded(
-    batch_size: int,
-    seq_len: int,
-    device: torch.device,
-    attention_mask: torch.Tensor | None = None,
-    position_ids: torch.Tensor | None = None,
-) -> PackedBatch:
-    """Layout of padded (B, S) input: every row's real tokens (``attention_mask == 1``) are one document.
-
-    ``position_ids`` (B, S), when given, are the RoPE positions (as in transformers); by default positions
-    count the real tokens of each row from 0, so left and right padding give the same result."""
-    B, S = batch_size, seq_len
-    if attention_mask is None:  # B documents of length S: no gather / scatter at all
-        cu = torch.arange(0, (B + 1) * S, S, dtype=torch.int32, device=device)
-        pos = (
-            torch.arange(S, device=device).repeat(B)
-            if position_ids is None
-            else position_ids.reshape(-1).to(device=device, dtype=torch.long)
-        )
-        return PackedBatch(B, S, None, cu, S, pos)
-    mask = attention_mask.to(device).bool()
-    lengths = mask.sum(1)  # (B,)
-    cu = torch.zeros(B + 1, dtype=torch.int32, device=device)
-    cu[1:] = lengths.cumsum(0)
-    indices = mask.reshape(-1).nonzero().squeeze(1)  # (N,) host read: inference form only
-    max_seqlen = int(lengths.max()) if B else 0
-    if position_ids is None:
-        pos = positions_from_cu_seqlens(cu, indices.numel())
-    else:
-        pos = position_ids.reshape(-1).to(device=device, dtype=torch.long).index_select(0, indices)
-    return PackedBatch(B, S, indices, cu, max_seqlen, pos)
+    return torch.searchsorted(cu_seqlens[1:].long(), token, right=True)
 
 
 def pack_inputs(
@@ -134,21 +78,23 @@ def pack_inputs(
     position_ids: torch.Tensor | None = None,
     cu_seqlens: torch.Tensor | None = None,
     max_seqlen: int | None = None,
+    **flash_kwargs,
 ) -> PackedBatch:
-    """Layout of a forward's input: packed (``cu_seqlens`` given, input (1, N)) or padded (B, S).
-    Checks shapes only (no values: that would read the device)."""
+    """Layout of a forward's input in any of the conventions above; checks shapes, never values."""
+    unknown = sorted(set(flash_kwargs) - set(FLASH_PACKING_KWARGS) - set(IGNORED_KWARGS))
+    if unknown:
+        raise TypeError(
+            f"forward() got unexpected keyword argument(s) {', '.join(unknown)}: RexBERT reads input_ids or "
+            "inputs_embeds, attention_mask, position_ids, and packed input as cu_seqlens + max_seqlen or "
+            "cu_seq_lens_q/k + max_length_q/k (transformers' DataCollatorWithFlattening)"
+        )
     if (input_ids is None) == (inputs_embeds is None):
         raise ValueError("pass exactly one of input_ids or inputs_embeds")
     ref = input_ids if input_ids is not None else inputs_embeds
-    if ref.ndim != (2 if input_ids is not None else 3):
+    if ref.ndim != (2 if input_ids is not None else 3) or 0 in ref.shape[:2]:
         raise ValueError(
-            "input_ids must be (batch, seq_len) / inputs_embeds (batch, seq_len, hidden); "
-            f"got shape {tuple(ref.shape)}"
-        )
-    if 0 in ref.shape[:2]:
-        raise ValueError(
-            f"empty input of shape {tuple(ref.shape)}: nothing to encode (was the text empty or "
-            "truncated to zero tokens?)"
+            "input_ids must be a non-empty (batch, seq_len) / inputs_embeds (batch, seq_len, hidden); got "
+            f"shape {tuple(ref.shape)} (was the text empty or truncated to zero tokens?)"
         )
     (B, S), device = ref.shape[:2], ref.device
     if position_ids is not None and position_ids.shape[0] == 1 and B > 1:
@@ -156,131 +102,83 @@ def pack_inputs(
     for name, t in (("attention_mask", attention_mask), ("position_ids", position_ids)):
         if t is not None and tuple(t.shape) != (B, S):
             raise ValueError(f"{name} must have shape {(B, S)} like the input; got {tuple(t.shape)}")
+    cu_seqlens, max_seqlen = _flash_boundaries(cu_seqlens, max_seqlen, position_ids, **flash_kwargs)
+    if cu_seqlens is None and B == 1 and S > 1 and attention_mask is None and position_ids is not None:
+        cu_seqlens, max_seqlen = boundaries_from_positions(position_ids[0])
     if cu_seqlens is None:
         return pack_padded(B, S, device, attention_mask, position_ids)
     if B != 1 or attention_mask is not None:
-        given = "given" if attention_mask is not None else "None"
         raise ValueError(
-            "cu_seqlens is for packed input of shape (1, N) without attention_mask; "
-            f"got input {(B, S)}, attention_mask {given}"
+            "cu_seqlens is for packed input of shape (1, N) without attention_mask; got input "
+            f"{(B, S)}, attention_mask {'given' if attention_mask is not None else 'None'}"
         )
-    return pack_flat(S, cu_seqlens, max_seqlen, position_ids, device)
+    cu = cu_seqlens.to(device=device, dtype=torch.int32)
+    if max_seqlen is None:  # one host read; collators pass it
+        max_seqlen = int(torch.diff(cu).max())
+    if position_ids is None:
+        doc = document_ids(cu, S)
+        pos = torch.arange(S, device=device) - cu.long()[doc]
+        return PackedBatch(1, S, None, cu, int(max_seqlen), pos, {"doc_ids": doc})
+    return PackedBatch(1, S, None, cu, int(max_seqlen), position_ids.reshape(-1).to(device, torch.long))
 
 
-def _host(x) -> torch.Tensor:
-    return torch.as_tensor(x).detach().cpu()
-
-
-def _check_ids(ids: torch.Tensor, vocab_size: int | None) -> None:
-    if vocab_size is not None and ids.numel():
-        lo, hi = int(ids.min()), int(ids.max())
-        if lo < 0 or hi >= vocab_size:
-            raise ValueError(
-                f"input_ids: ids must lie in [0, vocab_size={vocab_size}); got min {lo}, max {hi}"
-                ": the tokenizer and the model config disagree"
-            )
-
-
-def check_inputs(
-    input_ids,
-    attention_mask=None,
-    position_ids=None,
-    cu_seqlens=None,
-    max_seqlen=None,
-    labels=None,
-    label_positions=None,
-    *,
-    vocab_size: int | None = None,
-    ignore_index: int = -100,
-) -> None:
-    """Value checks for either input form (``config.validate_inputs``); raise ``ValueError`` naming the
-    field. Packed input goes to :func:`check_packed_inputs`."""
+def _flash_boundaries(cu_seqlens, max_seqlen, position_ids, **kw):
+    """cu_seqlens / max_seqlen from transformers' names; an encoder attends within each document, so the
+    key boundaries must be the query ones (compared by shape: comparing values would read the device)."""
+    cu_q, cu_k, max_q, max_k = (kw.get(name) for name in FLASH_PACKING_KWARGS[:4])
+    if cu_q is None and cu_k is None:
+        if max_q is not None or max_k is not None:
+            raise ValueError("max_length_q / max_length_k need cu_seq_lens_q / cu_seq_lens_k")
+        if kw.get("seq_idx") is not None and cu_seqlens is None and position_ids is None:
+            raise ValueError("seq_idx alone is not read: pass position_ids or cu_seq_lens_q/k with it")
+        return cu_seqlens, max_seqlen
     if cu_seqlens is not None:
-        if max_seqlen is None:
-            max_seqlen = int(torch.diff(_host(cu_seqlens).long()).max())
-        ids = input_ids if input_ids is not None else torch.zeros(1, int(_host(cu_seqlens)[-1]))
-        check_packed_inputs(
-            ids,
-            cu_seqlens,
-            max_seqlen,
-            position_ids,
-            labels,
-            label_positions,
-            vocab_size=vocab_size if input_ids is not None else None,
-            ignore_index=ignore_index,
-        )
-        return
-    if input_ids is not None:
-        _check_ids(_host(input_ids), vocab_size)
-    on_padding = labels is not None and attention_mask is not None
-    if on_padding and bool(((_host(labels) != ignore_index) & (_host(attention_mask) == 0)).any()):
+        raise ValueError("pass cu_seqlens or cu_seq_lens_q/k, not both")
+    max_q, max_k = (None if m is None else int(m) for m in (max_q, max_k))  # int(tensor): a host read
+    shapes_differ = cu_q is not None and cu_k is not None and cu_q.shape != cu_k.shape
+    if shapes_differ or (max_q is not None and max_k is not None and max_q != max_k):
         raise ValueError(
-            f"labels: targets (!= {ignore_index}) where attention_mask == 0 are never "
-            "encoded, so they cannot be predicted"
+            "cu_seq_lens_k / max_length_k must equal cu_seq_lens_q / max_length_q: RexBERT is an encoder "
+            "(self-attention within each document)"
         )
+    return (cu_q if cu_q is not None else cu_k), (max_q if max_q is not None else max_k)
 
 
-def check_packed_inputs(
-    input_ids,
-    cu_seqlens,
-    max_seqlen: int,
-    position_ids=None,
-    labels=None,
-    label_positions=None,
-    *,
-    vocab_size: int | None = None,
-    ignore_index: int = -100,
-) -> None:
-    """Validate a packed batch against the packing contract; raise ``ValueError`` naming the field.
+def boundaries_from_positions(position_ids: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """(D+1,) boundaries of a (N,) row whose positions restart at every document, as transformers reads
+    them: a document starts wherever the position equals the row's smallest. A host read."""
+    starts = (position_ids == position_ids.min()).nonzero().flatten().tolist()
+    if starts[0] != 0:
+        raise ValueError(
+            f"position_ids: a packed row must start a document at token 0 (position {int(position_ids.min())}"
+            f"); its first restart is at token {starts[0]}"
+        )
+    bounds = [*starts, position_ids.shape[0]]
+    cu = torch.tensor(bounds, dtype=torch.int32, device=position_ids.device)
+    return cu, max(b - a for a, b in zip(bounds, bounds[1:]))
 
-    Accepts tensors or numpy arrays. Meant for the host side (collator tests, a debug flag): every check
-    reads values, which on a GPU would stall the step if done in the forward."""
 
-    ids = _host(input_ids)
-    if ids.ndim != 2 or ids.shape[0] != 1:
-        raise ValueError(f"input_ids: packed input must have shape (1, N); got {tuple(ids.shape)}")
-    n = ids.shape[1]
-    _check_ids(ids, vocab_size)
-    cu = _host(cu_seqlens)
-    if cu.dtype != torch.int32 or cu.ndim != 1 or cu.numel() < 2:
-        raise ValueError(
-            f"cu_seqlens: must be a 1-D int32 tensor of D+1 >= 2 boundaries; "
-            f"got dtype {cu.dtype}, shape {tuple(cu.shape)}"
-        )
-    lengths = torch.diff(cu.long())
-    if int(cu[0]) != 0 or int(cu[-1]) != n or bool((lengths < 0).any()):
-        raise ValueError(
-            f"cu_seqlens: must start at 0, be non-decreasing and end at N={n}; "
-            f"got {cu.tolist()[:6]}...{cu.tolist()[-2:]}"
-        )
-    longest = int(lengths.max()) if lengths.numel() else 0
-    if not isinstance(max_seqlen, int) or max_seqlen < longest:
-        raise ValueError(
-            f"max_seqlen: must be a Python int >= the longest document ({longest}); got {max_seqlen!r}"
-        )
-    if position_ids is not None:
-        pos = _host(position_ids)
-        if tuple(pos.shape) != (1, n):
-            raise ValueError(f"position_ids: must have shape (1, {n}); got {tuple(pos.shape)}")
-        expected = positions_from_cu_seqlens(cu, n)
-        if not torch.equal(pos[0].long(), expected):
-            bad = int((pos[0].long() != expected).nonzero()[0])
-            raise ValueError(
-                f"position_ids: must restart at 0 at every cu_seqlens boundary and count up; "
-                f"token {bad} has {int(pos[0, bad])}, expected {int(expected[bad])}"
-            )
-    if labels is None:
-        if label_positions is not None:
-            raise ValueError("label_positions: given without labels")
-        return
-    lab = _host(labels)
-    if tuple(lab.shape) != (1, n):
-        raise ValueError(f"labels: must have shape (1, {n}); got {tuple(lab.shape)}")
-    if label_positions is not None:
-        expected = (lab[0] != ignore_index).nonzero().squeeze(1)
-        got = _host(label_positions)
-        if got.ndim != 1 or not torch.equal(got.long(), expected):
-            raise ValueError(
-                f"label_positions: must be the ascending indices of labels != {ignore_index} "
-                f"({expected.numel()} of them); got {got.numel()} that differ"
-            )
+def pack_padded(
+    batch_size: int,
+    seq_len: int,
+    device: torch.device,
+    attention_mask: torch.Tensor | None = None,
+    position_ids: torch.Tensor | None = None,
+) -> PackedBatch:
+    """(B, S) input: every row's real tokens (``attention_mask == 1``) are one document. Positions count
+    each row's real tokens from 0 unless given, so left and right padding give the same result."""
+    B, S = batch_size, seq_len
+    if attention_mask is None:  # B documents of length S: no gather / scatter at all
+        cu = torch.arange(0, (B + 1) * S, S, dtype=torch.int32, device=device)
+        pos = torch.arange(S, device=device).repeat(B) if position_ids is None else position_ids.reshape(-1)
+        return PackedBatch(B, S, None, cu, S, pos.to(device, torch.long))
+    mask = attention_mask.to(device).bool()
+    lengths = mask.sum(1)  # (B,)
+    cu = torch.nn.functional.pad(lengths.cumsum(0), (1, 0)).to(torch.int32)
+    indices = mask.reshape(-1).nonzero().squeeze(1)  # (N,) host read: inference form only
+    max_seqlen = int(lengths.max())
+    if position_ids is None:
+        pos = torch.arange(indices.numel(), device=device) - cu.long()[document_ids(cu, indices.numel())]
+    else:
+        pos = position_ids.reshape(-1).to(device, torch.long).index_select(0, indices)
+    return PackedBatch(B, S, indices, cu, max_seqlen, pos)

@@ -24,6 +24,7 @@ from rexbert_common.errors import UserError
 STAGE_MODULES = (
     "curation.cli",
     "training.cli",
+    "training.plan_cli",
     "evaluation.cli",
     "model_cards.cli",
     "rexbert_cli.experiment",

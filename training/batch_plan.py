@@ -83,8 +83,19 @@ class BatchPlan:
         return range(first, first + share)
 
 
+@dataclass(frozen=True)
+class EqualRows:
+    """``count`` rows of ``tokens`` real tokens each: the lengths a plan is made of before the rows exist
+    (``rexbert plan``, the tests of a recipe's plan at paper scale without billions of lengths in memory)."""
+
+    count: int
+    tokens: float
+
+
 def _length_reader(lengths) -> tuple[int, Callable[[int, int], int]]:
-    """(number of rows, tokens in rows [a, b)) for an array of lengths or an Arrow column."""
+    """(number of rows, tokens in rows [a, b)) for an array of lengths, an Arrow column or EqualRows."""
+    if isinstance(lengths, EqualRows):
+        return lengths.count, lambda a, b: round((b - a) * lengths.tokens)
     if hasattr(lengths, "slice"):  # Arrow (chunked) array: read only the slices asked for
         return len(lengths), lambda a, b: int(np.asarray(lengths.slice(a, b - a).to_numpy(), np.int64).sum())
     lengths = np.asarray(lengths, dtype=np.int64)
@@ -94,8 +105,8 @@ def _length_reader(lengths) -> tuple[int, Callable[[int, int], int]]:
 def plan_batches(lengths, phase, world_size: int) -> BatchPlan:
     """The phase's steps for ``world_size`` processes.
 
-    ``lengths``: tokens per packed row (numpy array, list, or an Arrow column such as
-    ``PhaseRows.lengths``). Only the warmup's rows are read: after it every step has ``batch_size`` rows.
+    ``lengths``: tokens per packed row (numpy array, list, an Arrow column such as ``PhaseRows.lengths``,
+    or :class:`EqualRows`). Only the warmup's rows are read: after it every step has ``batch_size`` rows.
     """
     check_world_size(phase, world_size)
     q = warmup_quantum(phase, world_size)

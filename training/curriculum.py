@@ -129,6 +129,17 @@ def _check_tokenizer_matches(config, tokenizer, source: str) -> None:
         )
 
 
+def phase_context(phase) -> dict:
+    """The model-config fields a phase sets on whatever checkpoint it starts from."""
+    return {
+        "max_position_embeddings": phase.max_position_embeddings,
+        "global_rope_theta": phase.global_rope_theta,
+        "local_rope_theta": phase.local_rope_theta,
+        "global_rope_scaling": phase.global_rope_scaling,
+        "local_rope_scaling": phase.local_rope_scaling,
+    }
+
+
 def model_for_phase(recipe: Recipe, phase_name: str, tokenizer, out: Path):
     """The phase's starting model, always with fp32 master weights and the sparse MLM head.
 
@@ -140,13 +151,7 @@ def model_for_phase(recipe: Recipe, phase_name: str, tokenizer, out: Path):
     from training.tokenizer import padded_vocab_size, special_token_ids
 
     phase = recipe.phase(phase_name)
-    context = {
-        "max_position_embeddings": phase.max_position_embeddings,
-        "global_rope_theta": phase.global_rope_theta,
-        "local_rope_theta": phase.local_rope_theta,
-        "global_rope_scaling": phase.global_rope_scaling,
-        "local_rope_scaling": phase.local_rope_scaling,
-    }
+    context = phase_context(phase)
     index = PHASES.index(phase_name)
     external = recipe.init_source(phase_name)
     source = external or (str(out / PHASES[index - 1] / "final") if index > 0 else None)
@@ -462,18 +467,19 @@ def run_curriculum(
     """Run ``phases`` (a subset of phase1..phase3, in order); returns their final folders.
 
     Everything that can be checked is checked before anything is written: the world size against the
-    batch sizes, Guided MLM against the sources, the sources, and -- without ``resume`` -- that no phase
+    batch sizes, FSDP, a training step against the GPU's memory (``training.plan.check_launch``), Guided MLM
+    against the sources, the sources, and -- without ``resume`` -- that no phase
     folder already holds a run (``overwrite`` deletes it). If a user error (bad data, bad settings) stops
     the run before any checkpoint exists, the folders this call created are removed. ``stop_after_steps``
     stops each phase after that many steps without writing its final folder (used to test resume: run
     again with ``resume=True``). ``prepare_only`` builds the phases' rows (restartable, parallel with
     ``data.workers``) and trains nothing: a later run reuses them."""
-    from training.batch_plan import check_world_size
     from training.checkpoints import refuse_or_clear_previous_run
+    from training.plan import check_launch
     from training.trainer_settings import check_report_to
 
-    for name in phases:  # before any source is read or row built
-        check_world_size(recipe.phase(name), process_state().num_processes, name)
+    # world size, FSDP and (on CUDA) GPU memory: before any source is read or row built
+    check_launch(recipe, phases, process_state().num_processes)
     _check_guided_sources(recipe, phases)
     check_report_to(recipe.trainer.report_to)
     out = Path(recipe.output_dir)

@@ -128,9 +128,11 @@ class StableAdamW(torch.optim.Optimizer):
         torch._foreach_mul_(scratch, scratch)
         torch._foreach_mul_(scratch, inverse)
         del inverse
-        mean_squares = torch.stack(torch._foreach_norm(scratch, 1))  # (n_tensors,)
-        numels = torch.tensor([float(p.numel()) for p in params], device=mean_squares.device)
-        lrs = lr / torch.clamp((mean_squares / numels).sqrt(), min=1.0)  # (n_tensors,), stays on the device
+        norms = torch._foreach_norm(scratch, 1)
+        # host scalars as kernel arguments: a tensor built from a host list would be a blocking copy on a GPU
+        torch._foreach_div_(norms, [float(p.numel()) for p in params])
+        mean_squares = torch.stack(norms)  # (n_tensors,)
+        lrs = lr / torch.clamp(mean_squares.sqrt(), min=1.0)  # (n_tensors,), stays on the device
 
         if wd:
             torch._foreach_mul_(masters, list((1.0 - lrs * (wd / max_lr)).unbind()))

@@ -113,14 +113,15 @@ class ModelConfig:
     Args:
         size: micro | mini | base | large (Table 2), passed to ``RexBertConfig.for_size``.
         overrides: any other RexBertConfig field (e.g. num_hidden_layers for a tiny test model).
-        attn_implementation: sdpa | eager | flash_attention_2.
+        attn_implementation: varlen (PyTorch's FlashAttention varlen kernel on GPUs, sdpa elsewhere) | sdpa |
+            eager | flash_attention_2 (the flash-attn package); see modeling_rexbert/attention_rexbert.py.
         init_from: start phase 1 from this checkpoint (folder or Hub id) instead of random init; the same
             as ``phase1.init_from`` (kept for older recipes; set one of the two).
     """
 
     size: str = checked("micro", choices=("micro", "mini", "base", "large"))
     overrides: dict[str, Any] = field(default_factory=dict)
-    attn_implementation: str = checked("sdpa", choices=("sdpa", "eager", "flash_attention_2"))
+    attn_implementation: str = checked("varlen", choices=("varlen", "sdpa", "eager", "flash_attention_2"))
     init_from: str | None = None
 
 

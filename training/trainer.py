@@ -153,7 +153,9 @@ class RexBertTrainer(Trainer):
         on the last only, the loss normalised by the labelled tokens of the whole step on all processes."""
         micro_batches = inputs[MICRO_BATCHES_KEY]
         local = sum(mb[STATS_KEY]["labelled"] for mb in micro_batches)  # Python int: no device sync
-        total = torch.tensor(local, device=self.args.device)
+        # torch.full writes a host scalar on the device; torch.tensor(local, device=...) would be a blocking
+        # host-to-device copy on a GPU (the stream waits for every queued kernel)
+        total = torch.full((), local, dtype=torch.long, device=self.args.device)
         if self.accelerator.num_processes > 1:
             total = self.accelerator.reduce(total, reduction="sum")  # a collective, not a host sync
         loss = torch.zeros((), device=self.args.device)

@@ -16,7 +16,8 @@ from curation.stats import StepStats
 
 @dataclass(frozen=True)
 class LabelResult:
-    """label: 1/0, or None when status is ``malformed`` (bad answer) or ``error`` (labeler unreachable)."""
+    """label: 1/0 with status ``ok``; or None with status ``error``: the labeler was unreachable or answered
+    something that is not a label (after its retries). Errors are never cached: a rerun asks again."""
 
     label: int | None
     status: str = "ok"
@@ -24,9 +25,15 @@ class LabelResult:
 
 
 class Labeler(ABC):
-    """One relevance judge. ``identity`` must change whenever its answers could (model, settings)."""
+    """One relevance judge. ``identity`` must change whenever its answers could (model, settings);
+    ``model_identity`` names the model alone -- a hash of its weights, or endpoint + served model -- so an
+    auditor running the same model under other settings is recognised as the same model."""
 
     identity: str = "labeler"
+
+    @property
+    def model_identity(self) -> str:
+        return self.identity
 
     @abstractmethod
     def label_batch(self, texts: Sequence[str], prompt: PromptVersion) -> list[LabelResult]:
@@ -36,17 +43,21 @@ class Labeler(ABC):
 class LabelCache:
     """sqlite store keyed by (labeler identity, prompt version, text hash): no document is labelled twice.
 
-    Only definitive answers (ok / malformed) are cached; transport errors are retried on the next run.
-    sqlite commits are atomic, so a killed run loses at most the batch in flight.
+    Only labels (status ``ok``) are cached; errors are asked again on the next run. sqlite commits are
+    atomic, so a killed run loses at most the batch in flight. One writer per file (sqlite on a shared
+    filesystem tolerates no concurrent writers): ``read_also`` names other tasks' caches consulted read-only.
     """
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, read_also: Sequence[str | Path] = ()):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.conn = sqlite3.connect(str(path))
         self.conn.execute(
             "CREATE TABLE IF NOT EXISTS labels (key TEXT PRIMARY KEY, label INTEGER, status TEXT, raw TEXT)"
         )
         self.conn.commit()
+        self.others = [
+            sqlite3.connect(f"file:{other}?mode=ro", uri=True) for other in read_also if Path(other).is_file()
+        ]
 
     @staticmethod
     def key(identity: str, version: str, text: str) -> str:
@@ -54,22 +65,23 @@ class LabelCache:
 
     def get_many(self, keys: Sequence[str]) -> dict[str, LabelResult]:
         found: dict[str, LabelResult] = {}
-        for start in range(0, len(keys), 500):
-            chunk = list(keys[start : start + 500])
-            marks = ",".join("?" * len(chunk))
-            for key, label, status, raw in self.conn.execute(
-                f"SELECT key, label, status, raw FROM labels WHERE key IN ({marks})", chunk
-            ):
-                found[key] = LabelResult(label, status, raw)
+        for conn in [*self.others, self.conn]:
+            for start in range(0, len(keys), 500):
+                chunk = list(keys[start : start + 500])
+                marks = ",".join("?" * len(chunk))
+                query = f"SELECT key, label, raw FROM labels WHERE status = 'ok' AND key IN ({marks})"
+                for key, label, raw in conn.execute(query, chunk):
+                    found[key] = LabelResult(label, "ok", raw)
         return found
 
     def put_many(self, items: Sequence[tuple[str, LabelResult]]) -> None:
-        rows = [(k, r.label, r.status, r.raw[:500]) for k, r in items if r.status in ("ok", "malformed")]
+        rows = [(k, r.label, r.status, r.raw[:500]) for k, r in items if r.status == "ok"]
         with self.conn:
             self.conn.executemany("INSERT OR REPLACE INTO labels VALUES (?, ?, ?, ?)", rows)
 
     def close(self) -> None:
-        self.conn.close()
+        for conn in [*self.others, self.conn]:
+            conn.close()
 
 
 def label_documents(
@@ -80,7 +92,7 @@ def label_documents(
     batch_size: int = 32,
     desc: str = "label",
 ) -> tuple[list[LabelResult], StepStats]:
-    """Label ``texts`` (cached where possible); returns results in order and kept/dropped_<status> counts."""
+    """Label ``texts`` (cached where possible); returns results in order and kept / error counts."""
     from tqdm.auto import tqdm
 
     stats = StepStats(f"label[{labeler.identity}/{prompt.version}]")

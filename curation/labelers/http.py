@@ -1,9 +1,11 @@
 """Any OpenAI-compatible chat endpoint (vLLM, TGI, llama.cpp server, hosted APIs).
 
-Concurrency = ``batch_size`` requests in flight; each request is retried with exponential back-off on
-connection errors, timeouts, 429 and 5xx. A request that still fails yields status ``error`` (not cached, so a
-later run retries it); an answer outside the two labels yields ``malformed`` (cached and counted). A non-JSON
-body (an HTML error page) is an endpoint failure: retried, then ``error``.
+Concurrency = ``batch_size`` requests in flight. Every response that does not carry a parsable label is an
+error for that document, retried with exponential back-off (``backoff_s * 2**attempt``): connection errors,
+timeouts, 429 and 5xx, a non-JSON body (an HTML error page), and a 200 whose body is an error object, has no
+choices or a null/empty content (what gateways return when the model behind them failed), or an answer that
+is not one of the two labels. After ``max_retries`` the document's result is ``error``: never cached, so a
+later run asks again. Client errors other than 408/409/425/429 are not retried (the request itself is wrong).
 """
 
 from __future__ import annotations
@@ -23,6 +25,10 @@ from curation.relevance import MalformedAnswer, PromptVersion, parse_answer
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
 
+class _NotALabel(ValueError):
+    """A 200 response that carries no parsable label."""
+
+
 class HttpChatLabeler(Labeler):
     def __init__(self, config: LabelerConfig, sleep=time.sleep):
         if not config.endpoint:
@@ -34,6 +40,10 @@ class HttpChatLabeler(Labeler):
         self.identity = f"http:{config.model}:chars={config.max_chars}"
         self._sleep = sleep
         self.requests_made = 0
+
+    @property
+    def model_identity(self) -> str:
+        return f"http:{self.url}|{self.config.model}"
 
     def _post(self, payload: dict) -> dict:
         headers = {"Content-Type": "application/json"}
@@ -57,7 +67,7 @@ class HttpChatLabeler(Labeler):
         last_error = ""
         for attempt in range(self.config.max_retries + 1):
             try:
-                body = self._post(payload)
+                return LabelResult(*self._answer(self._post(payload)))
             except urllib.error.HTTPError as error:
                 last_error = f"HTTP {error.code}"
                 if error.code not in RETRYABLE_STATUS:
@@ -65,21 +75,31 @@ class HttpChatLabeler(Labeler):
             except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as error:
                 last_error = f"{type(error).__name__}: {error}"
             except (json.JSONDecodeError, UnicodeDecodeError):
-                # An HTML error page from a proxy or load balancer (often with status 200) is the endpoint
-                # failing, not the model answering: retried, and never cached as an answer.
                 last_error = "non-JSON response body (an HTML error page?)"
-            else:
-                try:
-                    answer = body["choices"][0]["message"]["content"]
-                except (KeyError, IndexError, TypeError):
-                    return LabelResult(None, "malformed", f"unexpected response shape: {str(body)[:200]}")
-                try:
-                    return LabelResult(parse_answer(answer), "ok", answer)
-                except MalformedAnswer:
-                    return LabelResult(None, "malformed", str(answer))
+            except _NotALabel as error:
+                last_error = str(error)
             if attempt < self.config.max_retries:
                 self._sleep(self.config.backoff_s * 2**attempt)
         return LabelResult(None, "error", last_error)
+
+    @staticmethod
+    def _answer(body) -> tuple[int, str, str]:
+        """(label, "ok", answer) from a chat-completions body; raises _NotALabel for anything else."""
+        if not isinstance(body, dict):
+            raise _NotALabel(f"response is not an object: {str(body)[:200]}")
+        if body.get("error"):
+            raise _NotALabel(f"error body: {str(body['error'])[:200]}")
+        choices = body.get("choices")
+        if not isinstance(choices, list) or not choices:
+            raise _NotALabel(f"no choices: {str(body)[:200]}")
+        message = choices[0].get("message") if isinstance(choices[0], dict) else None
+        answer = message.get("content") if isinstance(message, dict) else None
+        if not isinstance(answer, str) or not answer.strip():
+            raise _NotALabel(f"no content: {str(choices[0])[:200]}")
+        try:
+            return parse_answer(answer), "ok", answer
+        except MalformedAnswer:
+            raise _NotALabel(f"not a label: {answer[:200]!r}") from None
 
     def label_batch(self, texts: Sequence[str], prompt: PromptVersion) -> list[LabelResult]:
         with ThreadPoolExecutor(max_workers=max(1, self.config.batch_size)) as pool:

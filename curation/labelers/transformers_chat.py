@@ -20,6 +20,16 @@ class TransformersChatLabeler(Labeler):
         self.identity = f"transformers:{config.model or type(model).__name__}:chars={config.max_chars}"
         self._model, self._tokenizer = model, tokenizer
 
+    @property
+    def model_identity(self) -> str:
+        from pathlib import Path
+
+        from curation.digests import weights_digest
+
+        if self.config.model and Path(self.config.model).exists():
+            return f"weights:{weights_digest(self.config.model)}"
+        return f"hub:{self.config.model or type(self._model).__name__}"
+
     def _load(self):
         if self._model is None:
             from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -56,6 +66,6 @@ class TransformersChatLabeler(Labeler):
         for answer in answers:
             try:
                 results.append(LabelResult(parse_answer(answer), "ok", answer))
-            except MalformedAnswer:
-                results.append(LabelResult(None, "malformed", answer))
+            except MalformedAnswer:  # not a label: an error for this document, asked again on the next run
+                results.append(LabelResult(None, "error", f"not a label: {answer[:200]!r}"))
         return results

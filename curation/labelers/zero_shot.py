@@ -36,6 +36,12 @@ class ZeroShotLabeler(Labeler):
         self._memo: dict[str, np.ndarray] = {}
 
     @property
+    def model_identity(self) -> str:
+        from curation.digests import weights_digest
+
+        return f"weights:{weights_digest(self.model_path)}"
+
+    @property
     def model(self):
         if self._model is None:  # lazy: constructing a labeler must stay cheap
             from sentence_transformers import SentenceTransformer

@@ -111,7 +111,7 @@ def test_unknown_size_is_rejected():
 def test_packing_contract_gives_rexbert_the_padded_batch_loss(data_dir):
     """The MLM scenario feeds RexBERT the training contract: same tokens, same targets, same loss."""
     from modeling_rexbert import RexBertForMaskedLM
-    from modeling_rexbert.packing_rexbert import check_packed_inputs
+    from modeling_rexbert.validation import check_packed_inputs
     from tests.modeling_rexbert.conftest import tiny_config
 
     tok = _common.bert_tokenizer()

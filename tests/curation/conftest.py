@@ -82,7 +82,11 @@ def curation_config(output: Path, sources: list[dict], **overrides):
         "labeler": {"kind": "zero_shot", "max_chars": 300, "batch_size": 64},
         "audit": {
             "labeler": {"kind": "zero_shot", "max_chars": 600, "chunks": 2, "batch_size": 64},
-            "subset_per_class": 5,
+            "allow_same_model": True,
+            "pool_per_domain": 30,
+            "subset_per_class": 10,
+            "min_per_stratum": 2,
+            "min_pairs": 5,
             "prompt_versions": ["v1", "v2"],
             "target_agreement": 0.3,
             "on_target_missed": "continue",

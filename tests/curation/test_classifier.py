@@ -137,3 +137,24 @@ def test_threshold_and_calibration_never_see_the_heldout_split(real_texts, tmp_p
     assert other_record["threshold"] == record["threshold"]
     assert other_record["calibrator"] == record["calibrator"]
     assert other_record["heldout"]["f1"] < 0.3 < record["heldout"]["f1"]
+
+
+def test_the_filter_applies_the_chosen_threshold_with_the_curves_comparison(tmp_path):
+    """A score exactly at the threshold (isotonic calibration makes ties common) counts as positive on the
+    curve the threshold was chosen on, so the relevance filter must keep it: a filter that used `>` (or a
+    curve that used `>`) would disagree on exactly these documents."""
+    import numpy as np
+    from datatrove.data import Document
+
+    from curation.classifier import DomainClassifier, prf_curve
+    from curation.filters import RelevanceFilter
+
+    scores = np.array([0.25, 0.5, 0.5, 0.75])
+    row = prf_curve(np.array([0, 1, 0, 1]), scores, np.array([0.5]))[0]
+    assert row["recall"] == 1.0 and row["precision"] == pytest.approx(2 / 3)  # both 0.5s counted positive
+    step = RelevanceFilter(str(tmp_path))
+    step._loaded.models["news"] = DomainClassifier("news", threshold=0.5, model=None, constant_score=0.5)
+    docs = [Document(text="t", id="a", metadata={"domain": "news", "route": "filter"})]
+    assert step.judge_batch(docs) == [True]
+    step._loaded.models["news"].constant_score = 0.4999
+    assert step.judge_batch(docs) == [(False, "below_threshold")]

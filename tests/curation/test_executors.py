@@ -47,7 +47,9 @@ def test_slurm_submits_every_stage_as_a_dependent_job_array(sbatch, small_corpus
     arrays = [re.search(r"#SBATCH --array=(\S+)", c).group(1) for c, _ in jobs]
     stages = build_stages(config)
     assert arrays == [f"0-{s.tasks - 1}%1" for s in stages]  # %1: executor.workers=1 tasks at once
-    assert arrays[0] == "0-7%1" and arrays[2] == "0-13%1"  # 8 tasks; one per MinHash bucket
+    tasks = {s.name: s.tasks for s in stages}
+    assert (tasks["prepare"], tasks["fetch"], tasks["label"], tasks["buckets"]) == (8, 8, 8, 14)
+    assert tasks["train"] == 2 and tasks["sample"] == tasks["audit"] == tasks["cluster"] == 1  # per domain
     for k, (contents, args) in enumerate(jobs):
         assert "#SBATCH --partition=cpu-long" in contents and "#SBATCH --time=12:00:00" in contents
         assert "#SBATCH --cpus-per-task=2" in contents and "source /opt/venv/bin/activate" in contents
@@ -56,3 +58,32 @@ def test_slurm_submits_every_stage_as_a_dependent_job_array(sbatch, small_corpus
             previous_id = str(1001 + [i for i, (c, _) in enumerate(sbatch) if c == jobs[k - 1][0]][0])
             assert f"afterok:{previous_id}" in contents + " ".join(args)
     assert all((s.dir / "logs" / "executor.pik").exists() for s in stages)
+
+
+def test_each_stage_asks_for_its_own_resources(sbatch, small_corpus, tmp_path):
+    """The one-task cluster stage is sized from the expected corpus (250 B per duplicated document + 8 B per
+    document); prepare keeps the small default; a per-stage override wins."""
+    config = curation_config(
+        tmp_path,
+        [{"path": str(small_corpus)}],
+        **{
+            "executor.kind": "slurm",
+            "executor.tasks": 4,
+            "input.expected_documents": 1.3e9,
+            "executor.slurm": {"partition": "cpu", "stages": {"label": {"cpus": 2, "time": "06:00:00"}}},
+        },
+    )
+    run_pipeline(config)
+    jobs = {
+        re.search(r"#SBATCH --job-name=(\S+)", c).group(1): c
+        for c, _ in sbatch
+        if "launch_pickled_pipeline" in c
+    }
+
+    def directive(stage, name):
+        return re.search(rf"#SBATCH --{name}=(\S+)", jobs[f"rexbert_{stage}"]).group(1)
+
+    cluster_gib = int(directive("cluster", "mem-per-cpu").removesuffix("M")) / 1024
+    assert 100 < cluster_gib < 120 and directive("cluster", "time") == "48:00:00"
+    assert int(directive("prepare", "mem-per-cpu").removesuffix("M")) <= 4 * 1024
+    assert (directive("label", "cpus-per-task"), directive("label", "time")) == ("2", "06:00:00")

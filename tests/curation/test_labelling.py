@@ -1,135 +1,143 @@
-"""The audit loop and the label stage's failure modes, with scripted labelers (no model, no network)."""
+"""The label stage (sharded, cached, coverage-gated) and the train stage (one task per domain), through
+datatrove's executor, with a scripted labeler (no model, no network)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 import pytest
 
 import curation.labelers
+from curation.config import config_to_dict
 from curation.labelers.base import Labeler, LabelResult
-from curation.labelling import AuditTargetMissed, LabelsMissing, audited_subset, label_and_audit
+from curation.labelling import LabelShard, TrainDomain, measure_cleaning, read_rows
 from rexbert_common.errors import UserError
+from rexbert_common.executors import ExecutorConfig, Stage, run_stages
 from tests.curation.conftest import curation_config
 
-TEXTS = [f"{'price list' if i % 2 else 'a poem'} number {i}" for i in range(40)]
-IDS = [f"doc{i}" for i in range(40)]
-DOMAINS = ["hobby" if i < 20 else "automotive" for i in range(40)]
+TEXTS = [
+    f"{'price list for cables and adapters' if i % 2 else 'a poem about the sea'} number {i}"
+    for i in range(60)
+]
 
 
 class Scripted(Labeler):
-    """Relevant iff 'price' is in the text; the auditor disagrees on every third text under prompt ``v1``;
-    ``fail`` makes the first ``fail`` calls per text return endpoint errors."""
+    identity = "scripted"
 
-    def __init__(self, identity: str, auditor: bool = False, fail: int = 0):
-        self.identity, self.auditor, self.fail = identity, auditor, fail
-        self.asked: list[str] = []
-        self.calls: dict[str, int] = {}
+    def __init__(self, fail_first: int = 0):
+        self.fail_first, self.asked = fail_first, []
 
     def label_batch(self, texts: Sequence[str], prompt) -> list[LabelResult]:
         out = []
         for text in texts:
             self.asked.append(text)
-            self.calls[text] = self.calls.get(text, 0) + 1
-            if self.calls[text] <= self.fail:
-                out.append(LabelResult(None, "error", "HTTP 503"))
-                continue
-            label = int("price" in text)
-            if self.auditor and prompt.version == "v1" and int(text.rsplit(" ", 1)[1]) % 3 == 0:
-                label = 1 - label
-            out.append(LabelResult(label, "ok", ""))
+            if len(self.asked) <= self.fail_first:
+                out.append(LabelResult(None, "error", "no content"))
+            else:
+                out.append(LabelResult(int("price" in text), "ok", ""))
         return out
 
 
-@pytest.fixture()
-def labelers(monkeypatch):
-    made = {"primary": Scripted("primary"), "auditor": Scripted("auditor", auditor=True)}
-    monkeypatch.setattr(
-        curation.labelers, "make_labeler", lambda c: made["auditor" if c.chunks == 2 else "primary"]
+def _fetched(folder, tasks: int = 2):
+    """Two fetched shards as the fetch stage writes them, plus the audit's decision."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from curation.fetch import fetched_schema
+
+    for rank in range(tasks):
+        rows = [
+            ("hobby" if i % 3 else "automotive", i, f"doc{i}", TEXTS[i], int("price" in TEXTS[i]), "")
+            for i in range(rank, len(TEXTS), tasks)
+        ]
+        table = pa.table(dict(zip(fetched_schema().names, zip(*rows))), schema=fetched_schema())
+        (folder / "fetched").mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, folder / "fetched" / f"{rank:05d}.parquet")
+    (folder / "audit").mkdir()
+    (folder / "audit" / "decision.json").write_text(json.dumps({"prompt_version": "v2"}))
+
+
+def _stages(tmp_path, config, tasks: int = 2):
+    c = config_to_dict(config)
+    label = Stage(
+        "label",
+        tasks,
+        [
+            LabelShard(
+                c["labeler"],
+                config.labeler.min_coverage,
+                str(config.prompts_dir()),
+                str(tmp_path / "audit"),
+                str(tmp_path / "fetched"),
+                str(tmp_path / "label" / "labels"),
+                str(tmp_path / "cache"),
+            )
+        ],
+        tmp_path / "label",
+        "fp",
     )
+    train = Stage(
+        "train",
+        2,
+        [TrainDomain(c, str(tmp_path / "label" / "labels"), tasks, str(tmp_path / "train"))],
+        tmp_path / "train",
+        "fp",
+    )
+    return [label, train]
+
+
+@pytest.fixture()
+def labeler(monkeypatch):
+    made = Scripted()
+    monkeypatch.setattr(curation.labelers, "make_labeler", lambda c: made)
     return made
 
 
-def _config(tmp_path, **overrides):
-    return curation_config(tmp_path, [{"path": str(tmp_path)}], **overrides)
-
-
-def test_the_loop_revises_the_prompt_until_kappa_reaches_the_target_on_a_fixed_subset(labelers, tmp_path):
-    config = _config(tmp_path, **{"audit.target_agreement": 0.9, "audit.prompt_versions": ["v1", "v2", "v1"]})
-    result = label_and_audit(config, IDS, TEXTS, DOMAINS, tmp_path / "cache.sqlite")
-    kappas = [r["overall"]["cohen_kappa"] for r in result["rounds"]]
-    assert len(kappas) == 2 and kappas[0] < 0.9 and kappas[1] == 1.0  # stopped at v2: the third never ran
-    assert result["target_reached"] and result["chosen_prompt_version"] == "v2"
-    subset = audited_subset(DOMAINS, IDS, 2 * config.audit.subset_per_class, config.sampling.seed)
-    audited = [t for t in labelers["auditor"].asked]
-    assert audited == [TEXTS[i] for i in subset] * 2  # the same documents in both rounds
-    assert result["labels"] == [int("price" in t) for t in TEXTS]
-
-
-def test_a_missed_target_stops_with_the_per_round_report(labelers, tmp_path):
-    config = _config(
-        tmp_path,
-        **{"audit.target_agreement": 0.99, "audit.prompt_versions": ["v1"], "audit.on_target_missed": "stop"},
+def _config(tmp_path):
+    return curation_config(
+        tmp_path, [{"path": str(tmp_path)}], **{"domains.filter_required": ["hobby", "automotive"]}
     )
-    result = label_and_audit(config, IDS, TEXTS, DOMAINS, tmp_path / "cache.sqlite")
-    assert not result["target_reached"]
-    from datatrove.data import Document
-
-    from curation.labelling import LabelAndTrain
-    from curation.shards import SampleCandidates
-
-    step = SampleCandidates(str(tmp_path / "cand"), 100, 0)
-    list(
-        step.run(
-            iter(
-                [
-                    Document(text=t, id=i, metadata={"domain": d, "route": "filter"})
-                    for t, i, d in zip(TEXTS, IDS, DOMAINS)
-                ]
-            ),
-            0,
-            1,
-        )
-    )
-    from curation.config import config_to_dict
-
-    stage = LabelAndTrain(
-        config_to_dict(config),
-        str(tmp_path / "cand"),
-        str(tmp_path / "label"),
-        str(tmp_path / "cache.sqlite"),
-        1,
-    )
-    with pytest.raises(AuditTargetMissed, match=r"kappa >= 0.99 \(per round: \[\('v1', 0\.\d+\)\]"):
-        stage.run()
-    assert (tmp_path / "label" / "audit.json").exists() and not (tmp_path / "label" / "summary.json").exists()
 
 
-def test_the_auditor_must_not_be_the_primary_model(monkeypatch, tmp_path):
-    same = Scripted("same-model")
-    monkeypatch.setattr(curation.labelers, "make_labeler", lambda c: same)
-    with pytest.raises(UserError, match="auditor|same"):
-        label_and_audit(_config(tmp_path), IDS, TEXTS, DOMAINS, tmp_path / "cache.sqlite")
+def test_labels_are_sharded_and_the_classifiers_trained_per_domain(labeler, tmp_path):
+    _fetched(tmp_path)
+    config = _config(tmp_path)
+    run_stages(_stages(tmp_path, config), ExecutorConfig(kind="local", workers=1))
+    rows = list(read_rows(str(tmp_path / "label" / "labels"), 2, ("id", "label", "status")))
+    assert sorted(r["id"] for r in rows) == sorted(f"doc{i}" for i in range(60))
+    assert all(r["status"] == "ok" and r["label"] == int("price" in TEXTS[int(r["id"][3:])]) for r in rows)
+    for domain in ("automotive", "hobby"):
+        record = json.loads((tmp_path / "train" / "classifiers" / f"{domain}.json").read_text())
+        assert record["n_sampled"] == record["n_labelled"] == (20 if domain == "automotive" else 40)
 
 
-def test_failed_labels_fail_the_stage_are_not_cached_and_only_they_are_retried(labelers, tmp_path):
-    labelers["primary"].fail = 1  # every text fails once: a flaky endpoint
-    config = _config(tmp_path, **{"audit.prompt_versions": ["v2"]})
-    with pytest.raises(LabelsMissing, match="40 labels missing"):
-        label_and_audit(config, IDS, TEXTS, DOMAINS, tmp_path / "cache.sqlite")
-    labelers["primary"].asked.clear()
-    result = label_and_audit(config, IDS, TEXTS, DOMAINS, tmp_path / "cache.sqlite")  # the rerun
-    assert sorted(labelers["primary"].asked) == sorted(TEXTS)  # asked again: nothing was cached
-    assert None not in result["labels"]
-    labelers["primary"].asked.clear()
-    label_and_audit(config, IDS, TEXTS, DOMAINS, tmp_path / "cache.sqlite")
-    assert labelers["primary"].asked == []  # now every answer is cached
+def test_a_shard_below_the_coverage_minimum_fails_in_one_line_and_its_rerun_asks_only_the_missing(
+    labeler, tmp_path
+):
+    _fetched(tmp_path)
+    config = _config(tmp_path)
+    labeler.fail_first = 3  # 3 of the first shard's 30 documents: 90% < 99%
+    with pytest.raises(UserError) as caught:
+        run_stages(_stages(tmp_path, config)[:1], ExecutorConfig(kind="local", workers=1))
+    message = str(caught.value)
+    assert "\n" not in message and "stage 'label': 2 of 2 tasks did not complete" in message
+    assert "label task 0: labels for 27 of 30 documents (90.0%) < labeler.min_coverage 99.0%" in message
+    labeler.asked.clear()
+    labeler.fail_first = 0  # the endpoint recovered
+    run_stages(_stages(tmp_path, config)[:1], ExecutorConfig(kind="local", workers=1))
+    assert len(labeler.asked) == 3 + 30  # the 3 that failed (nothing cached for them) + the second shard
+
+
+def test_a_missing_fetched_shard_is_an_error(labeler, tmp_path):
+    _fetched(tmp_path)
+    (tmp_path / "fetched" / "00001.parquet").unlink()
+    with pytest.raises(UserError, match=r"fetched/00001.parquet is missing"):
+        run_stages(_stages(tmp_path, _config(tmp_path))[:1], ExecutorConfig(kind="local", workers=1))
 
 
 def test_the_adult_false_positive_rate_is_measured_on_documents_labelled_relevant(tmp_path):
-    from curation.labelling import measure_cleaning
-
-    config = _config(tmp_path, **{"cleaning.adult.url_filter": False})
+    config = curation_config(tmp_path, [{"path": str(tmp_path)}], **{"cleaning.adult.url_filter": False})
     texts = [
         "Naked palette, nude shades. Add to bag.",
         "porn porn porn porn " * 3,
@@ -143,36 +151,3 @@ def test_the_adult_false_positive_rate_is_measured_on_documents_labelled_relevan
         and report["automotive"]["adult_false_positive_rate"] == 0
     )
     assert cleaned[2] == "Ford Escort parts" and report["automotive"]["boilerplate_char_share"] > 0
-
-
-def test_the_label_stage_has_no_completion_marker_while_labels_are_missing(labelers, tmp_path):
-    """Through datatrove's executor: a flaky endpoint fails the task (not done); the rerun completes."""
-    from datatrove.data import Document
-    from datatrove.executor import LocalPipelineExecutor
-
-    from curation.config import config_to_dict
-    from curation.labelling import LabelAndTrain
-    from curation.shards import SampleCandidates
-
-    docs = [
-        Document(text=t, id=i, metadata={"domain": d, "route": "filter"})
-        for t, i, d in zip(TEXTS, IDS, DOMAINS)
-    ]
-    list(SampleCandidates(str(tmp_path / "cand"), 100, 0).run(iter(docs), 0, 1))
-    config = _config(tmp_path, **{"audit.prompt_versions": ["v2"]})
-    step = LabelAndTrain(
-        config_to_dict(config), str(tmp_path / "cand"), str(tmp_path / "out"), str(tmp_path / "c.db"), 1
-    )
-
-    def run():
-        LocalPipelineExecutor([step], tasks=1, workers=1, logging_dir=str(tmp_path / "logs")).run()
-
-    labelers["primary"].fail = 1
-    with pytest.raises(LabelsMissing):
-        run()
-    assert not (tmp_path / "logs" / "completions" / "00000").exists()
-    run()  # the endpoint recovered: the rerun asks again and completes
-    assert (tmp_path / "logs" / "completions" / "00000").exists()
-    assert (tmp_path / "out" / "summary.json").exists() and (
-        tmp_path / "out" / "classifiers" / "hobby.json"
-    ).exists()

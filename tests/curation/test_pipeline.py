@@ -40,6 +40,8 @@ def test_report_counts_every_drop_from_merged_stats(reference):
     kept_fashion = [r for r in dataset_rows(out) if r[1] == "fashion"]
     assert len(kept_fashion) == next(d["docs"] for d in report["domains"] if d["domain"] == "fashion")
     assert [r["prompt_version"] for r in report["audit_rounds"]][0] == "v1"
+    assert report["labelling"]["gate_meaningful"] is False  # the test's auditor is the same encoder
+    assert "The audit gate is not meaningful in this run" in (out / "report" / "report.md").read_text()
     from datasets import load_dataset
 
     # the card's config finds the parquet files; a private cache: datasets' shared cache can hand back an
@@ -54,11 +56,40 @@ def test_report_counts_every_drop_from_merged_stats(reference):
     )
 
 
+def _files_read_per_task(out: Path) -> list[int]:
+    """Input files each prepare task read (from its datatrove stats): the split was not trivial when every
+    task read some."""
+    import json
+
+    counts = []
+    for path in sorted((_stage_dirs(out)["prepare"] / "logs" / "stats").glob("*.json")):
+        steps = json.loads(path.read_text())
+        counts.append(sum(int(_total(s["stats"].get("input_files", 0))) for s in steps))
+    return counts
+
+
+def _total(value):
+    return value.get("total", 0) if isinstance(value, dict) else value
+
+
 @pytest.mark.slow
-def test_four_tasks_give_the_same_dataset_as_one(reference, small_corpus, tmp_path):
+@pytest.mark.parametrize("tasks", [2, 4])
+def test_more_tasks_give_the_same_dataset_as_one(reference, small_corpus, tmp_path, tasks):
     out, _ = reference
     run_pipeline(
-        curation_config(tmp_path, _sources(small_corpus), **{"executor.tasks": 4, "executor.workers": 2})
+        curation_config(tmp_path, _sources(small_corpus), **{"executor.tasks": tasks, "executor.workers": 2})
+    )
+    assert len(_files_read_per_task(tmp_path)) == tasks and min(_files_read_per_task(tmp_path)) >= 1
+    assert dataset_rows(tmp_path) == dataset_rows(out)
+
+
+@pytest.mark.slow
+def test_one_task_with_a_worker_pool_gives_the_same_dataset(reference, small_corpus, tmp_path):
+    """`rexbert curate --tasks 1` with the default workers: one-task stages run in-process, the 14-task
+    bucket stage in a pool (the pool once received the finished stages' loaded fastText models)."""
+    out, _ = reference
+    run_pipeline(
+        curation_config(tmp_path, _sources(small_corpus), **{"executor.tasks": 1, "executor.workers": -1})
     )
     assert dataset_rows(tmp_path) == dataset_rows(out)
 
@@ -100,6 +131,7 @@ def test_ray_four_tasks_give_the_same_dataset_as_local_one(reference, small_corp
     config = curation_config(tmp_path, _sources(small_corpus), **overrides)
     config.executor.ray = {"mem_per_cpu_gb": 0.5}
     run_pipeline(config)
+    assert min(_files_read_per_task(tmp_path)) >= 1
     assert dataset_rows(tmp_path) == dataset_rows(out)
 
 
@@ -107,7 +139,7 @@ def test_ray_four_tasks_give_the_same_dataset_as_local_one(reference, small_corp
 def test_ray_refuses_a_task_no_node_can_hold(small_corpus, tmp_path, ray_cluster):
     config = curation_config(tmp_path, _sources(small_corpus), **{"executor.kind": "ray"})
     config.executor.ray = {"mem_per_cpu_gb": 4096}
-    with pytest.raises(UserError, match=r"4096\.00 GiB per task.*mem_per_cpu_gb"):
+    with pytest.raises(UserError, match=r"4096\.00 GiB per task on Ray.*executor\.ray\.stages\.prepare"):
         run_pipeline(config)
     assert not any((tmp_path / "work").glob("*/logs/completions/*"))  # refused before any task ran
 
@@ -149,29 +181,64 @@ def test_rerun_is_a_no_op_and_a_deleted_stage_folder_is_recomputed(reference, sm
     assert dataset_rows(run) == dataset_rows(out)
 
 
+def _fingerprints(out, corpus, **overrides) -> dict[str, str]:
+    return {s.name: s.fingerprint for s in build_stages(curation_config(out, _sources(corpus), **overrides))}
+
+
+def _changed(base: dict[str, str], other: dict[str, str]) -> set[str]:
+    return {name for name in base if base[name] != other[name]}
+
+
+LABEL_SIDE = {"audit", "label", "train", "select", "finalize"}
+
+
 def test_a_config_change_recomputes_exactly_the_stages_it_affects(small_corpus, tmp_path):
-    out = tmp_path
-    base = {s.name: s.fingerprint for s in build_stages(curation_config(out, _sources(small_corpus)))}
-    threshold = {
-        s.name: s.fingerprint
-        for s in build_stages(
-            curation_config(out, _sources(small_corpus), **{"classifier.target_precision": 0.8})
-        )
-    }
-    changed = {name for name in base if base[name] != threshold[name]}
-    assert changed == {"label", "select", "finalize"}
-    quality = {
-        s.name: s.fingerprint
-        for s in build_stages(
-            curation_config(out, _sources(small_corpus), **{"cleaning.quality.min_doc_words": 25})
-        )
-    }
-    assert all(base[name] != quality[name] for name in base)  # upstream of everything
-    tasks = {
-        s.name: s.fingerprint
-        for s in build_stages(curation_config(out, _sources(small_corpus), **{"executor.tasks": 3}))
-    }
+    base = _fingerprints(tmp_path, small_corpus)
+    threshold = _fingerprints(tmp_path, small_corpus, **{"classifier.target_precision": 0.8})
+    assert _changed(base, threshold) == {"train", "select", "finalize"}
+    assert _changed(base, _fingerprints(tmp_path, small_corpus, **{"audit.min_pairs": 6})) == LABEL_SIDE
+    assert _changed(
+        base, _fingerprints(tmp_path, small_corpus, **{"cleaning.quality.min_doc_words": 25})
+    ) == set(base)  # upstream of everything
+    tasks = _fingerprints(tmp_path, small_corpus, **{"executor.tasks": 3})
     assert tasks["prepare"] != base["prepare"] and tasks["select"] != base["select"]
+    assert (
+        _changed(base, _fingerprints(tmp_path, small_corpus, **{"executor.slurm": {"partition": "x"}}))
+        == set()
+    )
+
+
+def test_fingerprints_hash_what_the_stages_read(small_corpus, tmp_path, monkeypatch):
+    """Editing a referenced file's contents (same path) or the package version recomputes exactly the stages
+    that read it."""
+    import shutil
+
+    import curation.pipeline
+    from curation.config import DEFAULT_PROMPTS
+
+    words, prompts, lid = tmp_path / "words.txt", tmp_path / "prompts", tmp_path / "lid.ftz"
+    words.write_text("badword\n")
+    shutil.copytree(DEFAULT_PROMPTS, prompts)
+    shutil.copy(curation_config(tmp_path, _sources(small_corpus)).resolved_lid_path(), lid)
+    files = {
+        "cleaning.adult.word_list": str(words),
+        "audit.prompts_dir": str(prompts),
+        "cleaning.lid.model_path": str(lid),
+    }
+    base = _fingerprints(tmp_path, small_corpus, **files)
+    assert _changed(base, _fingerprints(tmp_path, small_corpus, **files)) == set()  # a hash, not a timestamp
+    words.write_text("badword\notherword\n")
+    assert _changed(base, _fingerprints(tmp_path, small_corpus, **files)) == set(base)  # prepare drops them
+    words.write_text("badword\n")
+    (prompts / "v2.yaml").write_text((prompts / "v2.yaml").read_text() + "\n# reworded\n")
+    assert _changed(base, _fingerprints(tmp_path, small_corpus, **files)) == LABEL_SIDE
+    (prompts / "v2.yaml").write_text((DEFAULT_PROMPTS / "v2.yaml").read_text())
+    assert _changed(base, _fingerprints(tmp_path, small_corpus, **files)) == set()
+    lid.write_bytes(lid.read_bytes() + b"\0")
+    assert _changed(base, _fingerprints(tmp_path, small_corpus, **files)) == set(base)
+    shutil.copy(curation_config(tmp_path, _sources(small_corpus)).resolved_lid_path(), lid)
+    monkeypatch.setattr(curation.pipeline, "package_version", lambda: "99.0")
+    assert _changed(base, _fingerprints(tmp_path, small_corpus, **files)) == set(base)
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""Tiny configs and helpers shared by the modeling tests."""
+"""Tiny configs and helpers shared by the modeling tests; ``cpu_varlen`` runs PyTorch's varlen op on CPU."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from modeling_rexbert import RexBertConfig
+from modeling_rexbert.varlen_reference import reference_varlen, varlen_on_cpu  # noqa: F401 (re-exported)
 
 TINY = dict(
     vocab_size=97,
@@ -35,6 +36,16 @@ def right_padded(lengths: list[int], vocab: int = 97, low: int = 4) -> tuple[tor
     return ids * mask, mask
 
 
+def cu_seqlens(lengths: list[int]) -> torch.Tensor:
+    return torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32)
+
+
 @pytest.fixture
 def tiny() -> RexBertConfig:
     return tiny_config()
+
+
+@pytest.fixture
+def cpu_varlen():
+    with varlen_on_cpu():
+        yield

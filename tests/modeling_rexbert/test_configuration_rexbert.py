@@ -63,7 +63,6 @@ def test_presets_match_table2_and_modernbert_special_ids():
         ({"classifier_pooling": "max"}, "classifier_pooling"),
         ({"global_rope_scaling": {"rope_type": "yarn", "factor": 2.0}}, "global_rope_scaling"),
         ({"local_rope_scaling": {"factor": 0.5}}, "local_rope_scaling"),
-        ({"attn_implementation": "flex_attention"}, "attn_implementation"),
     ],
 )
 def test_invalid_values_raise_naming_the_field(overrides, field):

@@ -122,6 +122,10 @@ def test_saved_folder_has_full_auto_map_code_and_safetensors_only(saved_mlm):
         "model.safetensors",
     } <= names
     assert not any(n.endswith((".bin", ".pt")) for n in names)
+    assert not {"sdpa_cpu.py", "validation.py", "conversion.py"} & names  # package-only modules stay home
+    from model_cards.hub_folder import REMOTE_CODE_FILES
+
+    assert {n for n in names if n.endswith(".py")} == set(REMOTE_CODE_FILES)  # the pre-push check agrees
 
 
 def test_remote_code_loads_in_clean_process_without_the_package(saved_mlm, tmp_path):

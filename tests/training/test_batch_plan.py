@@ -1,9 +1,12 @@
+import dataclasses
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from rexbert_common import UserError
-from training.batch_plan import StepSampler, WorldSizeError, plan_batches
-from training.recipe import PhaseConfig
+from training.batch_plan import EqualRows, StepSampler, WorldSizeError, plan_batches
+from training.recipe import PHASES, PhaseConfig, load_recipe
 
 
 def _phase(**kw):
@@ -60,3 +63,59 @@ def test_errors():
         plan_batches(np.full(3, 10), _phase(batch_warmup_tokens=0), world_size=1)
     with pytest.raises(ValueError, match="rank 2"):
         StepSampler(plan_batches(np.full(100, 10), _phase(), 2), rank=2)
+
+
+# -- the shipped recipes on cluster sizes ----------------------------------------------------------------
+RECIPES = Path(__file__).resolve().parents[2] / "training" / "recipes"
+GPU_COUNTS = (8, 16, 32, 64, 128)
+
+
+def _plans(phase, lengths, counts):
+    plans = {n: plan_batches(lengths, phase, n) for n in counts}
+    first = plans[counts[0]]
+    for n, plan in plans.items():
+        np.testing.assert_array_equal(plan.rows, first.rows, err_msg=f"{n} processes")
+        np.testing.assert_array_equal(plan.starts, first.starts, err_msg=f"{n} processes")
+    return first
+
+
+@pytest.mark.parametrize("name", ["micro", "mini", "base", "large"])
+def test_paper_recipes_plan_the_same_steps_on_8_to_128_gpus(name, monkeypatch):
+    """Every phase at its full token budget (rows of equal length), then with real-looking row lengths
+    through a warmup scaled down to ~10 full steps: identical steps on 8..128 processes, a batch warmup of
+    several sizes in phase 1, every rank's share of a step whole micro-batches."""
+    monkeypatch.setenv("REXBERT_DATA_DIR", "/data")
+    recipe = load_recipe(RECIPES / f"{name}.yaml")
+    for phase_name in PHASES:
+        phase = recipe.phase(phase_name)
+        rows = EqualRows(
+            count=int(phase.tokens / (0.99 * phase.max_seq_len)), tokens=0.99 * phase.max_seq_len
+        )
+        plan = _plans(phase, rows, GPU_COUNTS)
+        assert plan.planned_rows * 0.99 * phase.max_seq_len >= 0.999 * phase.tokens
+        sizes = sorted(set(plan.rows.tolist()))
+        assert sizes[-1] == phase.batch_size
+        if phase.batch_warmup_tokens:
+            assert len(sizes) >= 4, sizes  # the ramp, on 128 GPUs as on 8
+        lengths = np.random.default_rng(0).integers(
+            phase.max_seq_len // 2, phase.max_seq_len + 1, 40 * phase.batch_size
+        )
+        # a warmup of ~10 full steps, so that the 40 steps of rows reach the full batch
+        scaled = dataclasses.replace(
+            phase,
+            batch_warmup_tokens=min(phase.batch_warmup_tokens, 10 * phase.batch_size * phase.max_seq_len),
+        )
+        plan = _plans(scaled, lengths, GPU_COUNTS)
+        assert len(set(plan.rows.tolist())) == len(sizes)
+        for n in GPU_COUNTS:
+            for step in range(0, plan.steps, max(1, plan.steps // 7)):
+                share = plan.rows[step] // n
+                assert share % phase.micro_batch_size == 0
+
+
+def test_tiny_recipe_warms_its_batch_up_on_two_processes(monkeypatch):
+    monkeypatch.setenv("REXBERT_DATA_DIR", "/data")
+    phase = load_recipe(RECIPES / "tiny.yaml").phase1
+    lengths = np.random.default_rng(0).integers(60, 129, 400)
+    plan = _plans(phase, lengths, (1, 2))
+    assert plan.rows[0] < phase.batch_size and plan.rows[-1] == phase.batch_size

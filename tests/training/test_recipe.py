@@ -86,12 +86,12 @@ def test_overrides_and_env_expansion(monkeypatch):
     "override, message",
     [
         ("phase1.micro_batch_size=0", "phase1.micro_batch_size = 0 must be >= 1"),
-        ("phase2.batch_size=10", "phase2.batch_size (10) must be a multiple of micro_batch_size (8)"),
+        ("phase2.batch_size=10", "phase2.batch_size (10) must be a multiple of micro_batch_size (4)"),
         ("phase1.tokens=0", "phase1.tokens = 0 must be > 0"),
         ("phase3.tokens=-5", "phase3.tokens = -5 must be > 0"),
         (
             "phase1.tokens=100000",
-            "phase1.tokens = 100000 is less than one optimizer step of batch_size × max_seq_len = 2359296",
+            "phase1.tokens = 100000 is less than one optimizer step of batch_size × max_seq_len = 4194304",
         ),
         ("phase1.lr=-1e-3", "phase1.lr = -0.001 must be > 0"),
         ("phase1.betas=[0.9, 1.0]", "phase1.betas = 1.0 must be < 1"),

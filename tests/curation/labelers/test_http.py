@@ -10,6 +10,7 @@ import pytest
 from curation.config import LabelerConfig
 from curation.labelers import LabelCache, label_documents
 from curation.labelers.http import HttpChatLabeler
+from curation.relevance import PROMPTS_DIR as PROMPTS
 from curation.relevance import get_prompt
 
 
@@ -31,8 +32,15 @@ class _Stub(BaseHTTPRequestHandler):
             self.send_response(503)
             self.end_headers()
             return
+        failures = {
+            "error_body": {"error": {"message": "upstream model crashed", "type": "server_error"}},
+            "no_choices": {"choices": []},
+            "null_content": {"choices": [{"message": {"role": "assistant", "content": None}}]},
+        }
         if _Stub.mode == "html":
             payload = b"<html>gateway</html>"
+        elif _Stub.mode in failures:
+            payload = json.dumps(failures[_Stub.mode]).encode()
         else:
             answer = {
                 "ok": "Relevant" if "price" in doc else "Not relevant",
@@ -90,12 +98,55 @@ def test_retries_with_exponential_backoff(server):
     assert results[0].label == 1 and _Stub.calls == 2 and sleeps == [0.5]
 
 
-def test_garbage_answers_are_counted_malformed(server, tmp_path):
-    _Stub.mode = "garbage"
-    labeler, _ = _labeler(server)
-    results, stats = label_documents(TEXTS, labeler, get_prompt("v1"), LabelCache(tmp_path / "c.sqlite"))
-    assert all(r.label is None and r.status == "malformed" for r in results)
-    assert stats.as_dict() == {"cache_hits": 0, "dropped_label_malformed": 4}
+@pytest.mark.parametrize("mode", ["garbage", "error_body", "no_choices", "null_content"])
+def test_a_200_without_a_label_is_an_error_retried_with_backoff_and_never_cached(server, tmp_path, mode):
+    _Stub.mode = mode
+    labeler, sleeps = _labeler(server, max_retries=2)
+    cache = LabelCache(tmp_path / "c.sqlite")
+    results, stats = label_documents(TEXTS, labeler, get_prompt("v1"), cache)
+    assert all(r.label is None and r.status == "error" for r in results)
+    assert stats.as_dict() == {"cache_hits": 0, "dropped_label_error": 4}
+    assert _Stub.calls == 4 * 3 and sorted(sleeps) == [0.5] * 4 + [1.0] * 4  # 2 retries each, backing off
+    _Stub.mode = "ok"  # the endpoint recovers: nothing was cached, every document is asked again
+    results, stats = label_documents(TEXTS, labeler, get_prompt("v1"), cache)
+    assert [r.label for r in results] == [1, 0, 1, 0] and stats.as_dict()["cache_hits"] == 0
+
+
+def test_a_failing_endpoint_stops_the_label_stage_in_one_line_naming_the_counts(server, tmp_path):
+    """Through the label stage and the executor layer, as `rexbert curate` runs it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from curation.fetch import fetched_schema
+    from curation.labelling import LabelShard
+    from rexbert_common.errors import UserError
+    from rexbert_common.executors import ExecutorConfig, Stage, run_stages
+
+    _Stub.mode = "null_content"
+    rows = [("hobby", i, f"doc{i}", text, -1, "") for i, text in enumerate(TEXTS)]
+    (tmp_path / "fetched").mkdir()
+    pq.write_table(
+        pa.table(dict(zip(fetched_schema().names, zip(*rows))), schema=fetched_schema()),
+        tmp_path / "fetched" / "00000.parquet",
+    )
+    (tmp_path / "audit").mkdir()
+    (tmp_path / "audit" / "decision.json").write_text(json.dumps({"prompt_version": "v1"}))
+    labeler = {"kind": "http", "model": "stub", "endpoint": server, "max_retries": 1, "backoff_s": 0.01}
+    step = LabelShard(
+        labeler,
+        0.99,
+        str(PROMPTS),
+        str(tmp_path / "audit"),
+        str(tmp_path / "fetched"),
+        str(tmp_path / "labels"),
+        str(tmp_path / "cache"),
+    )
+    stage = Stage("label", 1, [step], tmp_path / "label", "fp")
+    with pytest.raises(UserError) as caught:
+        run_stages([stage], ExecutorConfig(kind="local", workers=1))
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "labels for 0 of 4 documents (0.0%) < labeler.min_coverage 99.0%; 4 failed" in message
 
 
 def test_html_error_pages_are_endpoint_errors_retried_on_the_next_run(server, tmp_path):

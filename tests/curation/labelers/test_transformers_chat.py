@@ -40,14 +40,14 @@ class ScriptedModel:
         return torch.stack(rows)
 
 
-def test_scripted_answers_are_parsed_and_malformed_counted(tokenizer):
+def test_scripted_answers_are_parsed_and_an_answer_that_is_no_label_is_an_error(tokenizer):
     labeler = TransformersChatLabeler(
         LabelerConfig(kind="transformers"), model=ScriptedModel(tokenizer), tokenizer=tokenizer
     )
     results = labeler.label_batch(
         ["best price for a laptop", "a long poem about the sea", "??? what"], get_prompt("v1")
     )
-    assert [(r.label, r.status) for r in results] == [(1, "ok"), (0, "ok"), (None, "malformed")]
+    assert [(r.label, r.status) for r in results] == [(1, "ok"), (0, "ok"), (None, "error")]
 
 
 def test_tiny_random_llama_generates_without_crashing(tokenizer):
@@ -67,8 +67,8 @@ def test_tiny_random_llama_generates_without_crashing(tokenizer):
         LabelerConfig(kind="transformers", max_new_tokens=3), model=model, tokenizer=tokenizer
     )
     results = labeler.label_batch(["short", "a much longer document " * 5], get_prompt("v2"))
-    assert len(results) == 2 and all(r.status in ("ok", "malformed") for r in results)
-    assert all((r.label is None) == (r.status == "malformed") for r in results)
+    assert len(results) == 2 and all(r.status in ("ok", "error") for r in results)
+    assert all((r.label is None) == (r.status == "error") for r in results)
 
 
 def test_missing_model_is_a_config_error():
