@@ -465,6 +465,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--steps", type=int, default=Setup.steps)
     parser.add_argument("--lr", type=float, default=Setup.lr)
+    parser.add_argument("--domain-share", type=float, default=Setup.domain_share, help="product-text share")
     parser.add_argument("--variants", nargs="+", default=["reference", "rexbert"], choices=list(VARIANTS))
     parser.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "bf16"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[Setup.seed])
@@ -474,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
     from rexbert_common.data import data_dir
 
     print(f"load {os.getloadavg()[0]:.1f}, cpu {torch.backends.cpu.get_cpu_capability()}", flush=True)
-    setup = Setup(steps=args.steps, lr=args.lr)
+    setup = Setup(steps=args.steps, lr=args.lr, domain_share=args.domain_share)
     results = run_grid(setup, args.variants, data_dir(), Path(args.out), args.seeds, args.precision)
     print("\n".join(precision_report(results)))
     if args.json:
