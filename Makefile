@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cat setup.cfg | md5sum | cut -c1-8)
 # Real data for tests and demos; never committed. Override to point elsewhere.
 REXBERT_DATA_DIR ?= $(abspath $(wildcard ../shared/data))
 export REXBERT_DATA_DIR
-# CPU defaults: fp32, no Hub access at run time (users with the Hub can unset these).
+# No Hub access at run time (users with the Hub can unset these). Precision is chosen by the CPU's capability.
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS ?= 1
 export TOKENIZERS_PARALLELISM ?= false

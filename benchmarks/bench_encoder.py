@@ -1,8 +1,12 @@
-"""Encoder benchmarks: RexBERT vs transformers' ModernBERT (sdpa), same weights, float32, this CPU.
+"""Encoder benchmarks: RexBERT vs transformers' ModernBERT (sdpa), same weights, this CPU.
 
 Scenarios (issue 2, "Benchmarks"):
   forward  -- encoder forward on 32 real ESCI product texts (title + description), lengths spread over
-              10-512 tokens, right-padded to the longest. Goal: >= 2x throughput.
+              10-512 tokens, right-padded to the longest. Goal: >= 2x throughput. Every row's max abs
+              difference is taken against the fp32 ModernBERT output. With ``--onnx`` also ONNX Runtime
+              (fp32 graph and its dynamic int8 quantization); on CPUs that compute bf16 natively and faster
+              (``rexbert_common.precision``, what ``--dtype auto`` picks) also RexBERT under bf16 autocast.
+              Goal (issue 19): the fastest RexBERT row >= 2x the fastest ONNX Runtime row.
   mlm      -- forward+backward MLM step at 8x512 with sparse prediction on both sides. Goal: >= 1.2x.
   memory   -- peak RSS of a 1xS forward for S in 512..8192, each (implementation, S) in a fresh
               subprocess (see ``_common.peak_rss_delta_mib``). Goal at 8192: RexBERT <= 1/4 of ModernBERT.
@@ -50,6 +54,8 @@ SIZES: dict[str, tuple[int, int, int, int]] = {
     "large": (28, 1024, 2624, 16),
 }
 IMPLS = ("modernbert", "rexbert")
+ONNX_IMPLS = ("onnxruntime", "onnxruntime-int8")
+BF16_IMPL = "rexbert-bf16"
 MLM_PROBABILITY = 0.3  # ModernBERT's pre-training rate: sets how many rows the sparse head sees
 
 
@@ -140,14 +146,23 @@ def baseline_module(rev: str):
 
 class OnnxRuntimeEncoder:
     """The encoder exported by ``rexbert export onnx`` (ModernBERT graph, fp32) in an ONNX Runtime CPU
-    session with every graph optimisation on: what a careful CPU user serves today."""
+    session with every graph optimisation on: what a careful CPU user serves today. ``int8``: the same
+    graph after ONNX Runtime's dynamic quantization (``quantize_dynamic``: int8 weights, activations
+    quantized per call), the usual next step for CPU serving."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, int8: bool = False):
         from rexbert_cli.export import export_onnx, onnx_session
 
         path = folder / "onnx"
         if not path.exists():
             export_onnx(folder, path)
+        if int8:
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            quantized = folder / "encoder.int8.onnx"
+            if not quantized.exists():
+                quantize_dynamic(path, quantized, weight_type=QuantType.QInt8)
+            path = quantized
         self.session = onnx_session(path, threads=torch.get_num_threads())
 
     def eval(self) -> OnnxRuntimeEncoder:
@@ -159,11 +174,39 @@ class OnnxRuntimeEncoder:
         return SimpleNamespace(last_hidden_state=torch.from_numpy(hidden))
 
 
+class Bf16Autocast(torch.nn.Module):
+    """A model run under ``torch.autocast(device, bfloat16)`` (weights stay fp32): the precision
+    ``--dtype auto`` / ``mixed_precision: auto`` pick where the CPU computes bf16 natively and faster."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    @property
+    def config(self):
+        return self.model.config
+
+    def forward(self, **inputs):
+        device = next(self.model.parameters()).device.type
+        with torch.autocast(device, dtype=torch.bfloat16):
+            return self.model(**inputs)
+
+
+def bf16_forward_available() -> str | None:
+    """None when ``auto`` precision is bf16 on this CPU, else why the bf16 row is left out."""
+    from rexbert_common.precision import resolve_precision
+
+    chosen = resolve_precision("auto", "cpu", log=None)
+    return None if chosen.bf16 else chosen.reason
+
+
 def load_model(impl: str, folder: Path, mlm: bool) -> torch.nn.Module:
-    if impl == "onnxruntime":
+    if impl in ONNX_IMPLS:
         if mlm:
-            raise ValueError("onnxruntime is timed in the forward scenario only")
-        return OnnxRuntimeEncoder(folder)
+            raise ValueError(f"{impl} is timed in the forward scenario only")
+        return OnnxRuntimeEncoder(folder, int8=impl == "onnxruntime-int8")
+    if impl == BF16_IMPL:
+        return Bf16Autocast(load_model("rexbert", folder, mlm))
     if impl.startswith("rexbert@"):  # today's encoder at an earlier commit, for before / after ratios
         module = baseline_module(impl.split("@", 1)[1])
         cls = module.RexBertForMaskedLM if mlm else module.RexBertModel
@@ -305,9 +348,11 @@ def bench_forward(size: str, folder: Path, tok, cfg: Settings, impls: list[str])
     fns = {impl: forward_fn(m, batch) for impl, m in models.items()}
     outs = {impl: fn() for impl, fn in fns.items()}
     keep = batch["attention_mask"].bool()
-    diff = max_abs_diff([o[keep] for o in outs.values()])
+    reference = outs["modernbert"][keep].float()  # fp32 transformers: what every row is compared with
     times = interleaved_timings(fns, cfg.repeats, warmup=0)  # the parity call above was the warm-up
     base = median(times["modernbert"])
+    diffs = {impl: f"{float((out[keep].float() - reference).abs().max()):.1e}" for impl, out in outs.items()}
+    diffs["modernbert"] = "-"
     rows = []
     for impl in impls:
         t = median(times[impl])
@@ -320,10 +365,30 @@ def bench_forward(size: str, folder: Path, tok, cfg: Settings, impls: list[str])
                 f"{t:.3f}",
                 f"{real / t:,.0f}",
                 f"{base / t:.2f}x",
-                diff,
+                diffs[impl],
             ]
         )
     return rows
+
+
+def serving_verdict(rows: list[list]) -> list[str]:
+    """Per size: the fastest RexBERT row against the fastest ONNX Runtime row (real tokens/s), with both
+    rows' max abs differences vs fp32 (the goal asks for equal or better accuracy)."""
+    lines = []
+    for size in dict.fromkeys(r[0] for r in rows):
+        mine = [r for r in rows if r[0] == size]
+        ours = [r for r in mine if r[1].startswith("rexbert")]
+        onnx = [r for r in mine if r[1] in ONNX_IMPLS]
+        if not ours or not onnx:
+            continue
+        speed = lambda r: float(r[5].replace(",", ""))  # noqa: E731
+        best, rival = max(ours, key=speed), max(onnx, key=speed)
+        lines.append(
+            f"{size}: fastest RexBERT ({best[1]}, {best[5]} real tok/s, max abs diff {best[7]}) is "
+            f"**{speed(best) / speed(rival):.2f}x** the fastest ONNX Runtime ({rival[1]}, {rival[5]} real "
+            f"tok/s, max abs diff {rival[7]}); goal >= 2x at equal or better accuracy"
+        )
+    return lines
 
 
 def bench_mlm(size: str, folder: Path, tok, cfg: Settings, impls: list[str]) -> list[list]:
@@ -361,12 +426,6 @@ def bench_mlm(size: str, folder: Path, tok, cfg: Settings, impls: list[str]) -> 
                 ]
             )
     return rows
-
-
-def max_abs_diff(tensors: list[torch.Tensor]) -> str:
-    if len(tensors) < 2:
-        return "-"
-    return f"{max(float((t - tensors[0]).abs().max()) for t in tensors[1:]):.1e}"
 
 
 def memory_worker(impl: str, folder: Path, seq: int) -> dict:
@@ -477,7 +536,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice, = cores)")
     p.add_argument("--json", type=Path, help="also write all rows as JSON here")
     # internal: one memory measurement in this (fresh) process
-    p.add_argument("--onnx", action="store_true", help="also time ONNX Runtime in the forward scenario")
+    p.add_argument(
+        "--onnx",
+        action="store_true",
+        help="also time ONNX Runtime (fp32 and dynamic int8) in the forward scenario",
+    )
     p.add_argument(
         "--baseline", metavar="REV", help="also time RexBERT as of git revision REV (before/after)"
     )
@@ -553,9 +616,14 @@ def main(argv: list[str] | None = None) -> int:
             for size in cfg.sizes:
                 print(run_profiles(size, folders[size], tok, cfg, impls), flush=True)
             return 0
+        forward_impls = [*impls, *(ONNX_IMPLS if args.onnx else ())]
+        if "rexbert" in impls and args.impls == "auto":
+            reason = bf16_forward_available()
+            forward_impls += [BF16_IMPL] if reason is None else []
+            if reason:
+                print(f"note: no {BF16_IMPL} row ({reason})", file=sys.stderr)
         for size in cfg.sizes:
             if "forward" in cfg.scenarios:
-                forward_impls = [*impls, "onnxruntime"] if args.onnx else impls
                 tables["forward"] += bench_forward(size, folders[size], tok, cfg, forward_impls)
                 print(f"  forward {size} done", file=sys.stderr, flush=True)
         for size in mlm_sizes:
@@ -595,10 +663,13 @@ def code_version(path: str = "modeling_rexbert") -> str:
 def render(tables: dict[str, list[list]], cfg: Settings, version: str) -> str:
     threads = torch.get_num_threads()
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    capability = torch.backends.cpu.get_cpu_capability()
     parts = [
-        f"Encoder benchmarks -- float32, {os.cpu_count()}-core CPU (load average at the end: {load}), "
-        f"{threads} torch threads, torch {torch.__version__}, {IMPLS[1]} at {version}; "
-        f"median of {cfg.repeats} interleaved runs; ratio = ModernBERT time / this time (higher is better)."
+        f"Encoder benchmarks -- fp32 unless the row says bf16 / int8, {os.cpu_count()}-core CPU "
+        f"({capability}; load average at the end: {load}), {threads} torch threads, torch "
+        f"{torch.__version__}, {IMPLS[1]} at {version}; median of {cfg.repeats} interleaved runs; "
+        "ratio = ModernBERT time / this time (higher is better); max abs diff against the fp32 ModernBERT "
+        "output over real tokens."
     ]
     if tables["forward"]:
         parts.append(
@@ -612,11 +683,12 @@ def render(tables: dict[str, list[list]], cfg: Settings, version: str) -> str:
                     "s/batch",
                     "real tok/s",
                     "speed-up",
-                    "max abs diff",
+                    "max abs diff vs fp32",
                 ],
                 tables["forward"],
             )
         )
+        parts += [f"\n{line}" for line in serving_verdict(tables["forward"])]
     if tables["mlm"]:
         parts.append(
             "\n**MLM forward+backward, sparse prediction** (goal: rexbert >= 1.2x)\n\n"

@@ -14,8 +14,12 @@ Variants swap one component of one side (``--variants``), to bisect a difference
 ``rexbert:adamw`` (torch AdamW in RexBertTrainer), ``reference:stableadamw``, ``reference:rexbert_model``,
 ``reference:our_masking`` ... (see ``VARIANTS``).
 
+``--precision fp32 bf16 --seeds 0 1 2`` trains every variant in both precisions (bf16 = autocast, fp32
+master weights and optimizer state) on each seed's rows, init and masks, and reports per precision the
+mean unseen top-1 with its 95% t-interval over seeds, and the bf16 - fp32 difference paired by seed.
+
     REXBERT_DATA_DIR=../shared/data .venv/bin/python -m benchmarks.bench_learning --steps 200 \\
-        [--variants reference rexbert ...]
+        [--variants reference rexbert ...] [--precision fp32 bf16] [--seeds 0 1 2]
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ class Setup:
     domain_share: float = 0.7
     eval_texts: int = 300
     seed: int = 0
+    precision: str = "fp32"  # fp32 | bf16 (autocast; weights and optimizer state stay fp32)
 
 
 @dataclass(frozen=True)
@@ -265,7 +270,8 @@ def reference_loop(setup: Setup, variant: Variant, tokenizer, rows) -> tuple:
         batch.pop(STATS_KEY, None)
         if "label_positions" in batch and variant.model == "hf":  # HF ModernBERT takes padded rows only
             raise ValueError("our packed masking needs the RexBERT model")
-        out = model(**batch)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=setup.precision == "bf16"):
+            out = model(**batch)
         out.loss.backward()
         optimizer.step()
         schedule.step()
@@ -330,6 +336,7 @@ def rexbert_loop(setup: Setup, variant: Variant, tokenizer, rows, out: Path) -> 
         disable_tqdm=True,
         remove_unused_columns=False,
         max_grad_norm=0.0,
+        bf16=setup.precision == "bf16",
     )
 
     class Trainer(RexBertTrainer):
@@ -361,41 +368,95 @@ def unseen_top1(model, tokenizer, texts: list[str]) -> float:
 
 
 def run(setup: Setup, names: list[str], data_dir: Path, out: Path) -> list[dict]:
+    """Train and score each variant on ``setup``'s seed and precision."""
+    return run_grid(setup, names, data_dir, out, seeds=[setup.seed], precisions=[setup.precision])
+
+
+def run_grid(
+    setup: Setup, names: list[str], data_dir: Path, out: Path, seeds: list[int], precisions: list[str]
+) -> list[dict]:
+    """Every (seed, precision, variant): each seed has its own tokenizer corpus, rows, init and masks,
+    shared by its precisions and variants (so differences are paired by seed)."""
     from training.tokenizer import train_bpe_tokenizer
 
     general, domain = _sources(data_dir)
     texts, exclude = heldout_texts(data_dir, setup.eval_texts)
-    streams = [s.cycle(np.random.default_rng([setup.seed, i])) for i, s in enumerate((*general, *domain))]
-    corpus = [next(streams[i % len(streams)]) for i in range(setup.tokenizer_docs)]
-    tokenizer = train_bpe_tokenizer(corpus, vocab_size=setup.vocab, model_max_length=setup.seq)
-    rows = build_rows(setup, tokenizer, general, domain, exclude)
-    real = sum(len(r.input_ids) for r in rows)
-    print(
-        f"{len(rows)} rows, {real} real tokens ({real / (len(rows) * setup.seq):.3f} of the slots), "
-        f"{np.mean([len(r.doc_lengths) for r in rows]):.1f} documents per row",
-        flush=True,
-    )
     results = []
-    for name in names:
-        variant = VARIANTS[name].resolved()
-        start = time.perf_counter()
-        if variant.loop == "rexbert":
-            model, losses, train_acc, steps = rexbert_loop(setup, variant, tokenizer, rows, out / name)
-        else:
-            model, losses, train_acc, steps = reference_loop(setup, variant, tokenizer, rows)
-        seconds = time.perf_counter() - start
-        result = {
-            "variant": name,
-            "steps": steps,
-            "final_loss": round(float(np.mean(losses[-max(1, len(losses) // 4) :])), 4),
-            "train_masked_accuracy": round(train_acc, 4),
-            "unseen_top1": round(unseen_top1(model, tokenizer, texts), 4),
-            "seconds": round(seconds, 1),
-            "real_tokens_per_s": round(real / seconds),
-        }
-        print(json.dumps(result), flush=True)
-        results.append(result)
+    for seed in seeds:
+        seeded = replace(setup, seed=seed)
+        streams = [s.cycle(np.random.default_rng([seed, i])) for i, s in enumerate((*general, *domain))]
+        corpus = [next(streams[i % len(streams)]) for i in range(setup.tokenizer_docs)]
+        tokenizer = train_bpe_tokenizer(corpus, vocab_size=setup.vocab, model_max_length=setup.seq)
+        rows = build_rows(seeded, tokenizer, general, domain, exclude)
+        real = sum(len(r.input_ids) for r in rows)
+        print(
+            f"seed {seed}: {len(rows)} rows, {real} real tokens ({real / (len(rows) * setup.seq):.3f} of the "
+            f"slots), {np.mean([len(r.doc_lengths) for r in rows]):.1f} documents per row",
+            flush=True,
+        )
+        for precision in precisions:
+            cell = replace(seeded, precision=precision)
+            for name in names:
+                variant = VARIANTS[name].resolved()
+                start = time.perf_counter()
+                if variant.loop == "rexbert":
+                    folder = out / f"{name}-{precision}-seed{seed}"
+                    model, losses, train_acc, steps = rexbert_loop(cell, variant, tokenizer, rows, folder)
+                else:
+                    model, losses, train_acc, steps = reference_loop(cell, variant, tokenizer, rows)
+                seconds = time.perf_counter() - start
+                result = {
+                    "variant": name,
+                    "seed": seed,
+                    "precision": precision,
+                    "steps": steps,
+                    "final_loss": round(float(np.mean(losses[-max(1, len(losses) // 4) :])), 6),
+                    "train_masked_accuracy": round(train_acc, 4),
+                    "unseen_top1": round(unseen_top1(model, tokenizer, texts), 4),
+                    "seconds": round(seconds, 1),
+                    "real_tokens_per_s": round(real / seconds),
+                }
+                print(json.dumps(result), flush=True)
+                results.append(result)
     return results
+
+
+def t_interval(values: list[float]) -> tuple[float, float, float]:
+    """Mean and its two-sided 95% Student-t interval (a single value: the interval is that value)."""
+    from scipy import stats
+
+    values = np.asarray(values, dtype=float)
+    mean = float(values.mean())
+    if len(values) < 2:
+        return mean, mean, mean
+    half = float(stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values)))
+    return mean, mean - half, mean + half
+
+
+def precision_report(results: list[dict], metric: str = "unseen_top1") -> list[str]:
+    """Markdown lines: per (variant, precision) the mean of ``metric`` with its 95% interval over seeds,
+    and per variant bf16 - fp32 paired by seed, and whether bf16's mean lies in fp32's interval."""
+    lines = ["| variant | precision | seeds | mean | 95% interval |", "|---|---|---|---|---|"]
+    by_cell: dict[tuple[str, str], dict[int, float]] = {}
+    for r in results:
+        by_cell.setdefault((r["variant"], r["precision"]), {})[r["seed"]] = r[metric]
+    for (variant, precision), per_seed in by_cell.items():
+        mean, low, high = t_interval(list(per_seed.values()))
+        lines.append(f"| {variant} | {precision} | {len(per_seed)} | {mean:.4f} | [{low:.4f}, {high:.4f}] |")
+    for variant in dict.fromkeys(v for v, _ in by_cell):
+        fp32, bf16 = by_cell.get((variant, "fp32")), by_cell.get((variant, "bf16"))
+        if not fp32 or not bf16:
+            continue
+        seeds = sorted(set(fp32) & set(bf16))
+        mean, low, high = t_interval([bf16[s] - fp32[s] for s in seeds])
+        _, fp32_low, fp32_high = t_interval([fp32[s] for s in seeds])
+        bf16_mean = float(np.mean([bf16[s] for s in seeds]))
+        inside = fp32_low <= bf16_mean <= fp32_high
+        lines.append(
+            f"\n{variant}: bf16 - fp32 = {mean:+.4f} [{low:+.4f}, {high:+.4f}] (paired by seed, {len(seeds)} "
+            f"seeds); bf16 mean {'inside' if inside else 'OUTSIDE'} the fp32 95% interval"
+        )
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -404,14 +465,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--steps", type=int, default=Setup.steps)
     parser.add_argument("--lr", type=float, default=Setup.lr)
+    parser.add_argument("--domain-share", type=float, default=Setup.domain_share, help="product-text share")
     parser.add_argument("--variants", nargs="+", default=["reference", "rexbert"], choices=list(VARIANTS))
+    parser.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "bf16"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[Setup.seed])
     parser.add_argument("--out", default="outputs/bench_learning")
+    parser.add_argument("--json", default=None, help="write every result here")
     args = parser.parse_args(argv)
     from rexbert_common.data import data_dir
 
     print(f"load {os.getloadavg()[0]:.1f}, cpu {torch.backends.cpu.get_cpu_capability()}", flush=True)
-    setup = Setup(steps=args.steps, lr=args.lr)
-    run(setup, args.variants, data_dir(), Path(args.out))
+    setup = Setup(steps=args.steps, lr=args.lr, domain_share=args.domain_share)
+    results = run_grid(setup, args.variants, data_dir(), Path(args.out), args.seeds, args.precision)
+    print("\n".join(precision_report(results)))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
     return 0
 
 

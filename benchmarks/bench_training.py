@@ -14,6 +14,11 @@ tokenizer, same 30% masking rate, on this machine:
   head runs on the labelled tokens only) trained by ``transformers.Trainer`` (AdamW). Its rows per step
   are chosen so both paths see the same mean real tokens per step over the same token budget.
 
+Precision (``--dtype``, default ``auto``): both paths train under the same ``TrainingArguments(bf16=...)``
+autocast that ``rexbert_common.precision`` picks (bf16 where the CPU computes it natively and faster, as
+``mixed_precision: auto`` does), with fp32 master weights. When that is bf16 the hf path also runs in fp32
+(``hf-fp32``): the ratio is reported against transformers' faster precision, so the baseline is at its best.
+
 Runs alternate (rexbert, hf, hf, rexbert, ...) and medians are reported, because the CPU is shared.
 Reported for every run: real (non-pad) tokens/s, the share of real tokens in the slots computed,
 MFU (useful model FLOPs/s ÷ a measured matmul peak; ``MlmFlops`` with the same global/local layer types
@@ -21,7 +26,7 @@ for both), and masked-token top-1 accuracy of both final models on the same held
 with identical uniformly-drawn 30% masks.
 
     REXBERT_DATA_DIR=../shared/data .venv/bin/python -m benchmarks.bench_training \\
-        [--tokens 65536] [--repeats 2] [--size micro|tiny]
+        [--tokens 65536] [--repeats 2] [--size micro|tiny] [--dtype auto|bf16|fp32]
 """
 
 from __future__ import annotations
@@ -95,10 +100,11 @@ def _model_kwargs(tokenizer, size: str) -> dict:
     )
 
 
-def _args(out: Path, steps: int, rows: int, **extra):
+def _args(out: Path, steps: int, rows: int, bf16: bool, **extra):
     from transformers import TrainingArguments
 
     return TrainingArguments(
+        bf16=bf16,
         output_dir=str(out),
         max_steps=steps,
         per_device_train_batch_size=rows,
@@ -126,7 +132,7 @@ class SlotCounter:
         return batch
 
 
-def run_rexbert(tokenizer, pieces, steps: int, rows: int, out: Path, size: str = "micro"):
+def run_rexbert(tokenizer, pieces, steps: int, rows: int, out: Path, size: str = "micro", bf16: bool = False):
     from modeling_rexbert import RexBertConfig, RexBertForMaskedLM
     from training.batch_plan import plan_batches
     from training.collator import PackedMLMCollator, StepCollator
@@ -169,18 +175,16 @@ def run_rexbert(tokenizer, pieces, steps: int, rows: int, out: Path, size: str =
     plan = plan_batches([len(r.input_ids) for r in packed], phase, world_size=1)
     trainer = RexBertTrainer(
         model=model,
-        args=_args(out, steps, rows, remove_unused_columns=False, max_grad_norm=0.0),
+        args=_args(out, steps, rows, bf16, remove_unused_columns=False, max_grad_norm=0.0),
         data_collator=StepCollator(collator, rows),
         train_dataset=PackedDataset(packed),
         phase=phase,
         batch_plan=plan,
     )
-    start = time.perf_counter()
-    trainer.train()
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = _timed(trainer.train)
     lengths = np.array([n for r in packed for n in r.doc_lengths])
     # rows of SEQ slots (the model then unpads)
-    return model, elapsed, lengths, len(packed) * SEQ, trainer.state.global_step
+    return model, (elapsed, cpu), lengths, len(packed) * SEQ, trainer.state.global_step
 
 
 def grouped_batches(lengths: list[int], rows: int, budget: int, seed: int = 0) -> list[int]:
@@ -205,7 +209,7 @@ def grouped_batches(lengths: list[int], rows: int, budget: int, seed: int = 0) -
     return chosen
 
 
-def hf_trainer(tokenizer, pieces, rows: int, out: Path, budget: int, size: str = "micro"):
+def hf_trainer(tokenizer, pieces, rows: int, out: Path, budget: int, size: str = "micro", bf16: bool = False):
     """The careful user's setup on length-grouped batches holding ≥ ``budget`` real tokens."""
     from datasets import Dataset
     from transformers import DataCollatorForLanguageModeling, ModernBertConfig, ModernBertForMaskedLM, Trainer
@@ -228,6 +232,7 @@ def hf_trainer(tokenizer, pieces, rows: int, out: Path, budget: int, size: str =
         out,
         steps,
         rows,
+        bf16,
         weight_decay=0.1,
         warmup_steps=max(1, steps // 10),
         lr_scheduler_type="constant_with_warmup",
@@ -237,13 +242,19 @@ def hf_trainer(tokenizer, pieces, rows: int, out: Path, budget: int, size: str =
     return Trainer(model=model, args=args, data_collator=collator, train_dataset=data)
 
 
-def run_hf(tokenizer, pieces, rows: int, out: Path, budget: int, size: str = "micro"):
-    trainer = hf_trainer(tokenizer, pieces, rows, out, budget, size)
-    start = time.perf_counter()
-    trainer.train()
-    elapsed = time.perf_counter() - start
+def run_hf(tokenizer, pieces, rows: int, out: Path, budget: int, size: str = "micro", bf16: bool = False):
+    trainer = hf_trainer(tokenizer, pieces, rows, out, budget, size, bf16)
+    elapsed, cpu = _timed(trainer.train)
     lengths = np.array(trainer.train_dataset["length"])
-    return trainer.model, elapsed, lengths, trainer.data_collator.slots, trainer.state.global_step
+    return trainer.model, (elapsed, cpu), lengths, trainer.data_collator.slots, trainer.state.global_step
+
+
+def _timed(work) -> tuple[float, float]:
+    """Wall and CPU seconds of ``work()``. With one thread, CPU seconds are what a quiet machine's wall
+    time would be: the ratio to compare when other jobs share the cores."""
+    start, cpu = time.perf_counter(), time.process_time()
+    work()
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
 def _eval_batches(tokenizer, pieces: list[list[int]], seed: int = 123):
@@ -326,6 +337,12 @@ def main(argv: list[str] | None = None) -> int:
         "--docs", type=int, default=3700, help="documents (1 in 5 WikiText, 1 in 30 held out)"
     )
     parser.add_argument("--vocab", type=int, default=16384)
+    parser.add_argument(
+        "--dtype",
+        choices=("auto", "bf16", "fp32"),
+        default="auto",
+        help="precision of both paths (auto: by CPU)",
+    )
     parser.add_argument("--out", default="outputs/bench_training")
     parser.add_argument("--json", default=None, help="write the results here")
     parser.add_argument("--quick", action="store_true", help="seconds-long smoke run: " + " ".join(QUICK))
@@ -333,6 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args = parser.parse_args([*QUICK, *(argv if argv is not None else sys.argv[1:])])
     data_dir = Path(os.environ.get("REXBERT_DATA_DIR", ROOT.parent / "shared" / "data"))
+    from rexbert_common.precision import resolve_precision
     from training.mfu import measure_peak_flops
     from training.packing import TokenizedDoc, best_fit_pack
     from training.tokenizer import train_bpe_tokenizer
@@ -350,29 +368,40 @@ def main(argv: list[str] | None = None) -> int:
     packed = best_fit_pack([TokenizedDoc(p) for p in pieces], SEQ)[: steps * args.rows]
     budget = sum(len(p.input_ids) for p in packed)
     out = Path(args.out)
-    results: dict[str, list[dict]] = {"rexbert": [], "hf": []}
-    order = ["rexbert", "hf"]
+    precision = resolve_precision(args.dtype, "cpu", log=lambda line: print(line, flush=True))
+    # path -> bf16 autocast; with bf16, transformers' path also runs in fp32 (the faster one is its best)
+    paths = {
+        "rexbert": precision.bf16,
+        "hf": precision.bf16,
+        **({"hf-fp32": False} if precision.bf16 else {}),
+    }
+    results: dict[str, list[dict]] = {name: [] for name in paths}
+    order = list(paths)
     for r in range(args.repeats):
         for name in order if r % 2 == 0 else reversed(order):
-            # the CPU is shared: the peak is re-measured next to each run
-            peak = measure_peak_flops("cpu", torch.float32, seconds=1.0)
+            bf16 = paths[name]
+            # the CPU is shared: the peak (in the run's precision) is re-measured next to each run
+            peak = measure_peak_flops("cpu", torch.bfloat16 if bf16 else torch.float32, seconds=1.0)
             load = os.getloadavg()[0]
             if name == "rexbert":
                 rows = args.rows
-                model, elapsed, lengths, slots, optimizer_steps = run_rexbert(
-                    tokenizer, pieces, steps, rows, out / name, args.size
+                model, (elapsed, cpu), lengths, slots, optimizer_steps = run_rexbert(
+                    tokenizer, pieces, steps, rows, out / name, args.size, bf16
                 )
             else:
                 rows = hf_rows
-                model, elapsed, lengths, slots, optimizer_steps = run_hf(
-                    tokenizer, pieces, rows, out / name, budget, args.size
+                model, (elapsed, cpu), lengths, slots, optimizer_steps = run_hf(
+                    tokenizer, pieces, rows, out / name, budget, args.size, bf16
                 )
             real = int(lengths.sum())
             entry = {
                 "run": r,
+                "precision": "bf16" if bf16 else "fp32",
                 "seconds": elapsed,
                 "real_tokens": real,
                 "tokens_per_s": real / elapsed,
+                "cpu_seconds": cpu,
+                "tokens_per_cpu_s": real / cpu,
                 "mfu": useful_flops(model.config, lengths) / elapsed / peak,
                 "peak_gflops": peak / 1e9,
                 "load_1min": load,
@@ -389,6 +418,7 @@ def main(argv: list[str] | None = None) -> int:
             )
     summary = {
         **_machine(),
+        "precision": precision.as_dict(),
         "size": args.size,
         "steps_rexbert": steps,
         "mean_doc_piece_tokens": mean_len,
@@ -396,9 +426,21 @@ def main(argv: list[str] | None = None) -> int:
         "vocab": len(tokenizer),
     }
     for name, entries in results.items():
-        for key in ("tokens_per_s", "mfu", "masked_accuracy", "seconds", "real_share_of_slots"):
+        keys = (
+            "tokens_per_s",
+            "tokens_per_cpu_s",
+            "mfu",
+            "masked_accuracy",
+            "seconds",
+            "real_share_of_slots",
+        )
+        for key in keys:
             summary[f"{name}_{key}"] = statistics.median(e[key] for e in entries)
     summary["speedup_tokens_per_s"] = summary["rexbert_tokens_per_s"] / summary["hf_tokens_per_s"]
+    fastest_hf = max(summary[f"{name}_tokens_per_s"] for name in paths if name.startswith("hf"))
+    summary["speedup_vs_fastest_hf"] = summary["rexbert_tokens_per_s"] / fastest_hf
+    fastest_hf_cpu = max(summary[f"{name}_tokens_per_cpu_s"] for name in paths if name.startswith("hf"))
+    summary["cpu_speedup_vs_fastest_hf"] = summary["rexbert_tokens_per_cpu_s"] / fastest_hf_cpu
     summary["runs"] = results
     print(json.dumps({k: v for k, v in summary.items() if k != "runs"}, indent=1))
     if args.json:

@@ -32,6 +32,13 @@ def _common(parser: argparse.ArgumentParser, set_example: str) -> None:
         "--trust-remote-code", action="store_true", help="needed for RexBERT custom-code folders"
     )
     parser.add_argument("--device", default="cpu", help="torch device: cpu (default), cuda, cuda:N or mps")
+    parser.add_argument(
+        "--dtype",
+        default="auto",
+        choices=("auto", "bf16", "fp32"),
+        help="compute precision: auto = bf16 autocast where the device computes bf16 natively and faster "
+        "(weights stay fp32), else fp32; bf16 / fp32 force it. Recorded in each result's config",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_override_argument(parser, set_example)
 
@@ -50,18 +57,22 @@ def _preflight(args) -> None:
 
 
 def _checked(run):
-    """The evaluator after :func:`_preflight`; errors are reported by the ``rexbert`` entry point."""
+    """The evaluator after :func:`_preflight`, under the ``--dtype`` precision (``rexbert_common.precision``);
+    errors are reported by the ``rexbert`` entry point."""
 
     def wrapped(args) -> int:
         if args.eval_command == "report":
             return run(args)
         from rexbert_common.locks import output_lock
+        from rexbert_common.precision import resolve_precision
 
         _preflight(args)
+        args.precision = resolve_precision(args.dtype, args.device)
         # one run per result name (two runs writing <out>/<name>.json at once would interleave); the lock
         # sits beside the folder, so a refused or failed run creates nothing in it
         out, name = Path(args.output_dir), args.name or args.eval_command
-        with output_lock(out.with_name(f"{out.name}.{name}"), what=str(out / f"{name}.json")):
+        lock = output_lock(out.with_name(f"{out.name}.{name}"), what=str(out / f"{name}.json"))
+        with lock, args.precision.autocast(args.device):
             return run(args)
 
     return wrapped
@@ -228,6 +239,8 @@ def _write(args, kind: str, records: list[dict], chart: bool = False) -> int:
     from evaluation import reports
 
     stem = Path(args.output_dir) / (args.name or kind)
+    for record in records:
+        record["config"]["precision"] = args.precision.as_dict()
     written = [reports.write_results(stem.with_suffix(".json"), records)]
     written.append(reports.write_text(stem.with_suffix(".md"), reports.markdown_report(records)))
     if chart:

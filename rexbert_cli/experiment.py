@@ -56,11 +56,14 @@ class ProductCheck:
 
     Args:
         max_texts: products scored. max_length: tokens per text (truncated). mask_share: tokens masked.
+        dtype: auto (bf16 autocast where the CPU computes bf16 natively and faster, as ``rexbert eval
+            --dtype``), bf16 or fp32; recorded with the scores.
     """
 
     max_texts: int = checked(400, ge=1)
     max_length: int = checked(128, ge=8)
     mask_share: float = checked(0.15, gt=0, lt=1)
+    dtype: str = checked("auto", choices=("auto", "bf16", "fp32"))
 
 
 @dataclass
@@ -183,6 +186,15 @@ def _domain_sources(recipe: Path, curated: str | None, split) -> str:
     return f"data.domain={json.dumps(sources)}"
 
 
+def _cpu_seconds() -> float:
+    import resource
+
+    return sum(
+        usage.ru_utime + usage.ru_stime
+        for usage in (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN))
+    )
+
+
 class _Stages:
     """Runs named stages, timing each and printing one line per stage."""
 
@@ -195,10 +207,11 @@ class _Stages:
             print(f"\n[{name}] kept {done} (use --force to recompute)", flush=True)
             return
         print(f"\n[{name}] ...", flush=True)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), _cpu_seconds()
         work()
         self.timings[name] = time.perf_counter() - start
-        print(f"[{name}] done in {self.timings[name]:.0f} s", flush=True)
+        # CPU seconds (this process and its finished workers): a stage's share when the machine is shared
+        print(f"[{name}] done in {self.timings[name]:.0f} s (CPU {_cpu_seconds() - cpu:.0f} s)", flush=True)
 
 
 def run_experiment(config: ExperimentConfig, force_eval: bool = False, flags: tuple[str, ...] = ()) -> Path:
@@ -265,32 +278,16 @@ def _run_stages(config: ExperimentConfig, force_eval: bool, flags: tuple[str, ..
         import pyarrow.parquet as pq
 
         rows = pq.read_table(split.icecat_heldout).to_pylist() if split else []
-        texts = product_check.product_texts(rows)[: check.max_texts]
-        scores = {
-            name: product_check.masked_top1(path, texts, check.max_length, check.mask_share)
-            for name, path in models.items()
-        }
-        from transformers import AutoTokenizer
-
-        prompts = product_check.fill_mask_prompts(
-            [r["title"] for r in rows], AutoTokenizer.from_pretrained(annealed_model, trust_remote_code=True)
+        report = product_check.unseen_products_report(
+            models, rows, check.max_texts, check.max_length, check.mask_share, check.dtype
         )
-        answers = {name: product_check.fill_mask(path, prompts) for name, path in models.items()}
-        result = {
-            "heldout_file": str(split.icecat_heldout) if split else None,
-            "protocol": {
-                "max_length": check.max_length,
-                "mask_share": check.mask_share,
-                "one_mask_per_row": True,
-            },
-            "scores": {name: vars(score) for name, score in scores.items()},
-            "fill_mask": {"prompts": prompts, "answers": answers},
-        }
-        summary.write_json(unseen_path, result)
-        for name, score in scores.items():
+        summary.write_json(
+            unseen_path, {"heldout_file": str(split.icecat_heldout) if split else None, **report}
+        )
+        for name, score in report["scores"].items():
             print(
-                f"  {name}: top-1 {score.accuracy:.1%} on {score.masked_tokens} masked tokens "
-                f"({score.texts} unseen products)"
+                f"  {name}: top-1 {score['accuracy']:.1%} on {score['masked_tokens']} masked tokens "
+                f"({score['texts']} unseen products)"
             )
 
     if split is not None:

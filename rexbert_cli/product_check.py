@@ -4,7 +4,8 @@
 the tokens is picked and each is masked on its own (one copy of the row per masked token), so a prediction
 never depends on other masks. The paper's span protocol lives in ``rexbert eval mlm``; this single-token
 score is the one the demo's acceptance figure uses. ``fill_mask``: transformers' fill-mask pipeline on
-product titles with one word masked, to show what the numbers mean.
+product titles with one word masked, to show what the numbers mean. ``unseen_products_report``: both for
+several models, under the precision ``rexbert eval --dtype`` would pick.
 """
 
 from __future__ import annotations
@@ -128,3 +129,37 @@ def fill_mask(model_dir: str, prompts: list[str], top_k: int = 3) -> list[list[t
     return [
         [(a["token_str"].strip() or "␣", float(a["score"])) for a in fill(p, top_k=top_k)] for p in prompts
     ]
+
+
+def unseen_products_report(
+    models: dict[str, str],
+    rows: list[dict],
+    max_texts: int = 400,
+    max_length: int = 128,
+    mask_share: float = 0.15,
+    dtype: str = "auto",
+) -> dict:
+    """Masked-token top-1 of each of ``models`` (name -> folder) on the held-out Icecat ``rows`` and the
+    fill-mask answers on their titles (prompts cut with the last model's tokenizer), computed under the
+    ``dtype`` precision (auto | bf16 | fp32, ``rexbert_common.precision``), which the protocol records."""
+    from transformers import AutoTokenizer
+
+    from rexbert_common.precision import resolve_precision
+
+    texts = product_texts(rows)[:max_texts]
+    precision = resolve_precision(dtype, "cpu")
+    with precision.autocast("cpu"):
+        scores = {name: masked_top1(path, texts, max_length, mask_share) for name, path in models.items()}
+        tokenizer = AutoTokenizer.from_pretrained(list(models.values())[-1], trust_remote_code=True)
+        prompts = fill_mask_prompts([r["title"] for r in rows], tokenizer)
+        answers = {name: fill_mask(path, prompts) for name, path in models.items()}
+    return {
+        "protocol": {
+            "max_length": max_length,
+            "mask_share": mask_share,
+            "one_mask_per_row": True,
+            "precision": precision.as_dict(),
+        },
+        "scores": {name: vars(score) for name, score in scores.items()},
+        "fill_mask": {"prompts": prompts, "answers": answers},
+    }

@@ -39,7 +39,8 @@ def _unseen_section(unseen_path: Path) -> list[str]:
         "",
         f"Held-out Icecat products (`{unseen['heldout_file']}`): title + short description, truncated to "
         f"{protocol['max_length']} tokens, {protocol['mask_share']:.0%} of the tokens masked one at a time; "
-        "top-1 = the model's first guess is the original token.",
+        "top-1 = the model's first guess is the original token."
+        + (f" Computed in {protocol['precision']['precision']}." if "precision" in protocol else ""),
         "",
         "| model | masked-token top-1 | masked tokens | products |",
         "|---|---|---|---|",

@@ -315,7 +315,7 @@ def run_phase(
     from training.masking import SpanMasker
     from training.phase_data import PackedDataset
     from training.trainer import RexBertTrainer, TrainingDiverged
-    from training.trainer_settings import training_arguments, use_bf16
+    from training.trainer_settings import training_arguments, training_precision
 
     phase = recipe.phase(phase_name)
     index = PHASES.index(phase_name)
@@ -345,9 +345,9 @@ def run_phase(
         local_window=getattr(model.config, "local_attention", 128),
         guided_probability=masker.guided_row_probability(data.stats.num_rows, data.stats.rows_with_spans),
     )
-    args = training_arguments(recipe, phase_name, phase_dir, steps)
-    dtype = torch.bfloat16 if use_bf16(recipe.trainer) else torch.float32
-    peak = _peak_flops(recipe, out, args.device, dtype)
+    precision = training_precision(recipe.trainer, log=_log)
+    args = training_arguments(recipe, phase_name, phase_dir, steps, precision)
+    peak = _peak_flops(recipe, out, args.device, precision.dtype)
     trainer = RexBertTrainer(
         model=model,
         args=args,
@@ -410,6 +410,7 @@ def run_phase(
         "trained_tokens": int(pc.sum(data.lengths.slice(0, plan.planned_rows)).as_py() or 0),
         "guided_mlm": guided,
         "num_processes": state.num_processes,
+        "precision": precision.as_dict(),
         "data": summary,
         "train": metrics,
         "optimizer_state": trainer.optimizer_origin,  # also after a resume

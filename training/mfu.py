@@ -7,9 +7,9 @@ head on labelled tokens), so padding and recomputation never inflate MFU.
 
 from __future__ import annotations
 
-import time
-
 import torch
+
+from rexbert_common.precision import time_matmul
 
 
 def measure_peak_flops(
@@ -19,28 +19,7 @@ def measure_peak_flops(
     seconds: float = 0.5,
 ) -> float:
     """FLOP/s of repeated ``size × size`` matmuls (best of a few timed bursts)."""
-    device = torch.device(device)
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
-
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    torch.matmul(a, b)  # warm-up (allocations, kernel selection)
-    sync()
-    best, deadline = 0.0, time.perf_counter() + seconds
-    reps = 4
-    while time.perf_counter() < deadline:
-        start = time.perf_counter()
-        for _ in range(reps):
-            torch.matmul(a, b)
-        sync()
-        elapsed = time.perf_counter() - start
-        best = max(best, 2.0 * size**3 * reps / elapsed)
-        if elapsed < 0.05:
-            reps *= 2
-    return best
+    return time_matmul(size, size, size, device, dtype, seconds)
 
 
 class MlmFlops:

@@ -149,8 +149,9 @@ class TrainerSettings:
         report_to: experiment trackers (``wandb``, ``tensorboard``, ``mlflow`` ...; [] = none). A multi-week
             run should report somewhere.
         run_name: the run's name in those trackers (None = ``<recipe name>-<phase>``).
-        mixed_precision: ``auto`` (bf16 where the device supports it fast: CUDA with bf16; fp32 on CPU),
-            ``bf16`` or ``fp32``. Master weights and optimizer state are always fp32.
+        mixed_precision: ``auto`` (bf16 autocast where the device computes bf16 natively and faster: CUDA
+            with bf16, a CPU with AVX512-BF16/AMX that wins a short matmul race; else fp32), ``bf16`` or
+            ``fp32`` (forced). Master weights and optimizer state are always fp32.
         dataloader_num_workers: DataLoader worker processes collating (masking) micro-batches off the
             training thread (0 = on the training thread).
         dataloader_pin_memory: page-locked host batches (faster host→GPU copies).

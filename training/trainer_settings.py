@@ -9,10 +9,12 @@ above: the recipe must have one place for each setting.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
+from rexbert_common.precision import Precision, resolve_precision
 from training.recipe import PhaseConfig, Recipe, RecipeError, TrainerSettings
 
 # Fields RexBERT computes from the phase (or fixes): setting them through trainer.extra would silently
@@ -91,21 +93,36 @@ def check_report_to(report_to: list[str]) -> None:
             )
 
 
+def training_precision(settings: TrainerSettings, log: Callable[[str], None] | None = print) -> Precision:
+    """``trainer.mixed_precision`` on this process's device (``rexbert_common.precision``: ``auto`` is bf16
+    autocast where the device computes bf16 natively and faster). Every process of a distributed run uses
+    rank 0's choice: a timed CPU probe could land on both sides of its threshold on different ranks."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    precision = resolve_precision(settings.mixed_precision, device, log=log)
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    if distributed and torch.distributed.get_world_size() > 1:
+        chosen = [precision]
+        torch.distributed.broadcast_object_list(chosen, src=0)
+        precision = chosen[0]
+    return precision
+
+
 def use_bf16(settings: TrainerSettings) -> bool:
-    """``auto``: bf16 on a CUDA device that supports it, else fp32 (bf16 on AVX2 CPUs is 20-70x slower)."""
-    if settings.mixed_precision == "auto":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    return settings.mixed_precision == "bf16"
+    """Whether training runs under bf16 autocast (see :func:`training_precision`)."""
+    return training_precision(settings).bf16
 
 
-def training_arguments(recipe: Recipe, phase_name: str, phase_dir: Path, steps: int):
-    """The phase's ``TrainingArguments``; an invalid combination is a one-line :class:`RecipeError`."""
+def training_arguments(
+    recipe: Recipe, phase_name: str, phase_dir: Path, steps: int, precision: Precision | None = None
+):
+    """The phase's ``TrainingArguments``; an invalid combination is a one-line :class:`RecipeError`.
+    ``precision``: the run's (default: :func:`training_precision` of the recipe's trainer settings)."""
     from transformers import TrainingArguments
 
     phase: PhaseConfig = recipe.phase(phase_name)
     settings = recipe.trainer
     check_report_to(settings.report_to)
-    bf16 = use_bf16(settings)
+    bf16 = (precision or training_precision(settings)).bf16
     try:
         return TrainingArguments(
             output_dir=str(phase_dir),

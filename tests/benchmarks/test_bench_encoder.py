@@ -141,3 +141,58 @@ def test_baseline_revision_loads_beside_todays_encoder_and_computes_the_same(tmp
             atol=1e-5,
             rtol=0,
         )
+
+
+def test_forward_with_onnx_times_int8_and_bf16_rows_against_fp32(data_dir, capsys, monkeypatch):
+    """``--onnx`` adds the fp32 graph and its dynamic int8 quantization; a CPU that computes bf16 natively
+    and faster (injected) adds RexBERT under bf16 autocast; every row carries its max abs difference vs
+    the fp32 ModernBERT output, and the verdict compares the fastest RexBERT with the fastest ORT row."""
+    pytest.importorskip("onnxruntime")
+    monkeypatch.setattr(be, "bf16_forward_available", lambda: None)
+    assert be.main([*TINY, "--scenarios", "forward", "--onnx"]) == 0
+    out = capsys.readouterr().out
+    rows = {r.split("|")[2].strip(): r.split("|") for r in out.splitlines() if r.startswith("| tiny")}
+    assert set(rows) == {"modernbert", "rexbert", "onnxruntime", "onnxruntime-int8", "rexbert-bf16"}
+    diff = {impl: cells[8].strip() for impl, cells in rows.items()}
+    assert diff["modernbert"] == "-"
+    assert float(diff["rexbert"]) < 1e-4 and float(diff["onnxruntime"]) < 1e-4  # fp32: summation order only
+    for fp32, low in (("rexbert", "rexbert-bf16"), ("onnxruntime", "onnxruntime-int8")):
+        assert float(diff[fp32]) < float(diff[low]) < 0.5, diff  # really ran in low precision, stayed close
+    assert "tiny: fastest RexBERT (" in out and "the fastest ONNX Runtime (" in out
+
+
+def test_the_bf16_row_computes_in_bf16_with_fp32_weights(tmp_path):
+    folder = be.make_checkpoint("tiny", _common.bert_tokenizer(), tmp_path)
+    model = be.load_model("rexbert-bf16", folder, mlm=False).eval()
+    seen = set()
+    model.model.layers[0].attn.Wqkv.register_forward_hook(lambda m, i, out: seen.add(out.dtype))
+    ids = torch.randint(1000, 20_000, (2, 16))
+    with torch.inference_mode():
+        model(input_ids=ids, attention_mask=torch.ones_like(ids))
+    assert seen == {torch.bfloat16} and {p.dtype for p in model.parameters()} == {torch.float32}
+
+
+def test_no_bf16_row_where_auto_precision_is_fp32(data_dir, capsys, monkeypatch):
+    from rexbert_common import precision
+
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)  # an AVX2 CPU
+    assert be.main([*TINY, "--scenarios", "forward"]) == 0
+    captured = capsys.readouterr()
+    assert "rexbert-bf16" not in captured.out and "no rexbert-bf16 row (auto: CPU" in captured.err
+
+
+def test_serving_verdict_takes_the_fastest_row_of_each_side():
+    rows = [
+        ["micro", "modernbert", "32x512", 8352, "1.0", "8,000", "1.00x", "-"],
+        ["micro", "rexbert", "32x512", 8352, "0.5", "16,000", "2.00x", "9.5e-07"],
+        ["micro", "rexbert-bf16", "32x512", 8352, "0.25", "33,000", "4.00x", "5.0e-02"],
+        ["micro", "onnxruntime", "32x512", 8352, "1.2", "7,000", "0.83x", "9.5e-07"],
+        ["micro", "onnxruntime-int8", "32x512", 8352, "0.9", "9,300", "1.11x", "8.0e-02"],
+    ]
+    (line,) = be.serving_verdict(rows)
+    assert line.startswith("micro: fastest RexBERT (rexbert-bf16, 33,000 real tok/s, max abs diff 5.0e-02)")
+    assert (
+        "**3.55x** the fastest ONNX Runtime (onnxruntime-int8, 9,300 real tok/s, max abs diff 8.0e-02)"
+        in line
+    )
+    assert be.serving_verdict(rows[:3]) == []  # no ONNX Runtime row: nothing to compare

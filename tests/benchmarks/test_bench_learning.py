@@ -50,3 +50,46 @@ def test_both_loops_train_the_same_steps_and_are_scored(corpus, tmp_path, data_d
     for r in results:
         assert 0.0 <= r["unseen_top1"] <= 1.0 and np.isfinite(r["final_loss"])
         assert r["steps"] == TINY.steps
+
+
+def test_t_interval_matches_scipy():
+    from scipy import stats
+
+    values = [0.41, 0.44, 0.43, 0.47]
+    mean, low, high = bl.t_interval(values)
+    ref = stats.t.interval(0.95, len(values) - 1, loc=np.mean(values), scale=stats.sem(values))
+    assert mean == pytest.approx(np.mean(values)) and (low, high) == pytest.approx(ref)
+    assert bl.t_interval([0.5]) == (0.5, 0.5, 0.5)
+
+
+def test_precision_report_pairs_bf16_with_fp32_by_seed():
+    fp32 = {0: 0.50, 1: 0.52, 2: 0.54}
+    bf16 = {0: 0.51, 1: 0.52, 2: 0.56}  # +0.01, 0, +0.02: paired mean +0.01
+    results = [
+        {"variant": "rexbert", "seed": s, "precision": "fp32", "unseen_top1": v} for s, v in fp32.items()
+    ]
+    results += [
+        {"variant": "rexbert", "seed": s, "precision": "bf16", "unseen_top1": v} for s, v in bf16.items()
+    ]
+    text = "\n".join(bl.precision_report(results))
+    _, low, high = bl.t_interval([0.01, 0.0, 0.02])
+    assert "| rexbert | fp32 | 3 | 0.5200 |" in text and "| rexbert | bf16 | 3 | 0.5300 |" in text
+    assert f"bf16 - fp32 = +0.0100 [{low:+.4f}, {high:+.4f}] (paired by seed, 3 seeds)" in text
+    assert "bf16 mean inside the fp32 95% interval" in text
+    far = [dict(r, unseen_top1=r["unseen_top1"] + 0.2) if r["precision"] == "bf16" else r for r in results]
+    assert "bf16 mean OUTSIDE the fp32 95% interval" in "\n".join(bl.precision_report(far))
+
+
+@pytest.mark.slow
+def test_precisions_train_each_seeds_rows_and_differ_only_in_precision(tmp_path, data_dir):
+    results = bl.run_grid(
+        TINY, ["rexbert", "reference"], data_dir, tmp_path, seeds=[0, 1], precisions=["fp32", "bf16"]
+    )
+    cells = {(r["seed"], r["precision"], r["variant"]): r for r in results}
+    assert len(cells) == 8 and all(r["steps"] == TINY.steps for r in results)
+    for seed in (0, 1):
+        for variant in ("rexbert", "reference"):
+            fp32, bf16 = cells[(seed, "fp32", variant)], cells[(seed, "bf16", variant)]
+            assert fp32["final_loss"] != bf16["final_loss"]  # bf16 autocast really ran
+            assert abs(fp32["final_loss"] - bf16["final_loss"]) < 0.05 * fp32["final_loss"]  # same rows, init
+    assert cells[(0, "fp32", "rexbert")]["final_loss"] != cells[(1, "fp32", "rexbert")]["final_loss"]

@@ -79,16 +79,39 @@ def test_grouped_batches_are_whole_batches_of_transformers_length_grouped_sample
     assert sorted(epoch.index(b[0]) // 4 for b in batches) != list(range(len(batches)))
 
 
+@pytest.mark.parametrize("bf16", [True, False])
+def test_hf_baseline_trains_in_the_requested_precision(tokenizer, tmp_path, bf16):
+    pieces = [[5, 6, 7, 8]] * 16
+    trainer = bt.hf_trainer(tokenizer, pieces, rows=4, out=tmp_path, budget=32, size="tiny", bf16=bf16)
+    assert trainer.args.bf16 is bf16
+
+
 @pytest.mark.slow
 def test_tiny_benchmark_trains_both_paths_on_the_same_budget(tmp_path):
+    """In bf16 both paths train under autocast, and transformers' path also in fp32: the ratio is taken
+    against its faster precision."""
     out = tmp_path / "result.json"
-    assert bt.main(["--quick", "--repeats", "1", "--out", str(tmp_path), "--json", str(out)]) == 0
+    argv = ["--quick", "--repeats", "1", "--dtype", "bf16", "--out", str(tmp_path), "--json", str(out)]
+    assert bt.main(argv) == 0
     result = json.loads(out.read_text())
-    (rex,), (hf,) = result["runs"]["rexbert"], result["runs"]["hf"]
+    assert result["precision"] == {"precision": "bf16", "reason": "forced: bf16"}
+    runs = result["runs"]
+    assert {name: [e["precision"] for e in entries] for name, entries in runs.items()} == {
+        "rexbert": ["bf16"],
+        "hf": ["bf16"],
+        "hf-fp32": ["fp32"],
+    }
+    fastest = max(result["hf_tokens_per_s"], result["hf-fp32_tokens_per_s"])
+    assert result["speedup_vs_fastest_hf"] == pytest.approx(result["rexbert_tokens_per_s"] / fastest)
+    fastest_cpu = max(result["hf_tokens_per_cpu_s"], result["hf-fp32_tokens_per_cpu_s"])
+    assert result["cpu_speedup_vs_fastest_hf"] == pytest.approx(
+        result["rexbert_tokens_per_cpu_s"] / fastest_cpu
+    )
+    (rex,), (hf,) = runs["rexbert"], runs["hf"]
     # the hf run takes whole batches up to the rexbert run's real tokens: at most one batch more
     assert 0.95 * 4096 <= rex["real_tokens"] <= 4096
     assert rex["optimizer_steps"] == 4096 // (2 * bt.SEQ)
     assert rex["real_tokens"] <= hf["real_tokens"] < rex["real_tokens"] + hf["rows_per_step"] * bt.SEQ
     # padding depends on the corpus (the embedded sample's long documents fill whole grouped batches)
     assert 0 < hf["real_share_of_slots"] <= 1.0 and rex["real_share_of_slots"] == rex["real_tokens"] / 4096
-    assert set(result["runs"]) == {"rexbert", "hf"} and result["transformers"].startswith("5.")
+    assert result["transformers"].startswith("5.")

@@ -177,3 +177,34 @@ def test_eval_mteb_task_without_local_data_is_one_line_exit_2(tiny_rexbert_dir, 
         and "--hub" in err
     )
     assert not out.exists(), "nothing written on bad input"
+
+
+@pytest.mark.parametrize(
+    "dtype, speedup, expected",
+    [("auto", 4.0, "bf16"), ("auto", 1.1, "fp32"), ("fp32", 4.0, "fp32"), ("bf16", 0.5, "bf16")],
+)
+def test_evaluators_run_under_the_chosen_precision_and_record_it(
+    monkeypatch, tmp_path, dtype, speedup, expected
+):
+    """``--dtype auto`` follows the CPU probe (injected: native bf16, bf16 matmul ``speedup``x fp32)."""
+    import torch
+
+    import evaluation.mlm_recovery as mlm_recovery
+    from evaluation import reports
+    from rexbert_common import precision
+
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(
+        precision, "race_matmul", lambda device_type: precision.MatmulRace(1e11, speedup * 1e11)
+    )
+    seen = []
+
+    def fake_run_mlm(models, cfg, *args):
+        seen.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else torch.float32)
+        return [reports.make_record("mlm_recovery", "m", cfg, [])]
+
+    monkeypatch.setattr(mlm_recovery, "run_mlm", fake_run_mlm)
+    assert main(["eval", "mlm", "m", "--dtype", dtype, "--out", str(tmp_path), "--no-progress"]) == 0
+    assert seen == [torch.bfloat16 if expected == "bf16" else torch.float32]
+    record = json.loads((tmp_path / "mlm.json").read_text())["records"][0]
+    assert record["config"]["precision"]["precision"] == expected

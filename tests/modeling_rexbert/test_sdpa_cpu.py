@@ -68,3 +68,35 @@ def test_blocked_local_attention_gradients_equal_dense_reference(half, lengths):
     (g_got,) = torch.autograd.grad(got, qkv, upstream)
     (g_ref,) = torch.autograd.grad(per_document(qkv, lengths, half), qkv, upstream)
     torch.testing.assert_close(g_got, g_ref, atol=1e-8, rtol=0)
+
+
+@pytest.mark.parametrize("half,lengths", [(None, [40, 7, 33]), (8, [70, 5])])
+def test_cpu_bf16_training_runs_the_sdpa_kernel_in_fp32_and_inference_in_bf16(monkeypatch, half, lengths):
+    """PyTorch's CPU flash kernel trains 2-3x slower in bf16 than fp32: under bf16 autocast with gradients
+    the kernel gets fp32 q/k/v (and returns bf16 like the other ops), without gradients bf16."""
+    import torch.nn.functional as F
+
+    seen = []
+    kernel = F.scaled_dot_product_attention
+
+    def recording(q, k, v, **kwargs):
+        seen.append(q.dtype)
+        return kernel(q, k, v, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", recording)
+    qkv = torch.randn(sum(lengths), 3, 2, 16, requires_grad=True)
+    args = {"window": GLOBAL_WINDOW if half is None else (half, half), "dropout": 0.0, "scale": 16**-0.5}
+    batch = _flat(lengths)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        q, k, v = (t.to(torch.bfloat16) for t in qkv.unbind(1))  # what autocast's Wqkv hands over
+        out, _ = sdpa_attention(q, k, v, batch, **args)
+        assert out.dtype == torch.bfloat16 and set(seen) == {torch.float32}
+        out.float().sum().backward()
+        assert qkv.grad is not None and bool(qkv.grad.abs().sum() > 0)
+        seen.clear()
+        with torch.no_grad():
+            fast, _ = sdpa_attention(q, k, v, batch, **args)
+        assert set(seen) == {torch.bfloat16}
+    exact = per_document(qkv.detach(), lengths, half)
+    torch.testing.assert_close(out.float(), exact, atol=3e-2, rtol=0)  # bf16 q/k/v, fp32 scores
+    torch.testing.assert_close(fast.float(), exact, atol=6e-2, rtol=0)

@@ -34,6 +34,7 @@ def test_unknown_field_is_named_with_its_path(tmp_path):
     [
         ("evaluation.esci.folds=1", "evaluation.esci.folds = 1 must be >= 2"),
         ("evaluation.products.mask_share=1.5", "evaluation.products.mask_share = 1.5 must be < 1"),
+        ("evaluation.products.dtype=fp16", "evaluation.products.dtype = 'fp16' is not one of"),
         ("card.repo_id=noslash", "card.repo_id='noslash': expected 'owner/name'"),
         ("training.overrides.3=x", "training.overrides"),
     ],

@@ -77,3 +77,32 @@ def test_product_texts_join_title_and_description():
         {"title": " ", "short_description": ""},
     ]
     assert product_texts(rows) == ["A\nb", "C"]
+
+
+@pytest.mark.parametrize("dtype, expected", [("bf16", torch.bfloat16), ("fp32", torch.float32)])
+def test_unseen_products_report_scores_every_model_under_the_chosen_precision(
+    model_dir, monkeypatch, dtype, expected
+):
+    """The demo's check: every model scored and asked to fill masks under ``dtype``, which the protocol
+    records; the scores are those of :func:`masked_top1` in that precision."""
+    from rexbert_cli import product_check
+
+    seen = []
+    score = product_check.masked_top1
+
+    def recording(path, *args):
+        seen.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else torch.float32)
+        return score(path, *args)
+
+    monkeypatch.setattr(product_check, "masked_top1", recording)
+    rows = [{"id": i, "title": t.split("\n")[0], "short_description": t} for i, t in enumerate(TEXTS)]
+    models = {"first": str(model_dir), "second": str(model_dir)}
+    report = product_check.unseen_products_report(
+        models, rows, max_texts=2, max_length=16, mask_share=0.3, dtype=dtype
+    )
+    assert seen == [expected, expected]
+    assert report["protocol"]["precision"]["precision"] == dtype and report["protocol"]["max_length"] == 16
+    assert set(report["scores"]) == set(models) == set(report["fill_mask"]["answers"])
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bf16"):
+        direct = score(str(model_dir), product_check.product_texts(rows)[:2], 16, 0.3)
+    assert report["scores"]["first"] == vars(direct) and direct.texts == 2

@@ -12,7 +12,12 @@ def test_summary_lists_artefacts_scores_and_fill_mask(tmp_path):
         tmp_path / "eval" / "unseen_products.json",
         {
             "heldout_file": "data/icecat_heldout.parquet",
-            "protocol": {"max_length": 128, "mask_share": 0.15, "one_mask_per_row": True},
+            "protocol": {
+                "max_length": 128,
+                "mask_share": 0.15,
+                "one_mask_per_row": True,
+                "precision": {"precision": "bf16", "reason": "auto: ..."},
+            },
             "scores": {
                 "phase 1 (general)": {"accuracy": 0.31, "masked_tokens": 900, "texts": 50},
                 "phase 3 (annealed)": {"accuracy": 0.42, "masked_tokens": 900, "texts": 50},
@@ -40,6 +45,7 @@ def test_summary_lists_artefacts_scores_and_fill_mask(tmp_path):
         tmp_path / "eval",
     ):
         assert f"`{path}`" in text
+    assert "top-1 = the model's first guess is the original token. Computed in bf16." in text
     assert "| phase 1 (general) | **31.0%** | 900 | 50 |" in text
     assert "| phase 3 (annealed) | **42.0%** | 900 | 50 |" in text
     assert (

@@ -15,6 +15,9 @@ TINY_OVERRIDES = [
     "data.domain.1.max_docs=200",
     "measure_peak_flops=false",
     "data.max_doc_tokens=200",
+    # tests compare losses across process counts and resumes to 1e-4 on any CPU: fp32 everywhere (`auto`
+    # would be bf16 on CPUs with native bf16 only); bf16 training has its own tests
+    "trainer.mixed_precision=fp32",
 ]
 # batch-size warmup is on: the global batch grows by `step_rows` (two processes × micro_batch_size, so 1- and
 # 2-process runs train the same steps) up to `batch`, over the first third of each phase's tokens
