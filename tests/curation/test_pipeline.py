@@ -208,6 +208,16 @@ def test_a_config_change_recomputes_exactly_the_stages_it_affects(small_corpus, 
     )
 
 
+def test_a_config_and_its_saved_copy_have_the_same_fingerprints(small_corpus, tmp_path):
+    """A float field's default (``max_avg_word_length = 10``) reloaded from a dict (``10.0``) -- how a task
+    process or a rerun from a saved config sees it -- names the same stage folders."""
+    from curation.config import config_from_dict, config_to_dict
+
+    config = curation_config(tmp_path, _sources(small_corpus))
+    reloaded = config_from_dict(config_to_dict(config))
+    assert [s.fingerprint for s in build_stages(reloaded)] == [s.fingerprint for s in build_stages(config)]
+
+
 def test_fingerprints_hash_what_the_stages_read(small_corpus, tmp_path, monkeypatch):
     """Editing a referenced file's contents (same path) or the package version recomputes exactly the stages
     that read it."""
