@@ -1,8 +1,10 @@
 """Steps 3 and 5 as sharded stages, after the audit has chosen the prompt version:
 
 * ``label`` (one task per fetched shard): the primary labeler labels that shard with the chosen version.
-  Every answer is cached (sqlite, one file per task: one writer) as soon as its batch returns, so a killed
-  task resumes where it stopped; only parsable labels are cached; a task whose label coverage falls below
+  Every answer is cached as soon as its batch returns, with the input file the document was read from
+  (:class:`curation.labelers.FileLabelCache`), so a killed task resumes where it stopped and a rerun with
+  any other task count finds every label again; only parsable labels are cached; a task whose label
+  coverage falls below
   ``labeler.min_coverage`` fails (one line naming the counts) and its rerun asks again for exactly the
   missing documents. The same pattern as datatrove's ``InferenceRunner`` (sharded input, per-rank
   checkpoints, resumable); that runner is not used directly because its labelers are OpenAI-style servers
@@ -82,7 +84,8 @@ class LabelShard(PipelineStep):
 
         from curation.audit import read_decision
         from curation.config import LabelerConfig
-        from curation.labelers import LabelCache, label_documents, make_labeler
+        from curation.labelers import FileLabelCache, cache_keys, label_documents, make_labeler
+        from curation.readers import input_file
         from curation.relevance import load_prompt
         from rexbert_common.config import config_from_dict as load
 
@@ -94,14 +97,14 @@ class LabelShard(PipelineStep):
             if rows and version is not None:
                 prompt = load_prompt(self.prompts_dir, version)
                 config = load(LabelerConfig, self.labeler, "labeler")
-                cache = LabelCache(
-                    Path(self.cache_dir) / f"label-{rank:05d}-of-{world_size:05d}.sqlite",
-                    read_also=[Path(self.cache_dir) / "audit.sqlite"],
-                )
+                labeler, texts = make_labeler(config), [r["text"] for r in rows]
+                routes: dict[str, set[str]] = defaultdict(set)
+                for key, row in zip(cache_keys(labeler, prompt, texts), rows):
+                    routes[key].add(input_file(row["id"]))
+                cache_dir = Path(self.cache_dir)
+                cache = FileLabelCache(cache_dir / "by_file", routes, read_also=[cache_dir / "audit.sqlite"])
                 try:
-                    results, stats = label_documents(
-                        [r["text"] for r in rows], make_labeler(config), prompt, cache, config.batch_size
-                    )
+                    results, stats = label_documents(texts, labeler, prompt, cache, config.batch_size)
                 finally:
                     cache.close()
                 for key, value in stats.as_dict().items():

@@ -60,8 +60,21 @@ def package_version() -> str:
 
 
 def fingerprint(stage: str, payload: Any) -> str:
-    blob = json.dumps({"stage": stage, "version": package_version(), **payload}, sort_keys=True, default=str)
+    blob = json.dumps(
+        _canonical({"stage": stage, "version": package_version(), **payload}), sort_keys=True, default=str
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def _canonical(value: Any) -> Any:
+    """Integral floats as ints: a float field's default ``10`` and a loaded ``10.0`` are the same setting."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _canonical(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    return value
 
 
 def prompt_digests(config: CurationConfig) -> dict[str, str]:

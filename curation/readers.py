@@ -85,9 +85,14 @@ class RecordValidator:
 def parse_doc_id(doc_id: str) -> tuple[str, str, int]:
     """(source name, file path relative to the source, record index) of a document id built by
     :class:`RecordValidator` (``<name>/<relpath>#<index>``): where its record can be read again."""
-    location, index = doc_id.rsplit("#", 1)
-    name, relpath = location.split("/", 1)
-    return name, relpath, int(index)
+    name, relpath = input_file(doc_id).split("/", 1)
+    return name, relpath, int(doc_id.rsplit("#", 1)[1])
+
+
+def input_file(doc_id: str) -> str:
+    """``<source name>/<relpath>`` of a document id: the one input file (or dataset shard) it was read
+    from, which exactly one task of a run reads, whatever the task count."""
+    return doc_id.rsplit("#", 1)[0]
 
 
 class _ValidatingReader(BaseDiskReader):

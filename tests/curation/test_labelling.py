@@ -39,8 +39,20 @@ class Scripted(Labeler):
         return out
 
 
+FILES = 6  # input files; document i is record i of file i % FILES
+
+
+def _doc_id(i: int) -> str:
+    return f"src/part-{i % FILES}.jsonl#{i}"
+
+
+def _index(doc_id: str) -> int:
+    return int(doc_id.rsplit("#", 1)[1])
+
+
 def _fetched(folder, tasks: int = 2):
-    """Two fetched shards as the fetch stage writes them, plus the audit's decision."""
+    """The fetched shards of a ``tasks``-task run as the fetch stage writes them (task r holds the documents
+    of input files[r::tasks]), plus the audit's decision."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -48,8 +60,9 @@ def _fetched(folder, tasks: int = 2):
 
     for rank in range(tasks):
         rows = [
-            ("hobby" if i % 3 else "automotive", i, f"doc{i}", TEXTS[i], int("price" in TEXTS[i]), "")
-            for i in range(rank, len(TEXTS), tasks)
+            ("hobby" if i % 3 else "automotive", i, _doc_id(i), TEXTS[i], int("price" in TEXTS[i]), "")
+            for i in range(len(TEXTS))
+            if (i % FILES) % tasks == rank
         ]
         table = pa.table(dict(zip(fetched_schema().names, zip(*rows))), schema=fetched_schema())
         (folder / "fetched").mkdir(parents=True, exist_ok=True)
@@ -58,7 +71,7 @@ def _fetched(folder, tasks: int = 2):
     (folder / "audit" / "decision.json").write_text(json.dumps({"prompt_version": "v2"}))
 
 
-def _stages(tmp_path, config, tasks: int = 2):
+def _stages(tmp_path, config, tasks: int = 2, cache=None):
     c = config_to_dict(config)
     label = Stage(
         "label",
@@ -71,7 +84,7 @@ def _stages(tmp_path, config, tasks: int = 2):
                 str(tmp_path / "audit"),
                 str(tmp_path / "fetched"),
                 str(tmp_path / "label" / "labels"),
-                str(tmp_path / "cache"),
+                str(cache or tmp_path / "cache"),
             )
         ],
         tmp_path / "label",
@@ -105,8 +118,8 @@ def test_labels_are_sharded_and_the_classifiers_trained_per_domain(labeler, tmp_
     config = _config(tmp_path)
     run_stages(_stages(tmp_path, config), ExecutorConfig(kind="local", workers=1))
     rows = list(read_rows(str(tmp_path / "label" / "labels"), 2, ("id", "label", "status")))
-    assert sorted(r["id"] for r in rows) == sorted(f"doc{i}" for i in range(60))
-    assert all(r["status"] == "ok" and r["label"] == int("price" in TEXTS[int(r["id"][3:])]) for r in rows)
+    assert sorted(r["id"] for r in rows) == sorted(_doc_id(i) for i in range(60))
+    assert all(r["status"] == "ok" and r["label"] == int("price" in TEXTS[_index(r["id"])]) for r in rows)
     for domain in ("automotive", "hobby"):
         record = json.loads((tmp_path / "train" / "classifiers" / f"{domain}.json").read_text())
         assert record["n_sampled"] == record["n_labelled"] == (20 if domain == "automotive" else 40)
@@ -127,6 +140,25 @@ def test_a_shard_below_the_coverage_minimum_fails_in_one_line_and_its_rerun_asks
     labeler.fail_first = 0  # the endpoint recovered
     run_stages(_stages(tmp_path, config)[:1], ExecutorConfig(kind="local", workers=1))
     assert len(labeler.asked) == 3 + 30  # the 3 that failed (nothing cached for them) + the second shard
+
+
+@pytest.mark.parametrize("first, second", [(2, 3), (3, 1)])
+def test_cached_labels_are_found_whatever_the_task_split(labeler, tmp_path, first, second):
+    """Changing --tasks recomputes the stages, but every document keeps its input file, and labels are
+    cached per input file: the second run asks the labeler nothing and writes the same labels."""
+    config, cache = _config(tmp_path), tmp_path / "shared_cache"
+    runs = []
+    for tasks in (first, second):
+        folder = tmp_path / f"run{tasks}"
+        _fetched(folder, tasks)
+        run_stages(_stages(folder, config, tasks, cache)[:1], ExecutorConfig(kind="local", workers=1))
+        rows = read_rows(str(folder / "label" / "labels"), tasks, ("id", "text", "label", "status"))
+        runs.append(sorted(rows, key=lambda r: r["id"]))
+        if tasks == first:
+            assert len(labeler.asked) == len(TEXTS)
+            labeler.asked.clear()
+    assert labeler.asked == []  # zero new labeler calls
+    assert runs[0] == runs[1] and len(runs[0]) == len(TEXTS)
 
 
 def test_a_missing_fetched_shard_is_an_error(labeler, tmp_path):

@@ -94,6 +94,42 @@ def test_one_task_with_a_worker_pool_gives_the_same_dataset(reference, small_cor
     assert dataset_rows(tmp_path) == dataset_rows(out)
 
 
+class _CountingLabeler:
+    """A deterministic stand-in for an LLM endpoint that counts the documents it is asked about."""
+
+    identity = model_identity = "counting"
+    asked = 0
+
+    def label_batch(self, texts, prompt):
+        from curation.labelers import LabelResult
+
+        _CountingLabeler.asked += len(texts)
+        return [LabelResult(len(text) % 2, "ok", "") for text in texts]
+
+
+@pytest.mark.slow
+def test_a_rerun_with_another_task_count_asks_the_labeler_nothing(small_corpus, tmp_path, monkeypatch):
+    """--tasks 2, then --tasks 3 on the same output: every stage is recomputed (the task count is in the
+    fingerprints) but every label comes from the caches -- zero labeler calls -- and the labels are equal."""
+    import curation.labelers
+    from curation.labelling import read_rows
+
+    monkeypatch.setattr(curation.labelers, "make_labeler", lambda config: _CountingLabeler())
+    labels = {}
+    for tasks in (2, 3):
+        # an audit pool smaller than the sample: most labels come from the label stage, not the audit
+        overrides = {"executor.tasks": tasks, "audit.pool_per_domain": 10, "audit.subset_per_class": 4}
+        config = curation_config(tmp_path, _sources(small_corpus), **overrides)
+        _CountingLabeler.asked = 0
+        run_pipeline(config, stop_after="label")
+        label = next(s for s in build_stages(config) if s.name == "label")
+        rows = read_rows(str(label.dir / "labels"), tasks, ("id", "text", "label", "status"))
+        labels[tasks] = (sorted(rows, key=lambda r: r["id"]), _CountingLabeler.asked)
+    (first, asked_first), (second, asked_second) = labels[2], labels[3]
+    assert asked_first >= len(first) > 20 and asked_second == 0
+    assert second == first
+
+
 _RAY_PROBE = """
 import ray
 ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
@@ -206,6 +242,16 @@ def test_a_config_change_recomputes_exactly_the_stages_it_affects(small_corpus, 
         _changed(base, _fingerprints(tmp_path, small_corpus, **{"executor.slurm": {"partition": "x"}}))
         == set()
     )
+
+
+def test_a_config_and_its_saved_copy_have_the_same_fingerprints(small_corpus, tmp_path):
+    """A float field's default (``max_avg_word_length = 10``) reloaded from a dict (``10.0``) -- how a task
+    process or a rerun from a saved config sees it -- names the same stage folders."""
+    from curation.config import config_from_dict, config_to_dict
+
+    config = curation_config(tmp_path, _sources(small_corpus))
+    reloaded = config_from_dict(config_to_dict(config))
+    assert [s.fingerprint for s in build_stages(reloaded)] == [s.fingerprint for s in build_stages(config)]
 
 
 def test_fingerprints_hash_what_the_stages_read(small_corpus, tmp_path, monkeypatch):
