@@ -4,15 +4,14 @@ Self-contained (imports only transformers and the standard library) because this
 verbatim into Hub repositories next to ``modeling_rexbert.py`` and loaded as remote code.
 
 The field names follow transformers' ModernBERT as released with transformers 4.48 (the format of the
-published RexBERT / Ettin checkpoints), so a ModernBERT ``config.json`` maps onto this class 1:1;
-:meth:`RexBertConfig.from_dict` also accepts ``model_type: modernbert`` dictionaries in both the 4.48
-style (``global_rope_theta`` / ``global_attn_every_n_layers``) and the transformers-5 style
-(``layer_types`` / ``rope_parameters``).
+published RexBERT / Ettin checkpoints), so a ModernBERT ``config.json`` maps onto this class 1:1. The
+``modeling_rexbert`` package registers that conversion (4.48 and transformers-5 style) in
+:data:`CONFIG_CONVERTERS`; a Hub copy of this file reads RexBERT configs only.
 """
 
 from __future__ import annotations
 
-import copy
+from collections.abc import Callable
 from typing import Any
 
 from transformers import PretrainedConfig
@@ -29,9 +28,12 @@ SIZE_PRESETS: dict[str, dict[str, int]] = {
     }.items()
 }
 
-_ROPE_SCALING_TYPES = ("ntk",)
+_SIZE_FIELDS = ("vocab_size", *_PRESET_KEYS, "max_position_embeddings", "global_attn_every_n_layers")
+_TOKEN_ID_FIELDS = tuple(f"{name}_token_id" for name in ("pad", "bos", "eos", "cls", "sep", "mask"))
+_POSITIVE_FIELDS = ("global_rope_theta", "local_rope_theta", "norm_eps", "initializer_range")
+_DROPOUT_FIELDS = ("attention_dropout", "embedding_dropout", "mlp_dropout", "classifier_dropout")
 
-# ModernBERT-5 layer type names <-> the integer pattern used by 4.48 checkpoints and by this config.
+# transformers-5 layer type names (this config stores the integer global_attn_every_n_layers).
 _GLOBAL, _LOCAL = "full_attention", "sliding_attention"
 
 
@@ -176,57 +178,25 @@ class RexBertConfig(PretrainedConfig):
 
     # ------------------------------------------------------------------ validation
     def validate_rexbert(self) -> None:
-        """Raise ``ValueError`` naming the field and value for every inconsistent setting."""
-
-        def bad(field: str, value: Any, why: str) -> ValueError:
-            return ValueError(f"RexBertConfig.{field}={value!r}: {why}")
-
-        for field in (
-            "vocab_size",
-            "hidden_size",
-            "intermediate_size",
-            "num_hidden_layers",
-            "num_attention_heads",
-            "max_position_embeddings",
-            "global_attn_every_n_layers",
-        ):
-            value = getattr(self, field)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise bad(field, value, "must be a positive integer")
-        if self.hidden_size % self.num_attention_heads:
-            raise bad(
-                "hidden_size",
-                self.hidden_size,
-                f"must be divisible by num_attention_heads={self.num_attention_heads}",
-            )
-        if (self.hidden_size // self.num_attention_heads) % 2:
-            raise bad("hidden_size", self.hidden_size, "head_dim must be even for rotary embeddings")
-        if not isinstance(self.local_attention, int) or self.local_attention <= 0 or self.local_attention % 2:
-            raise bad(
-                "local_attention", self.local_attention, "must be a positive even integer (the total window)"
-            )
-        for field in (
-            "pad_token_id",
-            "bos_token_id",
-            "eos_token_id",
-            "cls_token_id",
-            "sep_token_id",
-            "mask_token_id",
-        ):
-            value = getattr(self, field, None)
-            if value is not None and not 0 <= value < self.vocab_size:
-                raise bad(field, value, f"must be in [0, vocab_size={self.vocab_size})")
-        for field in ("attention_dropout", "embedding_dropout", "mlp_dropout", "classifier_dropout"):
-            value = getattr(self, field)
-            if not 0.0 <= value < 1.0:
-                raise bad(field, value, "must be in [0, 1)")
-        for field in ("global_rope_theta", "local_rope_theta", "norm_eps", "initializer_range"):
-            if getattr(self, field) <= 0:
-                raise bad(field, getattr(self, field), "must be > 0")
-        if self.classifier_pooling not in ("cls", "mean"):
-            raise bad("classifier_pooling", self.classifier_pooling, "must be 'cls' or 'mean'")
-        for field in ("global_rope_scaling", "local_rope_scaling"):
-            _check_rope_scaling(field, getattr(self, field))
+        """Raise ``ValueError`` naming the field and value for the first inconsistent setting."""
+        heads, vocab = self.num_attention_heads, self.vocab_size
+        rules = [  # (fields, valid(value), why), in order: the sizes are checked before they are used
+            (_SIZE_FIELDS, _positive_int, "must be a positive integer"),
+            (("hidden_size",), lambda v: v % heads == 0, f"must be divisible by num_attention_heads={heads}"),
+            (("hidden_size",), lambda v: v // heads % 2 == 0, "head_dim must be even for rotary embeddings"),
+            (("local_attention",), lambda v: _positive_int(v) and v % 2 == 0,
+             "must be a positive even integer (the total window)"),
+            (_TOKEN_ID_FIELDS, lambda v: v is None or 0 <= v < vocab, f"must be in [0, vocab_size={vocab})"),
+            (_DROPOUT_FIELDS, lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"),
+            (_POSITIVE_FIELDS, lambda v: v > 0, "must be > 0"),
+            (("classifier_pooling",), lambda v: v in ("cls", "mean"), "must be 'cls' or 'mean'"),
+            (("global_rope_scaling", "local_rope_scaling"), _is_ntk_scaling,
+             "must be None or a dict like {'rope_type': 'ntk', 'factor': 4.0} with factor >= 1"),
+        ]  # fmt: skip
+        for fields, valid, why in rules:
+            for field in fields:
+                if not valid(value := getattr(self, field)):
+                    raise ValueError(f"RexBertConfig.{field}={value!r}: {why}")
 
     # ------------------------------------------------------------------ derived views
     @property
@@ -269,119 +239,45 @@ class RexBertConfig(PretrainedConfig):
             )
         return cls(**{**SIZE_PRESETS[name], **overrides})
 
-    # ------------------------------------------------------------------ ModernBERT interop
+    # ------------------------------------------------------------------ other architectures' configs
     @classmethod
     def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any):
-        """Also accepts a ModernBERT ``config.json`` dict (see :func:`modernbert_to_rexbert_dict`)."""
-        _check_model_type(config_dict)
-        if config_dict.get("model_type") == "modernbert":
-            config_dict = modernbert_to_rexbert_dict(config_dict)
-        return super().from_dict(config_dict, **kwargs)
+        return super().from_dict(as_rexbert_dict(config_dict), **kwargs)
 
     @classmethod
     def get_config_dict(cls, pretrained_model_name_or_path: Any, **kwargs: Any):
-        """Convert ModernBERT folders here, before transformers warns about a model_type mismatch."""
+        """Convert here, before transformers warns about a model_type mismatch."""
         config_dict, kwargs = super().get_config_dict(pretrained_model_name_or_path, **kwargs)
-        _check_model_type(config_dict, pretrained_model_name_or_path)
-        if config_dict.get("model_type") == "modernbert":
-            config_dict = modernbert_to_rexbert_dict(config_dict)
-        return config_dict, kwargs
-
-    def to_modernbert_dict(self) -> dict[str, Any]:
-        """ModernBERT (transformers-5) ``config.json`` dictionary with identical semantics.
-
-        NTK scaling is folded into the exported ``rope_theta`` (static NTK-aware scaling is exactly a
-        larger base), so the exported model computes the same function.
-        """
-        d = self.to_dict()
-        for key in (
-            "global_rope_theta",
-            "local_rope_theta",
-            "global_rope_scaling",
-            "local_rope_scaling",
-            "global_attn_every_n_layers",
-            "auto_map",
-            "architectures",
-            "mask_token_id",
-        ):
-            d.pop(key, None)
-        d["model_type"] = "modernbert"
-        d["architectures"] = ["ModernBertForMaskedLM"]
-        d["layer_types"] = self.layer_types
-        d["rope_parameters"] = {
-            t: {"rope_type": "default", "rope_theta": self.rope_theta_for(t)} for t in (_GLOBAL, _LOCAL)
-        }
-        return d
+        return as_rexbert_dict(config_dict, pretrained_model_name_or_path), kwargs
 
 
-def _check_model_type(config_dict: dict[str, Any], source: Any = None) -> None:
-    """A config of another architecture (BERT, RoBERTa...) is named as such, before any field check fails."""
+# model_type -> function turning that architecture's config dict into RexBERT fields. The package registers
+# ModernBERT's (modeling_rexbert/conversion.py); a Hub copy of this file reads RexBERT configs only.
+CONFIG_CONVERTERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+
+
+def as_rexbert_dict(config_dict: dict[str, Any], source: Any = None) -> dict[str, Any]:
+    """``config_dict`` in RexBERT fields; another architecture's (BERT, RoBERTa...) is named as such before
+    any field check fails, unless a converter reads it."""
     model_type = config_dict.get("model_type")
-    if model_type not in (None, RexBertConfig.model_type, "modernbert"):
-        where = f"{source}: " if source is not None else ""
+    if model_type in (None, RexBertConfig.model_type):
+        return config_dict
+    if model_type not in CONFIG_CONVERTERS:
+        readable = " or ".join(repr(t) for t in (RexBertConfig.model_type, *CONFIG_CONVERTERS))
         raise ValueError(
-            f"{where}config model_type={model_type!r} is not a RexBERT or ModernBERT config "
-            "(RexBertConfig reads model_type 'rexbert' or 'modernbert')"
+            f"{f'{source}: ' if source is not None else ''}config model_type={model_type!r} is not a RexBERT "
+            f"config (RexBertConfig reads model_type {readable})"
         )
+    return CONFIG_CONVERTERS[model_type](config_dict)
 
 
-def _check_rope_scaling(field: str, value: Any) -> None:
-    if value is None:
-        return
+def _positive_int(value: Any) -> bool:
+    return type(value) is int and value > 0  # bool is an int subclass: True is not a size
+
+
+def _is_ntk_scaling(value: Any) -> bool:
+    """None, or NTK-aware scaling by a factor >= 1 (see ``global_rope_scaling``)."""
     if not isinstance(value, dict):
-        raise ValueError(
-            f"RexBertConfig.{field}={value!r}: must be None or a dict like "
-            "{'rope_type': 'ntk', 'factor': 4.0}"
-        )
-    rope_type = value.get("rope_type", "ntk")
-    if rope_type not in _ROPE_SCALING_TYPES:
-        raise ValueError(f"RexBertConfig.{field}={value!r}: rope_type must be one of {_ROPE_SCALING_TYPES}")
+        return value is None
     factor = value.get("factor")
-    if not isinstance(factor, (int, float)) or factor < 1.0:
-        raise ValueError(f"RexBertConfig.{field}={value!r}: 'factor' must be a number >= 1")
-
-
-def _layer_types_to_every_n(layer_types: list[str]) -> int:
-    """Recover the integer global-every-n pattern from an explicit ModernBERT-5 ``layer_types`` list."""
-    for n in range(1, len(layer_types) + 1):
-        if [(_GLOBAL if i % n == 0 else _LOCAL) for i in range(len(layer_types))] == list(layer_types):
-            return n
-    raise ValueError(
-        f"ModernBERT layer_types={layer_types!r} is not a 'global every n layers' pattern; "
-        "RexBERT cannot represent it"
-    )
-
-
-def modernbert_to_rexbert_dict(config_dict: dict[str, Any]) -> dict[str, Any]:
-    """Convert a ModernBERT ``config.json`` dict (4.48 or transformers-5 style) to RexBERT fields."""
-    d = copy.deepcopy(config_dict)
-    d["model_type"] = RexBertConfig.model_type
-    layer_types = d.pop("layer_types", None)
-    if layer_types is not None:
-        d["global_attn_every_n_layers"] = _layer_types_to_every_n(layer_types)
-    rope = d.pop("rope_parameters", None)
-    if rope:
-        for layer_type, prefix in ((_GLOBAL, "global"), (_LOCAL, "local")):
-            params = rope.get(layer_type) or {}
-            rope_type = params.get("rope_type", "default")
-            if rope_type != "default":
-                raise ValueError(
-                    f"ModernBERT rope_parameters[{layer_type!r}] rope_type={rope_type!r} is not "
-                    "supported by RexBERT (only 'default'; use {prefix}_rope_scaling for NTK)"
-                )
-            if "rope_theta" in params:
-                d[f"{prefix}_rope_theta"] = params["rope_theta"]
-    if d.pop("rope_scaling", None):
-        raise ValueError(
-            "ModernBERT config with rope_scaling is not supported; "
-            "use global_rope_scaling / local_rope_scaling"
-        )
-    for key in ("reference_compile", "repad_logits_with_grad", "auto_map", "_attn_implementation_autoset"):
-        d.pop(key, None)
-    d.setdefault("mask_token_id", 50284 if d.get("vocab_size", 50368) > 50284 else None)
-    # ModernBERT's historical default is CLS pooling; keep a converted checkpoint's behaviour unchanged.
-    d.setdefault("classifier_pooling", "cls")
-    d.setdefault("sparse_prediction", False)
-    archs = d.get("architectures") or []
-    d["architectures"] = [a.replace("ModernBert", "RexBert") for a in archs]
-    return d
+    return value.get("rope_type", "ntk") == "ntk" and isinstance(factor, (int, float)) and factor >= 1.0
