@@ -38,87 +38,14 @@ _GLOBAL, _LOCAL = "full_attention", "sliding_attention"
 
 
 class RexBertConfig(PretrainedConfig):
-    r"""Configuration of a RexBERT (ModernBERT-architecture) encoder.
+    r"""Configuration of a RexBERT (ModernBERT-architecture) encoder: the fields below, each validated on
+    construction and load (:meth:`validate_rexbert`), with ModernBERT's names and defaults except where noted.
 
-    Args:
-        vocab_size (`int`, defaults to 50368):
-            Number of token ids (ModernBERT's OLMo BPE padded to a multiple of 64).
-        hidden_size (`int`, defaults to 768):
-            Width of the residual stream. Must be divisible by `num_attention_heads`.
-        intermediate_size (`int`, defaults to 1152):
-            Width of the GeGLU MLP (its input projection `Wi` has `2 * intermediate_size` outputs).
-        num_hidden_layers (`int`, defaults to 22):
-            Number of encoder layers.
-        num_attention_heads (`int`, defaults to 12):
-            Attention heads per layer (head_dim = hidden_size / num_attention_heads).
-        hidden_activation (`str`, defaults to `"gelu"`):
-            Activation of the GeGLU MLP (any key of `transformers.activations.ACT2FN`).
-        max_position_embeddings (`int`, defaults to 8192):
-            Longest document (RoPE position) the model was trained for; longer documents still run
-            (RoPE has no table) with a one-time warning, as transformers' ModernBERT.
-            Phase 1 trains at 1024, phase 2 extends to 8192 (a config change only: RoPE has no table).
-        initializer_range (`float`, defaults to 0.02):
-            Std of the truncated-normal init of embeddings and input projections.
-        initializer_cutoff_factor (`float`, defaults to 2.0):
-            Truncation of the init normal at +-cutoff * std (ModernBERT: 2 sigma).
-        norm_eps (`float`, defaults to 1e-5):
-            LayerNorm epsilon.
-        norm_bias (`bool`, defaults to `False`):
-            Whether LayerNorms have a bias (ModernBERT: no).
-        pad_token_id / bos_token_id / eos_token_id / cls_token_id / sep_token_id / mask_token_id (`int`):
-            Special token ids (ModernBERT tokenizer: cls 50281, sep 50282, pad 50283, mask 50284).
-            Each must be `< vocab_size` (or `None`).
-        global_rope_theta (`float`, defaults to 160000.0):
-            RoPE base of the global (full-attention) layers.
-        local_rope_theta (`float`, defaults to 10000.0):
-            RoPE base of the local (sliding-window) layers.
-        global_rope_scaling / local_rope_scaling (`dict`, *optional*):
-            NTK-aware RoPE scaling per layer type, e.g. `{"rope_type": "ntk", "factor": 4.0}`: the base is
-            multiplied by `factor ** (head_dim / (head_dim - 2))` so that the lowest frequency stretches by
-            `factor` while the highest is unchanged. `None` = no scaling.
-        attention_bias (`bool`, defaults to `False`):
-            Bias in `Wqkv` / attention `Wo`.
-        attention_dropout (`float`, defaults to 0.0):
-            Dropout on attention probabilities and on the attention output.
-        local_attention (`int`, defaults to 128):
-            Total sliding window of local layers: token i attends to j iff |i - j| <= local_attention / 2.
-            Must be positive and even.
-        global_attn_every_n_layers (`int`, defaults to 3):
-            Layer i is global iff `i % global_attn_every_n_layers == 0` (so layer 0 is always global).
-        embedding_dropout (`float`, defaults to 0.0):
-            Dropout after the embedding LayerNorm.
-        mlp_bias (`bool`, defaults to `False`):
-            Bias in the MLP projections.
-        mlp_dropout (`float`, defaults to 0.0):
-            Dropout inside the MLP (after the gated activation).
-        decoder_bias (`bool`, defaults to `True`):
-            Bias of the (tied) MLM decoder.
-        classifier_pooling (`str`, defaults to `"mean"`):
-            `"cls"` (first token) or `"mean"` (masked mean) pooling of the sequence-classification head.
-            Mean is the default because local layers let [CLS] see only part of a long input.
-        classifier_dropout (`float`, defaults to 0.0):
-            Dropout before the classifier.
-        classifier_bias (`bool`, defaults to `False`):
-            Bias of the prediction-head dense layer (`head.dense`).
-        classifier_activation (`str`, defaults to `"gelu"`):
-            Activation of the prediction head.
-        deterministic_flash_attn (`bool`, defaults to `False`):
-            Deterministic attention backward (slower): flash-attn's switch; the varlen kernel has none and
-            refuses to train unless `torch.use_deterministic_algorithms(True)` is on.
-        sparse_prediction (`bool`, defaults to `True`):
-            With labels, run the MLM head and decoder only on labelled positions (logits become
-            `(N_labelled, vocab_size)`); halves a micro training step.
-        sparse_pred_ignore_index (`int`, defaults to -100):
-            Label value marking positions without a target.
-        tie_word_embeddings (`bool`, defaults to `True`):
-            Tie the MLM decoder weight to the token embeddings. Declared explicitly: transformers 5
-            unties silently when a custom config lacks the field.
-        attn_implementation (`str`, defaults to `"varlen"`):
-            The one attention switch (transformers'; stored as `config._attn_implementation`, see
-            `attention_rexbert.py`): `"varlen"` (PyTorch's FlashAttention varlen kernel where it can run,
-            else `"sdpa"`), `"sdpa"`, `"eager"` (attention weights) or a flash function of transformers'
-            `AttentionInterface` (`"flash_attention_2"`, ...). Configs saved with the retired
-            `attention_backend` key are read as that key.
+    ``attn_implementation`` (transformers' keyword, stored as ``config._attn_implementation``) is the one
+    attention switch: ``"varlen"`` (default; PyTorch's FlashAttention varlen kernel where it can run, else
+    ``"sdpa"``), ``"sdpa"``, ``"eager"`` (attention weights) or a flash function of transformers'
+    ``AttentionInterface`` (``"flash_attention_2"``, ...); see ``attention_rexbert.py``. Configs saved with
+    the retired ``attention_backend`` key are read as that key.
 
     Example:
         >>> cfg = RexBertConfig.for_size("micro", max_position_embeddings=1024)
@@ -129,42 +56,54 @@ class RexBertConfig(PretrainedConfig):
     model_type = "rexbert"
     keys_to_ignore_at_inference = ["past_key_values"]
 
-    vocab_size: int = 50368
-    hidden_size: int = 768
-    intermediate_size: int = 1152
+    vocab_size: int = 50368  # ModernBERT's OLMo BPE padded to a multiple of 64
+    hidden_size: int = 768  # the residual stream; head_dim = hidden_size / num_attention_heads, even (RoPE)
+    intermediate_size: int = 1152  # GeGLU width: the MLP's input projection Wi has 2x this many outputs
     num_hidden_layers: int = 22
     num_attention_heads: int = 12
-    hidden_activation: str = "gelu"
+    hidden_activation: str = "gelu"  # of the GeGLU MLP, any key of transformers.activations.ACT2FN
+    # Longest document (RoPE position) trained for: phase 1 trains at 1024, phase 2 extends to 8192 (a config
+    # change only: RoPE has no table). Longer documents still run, with a one-time warning.
     max_position_embeddings: int = 8192
-    initializer_range: float = 0.02
-    initializer_cutoff_factor: float = 2.0
-    norm_eps: float = 1e-5
+    initializer_range: float = 0.02  # std of the init of embeddings and input projections
+    initializer_cutoff_factor: float = 2.0  # the init normal is truncated at +-cutoff * std
+    norm_eps: float = 1e-5  # LayerNorm
     norm_bias: bool = False
+    # Special token ids of ModernBERT's tokenizer; each must be < vocab_size (or None).
     pad_token_id: int | None = 50283
     bos_token_id: int | None = 50281
     eos_token_id: int | None = 50282
     cls_token_id: int | None = 50281
     sep_token_id: int | None = 50282
     mask_token_id: int | None = 50284
-    global_rope_theta: float = 160_000.0
-    local_rope_theta: float = 10_000.0
+    global_rope_theta: float = 160_000.0  # RoPE base of the global (full-attention) layers
+    local_rope_theta: float = 10_000.0  # and of the local (sliding-window) layers
+    # NTK-aware RoPE scaling per layer type, e.g. {"rope_type": "ntk", "factor": 4.0}: the base is multiplied
+    # by factor ** (head_dim / (head_dim - 2)), so the lowest frequency stretches by factor, the highest not.
     global_rope_scaling: dict | None = None
     local_rope_scaling: dict | None = None
-    attention_bias: bool = False
-    attention_dropout: float = 0.0
-    local_attention: int = 128
-    global_attn_every_n_layers: int = 3
-    embedding_dropout: float = 0.0
+    attention_bias: bool = False  # in Wqkv and the attention's Wo
+    attention_dropout: float = 0.0  # on attention probabilities and on the attention output
+    local_attention: int = 128  # total window of local layers (even): i attends to j iff |i - j| <= 64
+    global_attn_every_n_layers: int = 3  # layer i is global iff i % n == 0 (layer 0 always is)
+    embedding_dropout: float = 0.0  # after the embedding LayerNorm
     mlp_bias: bool = False
-    mlp_dropout: float = 0.0
-    decoder_bias: bool = True
+    mlp_dropout: float = 0.0  # after the gated activation
+    decoder_bias: bool = True  # of the MLM decoder (its weight is tied to the token embeddings)
+    # Sequence-classification pooling, "cls" (first token) or "mean" (masked mean). Mean, unlike ModernBERT's
+    # "cls", because local layers let [CLS] see only part of a long input.
     classifier_pooling: str = "mean"
-    classifier_dropout: float = 0.0
-    classifier_bias: bool = False
-    classifier_activation: str = "gelu"
+    classifier_dropout: float = 0.0  # before the classifier
+    classifier_bias: bool = False  # of the prediction head's dense layer (head.dense)
+    classifier_activation: str = "gelu"  # of the prediction head
+    # Deterministic attention backward (slower): flash-attn's switch. The varlen kernel has none and refuses
+    # to train unless torch.use_deterministic_algorithms(True) is on.
     deterministic_flash_attn: bool = False
+    # With labels, run the MLM head and decoder on labelled positions only (logits (N_labelled, vocab_size)):
+    # halves a micro training step. ModernBERT's default is False.
     sparse_prediction: bool = True
-    sparse_pred_ignore_index: int = -100
+    sparse_pred_ignore_index: int = -100  # label value of positions without a target
+    # Declared explicitly: transformers 5 unties silently when a custom config lacks the field.
     tie_word_embeddings: bool = True
 
     def __post_init__(self, **kwargs: Any) -> None:
@@ -176,7 +115,6 @@ class RexBertConfig(PretrainedConfig):
         super().__post_init__(**kwargs)
         self.validate_rexbert()
 
-    # ------------------------------------------------------------------ validation
     def validate_rexbert(self) -> None:
         """Raise ``ValueError`` naming the field and value for the first inconsistent setting."""
         heads, vocab = self.num_attention_heads, self.vocab_size
@@ -198,7 +136,6 @@ class RexBertConfig(PretrainedConfig):
                 if not valid(value := getattr(self, field)):
                     raise ValueError(f"RexBertConfig.{field}={value!r}: {why}")
 
-    # ------------------------------------------------------------------ derived views
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_attention_heads
@@ -224,22 +161,15 @@ class RexBertConfig(PretrainedConfig):
             theta = theta * float(scaling["factor"]) ** (d / (d - 2))
         return theta
 
-    # ------------------------------------------------------------------ presets
     @classmethod
     def for_size(cls, name: str, **overrides: Any) -> RexBertConfig:
-        """Config of one of the paper's sizes (Table 2): ``micro``, ``mini``, ``base`` or ``large``.
-
-        Example:
-            >>> RexBertConfig.for_size("mini", vocab_size=30522, pad_token_id=0).num_hidden_layers
-            19
-        """
+        """Config of one of the paper's sizes (Table 2): ``micro``, ``mini``, ``base`` or ``large``."""
         if name not in SIZE_PRESETS:
             raise ValueError(
                 f"RexBertConfig.for_size: unknown size {name!r}; choose from {sorted(SIZE_PRESETS)}"
             )
         return cls(**{**SIZE_PRESETS[name], **overrides})
 
-    # ------------------------------------------------------------------ other architectures' configs
     @classmethod
     def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any):
         return super().from_dict(as_rexbert_dict(config_dict), **kwargs)
