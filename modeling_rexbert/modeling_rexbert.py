@@ -27,7 +27,7 @@ from transformers.modeling_outputs import (
     TokenClassifierOutput,
 )
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-from transformers.utils import logging
+from transformers.utils import can_return_tuple, logging
 
 from .attention_rexbert import ATTENTION_BACKENDS, GLOBAL_WINDOW, select_attention
 from .configuration_rexbert import RexBertConfig
@@ -123,11 +123,8 @@ class RexBertEncoderLayer(GradientCheckpointingLayer):
     def __init__(self, config: RexBertConfig, layer_idx: int):
         super().__init__()
         self.attn_norm = nn.Identity() if layer_idx == 0 else _norm(config)  # ModernBERT: layer 0 has none
-        self.attn, self.mlp_norm, self.mlp = (
-            RexBertAttention(config, layer_idx),
-            _norm(config),
-            RexBertMLP(config),
-        )
+        self.attn = RexBertAttention(config, layer_idx)
+        self.mlp_norm, self.mlp = _norm(config), RexBertMLP(config)
         self.attention_type = config.layer_types[layer_idx]
 
     def forward(self, hidden, cos, sin, batch: PackedBatch, backend: str, rows=None, need_weights=False):
@@ -242,31 +239,16 @@ class RexBertModel(RexBertPreTrainedModel):
         """The attention a forward on ``device`` with ``dtype`` activations uses (see attention_rexbert)."""
         return select_attention(self.config, device, dtype, self.training, output_attentions)
 
-    def prepare(self, input_ids, attention_mask, position_ids, inputs_embeds, cu_seqlens, max_seqlen, **kw):
-        """The batch layout in any input convention (shapes checked, values never read; packing_rexbert)."""
-        batch = pack_inputs(
-            input_ids, inputs_embeds, attention_mask, position_ids, cu_seqlens, max_seqlen, **kw
-        )
-        if batch.max_seqlen > self.config.max_position_embeddings:
+    def encode(self, batch, input_ids, inputs_embeds, output_attentions, output_hidden_states, rows=None):
+        """An :class:`_Encoded` of the N real tokens of ``batch`` (a :class:`PackedBatch`); with ``rows`` (M,)
+        it holds only those tokens' states (unless every layer's states are requested)."""
+        cfg = self.config
+        if batch.max_seqlen > cfg.max_position_embeddings:
             logger.warning_once(
                 f"A document of {batch.max_seqlen} tokens exceeds max_position_embeddings="
-                f"{self.config.max_position_embeddings}; RoPE extrapolates past the trained length and "
+                f"{cfg.max_position_embeddings}; RoPE extrapolates past the trained length and "
                 "quality may drop. Truncate it (tokenizer truncation=True) if that is not intended."
             )
-        return batch
-
-    def encode(
-        self,
-        batch: PackedBatch,
-        input_ids,
-        inputs_embeds,
-        output_attentions=None,
-        output_hidden_states=None,
-        rows=None,
-    ) -> _Encoded:
-        """Run the encoder on the N real tokens of ``batch``; with ``rows`` (M,) the result holds only those
-        tokens' states (unless every layer's states are requested)."""
-        cfg = self.config
         weights = bool(cfg.output_attentions if output_attentions is None else output_attentions)
         states = bool(cfg.output_hidden_states if output_hidden_states is None else output_hidden_states)
         ids, embeds = (batch.unpad(x) if x is not None else None for x in (input_ids, inputs_embeds))
@@ -290,6 +272,7 @@ class RexBertModel(RexBertPreTrainedModel):
             hidden = hidden.index_select(0, rows)
         return _Encoded(self.final_norm(hidden), all_hidden, attentions)
 
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.Tensor | None = None,
@@ -300,7 +283,6 @@ class RexBertModel(RexBertPreTrainedModel):
         max_seqlen: int | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
         **kwargs,
     ) -> BaseModelOutput | tuple:
         r"""
@@ -318,21 +300,19 @@ class RexBertModel(RexBertPreTrainedModel):
             `BaseModelOutput`, states re-padded to the input's (B, S); attentions (B, heads, S, S) come
             from the eager backend.
         """
-        batch = self.prepare(
-            input_ids, attention_mask, position_ids, inputs_embeds, cu_seqlens, max_seqlen, **kwargs
+        batch = pack_inputs(
+            input_ids, inputs_embeds, attention_mask, position_ids, cu_seqlens, max_seqlen, **kwargs
         )
         enc = self.encode(batch, input_ids, inputs_embeds, output_attentions, output_hidden_states)
-        return _output(
-            BaseModelOutput, batch, enc, self.config, return_dict, last_hidden_state=batch.repad(enc.hidden)
-        )
+        return _output(BaseModelOutput, batch, enc, last_hidden_state=batch.repad(enc.hidden))
 
 
-def _output(output_class, batch: PackedBatch, enc: _Encoded, config, return_dict: bool | None, **fields):
-    """A transformers output with the per-layer states re-padded to the input's (B, S)."""
+def _output(output_class, batch: PackedBatch, enc: _Encoded, **fields):
+    """A transformers output with the per-layer states re-padded to the input's (B, S) (``return_dict=False``
+    makes a tuple of it: ``can_return_tuple``)."""
     states = tuple(batch.repad(h) for h in enc.all_hidden) if enc.all_hidden is not None else None
     weights = tuple(enc.attentions) if enc.attentions is not None else None
-    out = output_class(**fields, hidden_states=states, attentions=weights)
-    return out if (config.return_dict if return_dict is None else return_dict) else out.to_tuple()
+    return output_class(**fields, hidden_states=states, attentions=weights)
 
 
 # ====================================================================== heads
@@ -342,14 +322,11 @@ def masked_lm_loss(
     """sum(CE) over targets != ignore_index, divided by ``num_items_in_batch`` when given (transformers'
     gradient-accumulation convention) or by this batch's target count; 0 (with a graph) when empty.
     ``all_valid``: no target is ignored (the sparse head). Reads nothing back from the device."""
-    if num_items_in_batch is None:
+    divisor = num_items_in_batch
+    if divisor is None:
         divisor = targets.numel() if all_valid else (targets != ignore_index).sum().clamp(min=1)
-    else:
-        divisor = (
-            num_items_in_batch.to(logits.device)
-            if torch.is_tensor(num_items_in_batch)
-            else num_items_in_batch
-        )
+    elif torch.is_tensor(divisor):
+        divisor = divisor.to(logits.device)
     if all_valid:
         return _SparseCrossEntropy.apply(
             logits, targets, max(divisor, 1) if isinstance(divisor, int) else divisor
@@ -398,6 +375,7 @@ class RexBertForMaskedLM(RexBertPreTrainedModel):
     def set_output_embeddings(self, new_embeddings: nn.Linear) -> None:
         self.decoder = new_embeddings
 
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.Tensor | None = None,
@@ -410,7 +388,6 @@ class RexBertForMaskedLM(RexBertPreTrainedModel):
         label_positions: torch.Tensor | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
         num_items_in_batch: int | torch.Tensor | None = None,
         **kwargs,
     ) -> MaskedLMOutput | tuple:
@@ -424,8 +401,8 @@ class RexBertForMaskedLM(RexBertPreTrainedModel):
         if label_positions is not None and attention_mask is not None:
             raise ValueError("label_positions index the (1, N) row of packed input: pass no attention_mask")
         ignore = self.config.sparse_pred_ignore_index
-        batch = self.model.prepare(
-            input_ids, attention_mask, position_ids, inputs_embeds, cu_seqlens, max_seqlen, **kwargs
+        batch = pack_inputs(
+            input_ids, inputs_embeds, attention_mask, position_ids, cu_seqlens, max_seqlen, **kwargs
         )
         targets, rows = (batch.unpad(labels) if labels is not None else None), None  # (N,)
         if targets is not None and self.config.sparse_prediction:
@@ -443,7 +420,7 @@ class RexBertForMaskedLM(RexBertPreTrainedModel):
             else masked_lm_loss(logits, targets, ignore, num_items_in_batch, rows is not None)
         )
         logits = batch.repad(logits) if rows is None else logits
-        return _output(MaskedLMOutput, batch, enc, self.config, return_dict, loss=loss, logits=logits)
+        return _output(MaskedLMOutput, batch, enc, loss=loss, logits=logits)
 
 
 class _RexBertClassifier(RexBertPreTrainedModel):
@@ -462,6 +439,7 @@ class _RexBertClassifier(RexBertPreTrainedModel):
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.drop(self.head(x)))
 
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.Tensor | None = None,
@@ -473,16 +451,15 @@ class _RexBertClassifier(RexBertPreTrainedModel):
         max_seqlen: int | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
         **kwargs,
     ):
         """Arguments as :meth:`RexBertModel.forward`, plus ``labels``."""
-        batch = self.model.prepare(
-            input_ids, attention_mask, position_ids, inputs_embeds, cu_seqlens, max_seqlen, **kwargs
+        batch = pack_inputs(
+            input_ids, inputs_embeds, attention_mask, position_ids, cu_seqlens, max_seqlen, **kwargs
         )
         enc = self.model.encode(batch, input_ids, inputs_embeds, output_attentions, output_hidden_states)
         logits, loss = self.predict(batch, enc.hidden, labels)
-        return _output(self.output_class, batch, enc, self.config, return_dict, loss=loss, logits=logits)
+        return _output(self.output_class, batch, enc, loss=loss, logits=logits)
 
 
 class RexBertForSequenceClassification(_RexBertClassifier):
