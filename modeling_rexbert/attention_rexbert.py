@@ -181,18 +181,13 @@ def eager_attention(q, k, v, batch: PackedBatch, *, window, dropout, scale, need
     out = _unpadded(torch.matmul(probs, v), back)
     if not need_weights:
         return out, None
-    # Re-pad the weights to (B, heads, S, S): slot (d, i) is flat input position ``flat[gather[d, i]]``.
+    # Weights (B, heads, S, S): each real query's row over its document's key slots goes to those keys'
+    # input columns. Padding slots hold probability 0 (masked), so adding them anywhere changes nothing.
     flat = batch.indices if batch.indices is not None else torch.arange(B * S, device=q.device)
-    pos = flat[gather]  # (D, L)
-    L = pos.shape[1]
-    real = torch.zeros(gather.numel(), dtype=torch.bool, device=q.device).index_fill_(0, back, True)
-    real = real.view(-1, L)
-    probs = probs * (real[:, :, None] & real[:, None, :])[:, None]  # padding slots carry nothing
-    b, i, j = (
-        x.expand(-1, L, L) for x in ((pos // S)[:, :, None], (pos % S)[:, :, None], (pos % S)[:, None])
-    )
-    weights = q.new_zeros(B, S, S, heads).index_put_((b, i, j), probs.permute(0, 2, 3, 1), accumulate=True)
-    return out, weights.permute(0, 3, 1, 2)
+    columns = (flat[gather] % S)[batch.doc_ids()]  # (N, L)
+    rows = _unpadded(probs, back)  # (N, heads, L)
+    weights = rows.new_zeros(*rows.shape[:2], S).scatter_add_(2, columns[:, None].expand_as(rows), rows)
+    return out, batch.repad(weights).transpose(1, 2)
 
 
 ATTENTION_BACKENDS = {"varlen": varlen_attention, "sdpa": sdpa_attention, "eager": eager_attention}
