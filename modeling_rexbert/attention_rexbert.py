@@ -1,23 +1,17 @@
 """RexBERT's attention backends over packed tokens, and the rule that picks one per forward.
 
-Shipped next to ``modeling_rexbert.py`` as remote code (torch and transformers only). Every backend::
-
-    fn(q, k, v, batch, *, window, dropout, scale, need_weights) -> (out, weights | None)
-
-q, k, v, out: (N, heads, head_dim) over the N real tokens of ``batch`` (a :class:`PackedBatch`);
+Every backend is ``fn(q, k, v, batch, *, window, dropout, scale, need_weights) -> (out, weights | None)``
+with q, k, v, out: (N, heads, head_dim) over the N real tokens of ``batch`` (a :class:`PackedBatch`) and
 ``window=(left, right)`` in FlashAttention's convention: query i attends to keys j of its own document
-with i - left <= j <= i + right; (-1, -1) is global. ``config._attn_implementation`` (transformers'
-``attn_implementation``) names one of them; any other name goes to transformers' ``AttentionInterface``.
+with i - left <= j <= i + right; (-1, -1) is global. ``config._attn_implementation`` names one of them
+(any other name goes to transformers' ``AttentionInterface``):
 
-===========  ===========================================================================================
-``varlen``   ``torch.nn.attention.varlen.varlen_attn`` (PyTorch's FlashAttention varlen kernel): the
-             default. Reads ``cu_seqlens`` and the host int ``max_seqlen``: no device-to-host copy. Where
-             the kernel cannot run (:func:`varlen_unavailable`) the forward uses ``sdpa`` instead.
-``sdpa``     ``F.scaled_dot_product_attention`` on the documents padded to the longest, with a key mask
-             (and the band on local layers). No host read. The ``modeling_rexbert`` package replaces it
-             on CPU with length-bucketed / blocked scheduling (``sdpa_cpu.py``, not shipped).
-``eager``    explicit softmax(QK^T) on the same layout; the only one that returns attention weights.
-===========  ===========================================================================================
+- ``varlen`` (default): PyTorch's FlashAttention varlen kernel. It reads ``cu_seqlens`` and the host int
+  ``max_seqlen``, no device-to-host copy. Where it cannot run (:func:`varlen_unavailable`), ``sdpa``.
+- ``sdpa``: ``F.scaled_dot_product_attention`` on the documents padded to the longest, with a key mask
+  (and the band on local layers); no host read. The ``modeling_rexbert`` package replaces it on CPU
+  with length-bucketed / blocked scheduling (``sdpa_cpu.py``, not shipped).
+- ``eager``: softmax(QK^T) on the same layout; the only one that returns attention weights.
 """
 
 from __future__ import annotations
@@ -95,27 +89,22 @@ def select_attention(config, device: torch.device, dtype: torch.dtype, training:
     if weights or impl != "varlen":  # only eager materialises attention weights
         return "eager" if weights else impl
     why = varlen_unavailable(device, dtype, config.attention_dropout if training else 0.0)
-    if why is None:
-        _check_determinism(config.deterministic_flash_attn)
-        return "varlen"
-    if device.type == "cuda":
-        logger.warning_once(f"RexBERT attention falls back from varlen to sdpa: {why}.")
-    return "sdpa"
-
-
-def _check_determinism(deterministic: bool) -> None:
-    """``deterministic_flash_attn``: PyTorch's FlashAttention backward is deterministic only under
-    ``torch.use_deterministic_algorithms(True)`` (without warn_only); it has no switch of its own."""
+    if why is not None:
+        if device.type == "cuda":
+            logger.warning_once(f"RexBERT attention falls back from varlen to sdpa: {why}.")
+        return "sdpa"
+    # PyTorch's FlashAttention backward has no deterministic switch of its own: it follows the global flag.
     on = (
         torch.are_deterministic_algorithms_enabled()
         and not torch.is_deterministic_algorithms_warn_only_enabled()
     )
-    if deterministic and torch.is_grad_enabled() and not on:
+    if config.deterministic_flash_attn and torch.is_grad_enabled() and not on:
         raise RuntimeError(
             "deterministic_flash_attn=True: the varlen kernel's backward is deterministic only under "
             "torch.use_deterministic_algorithms(True); call it before training, or use "
             "attn_implementation='flash_attention_2' (flash-attn's own switch)"
         )
+    return "varlen"
 
 
 # ====================================================================== sdpa / eager on padded documents
