@@ -11,7 +11,6 @@ transformers' ``ModernBertForMaskedLM``, so weights move both ways.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -210,13 +209,6 @@ class RexBertPreTrainedModel(PreTrainedModel):
         return super().save_pretrained(save_directory, *args, **kwargs)
 
 
-@dataclass
-class _Encoded:
-    hidden: torch.Tensor  # (N, H) after final_norm, or (M, H) for ``rows``
-    all_hidden: list | None  # (N, H) per layer
-    attentions: list | None
-
-
 class RexBertModel(RexBertPreTrainedModel):
     """The bare encoder: ``last_hidden_state`` (B, S, H), zeros at padding; (1, N, H) for packed input."""
 
@@ -240,8 +232,8 @@ class RexBertModel(RexBertPreTrainedModel):
         return select_attention(self.config, device, dtype, self.training, output_attentions)
 
     def encode(self, batch, input_ids, inputs_embeds, output_attentions, output_hidden_states, rows=None):
-        """An :class:`_Encoded` of the N real tokens of ``batch`` (a :class:`PackedBatch`); with ``rows`` (M,)
-        it holds only those tokens' states (unless every layer's states are requested)."""
+        """Final states (N, H) of the N real tokens of ``batch`` (a :class:`PackedBatch`), or (M, H) of
+        ``rows`` only, and the output fields ``hidden_states`` (per layer, re-padded) and ``attentions``."""
         cfg = self.config
         if batch.max_seqlen > cfg.max_position_embeddings:
             logger.warning_once(
@@ -270,7 +262,11 @@ class RexBertModel(RexBertPreTrainedModel):
                 attentions.append(w)
         if rows is not None and (states or not self.layers):
             hidden = hidden.index_select(0, rows)
-        return _Encoded(self.final_norm(hidden), all_hidden, attentions)
+        extras = {
+            "hidden_states": tuple(batch.repad(h) for h in all_hidden) if states else None,
+            "attentions": tuple(attentions) if weights else None,
+        }
+        return self.final_norm(hidden), extras
 
     @can_return_tuple
     def forward(
@@ -303,16 +299,8 @@ class RexBertModel(RexBertPreTrainedModel):
         batch = pack_inputs(
             input_ids, inputs_embeds, attention_mask, position_ids, cu_seqlens, max_seqlen, **kwargs
         )
-        enc = self.encode(batch, input_ids, inputs_embeds, output_attentions, output_hidden_states)
-        return _output(BaseModelOutput, batch, enc, last_hidden_state=batch.repad(enc.hidden))
-
-
-def _output(output_class, batch: PackedBatch, enc: _Encoded, **fields):
-    """A transformers output with the per-layer states re-padded to the input's (B, S) (``return_dict=False``
-    makes a tuple of it: ``can_return_tuple``)."""
-    states = tuple(batch.repad(h) for h in enc.all_hidden) if enc.all_hidden is not None else None
-    weights = tuple(enc.attentions) if enc.attentions is not None else None
-    return output_class(**fields, hidden_states=states, attentions=weights)
+        hidden, extras = self.encode(batch, input_ids, inputs_embeds, output_attentions, output_hidden_states)
+        return BaseModelOutput(last_hidden_state=batch.repad(hidden), **extras)
 
 
 # ====================================================================== heads
@@ -410,17 +398,17 @@ class RexBertForMaskedLM(RexBertPreTrainedModel):
                 label_positions = (targets != ignore).nonzero().squeeze(1)
             rows = label_positions.to(targets.device)
             targets = targets.index_select(0, rows)  # (M,)
-        enc = self.model.encode(
+        hidden, extras = self.model.encode(
             batch, input_ids, inputs_embeds, output_attentions, output_hidden_states, rows
         )
-        logits = self.decoder(self.head(enc.hidden))  # (N or M, V)
+        logits = self.decoder(self.head(hidden))  # (N or M, V)
         loss = (
             None
             if targets is None
             else masked_lm_loss(logits, targets, ignore, num_items_in_batch, rows is not None)
         )
         logits = batch.repad(logits) if rows is None else logits
-        return _output(MaskedLMOutput, batch, enc, loss=loss, logits=logits)
+        return MaskedLMOutput(loss=loss, logits=logits, **extras)
 
 
 class _RexBertClassifier(RexBertPreTrainedModel):
@@ -457,9 +445,11 @@ class _RexBertClassifier(RexBertPreTrainedModel):
         batch = pack_inputs(
             input_ids, inputs_embeds, attention_mask, position_ids, cu_seqlens, max_seqlen, **kwargs
         )
-        enc = self.model.encode(batch, input_ids, inputs_embeds, output_attentions, output_hidden_states)
-        logits, loss = self.predict(batch, enc.hidden, labels)
-        return _output(self.output_class, batch, enc, loss=loss, logits=logits)
+        hidden, extras = self.model.encode(
+            batch, input_ids, inputs_embeds, output_attentions, output_hidden_states
+        )
+        logits, loss = self.predict(batch, hidden, labels)
+        return self.output_class(loss=loss, logits=logits, **extras)
 
 
 class RexBertForSequenceClassification(_RexBertClassifier):
@@ -492,14 +482,3 @@ class RexBertForTokenClassification(_RexBertClassifier):
         logits = self.classify(hidden)  # (N, C)
         loss = self.loss_function(logits, batch.unpad(labels), self.config) if labels is not None else None
         return batch.repad(logits), loss
-
-
-__all__ = [
-    "PackedBatch",
-    "RexBertPreTrainedModel",
-    "RexBertModel",
-    "RexBertForMaskedLM",
-    "RexBertForSequenceClassification",
-    "RexBertForTokenClassification",
-    "masked_lm_loss",
-]
