@@ -31,7 +31,6 @@ GLOBAL_WINDOW = (-1, -1)
 MAX_DENSE_ELEMENTS = 2**30
 
 
-# ====================================================================== varlen (GPU)
 def varlen_attention(q, k, v, batch: PackedBatch, *, window, dropout, scale, need_weights=False):
     from torch.nn.attention.varlen import varlen_attn
 
@@ -107,7 +106,6 @@ def select_attention(config, device: torch.device, dtype: torch.dtype, training:
     return "varlen"
 
 
-# ====================================================================== sdpa / eager on padded documents
 def by_document(batch: PackedBatch, window) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """Documents padded to the longest, built on the device from ``cu_seqlens`` (no host read).
 

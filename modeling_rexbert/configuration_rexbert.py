@@ -1,12 +1,7 @@
-"""RexBERT configuration.
-
-Self-contained (imports only transformers and the standard library) because this file is copied
-verbatim into Hub repositories next to ``modeling_rexbert.py`` and loaded as remote code.
-
-The field names follow transformers' ModernBERT as released with transformers 4.48 (the format of the
-published RexBERT / Ettin checkpoints), so a ModernBERT ``config.json`` maps onto this class 1:1. The
-``modeling_rexbert`` package registers that conversion (4.48 and transformers-5 style) in
-:data:`CONFIG_CONVERTERS`; a Hub copy of this file reads RexBERT configs only.
+"""RexBERT configuration: copied into Hub folders as remote code, so it imports only transformers and the
+standard library. Field names follow transformers' ModernBERT as of 4.48 (the format of the published
+RexBERT / Ettin checkpoints); the ``modeling_rexbert`` package registers the conversion of ModernBERT
+configs in :data:`CONFIG_CONVERTERS`, so a Hub copy of this file reads RexBERT configs only.
 """
 
 from __future__ import annotations
@@ -54,7 +49,6 @@ class RexBertConfig(PretrainedConfig):
     """
 
     model_type = "rexbert"
-    keys_to_ignore_at_inference = ["past_key_values"]
 
     vocab_size: int = 50368  # ModernBERT's OLMo BPE padded to a multiple of 64
     hidden_size: int = 768  # the residual stream; head_dim = hidden_size / num_attention_heads, even (RoPE)
@@ -165,9 +159,7 @@ class RexBertConfig(PretrainedConfig):
     def for_size(cls, name: str, **overrides: Any) -> RexBertConfig:
         """Config of one of the paper's sizes (Table 2): ``micro``, ``mini``, ``base`` or ``large``."""
         if name not in SIZE_PRESETS:
-            raise ValueError(
-                f"RexBertConfig.for_size: unknown size {name!r}; choose from {sorted(SIZE_PRESETS)}"
-            )
+            raise ValueError(f"RexBertConfig: unknown size {name!r}; choose from {sorted(SIZE_PRESETS)}")
         return cls(**{**SIZE_PRESETS[name], **overrides})
 
     @classmethod

@@ -35,7 +35,6 @@ from .packing_rexbert import PackedBatch, pack_inputs
 logger = logging.get_logger(__name__)
 
 
-# ====================================================================== rotary embeddings
 def rope_cos_sin(position_ids: torch.Tensor, head_dim: int, theta: float):
     """fp32 RoPE tables for (N,) positions: cos, sin of shape (N, 1, 1, head_dim / 2) (NeoX rotate-half
     uses the same angle for channels i and i + d/2)."""
@@ -51,7 +50,6 @@ def apply_rope(qk: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.
     return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1).to(qk.dtype)
 
 
-# ====================================================================== layers
 def _norm(config: RexBertConfig) -> nn.LayerNorm:
     return nn.LayerNorm(config.hidden_size, eps=config.norm_eps, bias=config.norm_bias)
 
@@ -144,9 +142,8 @@ class RexBertPredictionHead(nn.Module):
         return self.norm(self.act(self.dense(x)))
 
 
-# ====================================================================== model
 class RexBertPreTrainedModel(PreTrainedModel):
-    config_class = RexBertConfig
+    config_class = RexBertConfig  # transformers reads the annotation below, a string under __future__
     config: RexBertConfig
     base_model_prefix = "model"
     supports_gradient_checkpointing = True
@@ -155,10 +152,8 @@ class RexBertPreTrainedModel(PreTrainedModel):
     _supports_flex_attn = False
 
     def get_correct_attn_implementation(self, requested: str | None, is_init_check: bool = False) -> str:
-        """One switch, transformers' ``attn_implementation``: RexBERT's own backends (``varlen``, the
-        default, ``sdpa``, ``eager``; see attention_rexbert.py) or a flash function of transformers'
-        ``AttentionInterface``. Its sdpa / eager / flex functions take a dense (B, 1, S, S) mask, not
-        packed documents, so RexBERT runs its own under those names."""
+        """One switch: RexBERT's backends (``varlen`` by default, ``sdpa``, ``eager``) or a flash function of
+        transformers' ``AttentionInterface`` (its others take a dense (B, 1, S, S) mask, not documents)."""
         if requested is None or requested in ATTENTION_BACKENDS:
             return requested or "varlen"
         if "flex" in requested or "paged" in requested:
@@ -303,10 +298,7 @@ class RexBertModel(RexBertPreTrainedModel):
         return BaseModelOutput(last_hidden_state=batch.repad(hidden), **extras)
 
 
-# ====================================================================== heads
-def masked_lm_loss(
-    logits, targets, ignore_index: int, num_items_in_batch=None, all_valid=False
-) -> torch.Tensor:
+def masked_lm_loss(logits, targets, ignore_index: int, num_items_in_batch=None, all_valid=False):
     """sum(CE) over targets != ignore_index, divided by ``num_items_in_batch`` when given (transformers'
     gradient-accumulation convention) or by this batch's target count; 0 (with a graph) when empty.
     ``all_valid``: no target is ignored (the sparse head). Reads nothing back from the device."""

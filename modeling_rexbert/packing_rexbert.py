@@ -1,7 +1,5 @@
 """How the real tokens of a batch split into documents: the one layout every attention backend reads.
-
-Shipped next to ``modeling_rexbert.py`` as remote code (torch only). Four input conventions become one
-:class:`PackedBatch` of N real tokens in D documents:
+Four input conventions become one :class:`PackedBatch` of N real tokens in D documents:
 
 * (1, N) with ``cu_seqlens`` (D+1,) int32 and ``max_seqlen`` (host int): RexBERT's collator (training).
   Nothing is read back from the device.
