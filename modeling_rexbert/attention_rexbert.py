@@ -68,9 +68,7 @@ def varlen_unavailable(device: torch.device, dtype: torch.dtype, dropout: float)
         return "it is CUDA-only"
     params = varlen_parameters()
     if params is None or not {"window_size", "scale"} <= set(params):
-        have = (
-            "no torch.nn.attention.varlen" if params is None else "a varlen_attn without window_size / scale"
-        )
+        have = "a varlen_attn without window_size / scale" if params else "no torch.nn.attention.varlen"
         return f"torch {torch.__version__} has {have} (torch 2.13 has both)"
     if dtype not in (torch.float16, torch.bfloat16):
         return f"it needs fp16 / bf16 activations, not {dtype} (train under bf16 autocast)"

@@ -28,7 +28,6 @@ _TOKEN_ID_FIELDS = tuple(f"{name}_token_id" for name in ("pad", "bos", "eos", "c
 _POSITIVE_FIELDS = ("global_rope_theta", "local_rope_theta", "norm_eps", "initializer_range")
 _DROPOUT_FIELDS = ("attention_dropout", "embedding_dropout", "mlp_dropout", "classifier_dropout")
 
-# transformers-5 layer type names (this config stores the integer global_attn_every_n_layers).
 _GLOBAL, _LOCAL = "full_attention", "sliding_attention"
 
 
@@ -40,12 +39,7 @@ class RexBertConfig(PretrainedConfig):
     attention switch: ``"varlen"`` (default; PyTorch's FlashAttention varlen kernel where it can run, else
     ``"sdpa"``), ``"sdpa"``, ``"eager"`` (attention weights) or a flash function of transformers'
     ``AttentionInterface`` (``"flash_attention_2"``, ...); see ``attention_rexbert.py``. Configs saved with
-    the retired ``attention_backend`` key are read as that key.
-
-    Example:
-        >>> cfg = RexBertConfig.for_size("micro", max_position_embeddings=1024)
-        >>> cfg.layer_types[:3]
-        ['full_attention', 'sliding_attention', 'sliding_attention']
+    the retired ``attention_backend`` key are read as that key. Example: ``RexBertConfig.for_size("micro")``.
     """
 
     model_type = "rexbert"
@@ -150,10 +144,8 @@ class RexBertConfig(PretrainedConfig):
         is_global = layer_type == _GLOBAL
         theta = self.global_rope_theta if is_global else self.local_rope_theta
         scaling = self.global_rope_scaling if is_global else self.local_rope_scaling
-        if scaling:
-            d = self.head_dim
-            theta = theta * float(scaling["factor"]) ** (d / (d - 2))
-        return theta
+        d = self.head_dim
+        return theta * float(scaling["factor"]) ** (d / (d - 2)) if scaling else theta
 
     @classmethod
     def for_size(cls, name: str, **overrides: Any) -> RexBertConfig:
@@ -181,16 +173,13 @@ CONFIG_CONVERTERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {}
 def as_rexbert_dict(config_dict: dict[str, Any], source: Any = None) -> dict[str, Any]:
     """``config_dict`` in RexBERT fields; another architecture's (BERT, RoBERTa...) is named as such before
     any field check fails, unless a converter reads it."""
-    model_type = config_dict.get("model_type")
-    if model_type in (None, RexBertConfig.model_type):
-        return config_dict
-    if model_type not in CONFIG_CONVERTERS:
-        readable = " or ".join(repr(t) for t in (RexBertConfig.model_type, *CONFIG_CONVERTERS))
+    model_type, readable = config_dict.get("model_type"), (RexBertConfig.model_type, *CONFIG_CONVERTERS)
+    if model_type is not None and model_type not in readable:
         raise ValueError(
             f"{f'{source}: ' if source is not None else ''}config model_type={model_type!r} is not a RexBERT "
-            f"config (RexBertConfig reads model_type {readable})"
+            f"config (RexBertConfig reads model_type {' or '.join(map(repr, readable))})"
         )
-    return CONFIG_CONVERTERS[model_type](config_dict)
+    return CONFIG_CONVERTERS[model_type](config_dict) if model_type in CONFIG_CONVERTERS else config_dict
 
 
 def _positive_int(value: Any) -> bool:

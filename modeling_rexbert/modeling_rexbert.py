@@ -125,8 +125,7 @@ class RexBertEncoderLayer(GradientCheckpointingLayer):
         self.attention_type = config.layer_types[layer_idx]
 
     def forward(self, hidden, cos, sin, batch: PackedBatch, backend: str, rows=None, need_weights=False):
-        """(N, H) -> (N, H); with ``rows`` (M,) only those tokens' outputs (M, H): everything after
-        attention is per token, so the last layer of the sparse MLM head runs on labelled tokens only."""
+        """(N, H) -> (N, H), or (M, H) for ``rows`` only: all after attention is per token (sparse MLM)."""
         attn_out, weights = self.attn(self.attn_norm(hidden), batch, (cos, sin), backend, rows, need_weights)
         hidden = (hidden if rows is None else hidden.index_select(0, rows)) + attn_out
         return hidden + self.mlp(self.mlp_norm(hidden)), weights
@@ -149,7 +148,6 @@ class RexBertPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _no_split_modules = ["RexBertEmbeddings", "RexBertEncoderLayer"]
     _supports_sdpa = _supports_flash_attn = True  # flash: through transformers' AttentionInterface
-    _supports_flex_attn = False
 
     def get_correct_attn_implementation(self, requested: str | None, is_init_check: bool = False) -> str:
         """One switch: RexBERT's backends (``varlen`` by default, ``sdpa``, ``eager``) or a flash function of
@@ -163,9 +161,8 @@ class RexBertPreTrainedModel(PreTrainedModel):
         return super().get_correct_attn_implementation(requested, is_init_check)
 
     def _initialize_weights(self, module: nn.Module, is_custom_code: bool = False) -> None:
-        # transformers 5 skips, for remote code, modules without parameters of their own, so _init_weights
-        # would never see RexBertMLP, RexBertAttention, ...; every write below goes through
-        # transformers.initialization, which leaves loaded tensors alone, so that guard is not needed.
+        # transformers 5 skips, for remote code, modules without parameters of their own (RexBertMLP, ...);
+        # _init_weights writes through transformers.initialization, which leaves loaded tensors alone.
         super()._initialize_weights(module, is_custom_code=False)
 
     @torch.no_grad()
@@ -287,9 +284,7 @@ class RexBertModel(RexBertPreTrainedModel):
                 document's length (host int). Attention never crosses a boundary.
             kwargs: the same as transformers names them (cu_seq_lens_q/k, max_length_q/k, seq_idx), or
                 token_type_ids (ignored: no segment embeddings); any other name raises TypeError.
-        Returns:
-            `BaseModelOutput`, states re-padded to the input's (B, S); attentions (B, heads, S, S) come
-            from the eager backend.
+        Returns `BaseModelOutput`, states re-padded to (B, S); attentions (B, heads, S, S) run eager.
         """
         batch = pack_inputs(
             input_ids, inputs_embeds, attention_mask, position_ids, cu_seqlens, max_seqlen, **kwargs

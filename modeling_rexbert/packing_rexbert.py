@@ -19,8 +19,7 @@ import torch
 
 # transformers' names for packed input (DataCollatorWithFlattening; seq_idx only alongside the others).
 FLASH_PACKING_KWARGS = ("cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k", "seq_idx")
-# BERT tokenizers emit token_type_ids, and pipelines / sentence-transformers pass them on: there are no
-# segment embeddings to read them with, so they are ignored (as by transformers' ModernBERT).
+# BERT tokenizers, pipelines and sentence-transformers pass token_type_ids: no segment embeddings read them.
 IGNORED_KWARGS = ("token_type_ids",)
 
 
@@ -142,14 +141,14 @@ def _flash_boundaries(cu_seqlens, max_seqlen, position_ids, **kw):
         return cu_seqlens, max_seqlen
     if cu_seqlens is not None:
         raise ValueError("pass cu_seqlens or cu_seq_lens_q/k, not both")
-    max_q, max_k = (None if m is None else int(m) for m in (max_q, max_k))  # int(tensor): a host read
-    shapes_differ = cu_q is not None and cu_k is not None and cu_q.shape != cu_k.shape
-    if shapes_differ or (max_q is not None and max_k is not None and max_q != max_k):
+    cus = [cu for cu in (cu_q, cu_k) if cu is not None]
+    maxes = {int(m) for m in (max_q, max_k) if m is not None}  # int(tensor): a host read
+    if len({cu.shape for cu in cus}) > 1 or len(maxes) > 1:
         raise ValueError(
             "cu_seq_lens_k / max_length_k must equal cu_seq_lens_q / max_length_q: RexBERT is an encoder "
             "(self-attention within each document)"
         )
-    return (cu_q if cu_q is not None else cu_k), (max_q if max_q is not None else max_k)
+    return cus[0], (maxes.pop() if maxes else None)
 
 
 def boundaries_from_positions(position_ids: torch.Tensor) -> tuple[torch.Tensor, int]:
