@@ -161,7 +161,7 @@ class OnnxRuntimeEncoder:
 
             quantized = folder / "encoder.int8.onnx"
             if not quantized.exists():
-                quantize_dynamic(path, quantized, weight_type=QuantType.QInt8)
+                quantize_dynamic(path / "model.onnx", quantized, weight_type=QuantType.QInt8)
             path = quantized
         self.session = onnx_session(path, threads=torch.get_num_threads())
 

@@ -63,10 +63,10 @@ def _checked(run):
     def wrapped(args) -> int:
         if args.eval_command == "report":
             return run(args)
+        _preflight(args)  # before any heavy import (the precision probe imports torch)
         from rexbert_common.locks import output_lock
         from rexbert_common.precision import resolve_precision
 
-        _preflight(args)
         args.precision = resolve_precision(args.dtype, args.device)
         # one run per result name (two runs writing <out>/<name>.json at once would interleave); the lock
         # sits beside the folder, so a refused or failed run creates nothing in it

@@ -61,9 +61,15 @@ def _prepared_tokenizer(layout, phases: list[str], poll_seconds: float = 2.0):
     while not layout.setup_done():  # the other ranks: the main process is preparing
         time.sleep(poll_seconds)
     setup = read_setup(layout.setup_dir)
+    tokenizer = load_prepared_tokenizer(layout)
+    miner, sources = setup["miner"], ", ".join(f"{s['name']} {s['documents']:,}" for s in setup["sources"])
+    mined = "none"
+    if miner is not None:
+        mined = f"{len(miner['brands']):,} brands from {miner['documents']:,} documents"
+    _log(f"sources (documents): {sources}; tokenizer: {len(tokenizer):,} tokens; attribute miner: {mined}")
     for name in phases:
         _log(f"source epochs, {format_report(name, setup['epochs'][name])}", detail=True)
-    return load_prepared_tokenizer(layout)
+    return tokenizer
 
 
 def _refuse_unprepared(layout, phases: list[str], prepare_command) -> None:

@@ -155,12 +155,13 @@ def vocab_size(recipe: Recipe) -> tuple[int, str]:
     if name is None:
         size = -(-recipe.tokenizer.vocab_size // 64) * 64
         return size, f"{size:,} ids (the BPE the run trains, tokenizer.vocab_size rounded up to 64)"
-    try:
-        from training.tokenizer import load_tokenizer, padded_vocab_size
+    from rexbert_common.errors import UserError
+    from training.tokenizer import load_tokenizer, padded_vocab_size
 
+    try:
         size = padded_vocab_size(load_tokenizer(name, local_files_only=True))
         return size, f"{size:,} ids ({name})"
-    except (OSError, ValueError):
+    except (UserError, ValueError):  # not in the local cache (UserError wraps the OSError), or unusable
         size = RexBertConfig.vocab_size
         return size, f"{size:,} ids assumed (ModernBERT's: {name} is not in the local cache)"
 

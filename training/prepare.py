@@ -532,6 +532,10 @@ def run_prepare(recipe: Recipe, phases: list[str], config: ExecutorConfig) -> bo
     stages = prepare_stages(recipe, phases, config)
     if not stages:
         return True
+    if recipe.tokenizer.name_or_path:  # a Hub id offline, a mistyped folder: one line here, not in a task
+        from training.tokenizer import load_tokenizer
+
+        load_tokenizer(recipe.tokenizer.name_or_path)
     return run_stages(stages, config, job="prepare", job_prefix="rexbert_prepare")
 
 

@@ -151,8 +151,8 @@ def test_disk_full_while_writing_evaluation_results_and_the_card(reference, tmp_
     model = tmp_path / "model"
     shutil.copytree(reference / "phase1" / "final", model)
     results = tmp_path / "eval"
-    evaluate = ["eval", "mlm", str(model), "--out", str(results), "--block-sizes", "64", "--max-texts", "20",
-                "--no-progress"]  # fmt: skip
+    evaluate = ["eval", "mlm", str(model), "--output-dir", str(results), "--block-sizes", "64",
+                "--max-texts", "20", "--no-progress"]  # fmt: skip
     card = ["card", str(model), "--repo-id", "local/RexBERT-micro", "--results", str(results / "mlm.json")]
 
     def values():
@@ -165,8 +165,8 @@ def test_disk_full_while_writing_evaluation_results_and_the_card(reference, tmp_
 
     full_disk("eval/mlm.json")
     assert main(evaluate) == 2
-    assert _one_error_line(capsys, "eval").startswith(
-        f"rexbert eval: error: no space left on the device writing {results / 'mlm.json'}"
+    assert _one_error_line(capsys, "eval mlm").startswith(
+        f"rexbert eval mlm: error: no space left on the device writing {results / 'mlm.json'}"
     )
     assert values() == first  # the previous results, whole
     assert sorted(p.name for p in results.iterdir()) == [

@@ -141,13 +141,16 @@ def test_every_stage_refuses_a_folder_another_run_holds(tmp_path, holder, stage,
     argv = {
         "curate": ["curate", "--output-dir", str(out)],
         "train": ["train", "--recipe", RECIPE, "--output-dir", str(out)],
-        "eval": ["eval", "mlm", str(tmp_path / "model"), "--out", str(out)],
+        "eval": ["eval", "mlm", str(tmp_path / "model"), "--output-dir", str(out)],
         "demo": ["demo", "--output-dir", str(out)],
     }[stage]
     locked = out.with_name("out.mlm") if stage == "eval" else out
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text("{}")  # passes the evaluator's checks before its lock
     child = holder(locked)
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     named = f"{out / 'mlm.json'}" if stage == "eval" else f"{out.resolve()}"
-    assert err[-1].startswith(f"rexbert {stage}: error: {named} is in use by pid {child.pid} on "), err
+    command = "eval mlm" if stage == "eval" else stage
+    assert err[-1].startswith(f"rexbert {command}: error: {named} is in use by pid {child.pid} on "), err
     assert not out.exists()

@@ -65,10 +65,13 @@ def test_a_child_dies_with_the_process_it_watches(watched):
 
 @pytest.fixture
 def stop_handlers():
-    previous = signal.getsignal(signal.SIGTERM)
+    """Python's own handlers first (an earlier test in the session may have left SIGINT ignored)."""
+    previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     install_stop_handlers()
     yield
-    signal.signal(signal.SIGTERM, previous)
+    for number, handler in previous.items():
+        signal.signal(number, handler)
 
 
 def test_inside_a_training_loop_a_signal_only_requests_a_stop(stop_handlers):

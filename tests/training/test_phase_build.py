@@ -55,12 +55,13 @@ def test_the_marker_is_written_only_after_the_rows_are_durable(built, monkeypatc
     monkeypatch.setattr(os, "replace", replace)
     build_shard(builder, folder, 2, vocab, 4096)
     rows, marker = str(folder / "shard-00002.arrow"), str(folder / "shard-00002.json")
+    (marker_tmp,) = [e[1] for e in events if e[0] == "rename" and e[2] == marker]  # a unique temporary name
     order = [
         ("fsync", rows + ".tmp"),  # the rows reach the disk
         ("rename", rows + ".tmp", rows),  # then get their name
         ("fsync", str(folder)),  # the rename itself is durable
-        ("fsync", marker + ".tmp"),  # only then the marker is written
-        ("rename", marker + ".tmp", marker),
+        ("fsync", marker_tmp),  # only then the marker is written
+        ("rename", marker_tmp, marker),
         ("fsync", str(folder)),
     ]
     assert events == order

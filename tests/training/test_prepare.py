@@ -56,7 +56,7 @@ def test_three_tasks_give_the_rows_of_one(reference, tmp_path):
     layout = PrepareLayout.of(recipe_for(out))
     info = json.loads((layout.rows_dir("phase1") / "build.json").read_text())
     assert len(info["shards"]) >= 12 and info["built_by_finalize"] == []  # several shards per task below
-    assert summary["tokens"] >= 20000 and summary["mined_spans"] > 0 and len(summary["docs_per_source"]) == 5
+    assert summary["tokens"] >= 20000 and summary["mined_spans"] > 0 and len(summary["docs_per_source"]) == 4
     prepare(with_setup_of(reference, tmp_path), tasks=3)
     assert build_rows(tmp_path) == (rows, summary)  # token ids, document lengths, spans, row order, stats
 
@@ -267,7 +267,7 @@ def test_streaming_sources_teach_the_miner_and_guide_the_phase(tmp_path, data_di
     columns = ["product_title", "product_brand", "product_description"]
     rows_json = table.select(columns).slice(0, 400).to_pylist()
     esci.write_text("".join(json.dumps(r) + "\n" for r in rows_json))
-    sets = [f"data.{g}.{i}.streaming=true" for g, n in (("general", 3), ("domain", 2)) for i in range(n)]
+    sets = [f"data.{g}.{i}.streaming=true" for g, n in (("general", 2), ("domain", 2)) for i in range(n)]
     sets += [f"data.domain.1.path={esci}", f"data.domain.1.text_fields={json.dumps(columns)}"]
     sets += [
         "phase1.masking.guided_fraction=0.2",

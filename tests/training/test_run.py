@@ -647,10 +647,11 @@ def test_summary_records_the_tokens_trained_and_the_card_tables_them(full_run):
     assert [row["name"] for row in rows] == ["phase1", "phase2", "phase3"]
     for row in rows:
         summary = json.loads((full_run / row["name"] / "final" / "phase_summary.json").read_text())
-        build = json.loads((full_run / row["name"] / "rows" / "build.json").read_text())
+        (rows,) = (full_run / row["name"]).glob("rows-*")  # the phase's prepared rows
+        build = json.loads((rows / "build.json").read_text())
         lengths = []
         for shard in build["shards"]:
-            reader = pa.ipc.open_file(pa.memory_map(str(full_run / row["name"] / "rows" / shard["file"])))
+            reader = pa.ipc.open_file(pa.memory_map(str(rows / shard["file"])))
             lengths += reader.read_all().column("length").to_pylist()[: shard["rows"]]
         assert summary["trained_tokens"] == sum(lengths[: summary["planned_rows"]]) > 0
         assert row["tokens"] == f"{summary['trained_tokens']:,}" and row["steps"] == summary["global_step"]
@@ -658,9 +659,10 @@ def test_summary_records_the_tokens_trained_and_the_card_tables_them(full_run):
 
 @pytest.mark.parametrize("verbose", [False, True])
 def test_without_verbose_training_prints_one_line_per_stage(tmp_path, verbose):
-    """Sources, tokenizer, miner, then per phase its rows and its end (loss, final folder, loss plot), plus
-    the Trainer's progress bar with the loss in it; the per-step dicts, per-source counts, epochs, packing
-    and guided-MLM details only with --verbose."""
+    """The preparation's stages (datatrove's one line per stage), what they made (sources, tokenizer,
+    miner), then per phase its build, rows, precision and end (loss, final folder, loss plot), plus the
+    Trainer's progress bar with the loss in it; the per-step dicts, epochs, packing and guided-MLM details
+    only with --verbose."""
     import re
 
     from tests.console import console_lines
@@ -672,21 +674,28 @@ def test_without_verbose_training_prints_one_line_per_stage(tmp_path, verbose):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     out, err = console_lines(result.stdout), console_lines(result.stderr)
+    task = r"1 task done in \d+ s"
     stages = [
-        r"sources \(documents\): ",
-        r"training a \d+-token byte-level BPE",
-        r"attribute miner: ",
-        r"phase1: [\d,]+ rows × 64 \([\d,]+ tokens\), \d+ steps",
-        r"phase1: done, mean training loss",
+        r"\[rexbert train\] preparing the tokenizer, the attribute miner and the sources' document sizes",
+        rf"\[prepare\] index: {task}",
+        rf"\[prepare\] setup: {task}",
+        r"\[rexbert train\] sources \(documents\): \w+ [\d,]+, .*; tokenizer: [\d,]+ tokens; "
+        r"attribute miner: [\d,]+ brands from [\d,]+ documents",
+        r"\[rexbert train\] phase1: building [\d,]+ tokens of packed rows into ",
+        rf"\[prepare\] build_phase1: {task}",
+        rf"\[prepare\] finalize_phase1: {task}",
+        r"\[rexbert train\] phase1: [\d,]+ rows × 64 \([\d,]+ tokens\), \d+ steps",
+        r"\[rexbert train\] precision: (bf16|fp32) \(",
+        r"\[rexbert train\] phase1: done, mean training loss",
     ]
     if verbose:
-        assert len(out) > 10 and any(
+        assert len(out) > len(stages) and any(
             "'loss'" in line for line in out + err
         )  # details and the Trainer's dicts
         return
     assert len(out) == len(stages), out
     for line, stage in zip(out, stages):
-        assert re.match(rf"\[rexbert train\] {stage}", line), (line, stage)
+        assert re.match(stage, line), (line, stage)
     assert out[-1].endswith(
         f"→ {tmp_path / 'run' / 'phase1' / 'final'} (loss plot: {tmp_path / 'run' / 'loss_curves.png'})"
     )
