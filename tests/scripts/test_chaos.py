@@ -37,6 +37,19 @@ def test_compare_ignores_volatile_fields_and_run_paths_but_not_a_weight(tmp_path
     assert chaos.compare(reference, same, "train") == ["phase2/final/config.json"]
 
 
+def test_the_precision_probes_timing_is_not_compared_but_the_choice_is():
+    """``mixed_precision: auto`` records the matmul race it timed: another speed-up is not a difference,
+    another precision is."""
+
+    def summary(choice: str, speedup: str) -> dict:
+        reason = f"auto: CPU (AVX512) with native bf16, bf16 matmul {speedup}x fp32 at 4096x256x768"
+        return {"precision": {"precision": choice, "reason": reason}}
+
+    normalised = lambda value: chaos._normalised(value, ("/run",))  # noqa: E731
+    assert normalised(summary("bf16", "5.61")) == normalised(summary("bf16", "10.98"))
+    assert normalised(summary("bf16", "5.61")) != normalised(summary("fp32", "5.61"))
+
+
 def test_the_kill_plan_covers_every_stage_in_order():
     reference = chaos.Run(stages=[(name, 10.0 * i) for i, (name, _) in enumerate(chaos.DEMO_STAGES)])
     plan = chaos.plan_demo_kills(reference, 20, random.Random(0))
