@@ -135,13 +135,16 @@ def baseline_module(rev: str):
             check=True,
         ).stdout.split()
         for path in listing:
-            if path.endswith(".py") and not path.endswith(("__init__.py", "conversion.py")):
+            if path.endswith(".py") and not path.endswith("__init__.py"):
                 code = subprocess.run(
                     ["git", "show", f"{rev}:{path}"], cwd=root, capture_output=True, text=True, check=True
                 ).stdout
                 (tmp / name / Path(path).name).write_text(code)
         sys.path.insert(0, str(tmp))
-    return importlib.import_module(f"{name}.modeling_rexbert")
+    module = importlib.import_module(f"{name}.modeling_rexbert")
+    if hasattr(importlib.import_module(f"{name}.configuration_rexbert"), "CONFIG_CONVERTERS"):
+        importlib.import_module(f"{name}.conversion").register()  # ModernBERT folders: the package's job
+    return module
 
 
 class OnnxRuntimeEncoder:

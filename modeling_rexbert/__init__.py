@@ -4,7 +4,8 @@
 ``AutoModelForMaskedLM``, ``AutoModelForSequenceClassification`` and
 ``AutoModelForTokenClassification``, marks every class for remote-code export so that
 ``save_pretrained`` copies the code files and writes a complete ``auto_map``, and gives the ``sdpa``
-backend its CPU scheduling (``sdpa_cpu.py``; remote-code copies keep the shipped one).
+backend its CPU scheduling (``sdpa_cpu.py``; remote-code copies keep the shipped one) and lets
+``RexBertConfig`` read ModernBERT configs (``conversion.py``).
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ from transformers import (
     AutoModelForTokenClassification,
 )
 
-from . import sdpa_cpu
+from . import conversion, sdpa_cpu
 from .attention_rexbert import ATTENTION_BACKENDS
-from .configuration_rexbert import SIZE_PRESETS, RexBertConfig, modernbert_to_rexbert_dict
-from .conversion import export_to_modernbert, rexbert_config_to_modernbert
+from .configuration_rexbert import SIZE_PRESETS, RexBertConfig
+from .conversion import export_to_modernbert, modernbert_to_rexbert_dict, rexbert_config_to_modernbert
 from .modeling_rexbert import (
     RexBertForMaskedLM,
     RexBertForSequenceClassification,
@@ -47,6 +48,7 @@ def _register() -> None:
 
 _register()
 sdpa_cpu.register()
+conversion.register()
 
 __all__ = [
     "ATTENTION_BACKENDS",

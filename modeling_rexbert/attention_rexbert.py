@@ -1,23 +1,17 @@
 """RexBERT's attention backends over packed tokens, and the rule that picks one per forward.
 
-Shipped next to ``modeling_rexbert.py`` as remote code (torch and transformers only). Every backend::
-
-    fn(q, k, v, batch, *, window, dropout, scale, need_weights) -> (out, weights | None)
-
-q, k, v, out: (N, heads, head_dim) over the N real tokens of ``batch`` (a :class:`PackedBatch`);
+Every backend is ``fn(q, k, v, batch, *, window, dropout, scale, need_weights) -> (out, weights | None)``
+with q, k, v, out: (N, heads, head_dim) over the N real tokens of ``batch`` (a :class:`PackedBatch`) and
 ``window=(left, right)`` in FlashAttention's convention: query i attends to keys j of its own document
-with i - left <= j <= i + right; (-1, -1) is global. ``config._attn_implementation`` (transformers'
-``attn_implementation``) names one of them; any other name goes to transformers' ``AttentionInterface``.
+with i - left <= j <= i + right; (-1, -1) is global. ``config._attn_implementation`` names one of them
+(any other name goes to transformers' ``AttentionInterface``):
 
-===========  ===========================================================================================
-``varlen``   ``torch.nn.attention.varlen.varlen_attn`` (PyTorch's FlashAttention varlen kernel): the
-             default. Reads ``cu_seqlens`` and the host int ``max_seqlen``: no device-to-host copy. Where
-             the kernel cannot run (:func:`varlen_unavailable`) the forward uses ``sdpa`` instead.
-``sdpa``     ``F.scaled_dot_product_attention`` on the documents padded to the longest, with a key mask
-             (and the band on local layers). No host read. The ``modeling_rexbert`` package replaces it
-             on CPU with length-bucketed / blocked scheduling (``sdpa_cpu.py``, not shipped).
-``eager``    explicit softmax(QK^T) on the same layout; the only one that returns attention weights.
-===========  ===========================================================================================
+- ``varlen`` (default): PyTorch's FlashAttention varlen kernel. It reads ``cu_seqlens`` and the host int
+  ``max_seqlen``, no device-to-host copy. Where it cannot run (:func:`varlen_unavailable`), ``sdpa``.
+- ``sdpa``: ``F.scaled_dot_product_attention`` on the documents padded to the longest, with a key mask
+  (and the band on local layers); no host read. The ``modeling_rexbert`` package replaces it on CPU
+  with length-bucketed / blocked scheduling (``sdpa_cpu.py``, not shipped).
+- ``eager``: softmax(QK^T) on the same layout; the only one that returns attention weights.
 """
 
 from __future__ import annotations
@@ -37,7 +31,6 @@ GLOBAL_WINDOW = (-1, -1)
 MAX_DENSE_ELEMENTS = 2**30
 
 
-# ====================================================================== varlen (GPU)
 def varlen_attention(q, k, v, batch: PackedBatch, *, window, dropout, scale, need_weights=False):
     from torch.nn.attention.varlen import varlen_attn
 
@@ -75,9 +68,7 @@ def varlen_unavailable(device: torch.device, dtype: torch.dtype, dropout: float)
         return "it is CUDA-only"
     params = varlen_parameters()
     if params is None or not {"window_size", "scale"} <= set(params):
-        have = (
-            "no torch.nn.attention.varlen" if params is None else "a varlen_attn without window_size / scale"
-        )
+        have = "a varlen_attn without window_size / scale" if params else "no torch.nn.attention.varlen"
         return f"torch {torch.__version__} has {have} (torch 2.13 has both)"
     if dtype not in (torch.float16, torch.bfloat16):
         return f"it needs fp16 / bf16 activations, not {dtype} (train under bf16 autocast)"
@@ -95,30 +86,24 @@ def select_attention(config, device: torch.device, dtype: torch.dtype, training:
     if weights or impl != "varlen":  # only eager materialises attention weights
         return "eager" if weights else impl
     why = varlen_unavailable(device, dtype, config.attention_dropout if training else 0.0)
-    if why is None:
-        _check_determinism(config.deterministic_flash_attn)
-        return "varlen"
-    if device.type == "cuda":
-        logger.warning_once(f"RexBERT attention falls back from varlen to sdpa: {why}.")
-    return "sdpa"
-
-
-def _check_determinism(deterministic: bool) -> None:
-    """``deterministic_flash_attn``: PyTorch's FlashAttention backward is deterministic only under
-    ``torch.use_deterministic_algorithms(True)`` (without warn_only); it has no switch of its own."""
+    if why is not None:
+        if device.type == "cuda":
+            logger.warning_once(f"RexBERT attention falls back from varlen to sdpa: {why}.")
+        return "sdpa"
+    # PyTorch's FlashAttention backward has no deterministic switch of its own: it follows the global flag.
     on = (
         torch.are_deterministic_algorithms_enabled()
         and not torch.is_deterministic_algorithms_warn_only_enabled()
     )
-    if deterministic and torch.is_grad_enabled() and not on:
+    if config.deterministic_flash_attn and torch.is_grad_enabled() and not on:
         raise RuntimeError(
             "deterministic_flash_attn=True: the varlen kernel's backward is deterministic only under "
             "torch.use_deterministic_algorithms(True); call it before training, or use "
             "attn_implementation='flash_attention_2' (flash-attn's own switch)"
         )
+    return "varlen"
 
 
-# ====================================================================== sdpa / eager on padded documents
 def by_document(batch: PackedBatch, window) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """Documents padded to the longest, built on the device from ``cu_seqlens`` (no host read).
 
@@ -181,18 +166,13 @@ def eager_attention(q, k, v, batch: PackedBatch, *, window, dropout, scale, need
     out = _unpadded(torch.matmul(probs, v), back)
     if not need_weights:
         return out, None
-    # Re-pad the weights to (B, heads, S, S): slot (d, i) is flat input position ``flat[gather[d, i]]``.
+    # Weights (B, heads, S, S): each real query's row over its document's key slots goes to those keys'
+    # input columns. Padding slots hold probability 0 (masked), so adding them anywhere changes nothing.
     flat = batch.indices if batch.indices is not None else torch.arange(B * S, device=q.device)
-    pos = flat[gather]  # (D, L)
-    L = pos.shape[1]
-    real = torch.zeros(gather.numel(), dtype=torch.bool, device=q.device).index_fill_(0, back, True)
-    real = real.view(-1, L)
-    probs = probs * (real[:, :, None] & real[:, None, :])[:, None]  # padding slots carry nothing
-    b, i, j = (
-        x.expand(-1, L, L) for x in ((pos // S)[:, :, None], (pos % S)[:, :, None], (pos % S)[:, None])
-    )
-    weights = q.new_zeros(B, S, S, heads).index_put_((b, i, j), probs.permute(0, 2, 3, 1), accumulate=True)
-    return out, weights.permute(0, 3, 1, 2)
+    columns = (flat[gather] % S)[batch.doc_ids()]  # (N, L)
+    rows = _unpadded(probs, back)  # (N, heads, L)
+    weights = rows.new_zeros(*rows.shape[:2], S).scatter_add_(2, columns[:, None].expand_as(rows), rows)
+    return out, batch.repad(weights).transpose(1, 2)
 
 
 ATTENTION_BACKENDS = {"varlen": varlen_attention, "sdpa": sdpa_attention, "eager": eager_attention}

@@ -1,9 +1,12 @@
 """Conversion between RexBERT and transformers' ModernBERT checkpoint folders.
 
-Loading a ModernBERT folder needs nothing from here: ``RexBertForMaskedLM.from_pretrained(path)``
-converts a ``model_type: modernbert`` config on the fly (state-dict names are identical). This module
-adds the other direction, and writes what we publish so that it loads the same way in transformers 5
-*and* 4.48-4.57 (the 4.x line is still what optimum-onnx and many production stacks pin):
+``import modeling_rexbert`` registers :func:`modernbert_to_rexbert_dict` with ``RexBertConfig``, so
+``RexBertForMaskedLM.from_pretrained(path)`` converts a ``model_type: modernbert`` config on the fly
+(state-dict names are identical). The conversion lives here, not in the configuration file copied into Hub
+folders, because only this package loads ModernBERT folders as RexBERT: a Hub folder carries its own
+RexBERT config. This module also goes the other direction, and writes what we publish so that it loads the
+same way in transformers 5 *and* 4.48-4.57 (the 4.x line is still what optimum-onnx and many production
+stacks pin):
 
 * ``config.json`` carries v5's ``layer_types`` / ``rope_parameters`` *and* the 4.x keys
   ``global_rope_theta`` / ``local_rope_theta`` / ``global_attn_every_n_layers`` (4.x ignores the v5 keys
@@ -17,14 +20,19 @@ adds the other direction, and writes what we publish so that it loads the same w
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
-from .configuration_rexbert import RexBertConfig, modernbert_to_rexbert_dict
+from .configuration_rexbert import CONFIG_CONVERTERS, RexBertConfig
 from .modeling_rexbert import RexBertPreTrainedModel
+
+# ModernBERT-5 layer type names <-> the integer "global every n layers" pattern of 4.48 and RexBERT configs.
+_GLOBAL, _LOCAL = "full_attention", "sliding_attention"
 
 # Loading options transformers records in a tokenizer's ``init_kwargs`` and writes back on save: not
 # properties of the tokenizer, and ``local_files_only: true`` in a published folder is wrong for everyone
@@ -34,13 +42,84 @@ _TOKENIZER_LOAD_OPTIONS = ("is_local", "local_files_only", "cache_dir", "token",
 _PORTABLE_TOKENIZER_CLASSES = {"TokenizersBackend": "PreTrainedTokenizerFast"}
 
 
+def _layer_types_to_every_n(layer_types: list[str]) -> int:
+    """Recover the integer global-every-n pattern from an explicit ModernBERT-5 ``layer_types`` list."""
+    for n in range(1, len(layer_types) + 1):
+        if [(_GLOBAL if i % n == 0 else _LOCAL) for i in range(len(layer_types))] == list(layer_types):
+            return n
+    raise ValueError(
+        f"ModernBERT layer_types={layer_types!r} is not a 'global every n layers' pattern; "
+        "RexBERT cannot represent it"
+    )
+
+
+def modernbert_to_rexbert_dict(config_dict: dict[str, Any]) -> dict[str, Any]:
+    """Convert a ModernBERT ``config.json`` dict (4.48 or transformers-5 style) to RexBERT fields."""
+    d = copy.deepcopy(config_dict)
+    d["model_type"] = RexBertConfig.model_type
+    layer_types = d.pop("layer_types", None)
+    if layer_types is not None:
+        d["global_attn_every_n_layers"] = _layer_types_to_every_n(layer_types)
+    rope = d.pop("rope_parameters", None)
+    if rope:
+        for layer_type, prefix in ((_GLOBAL, "global"), (_LOCAL, "local")):
+            params = rope.get(layer_type) or {}
+            rope_type = params.get("rope_type", "default")
+            if rope_type != "default":
+                raise ValueError(
+                    f"ModernBERT rope_parameters[{layer_type!r}] rope_type={rope_type!r} is not "
+                    f"supported by RexBERT (only 'default'; use {prefix}_rope_scaling for NTK)"
+                )
+            if "rope_theta" in params:
+                d[f"{prefix}_rope_theta"] = params["rope_theta"]
+    if d.pop("rope_scaling", None):
+        raise ValueError(
+            "ModernBERT config with rope_scaling is not supported; "
+            "use global_rope_scaling / local_rope_scaling"
+        )
+    for key in ("reference_compile", "repad_logits_with_grad", "auto_map", "_attn_implementation_autoset"):
+        d.pop(key, None)
+    d.setdefault("mask_token_id", 50284 if d.get("vocab_size", 50368) > 50284 else None)
+    # ModernBERT's historical default is CLS pooling; keep a converted checkpoint's behaviour unchanged.
+    d.setdefault("classifier_pooling", "cls")
+    d.setdefault("sparse_prediction", False)
+    archs = d.get("architectures") or []
+    d["architectures"] = [a.replace("ModernBert", "RexBert") for a in archs]
+    return d
+
+
+def register() -> None:
+    """Let ``RexBertConfig`` read ModernBERT configs (Hub copies of the config file read RexBERT's only)."""
+    CONFIG_CONVERTERS["modernbert"] = modernbert_to_rexbert_dict
+
+
 def rexbert_config_to_modernbert(config: RexBertConfig):
-    """A ``transformers.ModernBertConfig`` computing the same function as ``config``."""
+    """A ``transformers.ModernBertConfig`` (transformers-5 fields) computing the same function as ``config``.
+
+    NTK scaling is folded into the exported ``rope_theta`` (static NTK-aware scaling is exactly a larger
+    base), so the exported model computes the same function.
+    """
     from transformers import ModernBertConfig
 
-    d = config.to_modernbert_dict()
-    for key in ("model_type", "transformers_version"):
+    d = config.to_dict()
+    for key in (
+        "global_rope_theta",
+        "local_rope_theta",
+        "global_rope_scaling",
+        "local_rope_scaling",
+        "global_attn_every_n_layers",
+        "auto_map",
+        "architectures",
+        "mask_token_id",
+        "model_type",
+        "transformers_version",
+    ):
         d.pop(key, None)
+    d["architectures"] = ["ModernBertForMaskedLM"]
+    d["layer_types"] = config.layer_types
+    d["rope_parameters"] = {
+        t: {"rope_type": "default", "rope_theta": config.rope_theta_for(t)} for t in (_GLOBAL, _LOCAL)
+    }
     return ModernBertConfig(**d)
 
 
@@ -184,6 +263,7 @@ __all__ = [
     "export_to_modernbert",
     "modernbert_config_dict",
     "modernbert_to_rexbert_dict",
+    "register",
     "rewrite_as_modernbert",
     "rexbert_config_to_modernbert",
     "save_portable_tokenizer",

@@ -11,7 +11,6 @@ transformers' ``ModernBertForMaskedLM``, so weights move both ways.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +26,7 @@ from transformers.modeling_outputs import (
     TokenClassifierOutput,
 )
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-from transformers.utils import logging
+from transformers.utils import can_return_tuple, logging
 
 from .attention_rexbert import ATTENTION_BACKENDS, GLOBAL_WINDOW, select_attention
 from .configuration_rexbert import RexBertConfig
@@ -36,7 +35,6 @@ from .packing_rexbert import PackedBatch, pack_inputs
 logger = logging.get_logger(__name__)
 
 
-# ====================================================================== rotary embeddings
 def rope_cos_sin(position_ids: torch.Tensor, head_dim: int, theta: float):
     """fp32 RoPE tables for (N,) positions: cos, sin of shape (N, 1, 1, head_dim / 2) (NeoX rotate-half
     uses the same angle for channels i and i + d/2)."""
@@ -52,7 +50,6 @@ def apply_rope(qk: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.
     return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1).to(qk.dtype)
 
 
-# ====================================================================== layers
 def _norm(config: RexBertConfig) -> nn.LayerNorm:
     return nn.LayerNorm(config.hidden_size, eps=config.norm_eps, bias=config.norm_bias)
 
@@ -123,16 +120,12 @@ class RexBertEncoderLayer(GradientCheckpointingLayer):
     def __init__(self, config: RexBertConfig, layer_idx: int):
         super().__init__()
         self.attn_norm = nn.Identity() if layer_idx == 0 else _norm(config)  # ModernBERT: layer 0 has none
-        self.attn, self.mlp_norm, self.mlp = (
-            RexBertAttention(config, layer_idx),
-            _norm(config),
-            RexBertMLP(config),
-        )
+        self.attn = RexBertAttention(config, layer_idx)
+        self.mlp_norm, self.mlp = _norm(config), RexBertMLP(config)
         self.attention_type = config.layer_types[layer_idx]
 
     def forward(self, hidden, cos, sin, batch: PackedBatch, backend: str, rows=None, need_weights=False):
-        """(N, H) -> (N, H); with ``rows`` (M,) only those tokens' outputs (M, H): everything after
-        attention is per token, so the last layer of the sparse MLM head runs on labelled tokens only."""
+        """(N, H) -> (N, H), or (M, H) for ``rows`` only: all after attention is per token (sparse MLM)."""
         attn_out, weights = self.attn(self.attn_norm(hidden), batch, (cos, sin), backend, rows, need_weights)
         hidden = (hidden if rows is None else hidden.index_select(0, rows)) + attn_out
         return hidden + self.mlp(self.mlp_norm(hidden)), weights
@@ -148,21 +141,17 @@ class RexBertPredictionHead(nn.Module):
         return self.norm(self.act(self.dense(x)))
 
 
-# ====================================================================== model
 class RexBertPreTrainedModel(PreTrainedModel):
-    config_class = RexBertConfig
+    config_class = RexBertConfig  # transformers reads the annotation below, a string under __future__
     config: RexBertConfig
     base_model_prefix = "model"
     supports_gradient_checkpointing = True
     _no_split_modules = ["RexBertEmbeddings", "RexBertEncoderLayer"]
     _supports_sdpa = _supports_flash_attn = True  # flash: through transformers' AttentionInterface
-    _supports_flex_attn = False
 
     def get_correct_attn_implementation(self, requested: str | None, is_init_check: bool = False) -> str:
-        """One switch, transformers' ``attn_implementation``: RexBERT's own backends (``varlen``, the
-        default, ``sdpa``, ``eager``; see attention_rexbert.py) or a flash function of transformers'
-        ``AttentionInterface``. Its sdpa / eager / flex functions take a dense (B, 1, S, S) mask, not
-        packed documents, so RexBERT runs its own under those names."""
+        """One switch: RexBERT's backends (``varlen`` by default, ``sdpa``, ``eager``) or a flash function of
+        transformers' ``AttentionInterface`` (its others take a dense (B, 1, S, S) mask, not documents)."""
         if requested is None or requested in ATTENTION_BACKENDS:
             return requested or "varlen"
         if "flex" in requested or "paged" in requested:
@@ -172,9 +161,8 @@ class RexBertPreTrainedModel(PreTrainedModel):
         return super().get_correct_attn_implementation(requested, is_init_check)
 
     def _initialize_weights(self, module: nn.Module, is_custom_code: bool = False) -> None:
-        # transformers 5 skips, for remote code, modules without parameters of their own, so _init_weights
-        # would never see RexBertMLP, RexBertAttention, ...; every write below goes through
-        # transformers.initialization, which leaves loaded tensors alone, so that guard is not needed.
+        # transformers 5 skips, for remote code, modules without parameters of their own (RexBertMLP, ...);
+        # _init_weights writes through transformers.initialization, which leaves loaded tensors alone.
         super()._initialize_weights(module, is_custom_code=False)
 
     @torch.no_grad()
@@ -213,13 +201,6 @@ class RexBertPreTrainedModel(PreTrainedModel):
         return super().save_pretrained(save_directory, *args, **kwargs)
 
 
-@dataclass
-class _Encoded:
-    hidden: torch.Tensor  # (N, H) after final_norm, or (M, H) for ``rows``
-    all_hidden: list | None  # (N, H) per layer
-    attentions: list | None
-
-
 class RexBertModel(RexBertPreTrainedModel):
     """The bare encoder: ``last_hidden_state`` (B, S, H), zeros at padding; (1, N, H) for packed input."""
 
@@ -242,31 +223,16 @@ class RexBertModel(RexBertPreTrainedModel):
         """The attention a forward on ``device`` with ``dtype`` activations uses (see attention_rexbert)."""
         return select_attention(self.config, device, dtype, self.training, output_attentions)
 
-    def prepare(self, input_ids, attention_mask, position_ids, inputs_embeds, cu_seqlens, max_seqlen, **kw):
-        """The batch layout in any input convention (shapes checked, values never read; packing_rexbert)."""
-        batch = pack_inputs(
-            input_ids, inputs_embeds, attention_mask, position_ids, cu_seqlens, max_seqlen, **kw
-        )
-        if batch.max_seqlen > self.config.max_position_embeddings:
+    def encode(self, batch, input_ids, inputs_embeds, output_attentions, output_hidden_states, rows=None):
+        """Final states (N, H) of the N real tokens of ``batch`` (a :class:`PackedBatch`), or (M, H) of
+        ``rows`` only, and the output fields ``hidden_states`` (per layer, re-padded) and ``attentions``."""
+        cfg = self.config
+        if batch.max_seqlen > cfg.max_position_embeddings:
             logger.warning_once(
                 f"A document of {batch.max_seqlen} tokens exceeds max_position_embeddings="
-                f"{self.config.max_position_embeddings}; RoPE extrapolates past the trained length and "
+                f"{cfg.max_position_embeddings}; RoPE extrapolates past the trained length and "
                 "quality may drop. Truncate it (tokenizer truncation=True) if that is not intended."
             )
-        return batch
-
-    def encode(
-        self,
-        batch: PackedBatch,
-        input_ids,
-        inputs_embeds,
-        output_attentions=None,
-        output_hidden_states=None,
-        rows=None,
-    ) -> _Encoded:
-        """Run the encoder on the N real tokens of ``batch``; with ``rows`` (M,) the result holds only those
-        tokens' states (unless every layer's states are requested)."""
-        cfg = self.config
         weights = bool(cfg.output_attentions if output_attentions is None else output_attentions)
         states = bool(cfg.output_hidden_states if output_hidden_states is None else output_hidden_states)
         ids, embeds = (batch.unpad(x) if x is not None else None for x in (input_ids, inputs_embeds))
@@ -288,8 +254,13 @@ class RexBertModel(RexBertPreTrainedModel):
                 attentions.append(w)
         if rows is not None and (states or not self.layers):
             hidden = hidden.index_select(0, rows)
-        return _Encoded(self.final_norm(hidden), all_hidden, attentions)
+        extras = {
+            "hidden_states": tuple(batch.repad(h) for h in all_hidden) if states else None,
+            "attentions": tuple(attentions) if weights else None,
+        }
+        return self.final_norm(hidden), extras
 
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.Tensor | None = None,
@@ -300,7 +271,6 @@ class RexBertModel(RexBertPreTrainedModel):
         max_seqlen: int | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
         **kwargs,
     ) -> BaseModelOutput | tuple:
         r"""
@@ -314,42 +284,24 @@ class RexBertModel(RexBertPreTrainedModel):
                 document's length (host int). Attention never crosses a boundary.
             kwargs: the same as transformers names them (cu_seq_lens_q/k, max_length_q/k, seq_idx), or
                 token_type_ids (ignored: no segment embeddings); any other name raises TypeError.
-        Returns:
-            `BaseModelOutput`, states re-padded to the input's (B, S); attentions (B, heads, S, S) come
-            from the eager backend.
+        Returns `BaseModelOutput`, states re-padded to (B, S); attentions (B, heads, S, S) run eager.
         """
-        batch = self.prepare(
-            input_ids, attention_mask, position_ids, inputs_embeds, cu_seqlens, max_seqlen, **kwargs
+        batch = pack_inputs(
+            input_ids, inputs_embeds, attention_mask, position_ids, cu_seqlens, max_seqlen, **kwargs
         )
-        enc = self.encode(batch, input_ids, inputs_embeds, output_attentions, output_hidden_states)
-        return _output(
-            BaseModelOutput, batch, enc, self.config, return_dict, last_hidden_state=batch.repad(enc.hidden)
-        )
+        hidden, extras = self.encode(batch, input_ids, inputs_embeds, output_attentions, output_hidden_states)
+        return BaseModelOutput(last_hidden_state=batch.repad(hidden), **extras)
 
 
-def _output(output_class, batch: PackedBatch, enc: _Encoded, config, return_dict: bool | None, **fields):
-    """A transformers output with the per-layer states re-padded to the input's (B, S)."""
-    states = tuple(batch.repad(h) for h in enc.all_hidden) if enc.all_hidden is not None else None
-    weights = tuple(enc.attentions) if enc.attentions is not None else None
-    out = output_class(**fields, hidden_states=states, attentions=weights)
-    return out if (config.return_dict if return_dict is None else return_dict) else out.to_tuple()
-
-
-# ====================================================================== heads
-def masked_lm_loss(
-    logits, targets, ignore_index: int, num_items_in_batch=None, all_valid=False
-) -> torch.Tensor:
+def masked_lm_loss(logits, targets, ignore_index: int, num_items_in_batch=None, all_valid=False):
     """sum(CE) over targets != ignore_index, divided by ``num_items_in_batch`` when given (transformers'
     gradient-accumulation convention) or by this batch's target count; 0 (with a graph) when empty.
     ``all_valid``: no target is ignored (the sparse head). Reads nothing back from the device."""
-    if num_items_in_batch is None:
+    divisor = num_items_in_batch
+    if divisor is None:
         divisor = targets.numel() if all_valid else (targets != ignore_index).sum().clamp(min=1)
-    else:
-        divisor = (
-            num_items_in_batch.to(logits.device)
-            if torch.is_tensor(num_items_in_batch)
-            else num_items_in_batch
-        )
+    elif torch.is_tensor(divisor):
+        divisor = divisor.to(logits.device)
     if all_valid:
         return _SparseCrossEntropy.apply(
             logits, targets, max(divisor, 1) if isinstance(divisor, int) else divisor
@@ -398,6 +350,7 @@ class RexBertForMaskedLM(RexBertPreTrainedModel):
     def set_output_embeddings(self, new_embeddings: nn.Linear) -> None:
         self.decoder = new_embeddings
 
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.Tensor | None = None,
@@ -410,7 +363,6 @@ class RexBertForMaskedLM(RexBertPreTrainedModel):
         label_positions: torch.Tensor | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
         num_items_in_batch: int | torch.Tensor | None = None,
         **kwargs,
     ) -> MaskedLMOutput | tuple:
@@ -424,8 +376,8 @@ class RexBertForMaskedLM(RexBertPreTrainedModel):
         if label_positions is not None and attention_mask is not None:
             raise ValueError("label_positions index the (1, N) row of packed input: pass no attention_mask")
         ignore = self.config.sparse_pred_ignore_index
-        batch = self.model.prepare(
-            input_ids, attention_mask, position_ids, inputs_embeds, cu_seqlens, max_seqlen, **kwargs
+        batch = pack_inputs(
+            input_ids, inputs_embeds, attention_mask, position_ids, cu_seqlens, max_seqlen, **kwargs
         )
         targets, rows = (batch.unpad(labels) if labels is not None else None), None  # (N,)
         if targets is not None and self.config.sparse_prediction:
@@ -433,17 +385,17 @@ class RexBertForMaskedLM(RexBertPreTrainedModel):
                 label_positions = (targets != ignore).nonzero().squeeze(1)
             rows = label_positions.to(targets.device)
             targets = targets.index_select(0, rows)  # (M,)
-        enc = self.model.encode(
+        hidden, extras = self.model.encode(
             batch, input_ids, inputs_embeds, output_attentions, output_hidden_states, rows
         )
-        logits = self.decoder(self.head(enc.hidden))  # (N or M, V)
+        logits = self.decoder(self.head(hidden))  # (N or M, V)
         loss = (
             None
             if targets is None
             else masked_lm_loss(logits, targets, ignore, num_items_in_batch, rows is not None)
         )
         logits = batch.repad(logits) if rows is None else logits
-        return _output(MaskedLMOutput, batch, enc, self.config, return_dict, loss=loss, logits=logits)
+        return MaskedLMOutput(loss=loss, logits=logits, **extras)
 
 
 class _RexBertClassifier(RexBertPreTrainedModel):
@@ -462,6 +414,7 @@ class _RexBertClassifier(RexBertPreTrainedModel):
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.drop(self.head(x)))
 
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.Tensor | None = None,
@@ -473,16 +426,17 @@ class _RexBertClassifier(RexBertPreTrainedModel):
         max_seqlen: int | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
         **kwargs,
     ):
         """Arguments as :meth:`RexBertModel.forward`, plus ``labels``."""
-        batch = self.model.prepare(
-            input_ids, attention_mask, position_ids, inputs_embeds, cu_seqlens, max_seqlen, **kwargs
+        batch = pack_inputs(
+            input_ids, inputs_embeds, attention_mask, position_ids, cu_seqlens, max_seqlen, **kwargs
         )
-        enc = self.model.encode(batch, input_ids, inputs_embeds, output_attentions, output_hidden_states)
-        logits, loss = self.predict(batch, enc.hidden, labels)
-        return _output(self.output_class, batch, enc, self.config, return_dict, loss=loss, logits=logits)
+        hidden, extras = self.model.encode(
+            batch, input_ids, inputs_embeds, output_attentions, output_hidden_states
+        )
+        logits, loss = self.predict(batch, hidden, labels)
+        return self.output_class(loss=loss, logits=logits, **extras)
 
 
 class RexBertForSequenceClassification(_RexBertClassifier):
@@ -515,14 +469,3 @@ class RexBertForTokenClassification(_RexBertClassifier):
         logits = self.classify(hidden)  # (N, C)
         loss = self.loss_function(logits, batch.unpad(labels), self.config) if labels is not None else None
         return batch.repad(logits), loss
-
-
-__all__ = [
-    "PackedBatch",
-    "RexBertPreTrainedModel",
-    "RexBertModel",
-    "RexBertForMaskedLM",
-    "RexBertForSequenceClassification",
-    "RexBertForTokenClassification",
-    "masked_lm_loss",
-]

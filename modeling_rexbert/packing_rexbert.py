@@ -1,7 +1,5 @@
 """How the real tokens of a batch split into documents: the one layout every attention backend reads.
-
-Shipped next to ``modeling_rexbert.py`` as remote code (torch only). Four input conventions become one
-:class:`PackedBatch` of N real tokens in D documents:
+Four input conventions become one :class:`PackedBatch` of N real tokens in D documents:
 
 * (1, N) with ``cu_seqlens`` (D+1,) int32 and ``max_seqlen`` (host int): RexBERT's collator (training).
   Nothing is read back from the device.
@@ -21,8 +19,7 @@ import torch
 
 # transformers' names for packed input (DataCollatorWithFlattening; seq_idx only alongside the others).
 FLASH_PACKING_KWARGS = ("cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k", "seq_idx")
-# BERT tokenizers emit token_type_ids, and pipelines / sentence-transformers pass them on: there are no
-# segment embeddings to read them with, so they are ignored (as by transformers' ModernBERT).
+# BERT tokenizers, pipelines and sentence-transformers pass token_type_ids: no segment embeddings read them.
 IGNORED_KWARGS = ("token_type_ids",)
 
 
@@ -35,12 +32,12 @@ class PackedBatch:
     indices: torch.Tensor | None  # (N,) flat positions of the real tokens in B*S; None: every one is real
     cu_seqlens: torch.Tensor  # (D+1,) int32 document boundaries, on the tokens' device
     max_seqlen: int  # the longest document's length (host int)
-    position_ids: torch.Tensor  # (N,) RoPE positions
+    position_ids: torch.Tensor | None = None  # (N,) RoPE positions
     cache: dict = field(default_factory=dict, repr=False)  # per-forward memo shared by all layers
 
     @property
     def num_tokens(self) -> int:
-        return self.position_ids.shape[0]
+        return self.batch_size * self.seq_len if self.indices is None else self.indices.shape[0]
 
     @property
     def num_docs(self) -> int:
@@ -105,21 +102,31 @@ def pack_inputs(
     cu_seqlens, max_seqlen = _flash_boundaries(cu_seqlens, max_seqlen, position_ids, **flash_kwargs)
     if cu_seqlens is None and B == 1 and S > 1 and attention_mask is None and position_ids is not None:
         cu_seqlens, max_seqlen = boundaries_from_positions(position_ids[0])
-    if cu_seqlens is None:
-        return pack_padded(B, S, device, attention_mask, position_ids)
-    if B != 1 or attention_mask is not None:
-        raise ValueError(
-            "cu_seqlens is for packed input of shape (1, N) without attention_mask; got input "
-            f"{(B, S)}, attention_mask {'given' if attention_mask is not None else 'None'}"
-        )
-    cu = cu_seqlens.to(device=device, dtype=torch.int32)
-    if max_seqlen is None:  # one host read; collators pass it
-        max_seqlen = int(torch.diff(cu).max())
-    if position_ids is None:
-        doc = document_ids(cu, S)
-        pos = torch.arange(S, device=device) - cu.long()[doc]
-        return PackedBatch(1, S, None, cu, int(max_seqlen), pos, {"doc_ids": doc})
-    return PackedBatch(1, S, None, cu, int(max_seqlen), position_ids.reshape(-1).to(device, torch.long))
+    indices = None
+    if cu_seqlens is not None:  # packed: documents side by side in one row
+        if B != 1 or attention_mask is not None:
+            raise ValueError(
+                "cu_seqlens is for packed input of shape (1, N) without attention_mask; got input "
+                f"{(B, S)}, attention_mask {'given' if attention_mask is not None else 'None'}"
+            )
+        cu_seqlens = cu_seqlens.to(device=device, dtype=torch.int32)
+        if max_seqlen is None:  # one host read; collators pass it
+            max_seqlen = int(torch.diff(cu_seqlens).max())
+    elif attention_mask is None:  # B documents of length S: no gather / scatter at all
+        cu_seqlens, max_seqlen = torch.arange(0, (B + 1) * S, S, dtype=torch.int32, device=device), S
+    else:  # each row's real tokens are one document, wherever the padding is
+        mask = attention_mask.to(device).bool()
+        lengths = mask.sum(1)  # (B,)
+        cu_seqlens = torch.nn.functional.pad(lengths.cumsum(0), (1, 0)).to(torch.int32)
+        indices = mask.reshape(-1).nonzero().squeeze(1)  # (N,) host read: inference form only
+        max_seqlen = lengths.max()
+    batch = PackedBatch(B, S, indices, cu_seqlens, int(max_seqlen))
+    if position_ids is None:  # each document's tokens count from 0 (so left and right padding agree)
+        token = torch.arange(batch.num_tokens, device=device)
+        batch.position_ids = token - cu_seqlens.long()[batch.doc_ids()]
+    else:
+        batch.position_ids = batch.unpad(position_ids.to(device, torch.long))
+    return batch
 
 
 def _flash_boundaries(cu_seqlens, max_seqlen, position_ids, **kw):
@@ -134,14 +141,14 @@ def _flash_boundaries(cu_seqlens, max_seqlen, position_ids, **kw):
         return cu_seqlens, max_seqlen
     if cu_seqlens is not None:
         raise ValueError("pass cu_seqlens or cu_seq_lens_q/k, not both")
-    max_q, max_k = (None if m is None else int(m) for m in (max_q, max_k))  # int(tensor): a host read
-    shapes_differ = cu_q is not None and cu_k is not None and cu_q.shape != cu_k.shape
-    if shapes_differ or (max_q is not None and max_k is not None and max_q != max_k):
+    cus = [cu for cu in (cu_q, cu_k) if cu is not None]
+    maxes = {int(m) for m in (max_q, max_k) if m is not None}  # int(tensor): a host read
+    if len({cu.shape for cu in cus}) > 1 or len(maxes) > 1:
         raise ValueError(
             "cu_seq_lens_k / max_length_k must equal cu_seq_lens_q / max_length_q: RexBERT is an encoder "
             "(self-attention within each document)"
         )
-    return (cu_q if cu_q is not None else cu_k), (max_q if max_q is not None else max_k)
+    return cus[0], (maxes.pop() if maxes else None)
 
 
 def boundaries_from_positions(position_ids: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -156,29 +163,3 @@ def boundaries_from_positions(position_ids: torch.Tensor) -> tuple[torch.Tensor,
     bounds = [*starts, position_ids.shape[0]]
     cu = torch.tensor(bounds, dtype=torch.int32, device=position_ids.device)
     return cu, max(b - a for a, b in zip(bounds, bounds[1:]))
-
-
-def pack_padded(
-    batch_size: int,
-    seq_len: int,
-    device: torch.device,
-    attention_mask: torch.Tensor | None = None,
-    position_ids: torch.Tensor | None = None,
-) -> PackedBatch:
-    """(B, S) input: every row's real tokens (``attention_mask == 1``) are one document. Positions count
-    each row's real tokens from 0 unless given, so left and right padding give the same result."""
-    B, S = batch_size, seq_len
-    if attention_mask is None:  # B documents of length S: no gather / scatter at all
-        cu = torch.arange(0, (B + 1) * S, S, dtype=torch.int32, device=device)
-        pos = torch.arange(S, device=device).repeat(B) if position_ids is None else position_ids.reshape(-1)
-        return PackedBatch(B, S, None, cu, S, pos.to(device, torch.long))
-    mask = attention_mask.to(device).bool()
-    lengths = mask.sum(1)  # (B,)
-    cu = torch.nn.functional.pad(lengths.cumsum(0), (1, 0)).to(torch.int32)
-    indices = mask.reshape(-1).nonzero().squeeze(1)  # (N,) host read: inference form only
-    max_seqlen = int(lengths.max())
-    if position_ids is None:
-        pos = torch.arange(indices.numel(), device=device) - cu.long()[document_ids(cu, indices.numel())]
-    else:
-        pos = position_ids.reshape(-1).to(device, torch.long).index_select(0, indices)
-    return PackedBatch(B, S, indices, cu, max_seqlen, pos)

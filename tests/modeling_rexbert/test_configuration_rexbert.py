@@ -138,7 +138,8 @@ def test_config_of_another_architecture_names_its_model_type(tmp_path):
 
     bert = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2)
     bert.save_pretrained(tmp_path)
-    with pytest.raises(ValueError, match=r"config model_type='bert' is not a RexBERT or ModernBERT config"):
+    reads = r"\(RexBertConfig reads model_type 'rexbert' or 'modernbert'\)"
+    with pytest.raises(ValueError, match=rf"config model_type='bert' is not a RexBERT config {reads}"):
         RexBertConfig.from_pretrained(tmp_path)
     with pytest.raises(ValueError, match=r"model_type='roberta'"):
         RexBertConfig.from_dict({"model_type": "roberta", "vocab_size": 10})

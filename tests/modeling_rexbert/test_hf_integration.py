@@ -128,6 +128,26 @@ def test_saved_folder_has_full_auto_map_code_and_safetensors_only(saved_mlm):
     assert {n for n in names if n.endswith(".py")} == set(REMOTE_CODE_FILES)  # the pre-push check agrees
 
 
+def test_shipped_code_is_no_larger_than_transformers_modernbert(tmp_path):
+    """Every .py file save_pretrained copies for trust_remote_code totals at most transformers' own
+    ModernBERT (modeling + configuration, counted like ``wc -l`` in the installed transformers): the Hub
+    files hold what a user runs to get the right answer; CPU scheduling, host checks and ModernBERT
+    conversion stay in the package."""
+    import transformers.models.modernbert as modernbert
+
+    from .conftest import tiny_config
+
+    def lines(path: Path) -> int:
+        return path.read_text(encoding="utf-8").count("\n")
+
+    RexBertForMaskedLM(tiny_config()).save_pretrained(tmp_path)
+    shipped = {path.name: lines(path) for path in sorted(tmp_path.rglob("*.py"))}
+    reference = Path(modernbert.__file__).parent
+    budget = sum(lines(reference / f"{part}_modernbert.py") for part in ("modeling", "configuration"))
+    assert "modeling_rexbert.py" in shipped and "configuration_rexbert.py" in shipped, shipped
+    assert sum(shipped.values()) <= budget, f"{sum(shipped.values())} shipped lines {shipped} > {budget}"
+
+
 def test_remote_code_loads_in_clean_process_without_the_package(saved_mlm, tmp_path):
     """Fresh interpreter, cwd outside the repo and no PYTHONPATH: only the copied code files can work."""
     script = textwrap.dedent(f"""
@@ -148,6 +168,11 @@ def test_remote_code_loads_in_clean_process_without_the_package(saved_mlm, tmp_p
         assert mlm.decoder.weight.data_ptr() == mlm.model.embeddings.tok_embeddings.weight.data_ptr()
         for auto in (AutoModel, AutoModelForSequenceClassification, AutoModelForTokenClassification):
             auto.from_pretrained(folder, trust_remote_code=True)
+        try:  # ModernBERT configs are read by the package only (it registers the conversion)
+            type(mlm.config).from_dict(dict(model_type="modernbert", hidden_size=64))
+            raise SystemExit("the Hub copy converted a ModernBERT config")
+        except ValueError as error:
+            assert "is not a RexBERT config (RexBertConfig reads model_type 'rexbert')" in str(error), error
         ids = torch.tensor([[101, 2023, 2003, 103, 102]])
         with torch.no_grad():
             print(json.dumps(mlm(input_ids=ids).logits[0, 3, :5].tolist()))

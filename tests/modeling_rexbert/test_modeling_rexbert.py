@@ -142,6 +142,35 @@ def test_output_attentions_uses_eager_whatever_the_backend():
     torch.testing.assert_close(out.attentions[0].sum(-1)[1, :, :4], torch.ones(2, 4))
 
 
+@pytest.mark.parametrize("layout", ["left_padded", "packed"])
+def test_attention_weights_sit_at_each_documents_input_positions(layout):
+    """Every document's weights equal those of the document run alone, at its own (row, column) positions
+    of the (B, heads, S, S) output; everything else is 0. Left padding and packing move the documents
+    away from slot 0 of the per-document layout the eager backend computes in."""
+    model = _encoder(local_attention=8)  # output_attentions runs eager
+    lengths = [30, 3, 12, 25]
+    if layout == "packed":
+        batch, docs = _packed(lengths)
+        spans = [(0, s, s + n) for s, n in zip(cu_seqlens(lengths)[:-1].tolist(), lengths)]
+    else:
+        ids, mask = right_padded(lengths)
+        S = ids.shape[1]
+        ids, mask = ids.flip(1), mask.flip(1)  # left padding; row order is the documents' order
+        batch, docs = (
+            {"input_ids": ids, "attention_mask": mask},
+            [ids[b, S - n :] for b, n in enumerate(lengths)],
+        )
+        spans = [(b, S - n, S) for b, n in enumerate(lengths)]
+    with torch.no_grad():
+        got = model(**batch, output_attentions=True).attentions
+        alone = [model(input_ids=doc[None], output_attentions=True).attentions for doc in docs]
+    for layer, weights in enumerate(got):
+        expected = torch.zeros_like(weights)
+        for (b, start, end), doc_weights in zip(spans, alone):
+            expected[b, :, start:end, start:end] = doc_weights[layer][0]
+        torch.testing.assert_close(weights, expected, atol=ATOL, rtol=0)
+
+
 def test_8192_tokens_run_without_quadratic_memory():
     model = _encoder(num_hidden_layers=2, hidden_size=32, max_position_embeddings=8192)  # global + local
     ids = torch.randint(4, 97, (1, 8192))

@@ -6,11 +6,9 @@ import pytest
 import torch
 from transformers import DataCollatorWithFlattening
 
-from modeling_rexbert.packing_rexbert import pack_inputs, pack_padded
+from modeling_rexbert.packing_rexbert import pack_inputs
 
 from .conftest import cu_seqlens
-
-CPU = torch.device("cpu")
 
 
 def _features(lengths: list[int]) -> list[dict]:
@@ -41,9 +39,9 @@ def test_cu_seqlens_alone_derive_positions_and_the_longest_document(lengths):
     assert packed.max_seqlen == max(lengths) and torch.diff(packed.cu_seqlens).tolist() == lengths
 
 
-def test_pack_padded_handles_left_and_right_padding_empty_rows_and_any_row_order():
+def test_padded_input_handles_left_and_right_padding_empty_rows_and_any_row_order():
     mask = torch.tensor([[1, 1, 0, 0], [0, 0, 1, 1], [0, 0, 0, 0], [1, 1, 1, 0]])
-    batch = pack_padded(4, 4, CPU, mask)
+    batch = pack_inputs(torch.zeros(4, 4, dtype=torch.long), attention_mask=mask)
     assert batch.indices.tolist() == [0, 1, 6, 7, 12, 13, 14]
     assert batch.cu_seqlens.tolist() == [0, 2, 4, 4, 7] and batch.cu_seqlens.dtype == torch.int32
     assert batch.position_ids.tolist() == [0, 1, 0, 1, 0, 1, 2] and batch.max_seqlen == 3  # the last row's
