@@ -226,7 +226,7 @@ def _run_stages(config: ExperimentConfig, force_eval: bool, flags: tuple[str, ..
     from rexbert_cli import plots, product_check, summary
     from rexbert_cli.heldout import split_products
     from rexbert_common.data import data_dir
-    from training.curriculum import _has_training_state
+    from training.curriculum import has_training_state
 
     out = Path(config.output_dir)
     stages = _Stages(force_eval)
@@ -257,7 +257,7 @@ def _run_stages(config: ExperimentConfig, force_eval: bool, flags: tuple[str, ..
                 str(training_dir),
                 "--phase",
                 phase,
-                *(["--resume"] if _has_training_state(training_dir, [f"phase{phase}"]) else []),
+                *(["--resume"] if has_training_state(training_dir, [f"phase{phase}"]) else []),
                 "--set",
                 domain,
             ]

@@ -421,6 +421,12 @@ def run_stage(executor, name: str, job: str = "curation") -> None:
         executor.run()
     except Exception as error:  # noqa: BLE001 - reported below with the rank and its log
         raised = error
+    if isinstance(raised, OSError):  # a full disk or a read-only folder met by a task run in this process
+        from rexbert_common.files import output_error
+
+        converted = output_error(raised, raised.filename or executor.logging_dir.path)
+        if converted is not raised:
+            raise converted from raised
     failed = executor.get_incomplete_ranks(skip_completed=True)
     error = task_error(executor.logging_dir, failed[0]) if failed else None
     if raised is not None and (not failed or (error is None and not isinstance(raised, UserError))):

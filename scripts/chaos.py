@@ -7,10 +7,10 @@
 ``rexbert demo``: curation, data preparation, the three training phases, evaluation, model card) runs once
 uninterrupted -- the reference, which also times its stages -- then again in another folder, where it is
 killed with SIGKILL ``--kills`` times at random moments spread over those stages and rerun after each kill,
-then run to completion. ``train``: the same for ``training/run.py --resume`` under ``accelerate launch``
-with ``--processes`` CPU processes, the *launcher* killed at random training steps (its ranks must die
-with it). Both then compare the artefacts with the reference's (:func:`compare`), and check after every
-kill that no process of the killed run is left.
+then run to completion. ``train``: the same for ``training/run.py --resume-or-start`` under
+``accelerate launch`` with ``--processes`` CPU processes, the *launcher* killed at random training steps
+(its ranks must die with it). Both then compare the artefacts with the reference's (:func:`compare`), and
+check after every kill that no process of the killed run is left.
 
 The kill moments come from ``--seed`` and are printed with the stage each kill landed in, so a failure
 reproduces (up to the machine's speed: a kill aims at a fraction of a stage's reference duration). This is
@@ -276,7 +276,7 @@ def launch_command(script: str | Path, *script_args: str, processes: int = 2) ->
 
 def _train_command(out: Path, processes: int) -> list[str]:
     return launch_command(
-        REPO / "training" / "run.py", "--recipe", str(RECIPE), "--output-dir", str(out), "--resume",
+        REPO / "training" / "run.py", "--recipe", str(RECIPE), "--output-dir", str(out), "--resume-or-start",
         processes=processes,
     )  # fmt: skip
 

@@ -471,7 +471,7 @@ class _LogAtCheckpoints(TrainerCallback):
         return control
 
 
-def _has_training_state(out: Path, phases: Iterable[str] = PHASES) -> bool:
+def has_training_state(out: Path, phases: Iterable[str] = PHASES) -> bool:
     """Whether any of ``phases`` under ``out`` has a checkpoint or a final model (built rows do not count)."""
     found = (p.name for name in phases for p in out.glob(f"{name}/*"))
     return any(name == "final" or name.startswith("checkpoint-") for name in found)
@@ -496,8 +496,8 @@ def run_curriculum(
     folder already holds a run (``overwrite`` deletes it). If a user error (bad data, bad settings) stops
     the run before any checkpoint exists, the folders this call created are removed. ``stop_after_steps``
     stops each phase after that many steps without writing its final folder (used to test resume: run
-    again with ``resume=True``). ``resume`` with no checkpoint or final model of ``phases`` in the output
-    folder is an error (a mistyped folder must not start from scratch). ``prepare_only`` prepares the
+    again with ``resume=True``; with nothing to resume it starts the phases -- ``rexbert train --resume``
+    refuses that, a mistyped folder must not start from scratch). ``prepare_only`` prepares the
     phases' rows in-process (``rexbert prepare`` does it on any executor) and trains nothing: a later run
     reuses them."""
     from training.checkpoints import refuse_or_clear_previous_run
@@ -510,11 +510,6 @@ def run_curriculum(
     check_guided_sources(recipe, phases)
     check_report_to(recipe.trainer.report_to)
     out = Path(recipe.output_dir)
-    if resume and not prepare_only and not _has_training_state(out, phases):
-        raise UserError(
-            f"--resume: nothing to resume in {out} (no checkpoint or final model of {', '.join(phases)}): "
-            "check --output-dir, or run without --resume to start"
-        )
     state = process_state()
     layout = PrepareLayout.of(recipe)  # lists the sources' files: a missing one fails here
     to_train = [
@@ -555,7 +550,7 @@ def run_curriculum(
                 break
         return finals
     except Exception:  # bad input (a UserError, an unreachable Hub id...) before any checkpoint: no debris
-        if created and state.is_main_process and not _has_training_state(out):
+        if created and state.is_main_process and not has_training_state(out):
             shutil.rmtree(out, ignore_errors=True)
         raise
 

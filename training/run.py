@@ -12,6 +12,7 @@ import argparse
 import os
 import signal
 import sys
+from pathlib import Path
 
 from rexbert_common.config import add_override_argument
 
@@ -33,7 +34,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument(
         "--resume",
         action="store_true",
-        help="skip finished phases and resume the current one from its last checkpoint",
+        help="skip finished phases and resume the current one from its last checkpoint (an error when the "
+        "folder holds nothing to resume: a mistyped folder never starts over)",
+    )
+    parser.add_argument(
+        "--resume-or-start",
+        action="store_true",
+        help="--resume when the folder holds a run, else start it: for requeued or retried jobs",
     )
     parser.add_argument(
         "--overwrite",
@@ -67,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     from training.recipe import load_recipe
 
     # every check on the command line and the recipe first: torch and transformers take seconds to import
-    if args.resume and args.overwrite:
+    if (args.resume or args.resume_or_start) and args.overwrite:
         raise UserError("--resume and --overwrite exclude each other: continue the run, or start it again")
     overrides = list(args.overrides) + list(getattr(args, "extra_overrides", []) or [])
     recipe = load_recipe(args.recipe, overrides)
@@ -76,15 +83,20 @@ def run(args: argparse.Namespace) -> int:
     check_output_dir(recipe.output_dir, "--output-dir" if args.output_dir else f"{args.recipe}: output_dir")
     phases = list(PHASES) if args.phase == "all" else [PHASES[int(args.phase) - 1]]
 
-    from training.curriculum import run_curriculum
+    from training.curriculum import has_training_state, run_curriculum
     from training.launch import launch_lock
     from training.prepare import prepare_command
 
+    if args.resume and not args.prepare_only and not has_training_state(Path(recipe.output_dir), phases):
+        raise UserError(  # a mistyped folder must not start from scratch
+            f"--resume: nothing to resume in {recipe.output_dir} (no checkpoint or final model of "
+            f"{', '.join(phases)}): check --output-dir, or run without --resume to start"
+        )
     with launch_lock(recipe.output_dir, lambda message: print(f"[rexbert train] {message}", flush=True)):
         run_curriculum(
             recipe,
             phases,
-            resume=args.resume,
+            resume=args.resume or args.resume_or_start,
             stop_after_steps=args.stop_after_steps,
             prepare_only=args.prepare_only,
             overwrite=args.overwrite,

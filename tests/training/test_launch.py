@@ -86,7 +86,7 @@ def _our_lines(text: str) -> list[str]:
     """What the ranks printed as their one line (the launcher -- torch elastic -- adds its own report of
     the failed ranks after it, with a traceback of its own code, which no option turns off)."""
     lines = text.replace("\r", "\n").splitlines()
-    return [line for line in lines if line.startswith(("error:", "stopped by"))]
+    return [line for line in lines if line.startswith(("rexbert train: error:", "stopped by"))]
 
 
 def _traceback_from_our_code(text: str) -> bool:
@@ -124,7 +124,7 @@ def test_a_launch_holds_one_lock_stops_on_sigterm_and_its_ranks_die_with_it(tmp_
     lines = _our_lines(text)
     assert second.returncode != 0 and len(lines) == 1 and not _traceback_from_our_code(text), text[-3000:]
     main_rank = next(p.pid for p in ranks if p.environ().get("RANK") == "0")
-    assert lines[0].startswith(f"error: {out.resolve()} is in use by pid {main_rank} on ")
+    assert lines[0].startswith(f"rexbert train: error: {out.resolve()} is in use by pid {main_rank} on ")
     assert first.poll() is None  # the first launch trains on
 
     first.send_signal(signal.SIGTERM)  # a scheduler's pre-emption notice: the launcher forwards it
@@ -168,8 +168,9 @@ def test_a_non_finite_loss_on_one_rank_stops_every_rank_at_the_same_step(tmp_pat
     text = _finish(launch)
     assert launch.returncode != 0 and not _traceback_from_our_code(text), text[-3000:]
     assert _our_lines(text) == [
-        "error: phase1: training diverged at step 5: a non-finite loss or gradient norm (gradient norm "
-        f"nan); nothing after it was saved; resume from {out / 'phase1' / 'checkpoint-4'} with --resume -- "
+        "rexbert train: error: phase1: training diverged at step 5: a non-finite loss or gradient norm "
+        f"(gradient norm nan); nothing after it was saved; resume from {out / 'phase1' / 'checkpoint-4'} "
+        "with --resume -- "
         "lower the LR, or set trainer.skip_nonfinite_steps to skip a few such steps"
     ]
     assert sorted(p.name for p in (out / "phase1").glob("checkpoint-*")) == ["checkpoint-4"]

@@ -120,9 +120,9 @@ def test_a_task_memory_is_flat_in_the_shard_size_and_the_input_size(prepared, tm
             wiki.mkdir(parents=True)
             for k in range(copies):
                 (wiki / f"part{k}.raw").symlink_to(data_dir / "wikitext2_raw_test/wiki.test.raw")
-        sets = [f"data.general.{i}.path={wiki}" for i in range(3)] + [f"data.shard_buffers={shard_buffers}"]
+        sets = [f"data.general.{i}.path={wiki}" for i in range(2)] + [f"data.shard_buffers={shard_buffers}"]
         sets += ["data.buffer_docs=320", "phase1.tokens=10000000", "data.max_doc_tokens=300"]
-        sets += [f"data.general.{i}.max_docs=100000" for i in range(3)]
+        sets += [f"data.general.{i}.max_docs=100000" for i in range(2)]
         recipe = prepare_recipe(out, *sets)
         if not (out / "tokenizer").exists():
             shutil.copytree(prepared / "tokenizer", out / "tokenizer")

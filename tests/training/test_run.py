@@ -374,6 +374,11 @@ def test_resume_with_nothing_to_resume_names_the_folder_and_starts_nothing(tmp_p
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"--resume: nothing to resume in {out} (no checkpoint" in err
     assert sorted(p.name for p in out.rglob("*")) == ["phase1", "rows"]
+    # a requeued job's first attempt: --resume-or-start starts the run, a later attempt continues it
+    assert rexbert(["train", *args(out, "--phase", "1", "--resume-or-start", "--stop-after-steps", "2")]) == 0
+    assert (out / "phase1" / "checkpoint-2").is_dir() and not (out / "phase1" / "final").exists()
+    assert rexbert(["train", *args(out, "--phase", "1", "--resume-or-start")]) == 0
+    assert "resuming from" in capsys.readouterr().out and (out / "phase1" / "final").is_dir()
 
 
 def test_an_unreachable_hub_tokenizer_is_one_line_and_leaves_no_output(tmp_path, capsys):
@@ -584,8 +589,8 @@ def test_prepare_only_builds_the_rows_that_training_then_reuses(tmp_path, capsys
     out = tmp_path / "prepared"
     assert main(args(out, "--phase", "1", "--prepare-only")) == 0
     printed = capsys.readouterr().out
-    # the epoch report comes before any build
-    assert printed.index("source epochs, phase1: wikitext2 ≈") < printed.index("phase1: building")
+    # what the preparation made (sources, tokenizer, miner) is reported before any build
+    assert printed.index("sources (documents): wikitext2 ") < printed.index("phase1: building")
     (build,) = (out / "phase1").glob("rows-*/build.json")
     assert build.exists() and not (out / "phase1" / "final").exists()
     assert not list((out / "phase1").glob("checkpoint-*"))

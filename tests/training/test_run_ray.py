@@ -21,7 +21,7 @@ out, storage = sys.argv[1], sys.argv[2]
 
 def train(config):
     from training.run import main
-    main(args(out, "--phase", "1", "--resume"))
+    main(args(out, "--phase", "1", "--resume-or-start"))
 
 ray.init(num_cpus=2, include_dashboard=False)
 result = TorchTrainer(
