@@ -116,8 +116,6 @@ def train_arm(recipe: Recipe, trunk: Path) -> Path:
 def phase_record(phase_dir: Path) -> dict:
     """What one finished phase trained: steps, real tokens consumed (the planned rows' lengths, checked
     against the rows the trainer reports it trained), its loss log, realised Guided MLM and domain share."""
-    import numpy as np
-    import pyarrow as pa
 
     summary = json.loads((phase_dir / "final" / "phase_summary.json").read_text(encoding="utf-8"))
     planned = summary["planned_rows"]
@@ -127,12 +125,7 @@ def phase_record(phase_dir: Path) -> dict:
     )
     if summary["resumed_from"] is None and not every_row:
         raise RuntimeError(f"{phase_dir}: the trainer did not train every planned row exactly once")
-    build = json.loads((phase_dir / "rows" / "build.json").read_text(encoding="utf-8"))
-    lengths = []
-    for shard in build["shards"]:  # the documented on-disk rows (docs/training.md, "On-disk rows")
-        table = pa.ipc.open_file(pa.memory_map(str(phase_dir / "rows" / shard["file"]), "r")).read_all()
-        lengths.append(table.column("length").to_numpy()[: shard["rows"]])
-    consumed = int(np.concatenate(lengths)[:planned].astype(np.int64).sum())
+    consumed = summary["trained_tokens"]  # rows [0, planned) of the phase's prepared rows (BatchPlan)
     return {
         "phase": summary["phase"],
         "steps": summary["steps"],
