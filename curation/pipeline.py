@@ -107,15 +107,17 @@ def input_sources(config: CurationConfig, work: Path) -> list[tuple[str, SourceC
     return sources
 
 
-# Per-document costs behind the stage defaults (docs/curation.md, *Resources per stage*, says which were
-# measured and how); each default adds head-room over them.
-BASE_GIB = 1.0  # interpreter, datatrove, pyarrow, sklearn
-ENCODER_GIB = 1.5  # torch + a sentence-transformers encoder
-PREPARE_GIB = 2.0  # + lid.176, spaCy, the URL blocklist (4.5 M domains); one prepare task measured ~0.5 GiB
-KEY_BYTES = 300  # one (key, id, rank) of the sample held by the merge (tracemalloc: ~250)
-DOC_BYTES = 24_000  # one sampled document held by label/train: text (<= a few kB) + cleaned copy + features
-CLUSTER_BYTES_PER_DUPLICATE = 250  # union-find node + keeper of a document that has a duplicate
-CLUSTER_BYTES_PER_DOC = 8  # the id-hash key file of every document, read per file
+# Costs behind the stage defaults, measured per stage by `benchmarks/bench_curation.py --sections costs`
+# (every task in a fresh process at two sample sizes; RSS slopes, which exceed tracemalloc's by the
+# allocator's overhead; docs/curation.md, *Resources per stage*); each default adds head-room over them.
+BASE_GIB = 1.0  # interpreter, datatrove, pyarrow, sklearn: 0.16 GiB resident
+ENCODER_GIB = 1.5  # torch + a sentence-transformers encoder: 1.0 GiB added (MiniLM, a batch of 64)
+PREPARE_GIB = 2.0  # + lid.176, spaCy, the URL blocklist (4.5 M domains): 1.5 GiB added
+TRAIN_GIB = 1.5  # the URL blocklist (adult drop rate) + fastText: 1.2 GiB added
+KEY_BYTES = 2_000  # one (key, id, rank) of the sample held by the merge: 1.75 kB RSS (220 B traced)
+DOC_BYTES = 50_000  # one sampled document held by label: 49 kB RSS (11 kB traced) at 1.4 k chars mean
+CLUSTER_BYTES_PER_DUPLICATE = 600  # union-find node + keeper of a duplicated document: 558 B RSS
+CLUSTER_BYTES_PER_DOC = 9  # the id-hash key file of every document, read per file: 8.5 B RSS
 DUPLICATE_SHARE = 0.3  # FineWeb-like web crawls
 
 
@@ -141,7 +143,9 @@ def stage_resources(config: CurationConfig) -> dict[str, StageResources]:
             ),
         ),
         "label": StageResources(cpus=1, mem=mem(BASE_GIB + labeler_gib + gib(per_task * DOC_BYTES))),
-        "train": StageResources(cpus=1, mem=mem(BASE_GIB + gib(config.sampling.per_domain * DOC_BYTES))),
+        "train": StageResources(
+            cpus=1, mem=mem(BASE_GIB + TRAIN_GIB + gib(config.sampling.per_domain * DOC_BYTES))
+        ),
         "buckets": StageResources(cpus=1, mem=mem(BASE_GIB + 1)),
         "cluster": StageResources(cpus=1, mem=mem(BASE_GIB + 1 + cluster), time="48:00:00"),
         "select": StageResources(cpus=1, mem=mem(BASE_GIB + PREPARE_GIB)),
