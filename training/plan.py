@@ -67,10 +67,10 @@ RUNTIME_RESERVE_GIB = 1.0
 # Real tokens / slots of best-fit packed rows (the packer's measured efficiency is ≥ 0.99 on web text; a
 # run reports its own in phase_summary.json).
 PACKING_EFFICIENCY = 0.99
-# Tokenize + mine + pack, tokens per second per CPU core: the mean of the one-worker runs of
-# benchmarks/bench_data_prep.py in BENCHMARKS.md, "Training data preparation" (47,498 and 75,537 tokens/s on
-# the shared 2-core AVX-512 machine at load 5-9).
-PREP_TOKENS_PER_CORE_SECOND = 60_000
+# Read + tokenize + mine + pack + write, tokens per second per CPU core: `rexbert prepare`'s one-worker rate
+# on a mined product phase in benchmarks/bench_data_prep.py (BENCHMARKS.md, "Training data preparation"),
+# rounded down; a general-text phase without mining runs faster.
+PREP_TOKENS_PER_CORE_SECOND = 200_000
 
 
 @dataclass(frozen=True)

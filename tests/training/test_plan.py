@@ -86,7 +86,7 @@ def test_default_mfu_reproduces_modernberts_published_pace(data_dir):
 def test_data_preparation_and_disk(data_dir):
     recipe = _recipe("base")
     phase1 = recipe.phase1
-    assert phase1.tokens / PREP_TOKENS_PER_CORE_SECOND / 3600 == pytest.approx(7870, rel=1e-3)  # issue 16
+    assert phase1.tokens / PREP_TOKENS_PER_CORE_SECOND / 3600 == pytest.approx(2361, rel=1e-3)
     two_bytes = disk_bytes(phase1, 50368)  # uint16 ids: ModernBERT's 50,368 fit
     assert two_bytes == pytest.approx(2 * phase1.tokens, rel=0.02)
     assert disk_bytes(phase1, 70000) == pytest.approx(4 * phase1.tokens, rel=0.02)  # int32 ids
