@@ -255,11 +255,13 @@ def test_task_logs_reach_the_console_only_with_verbose_and_their_files_always(tm
     )
     script = tmp_path / "run.py"
     script.write_text(code)
+    repo = Path(__file__).resolve().parents[2]
     result = subprocess.run(
         [sys.executable, str(script), str(tmp_path / "shard"), str(verbose)],
         capture_output=True,
         text=True,
-        cwd=Path(__file__).resolve().parents[2],
+        cwd=repo,
+        env={**os.environ, "PYTHONPATH": str(repo)},  # the script imports this test module
         timeout=300,
     )
     assert result.returncode == 0, result.stderr
