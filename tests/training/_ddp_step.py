@@ -12,8 +12,9 @@ import torch
 ROWS = [60, 50, 6, 8, 30, 12, 44, 20]  # one step of 8 rows, very different labelled counts per micro-batch
 
 
-def _items():
-    rng = np.random.default_rng(0)
+def packed_items(lengths, seed=0):
+    """One packed document per row, ``row_id`` = its index: the rows a step of these tests trains."""
+    rng = np.random.default_rng(seed)
     return [
         {
             "row_id": r,
@@ -21,7 +22,7 @@ def _items():
             "doc_lengths": [n],
             "spans": [],
         }
-        for r, n in enumerate(ROWS)
+        for r, n in enumerate(lengths)
     ]
 
 
@@ -61,7 +62,7 @@ def one_step(world_size: int, output_dir: str) -> dict:
         model=RexBertForMaskedLM(config),
         args=args,
         data_collator=StepCollator(PackedMLMCollator(masker, seed=0), phase.micro_batch_size),
-        train_dataset=_items(),
+        train_dataset=packed_items(ROWS),
         phase=phase,
         batch_plan=plan_batches(np.array(ROWS), phase, world_size),
         callbacks=[KeepGradients()],

@@ -10,25 +10,13 @@ from transformers import TrainingArguments
 
 from modeling_rexbert import RexBertConfig, RexBertForMaskedLM
 from rexbert_common.errors import UserError
+from tests.training._ddp_step import packed_items
 from training.batch_plan import plan_batches
 from training.collator import MICRO_BATCHES_KEY, STATS_KEY, PackedMLMCollator, StepCollator
 from training.masking import MaskingConfig, SpanMasker
 from training.recipe import PhaseConfig, recipe_from_dict
 from training.trainer import RexBertTrainer
 from training.trainer_settings import training_arguments
-
-
-def _items(lengths, seed=0):
-    rng = np.random.default_rng(seed)
-    return [
-        {
-            "row_id": r,
-            "input_ids": [1, *rng.integers(4, 97, n - 2).tolist(), 2],
-            "doc_lengths": [n],
-            "spans": [],
-        }
-        for r, n in enumerate(lengths)
-    ]
 
 
 @pytest.fixture
@@ -54,7 +42,7 @@ def test_step_loss_is_normalised_over_all_labelled_tokens_of_the_step(trainer):
     mean CE over every labelled token of the step (not the mean of per-micro-batch means)."""
     masker = SpanMasker(MaskingConfig(mlm_probability=0.3), 3, [0, 1, 2, 3], 97)
     collate = PackedMLMCollator(masker, seed=0)
-    items = _items([60, 50, 6, 8])  # micro-batch 1 has ~10x the labels of micro-batch 2
+    items = packed_items([60, 50, 6, 8])  # micro-batch 1 has ~10x the labels of micro-batch 2
     step = StepCollator(collate, micro_batch_size=2)(items)
     counts = [mb[STATS_KEY]["labelled"] for mb in step[MICRO_BATCHES_KEY]]
     assert counts[0] > 4 * counts[1]
@@ -186,7 +174,7 @@ def test_training_step_never_syncs_the_device_with_the_host(trainer):
     from torch.profiler import ProfilerActivity, profile
 
     masker = SpanMasker(MaskingConfig(mlm_probability=0.3), 3, [0, 1, 2, 3], 97)
-    step = StepCollator(PackedMLMCollator(masker, seed=0), micro_batch_size=2)(_items([60, 50, 6, 8]))
+    step = StepCollator(PackedMLMCollator(masker, seed=0), micro_batch_size=2)(packed_items([60, 50, 6, 8]))
     trainer.training_step(trainer.model, step)  # warm-up: lazy initialisation may sync once
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         trainer.training_step(trainer.model, step)

@@ -75,14 +75,6 @@ def test_every_process_uses_rank_zeros_choice(monkeypatch, cpu):
     assert sent[0][1] == 0 and sent[0][0][0].dtype == torch.float32
 
 
-def _items(lengths, seed=0):
-    rng = np.random.default_rng(seed)
-    rows = [[1, *rng.integers(4, 97, n - 2).tolist(), 2] for n in lengths]
-    return [
-        {"row_id": r, "input_ids": ids, "doc_lengths": [len(ids)], "spans": []} for r, ids in enumerate(rows)
-    ]
-
-
 def test_a_bf16_step_computes_in_bf16_but_keeps_fp32_weights_and_optimizer_state(tmp_path):
     from modeling_rexbert import RexBertConfig, RexBertForMaskedLM
 
@@ -97,7 +89,9 @@ def test_a_bf16_step_computes_in_bf16_but_keeps_fp32_weights_and_optimizer_state
     args = training_arguments(recipe, "phase1", tmp_path, steps=2)
     args.save_strategy = "no"
     masker = SpanMasker(MaskingConfig(mlm_probability=0.3), 3, [0, 1, 2, 3], 97)
-    items = _items([40, 30, 20, 50, 40, 30, 20, 50])
+    from tests.training._ddp_step import packed_items
+
+    items = packed_items([40, 30, 20, 50, 40, 30, 20, 50])
     plan = plan_batches(np.array([len(i["input_ids"]) for i in items]), recipe.phase1, world_size=1)
     trainer = RexBertTrainer(
         model=model,
