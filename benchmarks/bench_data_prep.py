@@ -4,7 +4,8 @@ write shards) against the limit of this step, and its scaling.
 * **per core vs the tokenizer**: one task on one worker builds a phase; its real tokens per second of
   shard building (and of the stages' wall time, start-up included) are compared with the tokenizer's own
   ``encode_batch`` (Rust, one thread) on the same documents in the same chunks (the step cannot beat it;
-  goal >= 0.5 of it), for a phase that mines product text for Guided MLM and one of general text only;
+  goal >= 0.5 of it), for a phase of product and general text without Guided MLM (phase 1, most of a
+  recipe's tokens), the same with Guided MLM (phase 3: product text mined) and one of general text only;
 * **1 vs 2 workers**: the same phase in 4 tasks on 1 and on 2 workers (runs 1, 2, 2, 1, ...; medians;
   goal >= 1.7×). Two workers need two idle cores: the 1-minute load average is recorded before and after,
   and when it leaves fewer than two cores free the ratio is printed as "not measurable";
@@ -53,7 +54,8 @@ def _corpus(data_dir: Path, work: Path, copies: int) -> tuple[str, str]:
 
 
 def _recipe(data_dir: str, work: str, copies: int, tokens: int, out: str):
-    """Phase 1 mixes in products (mined for Guided MLM), 0.2 → 0.9; phase 2 is general text only."""
+    """Phases 1 and 3 mix in products, 0.2 → 0.9; phase 3 mines them for Guided MLM (phase 1, without
+    Guided MLM, does not); phase 2 is general text only."""
     from training.recipe import recipe_from_dict
 
     wiki, icecat = _corpus(Path(data_dir), Path(work), copies)
@@ -80,7 +82,7 @@ def _recipe(data_dir: str, work: str, copies: int, tokens: int, out: str):
             },
             "phase1": mixed,
             "phase2": phase,
-            "phase3": mixed,
+            "phase3": {**mixed, "masking": {"guided_fraction": 0.05}},  # the only phase that mines
         }
     )
 
@@ -221,7 +223,11 @@ def main() -> None:
         print(f"cores: {cores}, load (1 min) before: {load_before:.2f}", flush=True)
 
         # per core, against encode_batch on the same documents: with products mined, and general text only
-        for phase, what in (("phase1", "products 0.2 → 0.9, mined"), ("phase2", "general text, no mining")):
+        for phase, what in (
+            ("phase1", "products 0.2 → 0.9, no Guided MLM"),
+            ("phase3", "products 0.2 → 0.9, mined for Guided MLM"),
+            ("phase2", "general text"),
+        ):
             out = _fresh(work, f"core-{phase}", setup)
             build = _run(["build", str(data_dir), str(work), "1", str(args.tokens), "1", "1", out, phase])
             encode = _run(["encode", str(data_dir), str(work), str(args.tokens), out, phase])

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from training.attribute_miner import AttributeMiner, char_to_token_spans
+from training.attribute_miner import AttributeMiner, char_to_token_spans_batch
 from training.mixture import MixturePlan, domain_share
 from training.packing import best_fit_rows, piece_bounds
 from training.recipe import DataConfig, PhaseConfig
@@ -207,12 +207,10 @@ class ShardBuilder:
         for start in range(0, len(buffer), self.chunk_docs):
             chunk = buffer[start : start + self.chunk_docs]
             encodings = self.encoder.encode_batch([text for text, _, _ in chunk], add_special_tokens=True)
-            for (text, source, at), encoding in zip(chunk, encodings):
+            mined = self._mine(chunk, encodings)
+            for (_, source, at), encoding, doc_spans in zip(chunk, encodings, mined):
                 ids = np.asarray(encoding.ids[:limit] if limit else encoding.ids, dtype=np.int32)
-                spans: list[tuple[int, int]] = []
-                if self.miner is not None and self.sources[source].mined:
-                    mined = char_to_token_spans(encoding.offsets, self.miner.mine(text))
-                    spans = [(a, min(b, len(ids))) for a, b in mined if a < len(ids)]
+                spans = [(a, min(b, len(ids))) for a, b in doc_spans if a < len(ids)]
                 docs.append((ids, spans))
                 name, is_domain = self.sources[source].name, self.sources[source].is_domain
                 decile = stats.decile_tokens[min(9, int(10 * at))]
@@ -229,6 +227,19 @@ class ShardBuilder:
         marker["rows"] += stats.num_rows
         marker["tokens"] += stats.num_tokens
         marker["buffers"].append({"rows": stats.num_rows, "stats": stats.to_json()})
+
+    def _mine(self, chunk: list, encodings: list) -> list[list[tuple[int, int]]]:
+        """Token spans of each document of ``chunk`` mined for Guided MLM (none for the others)."""
+        if self.miner is None:
+            return [[] for _ in chunk]
+        picked = [k for k, (_, source, _) in enumerate(chunk) if self.sources[source].mined]
+        spans = char_to_token_spans_batch(
+            [encodings[k].offsets for k in picked], [self.miner.mine(chunk[k][0]) for k in picked]
+        )
+        found: list[list[tuple[int, int]]] = [[] for _ in chunk]
+        for k, doc_spans in zip(picked, spans):
+            found[k] = doc_spans
+        return found
 
     def _pack(self, docs: list, shard: int, buffer_number: int) -> RowBatch:
         """Best-fit pack one buffer's documents and shuffle its rows (seeded by shard and buffer)."""

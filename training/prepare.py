@@ -158,6 +158,7 @@ class PrepareLayout:
                     "max_seq_len": phase.max_seq_len,
                     "mixture": dataclasses.asdict(phase.mixture),
                 },
+                "mined": phase.masking.guided_fraction > 0,
                 "phase_seed": phase_seed(r, phase_name),
             }
         )
@@ -264,7 +265,9 @@ class PreparedInputs:
             ShardSource(src.name, is_domain, src.mine_attributes, DrawOrder(index, seed, number))
             for number, ((src, is_domain), index) in enumerate(zip(recipe_sources(recipe), self.indexes))
         ]
-        return ShardBuilder(plan, sources, self.tokenizer, self.miner, recipe.data, phase, seed), plan
+        # spans serve Guided MLM only: a phase without it skips the miner (phase 1 is most of the tokens)
+        miner = self.miner if phase.masking.guided_fraction > 0 else None
+        return ShardBuilder(plan, sources, self.tokenizer, miner, recipe.data, phase, seed), plan
 
 
 # -- the stages' steps ----------------------------------------------------------------------------

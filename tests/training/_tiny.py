@@ -43,7 +43,13 @@ def args(out, *extra):
 
 
 # ~15 shards of 8-document buffers in phase 1: enough shards for 3 or 4 preparation tasks to split unevenly
-PREPARE_OVERRIDES = ["phase1.tokens=20000", "data.buffer_docs=8", "data.shard_buffers=1"]
+# phase 1 with Guided MLM, so the rows compared across executors carry mined spans
+PREPARE_OVERRIDES = [
+    "phase1.tokens=20000",
+    "data.buffer_docs=8",
+    "data.shard_buffers=1",
+    "phase1.masking.guided_fraction=0.05",
+]
 
 
 def prepare_recipe(out, *sets):

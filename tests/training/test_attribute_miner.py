@@ -101,3 +101,32 @@ def test_precision_on_the_hand_labelled_sample():
     assert len(correct["web"]) >= 50 and len(correct["product"]) >= 50
     precision = {domain: sum(flags) / len(flags) for domain, flags in correct.items()}
     assert precision["product"] == pytest.approx(0.9375) and precision["web"] == pytest.approx(39 / 77)
+
+
+def test_batched_span_mapping_equals_the_overlap_rule_document_by_document(data_dir):
+    """Many documents mapped at once (one sorted array) give each document's own token overlaps: no span
+    lands on a neighbour's tokens, documents without spans stay empty, special tokens never count."""
+    import pyarrow.parquet as pq
+
+    from training.attribute_miner import char_to_token_spans_batch
+
+    rows = pq.read_table(data_dir / "icecat_products_chorus/icecat_text.parquet", columns=["title"])
+    texts = [t for t in rows.column("title").to_pylist()[:300] if t]
+    texts[5:5] = ["plain words without any attribute", ""]  # documents with no span between others
+    tok = train_bpe_tokenizer(texts, vocab_size=400)
+    miner = AttributeMiner().fit(texts)
+    encodings = [tok(t, return_offsets_mapping=True)["offset_mapping"] for t in texts]
+    spans = [miner.mine(t) for t in texts]
+
+    def overlaps(offsets, doc_spans):  # brute force: the tokens whose characters meet the span's
+        out = []
+        for span in doc_spans:
+            hit = [i for i, (a, b) in enumerate(offsets) if b > a and a < span.end and b > span.start]
+            if hit:
+                out.append((hit[0], hit[-1] + 1))
+        return out
+
+    expected = [overlaps(o, s) for o, s in zip(encodings, spans)]
+    assert sum(map(len, expected)) > 200 and expected[5] == expected[6] == []
+    assert char_to_token_spans_batch(encodings, spans) == expected
+    assert [char_to_token_spans(o, s) for o, s in zip(encodings, spans)] == expected

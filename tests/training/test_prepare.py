@@ -128,12 +128,14 @@ ROW_FIELDS = [
     "tokenizer.vocab_size=600",
     "tokenizer.train_docs=200",
     "tokenizer.name_or_path=/some/tokenizer",
+    "phase1.masking.guided_fraction=0",  # no Guided MLM: no spans mined
 ]
 SAME_ROWS = [
     "phase1.lr=1e-4",
     "phase1.batch_size=16",
     "phase1.micro_batch_size=4",
     "phase1.masking.mlm_probability=0.15",
+    "phase1.masking.guided_fraction=0.2",  # still mined: the share is drawn at training time
     "phase1.warmup_fraction=0.2",
     "phase2.tokens=30000",  # another phase
     "data.executor.tasks=8",
@@ -182,6 +184,21 @@ def test_a_change_that_alters_rows_rebuilds_and_one_that_does_not_reuses(referen
     prepare(out, "data.seed=1")  # alters the rows: a new build replaces the old one
     assert len(list(out.glob("phase1/rows-*"))) == 1
     assert build_rows(out, "phase1", "data.seed=1")[0]["input_ids"] != rows["input_ids"]
+
+
+def test_a_phase_without_guided_mlm_mines_nothing_and_keeps_its_tokens(reference, tmp_path, monkeypatch):
+    """Spans serve Guided MLM only: without it the miner is never called and the rows differ only there."""
+    from training.attribute_miner import AttributeMiner
+
+    _, (rows, summary) = reference
+    out = with_setup_of(reference, tmp_path)
+    monkeypatch.setattr(AttributeMiner, "mine", lambda self, text: pytest.fail("mined without Guided MLM"))
+    prepare(out, "phase1.masking.guided_fraction=0")
+    plain, plain_summary = build_rows(out, "phase1", "phase1.masking.guided_fraction=0")
+    assert summary["mined_spans"] > 0 and plain_summary["mined_spans"] == 0
+    assert {k: v for k, v in plain.items() if "span" not in k} == {
+        k: v for k, v in rows.items() if "span" not in k
+    }
 
 
 def test_a_restart_builds_only_the_missing_shards(reference, tmp_path):
