@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 _UNITS = (
     r"mm|cm|m|km|in|inch|inches|ft|\"|kg|g|mg|lb|lbs|oz|ml|l|L|TB|GB|MB|kB|GHz|MHz|Hz|W|kW|V|mAh|Wh"
@@ -65,9 +65,8 @@ _LOWER_WORD = re.compile(r"(?<![\w-])[a-z][a-z]+(?![\w-])")
 _WORD_RUN = re.compile(r"\w+")
 
 
-@dataclass(frozen=True)
-class MinedSpan:
-    """A character span ``text[start:end]`` and what it is."""
+class MinedSpan(NamedTuple):
+    """A character span ``text[start:end]`` and what it is (a tuple: millions are made per shard)."""
 
     start: int
     end: int
@@ -99,10 +98,6 @@ class AttributeMiner:
         self._brand_words = {b for b in self.brands if _WORD_RUN.fullmatch(b)}
         others = sorted((re.escape(b) for b in self.brands - self._brand_words), key=len, reverse=True)
         self._brand_re = re.compile(rf"(?<!\w)(?:{'|'.join(others)})(?!\w)") if others else None
-
-    def _is_type(self, word: str) -> bool:
-        """``word`` (a whole word) is a product type, or its plural in -s / -es, in any case."""
-        return word.casefold() in self._type_forms
 
     def fit(
         self, documents: Iterable[str], min_count: int = 2, max_lowercase_share: float = 0.2
@@ -165,11 +160,12 @@ class AttributeMiner:
                 if end > start and not text[start:end].isspace():
                     found.append((start, end, kind))
         if self._brand_words or self._type_words:  # whole words: \w runs, as (?<!\w) / \b delimit them
+            brands, types = self._brand_words, self._type_forms
             for match in _WORD_RUN.finditer(text):
                 word = match.group()
-                if word in self._brand_words:
+                if word in brands:
                     found.append((*match.span(), "brand"))
-                if self._type_words and self._is_type(word):
+                if word.casefold() in types:  # a product type or its plural, in any case
                     found.append((*match.span(), "product_type"))
         for kind, pattern in (("brand", self._brand_re), ("product_type", self._type_re)):
             if pattern is not None:

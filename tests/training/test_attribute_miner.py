@@ -24,6 +24,11 @@ def test_mines_each_kind():
     assert found["254 g"] in {"attribute_value", "size_unit"}
 
 
+def test_product_types_match_in_any_case_and_in_plural():
+    found = _kinds("Two DRESSES, three Lenses and a Tablet; lensing and tabletop are no types", AttributeMiner())
+    assert found == {"DRESSES": "product_type", "Lenses": "product_type", "Tablet": "product_type"}
+
+
 def test_spans_do_not_overlap_and_plain_prose_is_quiet():
     miner = AttributeMiner()
     spans = miner.mine("Resolution: 1920 x 1080 pixels, 27 inch monitor")
