@@ -25,7 +25,8 @@ def test_mines_each_kind():
 
 
 def test_product_types_match_in_any_case_and_in_plural():
-    found = _kinds("Two DRESSES, three Lenses and a Tablet; lensing and tabletop are no types", AttributeMiner())
+    text = "Two DRESSES, three Lenses and a Tablet; lensing and tabletop are no types"
+    found = _kinds(text, AttributeMiner())
     assert found == {"DRESSES": "product_type", "Lenses": "product_type", "Tablet": "product_type"}
 
 
