@@ -9,6 +9,7 @@ on one side only.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
@@ -53,6 +54,58 @@ def interleaved_timings(
 
 def median(values: Sequence[float]) -> float:
     return float(statistics.median(values))
+
+
+# ------------------------------------------------------------------------------------------------- load
+class ForeignLoad:
+    """CPU cores other work used while the block ran: all CPUs' busy time (``/proc/stat``) minus this
+    process's and its finished descendants', per wall second. Unlike the load average, a benchmark's own
+    runs do not count (a long run would otherwise call its own machine loaded). This process becomes a
+    child subreaper, so descendants their parent never waited for (a pool's workers) are reaped here and
+    count as its own. ``cores`` is None where ``/proc/stat`` is missing. Linux only: meant for benchmark
+    processes, not for a long-lived one (orphans of unrelated descendants are reaped here too)."""
+
+    @staticmethod
+    def _reap_orphans() -> None:
+        while True:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+
+    @staticmethod
+    def _busy_seconds() -> float | None:
+        try:
+            first = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+        except OSError:
+            return None
+        user, nice, system, idle, iowait, irq, softirq, steal = (int(v) for v in first[1:9])
+        return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+    @staticmethod
+    def _own_seconds() -> float:
+        import resource
+
+        usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+        return sum(u.ru_utime + u.ru_stime for u in usage)
+
+    def __enter__(self) -> ForeignLoad:
+        import ctypes
+
+        self.cores: float | None = None
+        with contextlib.suppress(OSError, AttributeError):  # PR_SET_CHILD_SUBREAPER = 36
+            ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)
+        self._start = (time.perf_counter(), self._busy_seconds(), self._own_seconds())
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._reap_orphans()
+        wall, busy, own = time.perf_counter(), self._busy_seconds(), self._own_seconds()
+        if busy is not None and self._start[1] is not None:
+            other = (busy - self._start[1]) - (own - self._start[2])
+            self.cores = max(0.0, other) / max(wall - self._start[0], 1e-9)
 
 
 # ----------------------------------------------------------------------------------------------- memory

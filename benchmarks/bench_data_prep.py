@@ -7,8 +7,9 @@ write shards) against the limit of this step, and its scaling.
   goal >= 0.5 of it), for a phase of product and general text without Guided MLM (phase 1, most of a
   recipe's tokens), the same with Guided MLM (phase 3: product text mined) and one of general text only;
 * **1 vs 2 workers**: the same phase in 4 tasks on 1 and on 2 workers (runs 1, 2, 2, 1, ...; medians;
-  goal >= 1.7×). Two workers need two idle cores: the 1-minute load average is recorded before and after,
-  and when it leaves fewer than two cores free the ratio is printed as "not measurable";
+  goal >= 1.7×). Two workers need two idle cores: the CPU time other work used during these runs is
+  measured (``_common.ForeignLoad``: the machine's busy time minus this benchmark's own), and above half a
+  core the ratio is printed as "not measurable";
 * **memory**: the peak RSS one build task adds to its (fresh) process, over sources of 1 vs 10 copies of
   the files and a 10× larger phase (the kernel's high-water mark reset after the imports).
 
@@ -17,7 +18,7 @@ trained on them once (the setup stage, outside the timings), 512-token rows, dom
 Every measured run is a fresh process (``--child``), so nothing is cached between runs.
 
     REXBERT_DATA_DIR=../shared/data HF_HUB_OFFLINE=1 .venv/bin/python -m benchmarks.bench_data_prep \
-        [--tokens 2000000] [--repeats 2] [--memory-tokens 200000]
+        [--tokens 2000000] [--repeats 2] [--memory-tokens 200000] [--sections core,workers,memory]
 """
 
 from __future__ import annotations
@@ -173,9 +174,80 @@ def _fresh(work: Path, name: str, setup: Path) -> str:
     return str(out)
 
 
-def quiet_enough(load: float, cores: int) -> bool:
-    """Two workers can show their speed-up only with two cores free of other work."""
-    return cores >= 2 and load <= cores - 2 + 0.5
+def quiet_enough(foreign_cores: float, cores: int) -> bool:
+    """Two workers can show their speed-up only with two cores free of other work (other work may have
+    used half a core on average while the scaling runs ran)."""
+    return cores >= 2 and foreign_cores <= cores - 2 + 0.5
+
+
+def _per_core(data_dir: Path, work: Path, setup: Path, tokens: int) -> None:
+    """One worker against encode_batch on the same documents, for each kind of phase."""
+    for phase, what in (
+        ("phase1", "products 0.2 → 0.9, no Guided MLM"),
+        ("phase3", "products 0.2 → 0.9, mined for Guided MLM"),
+        ("phase2", "general text"),
+    ):
+        out = _fresh(work, f"core-{phase}", setup)
+        build = _run(["build", str(data_dir), str(work), "1", str(tokens), "1", "1", out, phase])
+        encode = _run(["encode", str(data_dir), str(work), str(tokens), out, phase])
+        shard_rate = build["built_tokens"] / build["shard_seconds"]
+        wall_rate = build["built_tokens"] / build["seconds"]
+        encode_rate = encode["tokens"] / encode["seconds"]
+        print(
+            f"one worker, {what}: {build['built_tokens']:,} tokens, building shards "
+            f"{shard_rate:,.0f} tokens/s ({wall_rate:,.0f} with the stages' start-up); encode_batch "
+            f"{encode_rate:,.0f} tokens/s on the same {encode['documents']:,} documents; "
+            f"ratio {shard_rate / encode_rate:.2f} ({wall_rate / encode_rate:.2f}) (goal >= 0.5)",
+            flush=True,
+        )
+
+
+def _workers(
+    data_dir: Path, work: Path, setup: Path, tokens: int, repeats: int, cores: int, load_before: float
+) -> None:
+    """The same phase in 4 tasks on 1 and 2 workers, interleaved 1, 2, 2, 1, ...; medians."""
+    from benchmarks._common import ForeignLoad
+
+    rates: dict[int, list[float]] = {1: [], 2: []}
+    with ForeignLoad() as foreign:
+        for k, workers in enumerate(([1, 2, 2, 1] * repeats)[: 2 * repeats]):
+            out = _fresh(work, f"w{k}", setup)
+            result = _run(["build", str(data_dir), str(work), "1", str(tokens), "4", str(workers), out])
+            rates[workers].append(result["built_tokens"] / result["seconds"])
+            print(f"4 tasks, {workers} worker(s): {result}", flush=True)
+    load_after = os.getloadavg()[0]
+    one, two = statistics.median(rates[1]), statistics.median(rates[2])
+    # other work's CPU use during these runs; the load average (which counts them) where unknown
+    other = foreign.cores if foreign.cores is not None else max(load_before, load_after)
+    scaling = f"{two / one:.2f}" if quiet_enough(other, cores) else "not measurable"
+    print(
+        f"4 tasks: 1 worker {one:,.0f} tokens/s, 2 workers {two:,.0f} tokens/s; 2 vs 1: {scaling} "
+        f"(goal >= 1.7; other work used {other:.2f} of {cores} cores meanwhile; load average "
+        f"{load_before:.2f} → {load_after:.2f})",
+        flush=True,
+    )
+
+
+def _memory(data_dir: Path, work: Path, setup: Path, memory_tokens: int) -> None:
+    """The peak RSS one task adds at 1× and 10× (input and phase)."""
+    from rexbert_common.executors import ExecutorConfig
+    from training.prepare import run_prepare
+
+    setup10 = work / "setup10"
+    recipe10 = _recipe(str(data_dir), str(work), 10, memory_tokens * 10, str(setup10))
+    shutil.copytree(setup / "tokenizer", setup10 / "tokenizer")
+    run_prepare(recipe10, [], ExecutorConfig(tasks=1, workers=1))
+    peaks = {}
+    for copies, root in ((1, setup), (10, setup10)):
+        out = _fresh(work, f"m{copies}", root)
+        tokens = memory_tokens * copies
+        result = _run(["build", str(data_dir), str(work), str(copies), str(tokens), "1", "1", out])
+        peaks[copies] = result["peak_rss_added_mb"]
+        print(f"memory: corpus ×{copies}, {tokens:,} tokens, one task: {result}", flush=True)
+    print(
+        f"peak RSS a one-worker build adds, ×1 {peaks[1]:.0f} MiB, ×10 {peaks[10]:.0f} MiB: "
+        f"{peaks[10] / peaks[1]:.2f}"
+    )
 
 
 def main() -> None:
@@ -187,6 +259,9 @@ def main() -> None:
         "--memory-tokens", type=int, default=200_000, help="phase budget of the 1× memory run"
     )
     parser.add_argument("--repeats", type=int, default=2, help="runs per worker count")
+    parser.add_argument(
+        "--sections", default="core,workers,memory", help="comma list of core, workers, memory (default all)"
+    )
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -205,6 +280,9 @@ def main() -> None:
     from rexbert_common.executors import ExecutorConfig
     from training.prepare import run_prepare
 
+    sections = set(args.sections.split(","))
+    if unknown := sections - {"core", "workers", "memory"}:
+        parser.error(f"--sections: unknown {sorted(unknown)}")
     data_dir = Path(os.environ.get("REXBERT_DATA_DIR", ROOT.parent / "shared" / "data"))
     work = Path(tempfile.mkdtemp(prefix="bench_data_prep_"))
     cores = os.cpu_count() or 1
@@ -215,63 +293,14 @@ def main() -> None:
             [],
             ExecutorConfig(tasks=1, workers=1),
         )
-        setup10 = work / "setup10"
-        recipe10 = _recipe(str(data_dir), str(work), 10, args.memory_tokens * 10, str(setup10))
-        shutil.copytree(setup / "tokenizer", setup10 / "tokenizer")
-        run_prepare(recipe10, [], ExecutorConfig(tasks=1, workers=1))
         load_before = os.getloadavg()[0]
         print(f"cores: {cores}, load (1 min) before: {load_before:.2f}", flush=True)
-
-        # per core, against encode_batch on the same documents: with products mined, and general text only
-        for phase, what in (
-            ("phase1", "products 0.2 → 0.9, no Guided MLM"),
-            ("phase3", "products 0.2 → 0.9, mined for Guided MLM"),
-            ("phase2", "general text"),
-        ):
-            out = _fresh(work, f"core-{phase}", setup)
-            build = _run(["build", str(data_dir), str(work), "1", str(args.tokens), "1", "1", out, phase])
-            encode = _run(["encode", str(data_dir), str(work), str(args.tokens), out, phase])
-            shard_rate = build["built_tokens"] / build["shard_seconds"]
-            wall_rate = build["built_tokens"] / build["seconds"]
-            encode_rate = encode["tokens"] / encode["seconds"]
-            print(
-                f"one worker, {what}: {build['built_tokens']:,} tokens, building shards "
-                f"{shard_rate:,.0f} tokens/s ({wall_rate:,.0f} with the stages' start-up); encode_batch "
-                f"{encode_rate:,.0f} tokens/s on the same {encode['documents']:,} documents; "
-                f"ratio {shard_rate / encode_rate:.2f} ({wall_rate / encode_rate:.2f}) (goal >= 0.5)",
-                flush=True,
-            )
-
-        # 1 vs 2 workers, 4 tasks, interleaved 1, 2, 2, 1, ...
-        rates: dict[int, list[float]] = {1: [], 2: []}
-        order = ([1, 2, 2, 1] * args.repeats)[: 2 * args.repeats]
-        for k, workers in enumerate(order):
-            out = _fresh(work, f"w{k}", setup)
-            result = _run(["build", str(data_dir), str(work), "1", str(args.tokens), "4", str(workers), out])
-            rates[workers].append(result["built_tokens"] / result["seconds"])
-            print(f"4 tasks, {workers} worker(s): {result}", flush=True)
-        load_after = os.getloadavg()[0]
-        one, two = statistics.median(rates[1]), statistics.median(rates[2])
-        load = max(load_before, load_after)
-        scaling = f"{two / one:.2f}" if quiet_enough(load, cores) else "not measurable"
-        print(
-            f"4 tasks: 1 worker {one:,.0f} tokens/s, 2 workers {two:,.0f} tokens/s; 2 vs 1: {scaling} "
-            f"(goal >= 1.7; load {load_before:.2f} → {load_after:.2f} on {cores} cores)",
-            flush=True,
-        )
-
-        # memory of one task at 1× and 10× (input and phase)
-        peaks = {}
-        for copies, root in ((1, setup), (10, setup10)):
-            out = _fresh(work, f"m{copies}", root)
-            tokens = args.memory_tokens * copies
-            result = _run(["build", str(data_dir), str(work), str(copies), str(tokens), "1", "1", out])
-            peaks[copies] = result["peak_rss_added_mb"]
-            print(f"memory: corpus ×{copies}, {tokens:,} tokens, one task: {result}", flush=True)
-        print(
-            f"peak RSS a one-worker build adds, ×1 {peaks[1]:.0f} MiB, ×10 {peaks[10]:.0f} MiB: "
-            f"{peaks[10] / peaks[1]:.2f}"
-        )
+        if "core" in sections:
+            _per_core(data_dir, work, setup, args.tokens)
+        if "workers" in sections:
+            _workers(data_dir, work, setup, args.tokens, args.repeats, cores, load_before)
+        if "memory" in sections:
+            _memory(data_dir, work, setup, args.memory_tokens)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
