@@ -67,10 +67,20 @@ RUNTIME_RESERVE_GIB = 1.0
 # Real tokens / slots of best-fit packed rows (the packer's measured efficiency is ≥ 0.99 on web text; a
 # run reports its own in phase_summary.json).
 PACKING_EFFICIENCY = 0.99
-# Read + tokenize + mine + pack + write, tokens per second per CPU core: `rexbert prepare`'s one-worker rate
-# on a mined product phase in benchmarks/bench_data_prep.py (BENCHMARKS.md, "Training data preparation"),
-# rounded down; a general-text phase without mining runs faster.
-PREP_TOKENS_PER_CORE_SECOND = 200_000
+# Read + tokenize (+ mine) + pack + write, tokens per second per CPU core: `rexbert prepare`'s one-worker
+# rates in benchmarks/bench_data_prep.py (BENCHMARKS.md, "Training data preparation"), rounded down. Only
+# phases with Guided MLM mine their product text, which makes them the slower kind.
+PREP_TOKENS_PER_CORE_SECOND = 600_000
+PREP_MINED_TOKENS_PER_CORE_SECOND = 400_000
+
+
+def prep_rate(phase: PhaseConfig) -> int:
+    """Preparation tokens per second per core of ``phase`` (mined for Guided MLM or not)."""
+    return (
+        PREP_MINED_TOKENS_PER_CORE_SECOND
+        if phase.masking.guided_fraction > 0
+        else PREP_TOKENS_PER_CORE_SECOND
+    )
 
 
 @dataclass(frozen=True)
@@ -138,7 +148,9 @@ def assumptions(plan: RecipePlan) -> dict[str, str]:
         f"CUDA runtime; fits = within {1 - MEMORY_HEADROOM:.0%} of the GPU's memory",
         "vocab": plan.vocab_note,
         "packing": f"rows {PACKING_EFFICIENCY:.0%} full",
-        "prep": f"{PREP_TOKENS_PER_CORE_SECOND:,} tokens/s per CPU core (benchmarks/bench_data_prep.py)",
+        "prep": f"{PREP_TOKENS_PER_CORE_SECOND:,} tokens/s per CPU core, "
+        f"{PREP_MINED_TOKENS_PER_CORE_SECOND:,} in phases with Guided MLM (their product text is mined; "
+        "benchmarks/bench_data_prep.py)",
     }
 
 
@@ -254,7 +266,7 @@ def plan_phase(recipe: Recipe, phase_name: str, gpus: int, gpu: Gpu, mfu: float,
         peak_memory_gib=need,
         budget_gib=budget,
         fits=need <= budget,
-        prep_core_hours=phase.tokens / PREP_TOKENS_PER_CORE_SECOND / 3600,
+        prep_core_hours=phase.tokens / prep_rate(phase) / 3600,
         disk_gib=disk_bytes(phase, vocab) / GIB,
         memory_at_peak_gib={k: v / GIB for k, v in run.at_peak.items()},
     )

@@ -16,6 +16,7 @@ from training.mfu import MlmFlops
 from training.plan import (
     FSDP_REFUSAL,
     GPUS,
+    PREP_MINED_TOKENS_PER_CORE_SECOND,
     PREP_TOKENS_PER_CORE_SECOND,
     RUNTIME_RESERVE_GIB,
     check_launch,
@@ -23,6 +24,7 @@ from training.plan import (
     flops_per_token,
     model_config,
     plan_recipe,
+    prep_rate,
 )
 from training.recipe import load_recipe
 
@@ -86,10 +88,28 @@ def test_default_mfu_reproduces_modernberts_published_pace(data_dir):
 def test_data_preparation_and_disk(data_dir):
     recipe = _recipe("base")
     phase1 = recipe.phase1
-    assert phase1.tokens / PREP_TOKENS_PER_CORE_SECOND / 3600 == pytest.approx(2361, rel=1e-3)
     two_bytes = disk_bytes(phase1, 50368)  # uint16 ids: ModernBERT's 50,368 fit
     assert two_bytes == pytest.approx(2 * phase1.tokens, rel=0.02)
     assert disk_bytes(phase1, 70000) == pytest.approx(4 * phase1.tokens, rel=0.02)  # int32 ids
+
+
+def test_each_phase_is_prepared_at_the_rate_of_its_kind(tiny_plans, monkeypatch):
+    """Only phases with Guided MLM mine their text: phase 1 (none) at the plain rate, phase 3 (5%) at the
+    mined one."""
+    assert PREP_MINED_TOKENS_PER_CORE_SECOND < PREP_TOKENS_PER_CORE_SECOND
+    monkeypatch.setenv("REXBERT_DATA_DIR", "/data")
+    recipe = load_recipe(RECIPES / "tiny.yaml")
+    assert recipe.phase1.masking.guided_fraction == 0 < recipe.phase3.masking.guided_fraction
+    assert [prep_rate(recipe.phase(n)) for n in ("phase1", "phase3")] == [
+        PREP_TOKENS_PER_CORE_SECOND,
+        PREP_MINED_TOKENS_PER_CORE_SECOND,
+    ]
+    phases = tiny_plans[1].phases
+    for name, rate in (
+        ("phase1", PREP_TOKENS_PER_CORE_SECOND),
+        ("phase3", PREP_MINED_TOKENS_PER_CORE_SECOND),
+    ):
+        assert phases[name].prep_core_hours == pytest.approx(phases[name].tokens / rate / 3600)
 
 
 def test_plan_json_has_every_key_and_the_totals_add_up(tiny_plans):
