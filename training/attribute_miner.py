@@ -5,7 +5,7 @@ Finds, as character spans: attribute values of ``Key: Value`` pairs (within one 
 ``WH-1000XM4``; not ordinals, resolutions or formats such as ``2nd``, ``4K``, ``mp3``), product types (a
 built-in noun lexicon, extendable) and brands (a lexicon, learned from a bounded sample of documents with
 :meth:`AttributeMiner.fit`, or given). Overlaps keep the longest span. Char spans become token spans
-through the tokenizer's offset mapping (:func:`char_to_token_spans`).
+through the tokenizer's offset mapping (:func:`char_to_token_spans`; :func:`encoding_token_spans`).
 
 Hand-written rules on purpose: no maintained library mines product attributes without a trained model,
 and the miner must run inside the tokenization workers at corpus scale. Its precision on a hand-labelled
@@ -24,9 +24,14 @@ _UNITS = (
     r"|pc\(s\)|pcs|pc|pack|ct|count|MP|dpi|ppm|rpm|°C|°F|%"
 )
 _NUM = r"\d+(?:[.,]\d+)?"
+_NUM_REST = r"\d*(?:[.,]\d+)?"  # _NUM after its first digit
+# Patterns open with a character class, their left-boundary assertion placed after it: `re` then skips to
+# the candidates (digits, capitals) in C instead of trying a match at every position.
 _PATTERNS: dict[str, re.Pattern[str]] = {
-    "dimension": re.compile(rf"\b{_NUM}\s?[x×X]\s?{_NUM}(?:\s?[x×X]\s?{_NUM})?(?:\s?(?:{_UNITS}))?(?![\w])"),
-    "size_unit": re.compile(rf"(?<![\w.]){_NUM}\s?(?:{_UNITS})(?![\w])"),
+    "dimension": re.compile(
+        rf"\d(?<!\w\d){_NUM_REST}\s?[x×X]\s?{_NUM}(?:\s?[x×X]\s?{_NUM})?(?:\s?(?:{_UNITS}))?(?![\w])"
+    ),
+    "size_unit": re.compile(rf"\d(?<![\w.]\d){_NUM_REST}\s?(?:{_UNITS})(?![\w])"),
     # an upper-case letter and at least two digits, >= 4 chars, optional -,/ separators: SKUs, model numbers
     "model_number": re.compile(
         r"(?<![\w-])(?=[\w/-]*\d[\w/-]*\d)(?=[\w/-]*[A-Z])[A-Za-z0-9]{2,}(?:[-/][A-Za-z0-9]+)*(?![\w-])"
@@ -34,7 +39,7 @@ _PATTERNS: dict[str, re.Pattern[str]] = {
     # "Key: value" with a short key and a short value ending at a separator or the end of the sentence
     # (a "." not followed by a word character): "Color: Navy. Best in ..." yields "Navy"
     "attribute_value": re.compile(
-        r"\b([A-Z][A-Za-z]*(?: [A-Za-z]+){0,2}):[ \t]*"
+        r"([A-Z](?<!\w[A-Z])[A-Za-z]*(?: [A-Za-z]+){0,2}):[ \t]*"
         r"([\w$€£#+-](?:[^\x00-\x1f,;:|.!?()\"]|\.(?=\w)){0,39}?)(?=\s*(?:[\n,;|!?]|\.(?!\w)|$))"
     ),
 }
@@ -189,6 +194,23 @@ def char_to_token_spans(
     never do. Spans that cover no token are dropped.
     """
     return char_to_token_spans_batch([offsets], [spans])[0]
+
+
+def encoding_token_spans(encoding, spans: Sequence[MinedSpan]) -> list[tuple[int, int]] | None:
+    """:func:`char_to_token_spans` through a ``tokenizers.Encoding``'s own lookups, without building its
+    offset list (which costs more than the lookups on short texts; each lookup scans the offsets, so long
+    documents should take :func:`char_to_token_spans_batch`). None when a span's first or last character
+    lies in no token: then only the offsets can say which tokens it meets."""
+    found = []
+    for span in spans:
+        first, last = encoding.char_to_token(span.start), encoding.char_to_token(span.end - 1)
+        if first is None or last is None:
+            return None
+        # a character split over several byte tokens: char_to_token names the first, the span takes all
+        while (chars := encoding.token_to_chars(last + 1)) is not None and chars[0] < span.end:
+            last += 1
+        found.append((first, last + 1))
+    return found
 
 
 def char_to_token_spans_batch(

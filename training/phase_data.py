@@ -19,13 +19,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from training.attribute_miner import AttributeMiner, char_to_token_spans_batch
+from training.attribute_miner import AttributeMiner, char_to_token_spans_batch, encoding_token_spans
 from training.mixture import MixturePlan, domain_share
 from training.packing import best_fit_rows, piece_bounds
 from training.recipe import DataConfig, PhaseConfig
 from training.source_index import DrawOrder
 
 CHUNK_DOCS = 64  # documents per encode_batch call: long enough to amortise the call, short to hold
+# Spans of documents up to this many tokens map through the encoding's own char->token lookups (each scans
+# the document's offsets); longer ones through their offset lists in one numpy pass per chunk.
+SHORT_DOC_TOKENS = 512
 
 
 @dataclass
@@ -232,13 +235,25 @@ class ShardBuilder:
         """Token spans of each document of ``chunk`` mined for Guided MLM (none for the others)."""
         if self.miner is None:
             return [[] for _ in chunk]
-        picked = [k for k, (_, source, _) in enumerate(chunk) if self.sources[source].mined]
-        spans = char_to_token_spans_batch(
-            [encodings[k].offsets for k in picked], [self.miner.mine(chunk[k][0]) for k in picked]
-        )
         found: list[list[tuple[int, int]]] = [[] for _ in chunk]
-        for k, doc_spans in zip(picked, spans):
-            found[k] = doc_spans
+        long: list[tuple[int, list]] = []  # (document, char spans) left to the offsets' numpy pass
+        for k, (text, source, _) in enumerate(chunk):
+            if not self.sources[source].mined:
+                continue
+            spans = self.miner.mine(text)
+            mapped = (
+                encoding_token_spans(encodings[k], spans) if len(encodings[k]) <= SHORT_DOC_TOKENS else None
+            )
+            if mapped is None:
+                long.append((k, spans))
+            else:
+                found[k] = mapped
+        if long:
+            mapped_long = char_to_token_spans_batch(
+                [encodings[k].offsets for k, _ in long], [s for _, s in long]
+            )
+            for (k, _), doc_spans in zip(long, mapped_long):
+                found[k] = doc_spans
         return found
 
     def _pack(self, docs: list, shard: int, buffer_number: int) -> RowBatch:

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from training.attribute_miner import AttributeMiner, char_to_token_spans
+from training.attribute_miner import AttributeMiner, MinedSpan, char_to_token_spans, encoding_token_spans
 from training.tokenizer import train_bpe_tokenizer
 
 
@@ -119,8 +119,10 @@ def test_batched_span_mapping_equals_the_overlap_rule_document_by_document(data_
     rows = pq.read_table(data_dir / "icecat_products_chorus/icecat_text.parquet", columns=["title"])
     texts = [t for t in rows.column("title").to_pylist()[:300] if t]
     texts[5:5] = ["plain words without any attribute", ""]  # documents with no span between others
+    # spans ending in a character split over several byte tokens (an accent, an emoji)
+    texts += ["Nestlé 006R90321 toner, Café Noir 30 x 20 cm", "Brand: Ünïcødé😀 and Nestlé 5 pcs"]
     tok = train_bpe_tokenizer(texts, vocab_size=400)
-    miner = AttributeMiner().fit(texts)
+    miner = AttributeMiner(brands=["Nestlé", "Café"]).fit(texts)
     encodings = [tok(t, return_offsets_mapping=True)["offset_mapping"] for t in texts]
     spans = [miner.mine(t) for t in texts]
 
@@ -136,3 +138,29 @@ def test_batched_span_mapping_equals_the_overlap_rule_document_by_document(data_
     assert sum(map(len, expected)) > 200 and expected[5] == expected[6] == []
     assert char_to_token_spans_batch(encodings, spans) == expected
     assert [char_to_token_spans(o, s) for o, s in zip(encodings, spans)] == expected
+    # the same through the Rust encodings' own lookups, split characters included
+    rust = tok.backend_tokenizer.encode_batch(texts, add_special_tokens=True)
+    assert [encoding_token_spans(e, s) for e, s in zip(rust, spans)] == expected
+    naive = [  # the token holding each span's last character: the first of several when it is split
+        [(e.char_to_token(s.start), e.char_to_token(s.end - 1) + 1) for s in doc]
+        for e, doc in zip(rust, spans)
+    ]
+    assert naive != expected  # so the case a plain char_to_token(end - 1) gets wrong is exercised
+
+
+def test_a_span_edge_in_no_token_defers_to_the_offsets():
+    """A character no token covers (a normalizer dropped it) cannot name a token: the caller must fall back
+    to the offset mapping."""
+
+    class Encoding:  # covers characters 0-3 and 6-9 only
+        def char_to_token(self, char):
+            return 0 if char < 4 else 1 if 6 <= char < 10 else None
+
+        def token_to_chars(self, token):
+            return [(0, 4), (6, 10)][token] if token < 2 else None
+
+    assert encoding_token_spans(Encoding(), [MinedSpan(0, 2, "brand"), MinedSpan(2, 8, "brand")]) == [
+        (0, 1),
+        (0, 2),
+    ]
+    assert encoding_token_spans(Encoding(), [MinedSpan(0, 2, "brand"), MinedSpan(4, 8, "brand")]) is None

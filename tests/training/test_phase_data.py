@@ -72,6 +72,31 @@ def test_a_shard_packs_every_token_of_its_documents_once(prepared):
     assert lengths != sorted(lengths, reverse=True)  # best-fit order shuffled within the buffer
 
 
+def test_spans_map_alike_through_the_encodings_and_through_the_offsets(prepared, monkeypatch):
+    """Short documents map their spans through the encoding's lookups, long ones through the offsets'
+    numpy pass, and the lookups defer to the offsets when a span edge lies in no token: the rows are the
+    same whichever path each document takes."""
+    import training.phase_data as phase_data
+
+    inputs = PreparedInputs.load(PrepareLayout.of(prepare_recipe(prepared, "data.buffer_docs=6")))
+    builder, _ = inputs.builder("phase1")
+
+    def rows() -> list[dict]:
+        batches: list[RowBatch] = []
+        for shard in (3, 4):
+            builder.build(shard, batches.append)
+        return [row for batch in batches for row in _rows_of(batch)]
+
+    monkeypatch.setattr(phase_data, "SHORT_DOC_TOKENS", 0)  # every document through the offsets
+    through_offsets = rows()
+    monkeypatch.setattr(phase_data, "SHORT_DOC_TOKENS", 10**9)  # every document through the lookups
+    through_lookups = rows()
+    monkeypatch.setattr(phase_data, "encoding_token_spans", lambda encoding, spans: None)
+    deferred = rows()
+    assert sum(len(row["spans"]) for row in through_offsets) >= 20
+    assert through_lookups == through_offsets == deferred
+
+
 def test_the_domain_share_anneals_over_the_phase(prepared, tmp_path):
     copy_setup(prepared, tmp_path)
     recipe = prepare_recipe(tmp_path, "phase1.mixture.domain_start=0.0", "phase1.mixture.domain_end=1.0")
