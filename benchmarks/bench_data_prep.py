@@ -4,8 +4,9 @@ write shards) against the limit of this step, and its scaling.
 * **per core vs the tokenizer**: one task on one worker builds a phase; its real tokens per second of
   shard building (and of the stages' wall time, start-up included) are compared with the tokenizer's own
   ``encode_batch`` (Rust, one thread) on the same documents in the same chunks (the step cannot beat it;
-  goal >= 0.5 of it), for a phase of product and general text without Guided MLM (phase 1, most of a
-  recipe's tokens), the same with Guided MLM (phase 3: product text mined) and one of general text only;
+  goal >= 0.5 of it; ``--repeats`` runs of each, interleaved, medians), for a phase of product and general
+  text without Guided MLM (phase 1, most of a recipe's tokens), the same with Guided MLM (phase 3: product
+  text mined) and one of general text only;
 * **1 vs 2 workers**: the same phase in 4 tasks on 1 and on 2 workers (runs 1, 2, 2, 1, ...; medians;
   goal >= 1.7×). Two workers need two idle cores: the CPU time other work used during these runs is
   measured (``_common.ForeignLoad``: the machine's busy time minus this benchmark's own), and above half a
@@ -180,24 +181,44 @@ def quiet_enough(foreign_cores: float, cores: int) -> bool:
     return cores >= 2 and foreign_cores <= cores - 2 + 0.5
 
 
-def _per_core(data_dir: Path, work: Path, setup: Path, tokens: int) -> None:
-    """One worker against encode_batch on the same documents, for each kind of phase."""
+def _per_core(data_dir: Path, work: Path, setup: Path, tokens: int, repeats: int) -> None:
+    """One worker against encode_batch on the same documents, for each kind of phase: ``repeats`` builds
+    and as many encode runs, interleaved (build, encode, encode, build, ...) so a drift of the machine's
+    speed meets both; each run printed, the ratio of the medians the verdict."""
+    from benchmarks._common import ForeignLoad
+
     for phase, what in (
         ("phase1", "products 0.2 → 0.9, no Guided MLM"),
         ("phase3", "products 0.2 → 0.9, mined for Guided MLM"),
         ("phase2", "general text"),
     ):
-        out = _fresh(work, f"core-{phase}", setup)
-        build = _run(["build", str(data_dir), str(work), "1", str(tokens), "1", "1", out, phase])
-        encode = _run(["encode", str(data_dir), str(work), str(tokens), out, phase])
-        shard_rate = build["built_tokens"] / build["shard_seconds"]
-        wall_rate = build["built_tokens"] / build["seconds"]
-        encode_rate = encode["tokens"] / encode["seconds"]
+        shard_rates, wall_rates, encode_rates = [], [], []
+        with ForeignLoad() as foreign:
+            for k, step in enumerate((["build", "encode", "encode", "build"] * repeats)[: 2 * repeats]):
+                if step == "build":
+                    out = _fresh(work, f"core-{phase}-{k}", setup)
+                    build = _run(["build", str(data_dir), str(work), "1", str(tokens), "1", "1", out, phase])
+                    shard_rates.append(build["built_tokens"] / build["shard_seconds"])
+                    wall_rates.append(build["built_tokens"] / build["seconds"])
+                    print(
+                        f"  {phase} build: {build['built_tokens']:,} tokens, shards {shard_rates[-1]:,.0f} "
+                        f"tokens/s ({wall_rates[-1]:,.0f} with the stages' start-up)",
+                        flush=True,
+                    )
+                else:
+                    encode = _run(["encode", str(data_dir), str(work), str(tokens), out, phase])
+                    encode_rates.append(encode["tokens"] / encode["seconds"])
+                    print(
+                        f"  {phase} encode_batch: {encode_rates[-1]:,.0f} tokens/s on the same "
+                        f"{encode['documents']:,} documents",
+                        flush=True,
+                    )
+        shard, wall, encode_rate = map(statistics.median, (shard_rates, wall_rates, encode_rates))
+        other = f"{foreign.cores:.2f} cores" if foreign.cores is not None else "unknown"
         print(
-            f"one worker, {what}: {build['built_tokens']:,} tokens, building shards "
-            f"{shard_rate:,.0f} tokens/s ({wall_rate:,.0f} with the stages' start-up); encode_batch "
-            f"{encode_rate:,.0f} tokens/s on the same {encode['documents']:,} documents; "
-            f"ratio {shard_rate / encode_rate:.2f} ({wall_rate / encode_rate:.2f}) (goal >= 0.5)",
+            f"one worker, {what}: building shards {shard:,.0f} tokens/s ({wall:,.0f} with the stages' "
+            f"start-up); encode_batch {encode_rate:,.0f} tokens/s (medians of {repeats}); ratio "
+            f"{shard / encode_rate:.2f} ({wall / encode_rate:.2f}) (goal >= 0.5; other work used {other})",
             flush=True,
         )
 
@@ -258,7 +279,9 @@ def main() -> None:
     parser.add_argument(
         "--memory-tokens", type=int, default=200_000, help="phase budget of the 1× memory run"
     )
-    parser.add_argument("--repeats", type=int, default=2, help="runs per worker count")
+    parser.add_argument(
+        "--repeats", type=int, default=2, help="runs per worker count, and builds / encode runs per phase"
+    )
     parser.add_argument(
         "--sections", default="core,workers,memory", help="comma list of core, workers, memory (default all)"
     )
@@ -296,7 +319,7 @@ def main() -> None:
         load_before = os.getloadavg()[0]
         print(f"cores: {cores}, load (1 min) before: {load_before:.2f}", flush=True)
         if "core" in sections:
-            _per_core(data_dir, work, setup, args.tokens)
+            _per_core(data_dir, work, setup, args.tokens, args.repeats)
         if "workers" in sections:
             _workers(data_dir, work, setup, args.tokens, args.repeats, cores, load_before)
         if "memory" in sections:
