@@ -4,7 +4,8 @@
 ``AutoModelForMaskedLM``, ``AutoModelForSequenceClassification`` and
 ``AutoModelForTokenClassification``, marks every class for remote-code export so that
 ``save_pretrained`` copies the code files and writes a complete ``auto_map``, and gives the ``sdpa``
-backend its CPU scheduling (``sdpa_cpu.py``; remote-code copies keep the shipped one) and lets
+backend and the sparse MLM loss their CPU scheduling (``sdpa_cpu.py``, ``cross_entropy_cpu.py``;
+remote-code copies keep the shipped code) and lets
 ``RexBertConfig`` read ModernBERT configs (``conversion.py``).
 """
 
@@ -18,7 +19,7 @@ from transformers import (
     AutoModelForTokenClassification,
 )
 
-from . import conversion, sdpa_cpu
+from . import conversion, cross_entropy_cpu, sdpa_cpu
 from .attention_rexbert import ATTENTION_BACKENDS
 from .configuration_rexbert import SIZE_PRESETS, RexBertConfig
 from .conversion import export_to_modernbert, modernbert_to_rexbert_dict, rexbert_config_to_modernbert
@@ -48,6 +49,7 @@ def _register() -> None:
 
 _register()
 sdpa_cpu.register()
+cross_entropy_cpu.register()
 conversion.register()
 
 __all__ = [

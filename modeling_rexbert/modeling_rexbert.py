@@ -303,30 +303,33 @@ def masked_lm_loss(logits, targets, ignore_index: int, num_items_in_batch=None, 
     elif torch.is_tensor(divisor):
         divisor = divisor.to(logits.device)
     if all_valid:
-        return _SparseCrossEntropy.apply(
-            logits, targets, max(divisor, 1) if isinstance(divisor, int) else divisor
-        )
+        divisor = max(divisor, 1) if isinstance(divisor, int) else divisor
+        return _SparseCrossEntropy.apply(logits, targets) / divisor
     return F.cross_entropy(logits.float(), targets, ignore_index=ignore_index, reduction="sum") / divisor
 
 
 class _SparseCrossEntropy(torch.autograd.Function):
-    """sum(CE) / divisor for (M, V) logits whose M targets are all valid. Keeps only the fp32
-    log-probabilities and writes softmax - onehot into one new buffer in backward, where F.cross_entropy
-    keeps more (M, V) temporaries: the packed 8x512 micro MLM step ran ~18% faster with it."""
+    """sum(CE) of (M, V) logits, all M targets valid; keeps the logits and their fp32 log-sum-exp only."""
 
     @staticmethod
-    def forward(ctx, logits: torch.Tensor, targets: torch.Tensor, divisor):
-        log_probs = torch.log_softmax(logits, dim=-1, dtype=torch.promote_types(logits.dtype, torch.float32))
-        ctx.save_for_backward(log_probs, targets)
-        ctx.divisor, ctx.dtype = divisor, logits.dtype
-        return -log_probs.gather(1, targets[:, None]).sum() / divisor
+    def log_sum_exp(logits: torch.Tensor) -> torch.Tensor:  # (M,) in (at least) fp32
+        return torch.logsumexp(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
+
+    @staticmethod
+    def softmax_minus_onehot(logits, targets, lse, scale) -> torch.Tensor:  # a new (M, V) in logits' dtype
+        grad = (logits.to(lse.dtype) - lse[:, None]).exp_()
+        grad[torch.arange(targets.numel(), device=grad.device), targets] -= 1.0
+        return grad.mul_(scale).to(logits.dtype)
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, targets: torch.Tensor):
+        lse = _SparseCrossEntropy.log_sum_exp(logits)
+        ctx.save_for_backward(logits, targets, lse)
+        return (lse - logits.gather(1, targets[:, None]).squeeze(1).to(lse.dtype)).sum()
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
-        log_probs, targets = ctx.saved_tensors
-        grad = log_probs.exp()  # a new buffer: backward may run twice
-        grad[torch.arange(targets.numel(), device=grad.device), targets] -= 1.0
-        return grad.mul_(grad_out / ctx.divisor).to(ctx.dtype), None, None
+        return _SparseCrossEntropy.softmax_minus_onehot(*ctx.saved_tensors, grad_out), None
 
 
 class RexBertForMaskedLM(RexBertPreTrainedModel):

@@ -409,6 +409,25 @@ def test_masked_lm_loss_matches_torch_loss_and_gradient(divisor, all_valid):
     torch.testing.assert_close(g_ours.double(), g_ref)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_sparse_cross_entropy_over_several_row_chunks_matches_torch(dtype):
+    """On a CPU rows go a few at a time through one reused fp32 buffer (2^20 values: 5 rows of 200,000
+    here, so chunks of 5 and 2): the loss and gradient of F.cross_entropy on the fp32 logits."""
+    from modeling_rexbert.modeling_rexbert import _SparseCrossEntropy
+
+    torch.manual_seed(0)
+    logits = (torch.randn(7, 200_000, dtype=torch.float64) * 3).to(dtype).requires_grad_()
+    targets = torch.randint(0, 200_000, (7,))
+    ours = _SparseCrossEntropy.apply(logits, targets) / 5
+    (g_ours,) = torch.autograd.grad(ours, logits)
+    wide = logits.detach().to(torch.promote_types(dtype, torch.float32)).requires_grad_()
+    ref = F.cross_entropy(wide, targets, reduction="sum") / 5
+    (g_ref,) = torch.autograd.grad(ref, wide)
+    torch.testing.assert_close(ours, ref)
+    assert g_ours.dtype == dtype
+    torch.testing.assert_close(g_ours, g_ref.to(dtype))
+
+
 @pytest.mark.parametrize("all_valid", [False, True])
 def test_masked_lm_loss_without_targets_is_zero_with_a_graph(all_valid):
     from modeling_rexbert.modeling_rexbert import masked_lm_loss
@@ -424,10 +443,10 @@ def test_sparse_cross_entropy_passes_gradcheck_and_backward_twice():
 
     logits = torch.randn(4, 7, dtype=torch.float64, requires_grad=True)
     labels = torch.tensor([0, 6, 3, 3])
-    assert torch.autograd.gradcheck(lambda x: _SparseCrossEntropy.apply(x, labels, 3), (logits,))
-    loss = _SparseCrossEntropy.apply(logits, labels, 4)
+    assert torch.autograd.gradcheck(lambda x: _SparseCrossEntropy.apply(x, labels) / 3, (logits,))
+    loss = _SparseCrossEntropy.apply(logits, labels) / 4
     (g1,) = torch.autograd.grad(loss, logits, retain_graph=True)
-    (g2,) = torch.autograd.grad(loss, logits)  # the saved log-probabilities are not consumed in place
+    (g2,) = torch.autograd.grad(loss, logits)  # the saved logits are not consumed in place
     torch.testing.assert_close(g1, g2)
 
 
