@@ -107,7 +107,9 @@ def test_tiny_benchmark_trains_both_paths_on_the_same_budget(tmp_path):
     assert result["cpu_speedup_vs_fastest_hf"] == pytest.approx(
         result["rexbert_tokens_per_cpu_s"] / fastest_cpu
     )
-    (rex,), (hf,) = runs["rexbert"], runs["hf"]
+    (rex,), (hf,), (hf32,) = runs["rexbert"], runs["hf"], runs["hf-fp32"]
+    paired = rex["tokens_per_s"] / max(hf["tokens_per_s"], hf32["tokens_per_s"])
+    assert result["paired_speedups_vs_fastest_hf"] == pytest.approx([paired])
     # the hf run takes whole batches up to the rexbert run's real tokens: at most one batch more
     assert 0.95 * 4096 <= rex["real_tokens"] <= 4096
     assert rex["optimizer_steps"] == 4096 // (2 * bt.SEQ)
@@ -115,3 +117,13 @@ def test_tiny_benchmark_trains_both_paths_on_the_same_budget(tmp_path):
     # padding depends on the corpus (the embedded sample's long documents fill whole grouped batches)
     assert 0 < hf["real_share_of_slots"] <= 1.0 and rex["real_share_of_slots"] == rex["real_tokens"] / 4096
     assert result["transformers"].startswith("5.")
+
+
+def test_rexbert_rows_are_a_shuffled_sample_of_the_corpus():
+    """Best-fit packing lists the full single-document rows first: the benchmark's rows must mix them with
+    the packed short documents as the corpus does, not train rexbert on long documents only."""
+    pieces = [[5] * bt.SEQ] * 20 + [[6] * 50] * 200  # 20 full rows, 20 rows of 10 short documents
+    rows = bt.packed_rows(pieces, steps=2, rows=4)
+    assert len(rows) == 8
+    docs = [list(r.doc_lengths) for r in rows]
+    assert [bt.SEQ] in docs and any(d == [50] * 10 for d in docs), docs
