@@ -413,8 +413,11 @@ def test_masked_lm_loss_matches_torch_loss_and_gradient(divisor, all_valid):
 def test_sparse_cross_entropy_over_several_row_chunks_matches_torch(dtype):
     """On a CPU rows go a few at a time through one reused fp32 buffer (2^20 values: 5 rows of 200,000
     here, so chunks of 5 and 2): the loss and gradient of F.cross_entropy on the fp32 logits."""
+    from modeling_rexbert import cross_entropy_cpu
     from modeling_rexbert.modeling_rexbert import _SparseCrossEntropy
 
+    assert _SparseCrossEntropy.log_sum_exp is cross_entropy_cpu.log_sum_exp  # the package's CPU version
+    assert _SparseCrossEntropy.softmax_minus_onehot is cross_entropy_cpu.softmax_minus_onehot
     torch.manual_seed(0)
     logits = (torch.randn(7, 200_000, dtype=torch.float64) * 3).to(dtype).requires_grad_()
     targets = torch.randint(0, 200_000, (7,))

@@ -67,6 +67,26 @@ def test_step_loss_is_normalised_over_all_labelled_tokens_of_the_step(trainer):
     }
 
 
+def test_masked_accuracy_counts_the_labelled_tokens_whose_top_prediction_is_the_target(trainer):
+    """The logged masked accuracy: correct first guesses over labelled tokens, argmax's choice (the first
+    maximum) against the targets of every micro-batch of the step."""
+    masker = SpanMasker(MaskingConfig(mlm_probability=0.3), 3, [0, 1, 2, 3], 97)
+    collate = PackedMLMCollator(masker, seed=0)
+    step = StepCollator(collate, micro_batch_size=2)(packed_items([60, 50, 40, 30]))
+    model = trainer.model
+    expected = 0
+    with torch.no_grad():
+        for mb in step[MICRO_BATCHES_KEY]:
+            inputs = {k: v for k, v in mb.items() if k != STATS_KEY}
+            logits = model(**inputs).logits  # (M, V) at the labelled positions
+            targets = inputs["labels"].reshape(-1).index_select(0, inputs["label_positions"])
+            expected += int((logits.argmax(-1) == targets).sum())
+    trainer._reset_counters()
+    trainer.training_step(model, step)
+    assert 0 < expected < sum(mb[STATS_KEY]["labelled"] for mb in step[MICRO_BATCHES_KEY])
+    assert int(trainer._counters["correct"]) == expected
+
+
 def test_gradient_accumulation_must_be_left_to_the_plan(tmp_path, trainer):
     args = TrainingArguments(
         output_dir=str(tmp_path), use_cpu=True, report_to=[], gradient_accumulation_steps=2
